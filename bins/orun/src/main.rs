@@ -1,0 +1,50 @@
+//! The `orun` command line: validate manifests (and, in later releases, plan, status, bootstrap).
+//!
+//! A thin shell over the library crates: parse arguments, call them, print, pick an exit code
+//! (0 ok, 1 error).
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a CLI prints its results"
+)]
+
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// orun: pull-based GitOps for Docker hosts.
+#[derive(Debug, Parser)]
+#[command(name = "orun", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a manifest repository; exit 0 when it is valid (warnings allowed), 1 when not.
+    Validate(validate::Args),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Version => {
+            println!("orun {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("orun: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

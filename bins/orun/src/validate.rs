@@ -1,0 +1,157 @@
+//! `orun validate`: load a repository, print every diagnostic, optionally resolve one node.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use manifest_model::{Diagnostic, DirSource, ImageSource, Limits, Report, Severity};
+use serde_json::json;
+
+/// Arguments of `orun validate`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The manifest repository (a working tree; uncommitted edits are read too).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Also resolve what this node would run.
+    #[arg(long)]
+    node: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let source = DirSource::new(&args.dir)
+        .with_context(|| format!("cannot open manifest repository {}", args.dir.display()))?;
+    let report = manifest_model::load(&source, &Limits::default());
+    let resolved = match (&report.revision, &args.node) {
+        (Some(rev), Some(node)) => Some(manifest_model::resolve(rev, node, None)),
+        _ => None,
+    };
+    let ok = !report.has_errors() && resolved.as_ref().is_none_or(Result::is_ok);
+    match args.format {
+        Format::Text => print_text(&report, resolved.as_ref()),
+        Format::Json => print_json(&report, resolved.as_ref(), ok)?,
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+type Resolved = Result<manifest_model::DesiredNode, manifest_model::ModelError>;
+
+fn print_text(report: &Report, resolved: Option<&Resolved>) {
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    for d in &report.diagnostics {
+        println!("{}", paint(d, colour));
+    }
+    let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = report.diagnostics.len() - errors;
+    match &report.revision {
+        Some(rev) => println!(
+            "valid: {} node(s), {} deployment(s), {} service(s); {warnings} warning(s)",
+            rev.nodes.len(),
+            rev.deployments.len(),
+            rev.services.len()
+        ),
+        None => println!(
+            "invalid: {errors} error(s), {warnings} warning(s); the revision would be refused whole"
+        ),
+    }
+    match resolved {
+        Some(Ok(desired)) => {
+            let env = &desired.environment;
+            println!(
+                "node {}: branch {}, environment {}{}",
+                desired.node.name,
+                desired.branch,
+                env.id,
+                if env.production { " (production)" } else { "" }
+            );
+            for c in &desired.containers {
+                println!(
+                    "  container {:<30} {}",
+                    c.container_name,
+                    source_text(&c.spec.source)
+                );
+            }
+            for s in &desired.services {
+                let domain = s
+                    .domain
+                    .as_deref()
+                    .unwrap_or("(no domain in this environment)");
+                println!(
+                    "  service   {:<30} {domain} -> {}:{}",
+                    s.name, s.container_name, s.container_port
+                );
+            }
+        }
+        Some(Err(e)) => println!("error: {e}"),
+        None => {}
+    }
+}
+
+fn source_text(s: &ImageSource) -> String {
+    match s {
+        ImageSource::Image(i) => i.to_string(),
+        ImageSource::Build(b) => format!("build {}", b.context),
+    }
+}
+
+fn paint(d: &Diagnostic, colour: bool) -> String {
+    if !colour {
+        return d.to_string();
+    }
+    let code = match d.severity {
+        Severity::Error => "31",
+        Severity::Warning => "33",
+    };
+    let plain = d.to_string();
+    let tag = format!(": {}: ", d.severity);
+    plain.replacen(&tag, &format!(": \x1b[1;{code}m{}\x1b[0m: ", d.severity), 1)
+}
+
+/// JSON output: diagnostics, counts and the resolved node, never env values.
+fn print_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow::Result<()> {
+    let node = resolved.map(|r| match r {
+        Ok(d) => json!({
+            "name": d.node.name,
+            "branch": d.branch,
+            "environment": d.environment,
+            "containers": d.containers.iter().map(|c| json!({
+                "deployment": c.deployment,
+                "container": c.container_name,
+                "image": source_text(&c.spec.source),
+            })).collect::<Vec<_>>(),
+            "services": d.services.iter().map(|s| json!({
+                "name": s.name,
+                "domain": s.domain,
+                "container": s.container_name,
+                "port": s.container_port,
+                "ssl": s.ssl,
+            })).collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    });
+    let counts = report.revision.as_ref().map(|r| {
+        json!({ "nodes": r.nodes.len(), "deployments": r.deployments.len(), "services": r.services.len() })
+    });
+    let out = json!({
+        "valid": ok,
+        "diagnostics": report.diagnostics,
+        "counts": counts,
+        "node": node,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Raw serde shapes of the manifest files: exactly what YAML may say, nothing more.
+//!
+//! Every struct denies unknown fields (RELIABILITY A8) and leaves that validation needs to point
+//! at carry their source position (`Sp`). These types are parsed, then validated into the
+//! domain types of `model`; nothing outside this crate sees them.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// A value with the place it was written.
+pub(crate) type Sp<T> = Spanned<T>;
+
+/// The envelope shared by every manifest: `apiVersion`, `kind`, `metadata`, `spec`.
+///
+/// Top-level keys starting with `x-` are accepted and ignored, as in compose files, so a
+/// manifest can hold YAML anchors to reuse (RELIABILITY A3). Any other unknown key is an error.
+#[derive(Debug)]
+pub(crate) struct Envelope<S> {
+    pub api_version: Sp<String>,
+    pub kind: Sp<String>,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    pub name: Sp<String>,
+}
+
+const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+
+impl<'de, S: Deserialize<'de>> Deserialize<'de> for Envelope<S> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<S>(PhantomData<S>);
+        impl<'de, S: Deserialize<'de>> Visitor<'de> for V<S> {
+            type Value = Envelope<S>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a manifest with apiVersion, kind, metadata and spec")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut api_version, mut kind, mut metadata, mut spec) = (None, None, None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "apiVersion" => api_version = Some(map.next_value()?),
+                        "kind" => kind = Some(map.next_value()?),
+                        "metadata" => metadata = Some(map.next_value()?),
+                        "spec" => spec = Some(map.next_value()?),
+                        k if k.starts_with("x-") => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        other => return Err(de::Error::unknown_field(other, ENVELOPE_FIELDS)),
+                    }
+                }
+                Ok(Envelope {
+                    api_version: api_version
+                        .ok_or_else(|| de::Error::missing_field("apiVersion"))?,
+                    kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+                    metadata: metadata.ok_or_else(|| de::Error::missing_field("metadata"))?,
+                    spec: spec.ok_or_else(|| de::Error::missing_field("spec"))?,
+                })
+            }
+        }
+        deserializer.deserialize_map(V(PhantomData))
+    }
+}
+
+/// A string-keyed mapping that keeps each key's position and the written order.
+///
+/// Duplicate keys never reach here: the parser refuses them (RELIABILITY A6).
+#[derive(Debug)]
+pub(crate) struct Entries<V>(pub Vec<(Sp<String>, V)>);
+
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Vis<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Vis<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(k) = map.next_key()? {
+                    out.push((k, map.next_value()?));
+                }
+                Ok(Entries(out))
+            }
+        }
+        deserializer.deserialize_map(Vis(PhantomData))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NodeSpec {
+    pub host: Sp<String>,
+    pub user: Option<Sp<String>>,
+    pub ssh_key_path: Option<Sp<String>>,
+    pub git_repo: Sp<String>,
+    pub git_branch: Option<Sp<String>>,
+    pub poll_interval: Option<Sp<String>>,
+    pub data_dir: Option<Sp<String>>,
+    pub code_dir: Option<Sp<String>>,
+    pub production_branch: Option<Sp<String>>,
+    #[serde(default)]
+    pub labels: Entries<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct DeploymentSpec {
+    pub image: Option<Sp<String>>,
+    pub build: Option<Sp<Build>>,
+    #[serde(default)]
+    pub ports: Vec<Sp<Port>>,
+    #[serde(default)]
+    pub volumes: Vec<Sp<Volume>>,
+    #[serde(default)]
+    pub env: Entries<Sp<String>>,
+    pub health: Option<Health>,
+    pub pull: Option<Sp<String>>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub nodes: Option<Vec<Sp<String>>>,
+    #[serde(default)]
+    pub node_selector: Entries<Sp<String>>,
+    pub restart: Option<Sp<String>>,
+    pub resources: Option<Resources>,
+    pub rollout: Option<Rollout>,
+    #[serde(default)]
+    pub labels: Entries<Sp<String>>,
+    pub suspend: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Build {
+    pub context: Sp<String>,
+    pub dockerfile: Option<Sp<String>>,
+    #[serde(default)]
+    pub args: Entries<Sp<String>>,
+    pub build_mode: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Port {
+    pub container_port: Sp<i64>,
+    pub port: Option<Sp<i64>>,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Option<Sp<String>>,
+    pub protocol: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Volume {
+    pub host_path: Sp<String>,
+    pub container_path: Sp<String>,
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Health {
+    pub readiness: Option<Probe>,
+    pub liveness: Option<Probe>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Probe {
+    pub http: Sp<String>,
+    pub period_seconds: Option<Sp<i64>>,
+    pub timeout_seconds: Option<Sp<i64>>,
+    pub failure_threshold: Option<Sp<i64>>,
+    pub initial_delay_seconds: Option<Sp<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Resources {
+    pub memory: Option<Sp<String>>,
+    pub cpus: Option<Sp<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Rollout {
+    pub strategy: Option<Sp<String>>,
+    pub min_healthy_seconds: Option<Sp<i64>>,
+    pub healthy_deadline_seconds: Option<Sp<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceSpec {
+    pub deployment: Sp<String>,
+    pub ingress: Ingress,
+    pub port: Option<Sp<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Ingress {
+    pub domain: Domain,
+    pub ssl: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Domain {
+    pub default: Sp<String>,
+    pub environment: Option<Sp<String>>,
+}
+
+/// `secrets.yaml`: flat key/value pairs plus the `sops` metadata block.
+#[derive(Debug)]
+pub(crate) struct SecretsFile {
+    pub entries: Vec<(Sp<String>, Sp<String>)>,
+    pub sops: Option<Sp<SopsMetadata>>,
+}
+
+impl<'de> Deserialize<'de> for SecretsFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretsFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a SOPS file of flat key/value pairs")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                let mut sops = None;
+                while let Some(key) = map.next_key::<Sp<String>>()? {
+                    if key.value == "sops" {
+                        sops = Some(map.next_value()?);
+                    } else {
+                        entries.push((key, map.next_value()?));
+                    }
+                }
+                Ok(SecretsFile { entries, sops })
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// The parts of SOPS metadata orun needs; other keys (kms, pgp, ...) are SOPS's business.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SopsMetadata {
+    #[serde(default)]
+    pub age: Option<Vec<AgeRecipient>>,
+    pub lastmodified: Option<String>,
+    pub mac: Option<String>,
+    pub unencrypted_suffix: Option<String>,
+    pub encrypted_suffix: Option<String>,
+    pub unencrypted_regex: Option<String>,
+    pub encrypted_regex: Option<String>,
+    pub mac_only_encrypted: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AgeRecipient {
+    pub recipient: String,
+    pub enc: String,
+}

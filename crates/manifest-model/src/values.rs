@@ -1,0 +1,644 @@
+//! Parsers for the small languages inside manifest values: names, image references,
+//! durations, sizes, probe targets, paths, branch names and repository URLs.
+//!
+//! Each returns `Err(reason)` with a lowercase reason that never repeats the whole input,
+//! so callers can put it in a diagnostic without echoing anything sensitive.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+/// Why a value was refused.
+pub type Reason = String;
+
+/// Checks a DNS label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn check_dns_label(s: &str) -> Result<(), Reason> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!(
+            "is {} characters long; at most 63 are allowed",
+            s.len()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "contains `{}`; use lowercase letters, digits and `-` only",
+            c.escape_default()
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// A Docker image reference: `[registry/]path[:tag][@digest]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    text: String,
+    /// Registry host and port, when the reference names one.
+    pub registry: Option<String>,
+    /// Repository path, e.g. `library/nginx` or `org/app`.
+    pub path: String,
+    /// Tag, when given.
+    pub tag: Option<String>,
+    /// Digest (`sha256:<64 hex>`), when given.
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// Parses a reference by the grammar of the Docker distribution project.
+    pub fn parse(s: &str) -> Result<Self, Reason> {
+        if s.is_empty() {
+            return Err("image reference is empty".into());
+        }
+        if s.len() > 512 {
+            return Err("image reference is longer than 512 characters".into());
+        }
+        if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("image reference contains `{}`", c.escape_default()));
+        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(parse_digest(d)?)),
+            None => (s, None),
+        };
+        // A tag follows the last `:` only if no `/` comes after it (else it is a registry port).
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+            _ => (rest, None),
+        };
+        if let Some(t) = tag {
+            check_tag(t)?;
+        }
+        let (registry, path) = match name.split_once('/') {
+            Some((first, remainder))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                check_registry(first)?;
+                (Some(first.to_owned()), remainder)
+            }
+            _ => (None, name),
+        };
+        if path.is_empty() {
+            return Err("image reference has no repository name".into());
+        }
+        if name.len() > 255 {
+            return Err("repository name is longer than 255 characters".into());
+        }
+        for component in path.split('/') {
+            check_path_component(component)?;
+        }
+        Ok(Self {
+            text: s.to_owned(),
+            registry,
+            path: path.to_owned(),
+            tag: tag.map(str::to_owned),
+            digest,
+        })
+    }
+
+    /// The reference as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+fn parse_digest(d: &str) -> Result<String, Reason> {
+    let Some((algo, hex)) = d.split_once(':') else {
+        return Err("digest must be `algorithm:hex`, e.g. `sha256:` and 64 hex digits".into());
+    };
+    let want = match algo {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return Err(format!("unsupported digest algorithm `{algo}`; use sha256")),
+    };
+    if hex.len() != want
+        || !hex
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        return Err(format!(
+            "{algo} digest must be exactly {want} lowercase hex digits (got {} characters)",
+            hex.len()
+        ));
+    }
+    Ok(d.to_owned())
+}
+
+fn check_tag(t: &str) -> Result<(), Reason> {
+    let ok_first = t
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok_first
+        || t.len() > 128
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(
+            "tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_registry(r: &str) -> Result<(), Reason> {
+    let (host, port) = match r.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (r, None),
+    };
+    if let Some(p) = port
+        && p.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err("registry port must be a number from 1 to 65535".into());
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    };
+    if !host_ok {
+        return Err("registry host is not a valid host name".into());
+    }
+    Ok(())
+}
+
+fn check_path_component(c: &str) -> Result<(), Reason> {
+    if c.is_empty() {
+        return Err("repository path has an empty component".into());
+    }
+    if c.chars().any(|ch| ch.is_ascii_uppercase()) {
+        return Err("repository name must be lowercase".into());
+    }
+    let bytes = c.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return Err("repository path components must start and end with a letter or digit".into());
+    }
+    // Separators: `.`, `_`, `__`, or any run of `-`, always between alphanumerics.
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if alnum(b) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
+        if !ok {
+            return Err(format!("repository path has an invalid separator `{sep}`"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `500ms`, `5s`, `2m`, `1h` or `1m30s`; it must be positive.
+pub fn parse_duration(s: &str) -> Result<Duration, Reason> {
+    let mut total: u128 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("duration is empty; write e.g. `5s`".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err("expected a number, as in `500ms`, `5s`, `2m` or `1h`".into());
+        }
+        let n: u128 = rest[..digits]
+            .parse()
+            .map_err(|_| "number is too large".to_owned())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let millis = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "" => return Err("number without a unit; write e.g. `5s`".into()),
+            other => return Err(format!("unknown unit `{other}`; use ms, s, m or h")),
+        };
+        rest = &rest[unit_len..];
+        total = total.saturating_add(n.saturating_mul(millis));
+    }
+    if total == 0 {
+        return Err("duration must be greater than zero".into());
+    }
+    let ms = u64::try_from(total)
+        .ok()
+        .filter(|ms| *ms <= 365 * 24 * 3_600_000);
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| "duration is longer than a year".into())
+}
+
+/// Renders a duration in the largest unit that represents it exactly (`2m`, `1500ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses a memory size: bytes, or a number with `Ki`/`Mi`/`Gi`/`Ti` (powers of 1024) or
+/// `K`/`M`/`G`/`T` (powers of 1000).
+pub fn parse_bytes(s: &str) -> Result<u64, Reason> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits == 0 {
+        return Err("expected a size such as `256Mi` or `1G`".into());
+    }
+    let n: u64 = s[..digits]
+        .parse()
+        .map_err(|_| "size is too large".to_owned())?;
+    let mult: u64 = match &s[digits..] {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "m" | "g" | "b" | "mb" | "gb" | "kb" => {
+            return Err(format!(
+                "ambiguous unit `{}`: write Mi/Gi (powers of 1024) or M/G (powers of 1000)",
+                &s[digits..]
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use Ki, Mi, Gi, Ti, K, M, G or T"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size is too large".to_owned())
+}
+
+/// Where an HTTP probe is sent: `localhost:80/health` (the container's own port) or a full
+/// `http://` / `https://` URL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeTarget {
+    text: String,
+    /// `http` or `https`.
+    pub https: bool,
+    /// Host name; `localhost` means the container itself.
+    pub host: String,
+    /// Port, the container's port for `localhost`.
+    pub port: u16,
+    /// Path with query, always starting with `/`.
+    pub path: String,
+}
+
+impl ProbeTarget {
+    /// Parses either form.
+    pub fn parse(s: &str) -> Result<Self, Reason> {
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("probe target must not contain spaces or control characters".into());
+        }
+        let (https, rest, default_port) = if let Some(r) = s.strip_prefix("http://") {
+            (false, r, Some(80))
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (true, r, Some(443))
+        } else if s.contains("://") {
+            return Err("probe URL scheme must be http or https".into());
+        } else {
+            (false, s, None)
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err("probe target must not carry credentials".into());
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| "probe port must be a number from 1 to 65535".to_owned())?;
+                (h, port)
+            }
+            None => match default_port {
+                Some(p) => (authority, p),
+                None => return Err("probe target needs a port, as in `localhost:80/health`".into()),
+            },
+        };
+        if host.is_empty() {
+            return Err("probe target needs a host, as in `localhost:80/health`".into());
+        }
+        check_host(host).map_err(|r| format!("probe host {r}"))?;
+        Ok(Self {
+            text: s.to_owned(),
+            https,
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The target as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Serialize for ProbeTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// Checks a host name or IP address (no leading `-`, which tools would read as an option).
+pub fn check_host(h: &str) -> Result<(), Reason> {
+    if h.starts_with('-') {
+        return Err("must not start with `-`".into());
+    }
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(h);
+    if bare.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if h.len() > 253 {
+        return Err("is longer than 253 characters".into());
+    }
+    let ok = h.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a valid host name or IP address".into())
+    }
+}
+
+/// Checks a domain routed by the ingress: lowercase labels, optionally a leading `*.`.
+pub fn check_domain(d: &str) -> Result<(), Reason> {
+    let bare = d.strip_prefix("*.").unwrap_or(d);
+    if bare.is_empty() {
+        return Err("domain is empty".into());
+    }
+    if bare.len() > 253 {
+        return Err("domain is longer than 253 characters".into());
+    }
+    for label in bare.split('.') {
+        check_dns_label(label).map_err(|r| format!("domain label `{label}` {r}"))?;
+    }
+    Ok(())
+}
+
+/// Normalises an absolute path: it must start with `/`, contain no `.` or `..` components
+/// and no NUL; repeated and trailing slashes are dropped.
+pub fn normalize_abs_path(p: &str) -> Result<String, Reason> {
+    if !p.starts_with('/') {
+        return Err("must be an absolute path (starting with `/`)".into());
+    }
+    let parts = path_components(p)?;
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// Normalises a relative path that must stay inside its base: no leading `/`, no `..`.
+/// `.` and empty components are dropped; the empty result is `.`.
+pub fn normalize_rel_path(p: &str) -> Result<String, Reason> {
+    if p.starts_with('/') {
+        return Err("must be a relative path inside its base folder, not absolute".into());
+    }
+    let parts = path_components(p)?;
+    Ok(if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    })
+}
+
+fn path_components(p: &str) -> Result<Vec<&str>, Reason> {
+    if p.contains('\0') {
+        return Err("must not contain a NUL character".into());
+    }
+    let mut out = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err("must not contain `..`".into()),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a branch name by the rules of `git check-ref-format --branch`.
+pub fn check_branch(b: &str) -> Result<(), Reason> {
+    let bad = b.is_empty()
+        || b.starts_with('-')
+        || b.starts_with('/')
+        || b.ends_with('/')
+        || b.ends_with('.')
+        || b.ends_with(".lock")
+        || b.contains("..")
+        || b.contains("//")
+        || b.contains("@{")
+        || b == "@"
+        || b.split('/').any(|c| c.starts_with('.'))
+        || b.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c));
+    if bad {
+        Err("is not a valid Git branch name".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a repository URL: `ssh://`, `git://`, `http(s)://`, `file://`, scp-like
+/// `user@host:path`, or an absolute path. Parts that start with `-` (which SSH or Git would
+/// read as options, RELIABILITY C10) and credentials in the URL are refused.
+pub fn check_git_url(u: &str) -> Result<(), Reason> {
+    if u.is_empty() {
+        return Err("repository URL is empty".into());
+    }
+    if u.starts_with('-') {
+        return Err("repository URL must not start with `-`".into());
+    }
+    if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("repository URL must not contain spaces or control characters".into());
+    }
+    if let Some((scheme, rest)) = u.split_once("://") {
+        if !matches!(scheme, "ssh" | "git" | "http" | "https" | "file") {
+            return Err(format!(
+                "unsupported URL scheme `{scheme}`; use ssh, git, https or file"
+            ));
+        }
+        if scheme == "file" {
+            return Ok(());
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        let host_port = match authority.rsplit_once('@') {
+            Some((userinfo, hp)) => {
+                if userinfo.contains(':') {
+                    return Err(
+                        "repository URL must not carry a password or token; configure credentials on the node"
+                            .into(),
+                    );
+                }
+                if userinfo.starts_with('-') {
+                    return Err("user name in repository URL must not start with `-`".into());
+                }
+                hp
+            }
+            None => authority,
+        };
+        let host = match host_port.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => {
+                if p.parse::<u16>().is_err() {
+                    return Err("port in repository URL must be a number".into());
+                }
+                h
+            }
+            _ => host_port,
+        };
+        if host.is_empty() {
+            return Err("repository URL has no host".into());
+        }
+        return check_host(host).map_err(|r| format!("host in repository URL {r}"));
+    }
+    if u.starts_with('/') {
+        return Ok(());
+    }
+    // scp-like: [user@]host:path
+    let Some((left, path)) = u.split_once(':') else {
+        return Err("repository URL must be a URL, `user@host:path` or an absolute path".into());
+    };
+    let host = match left.rsplit_once('@') {
+        Some((user, host)) => {
+            if user.is_empty() || user.starts_with('-') {
+                return Err(
+                    "user name in repository URL must not be empty or start with `-`".into(),
+                );
+            }
+            host
+        }
+        None => left,
+    };
+    if path.starts_with('-') {
+        return Err("repository path must not start with `-`".into());
+    }
+    check_host(host).map_err(|r| format!("host in repository URL {r}"))
+}
+
+/// Checks a Unix user name for SSH (no leading `-`).
+pub fn check_user(u: &str) -> Result<(), Reason> {
+    let ok = !u.is_empty()
+        && u.len() <= 32
+        && u.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && u.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a valid user name (lowercase letters, digits, `_`, `-`)".into())
+    }
+}
+
+/// Checks an environment variable name: non-empty, no `=` and no NUL.
+pub fn check_env_name(k: &str) -> Result<(), Reason> {
+    if k.is_empty() {
+        return Err("variable name is empty".into());
+    }
+    if k.contains('=') || k.contains('\0') {
+        return Err("variable name must not contain `=` or NUL".into());
+    }
+    Ok(())
+}
+
+/// The reserved label prefix: only the agent writes labels under it.
+pub const RESERVED_LABEL_PREFIX: &str = "orun.";
+
+/// Checks a label key: printable, no spaces, not in the reserved `orun.` prefix.
+pub fn check_label_key(k: &str) -> Result<(), Reason> {
+    if k.is_empty() || k.len() > 253 {
+        return Err("label key must be 1–253 characters".into());
+    }
+    if k.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+    {
+        return Err("label key must not contain spaces, `=` or control characters".into());
+    }
+    if k.to_ascii_lowercase().starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(format!(
+            "label prefix `{RESERVED_LABEL_PREFIX}` is reserved for the agent"
+        ));
+    }
+    Ok(())
+}
+
+/// The environment id of a branch: lowercase, every character outside `[a-z0-9-]` made `-`,
+/// leading and trailing `-` trimmed, at most 63 characters.
+pub fn environment_id(branch: &str) -> Result<String, Reason> {
+    let mapped: String = branch
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
+    let id = trimmed.trim_end_matches('-').to_owned();
+    if id.is_empty() {
+        return Err(format!("branch `{branch}` gives an empty environment id"));
+    }
+    Ok(id)
+}

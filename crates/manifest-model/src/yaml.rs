@@ -1,0 +1,195 @@
+//! The one door through which YAML enters: parser options, budgets and error mapping.
+//!
+//! Every manifest is parsed here with the same budgets (RELIABILITY A2–A4), duplicate keys as
+//! errors (A6) and strict booleans (A9). Parser errors become [`Diagnostic`]s whose messages
+//! are written by us from the error's kind, so no input value is ever echoed (A15).
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::{DuplicateKeyPolicy, Error, Location, Options};
+
+use crate::diag::{Diagnostic, Pos};
+
+/// Deepest nesting a manifest may use; real manifests need fewer than 10 levels.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// Alias uses per file; compose-style templates use tens (A3), bombs need millions (A2).
+pub(crate) const MAX_ALIASES: usize = 1_000;
+/// Events replayed through aliases per file: bounds the memory an alias bomb can claim.
+pub(crate) const MAX_REPLAYED_EVENTS: usize = 100_000;
+
+fn options() -> Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_documents: 1,
+            max_aliases: MAX_ALIASES,
+            max_anchors: MAX_ALIASES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_REPLAYED_EVENTS,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: MAX_ALIASES,
+        },
+        duplicate_keys: DuplicateKeyPolicy::Error,
+        strict_booleans: true,
+        legacy_octal_numbers: false,
+        with_snippet: false,
+    }
+}
+
+/// Parses one YAML document into `T`, or says where and why it could not.
+pub(crate) fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
+    let mut path = None;
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(field_path(e.path()));
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| to_diagnostic(file, path.unwrap_or_default(), &e))
+}
+
+/// The position of a parsed value, as the loader reports it.
+pub(crate) fn pos(loc: &Location) -> Pos {
+    Pos::new(loc.line(), loc.column())
+}
+
+/// Renders serde_path_to_error's path in our `spec.ports[0].port` form.
+///
+/// `Spanned` wrappers add a `value` segment and unknown positions a `?`; both are noise to a
+/// user, so they are dropped. (An env key literally named `value` loses its last segment.)
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key == "value" {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
+    let mut err = err.without_snippet();
+    // Alias errors wrap the real one; report it at the use site.
+    let at = err.location().map(|l| pos(&l)).unwrap_or(Pos::FILE);
+    while let Error::AliasError { error, .. } = err {
+        err = error.without_snippet();
+    }
+    let message = match err {
+        Error::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | Error::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => {
+            format!("expected {expected}, found {}", kind_of(unexpected))
+        }
+        Error::SerdeUnknownField {
+            field: name,
+            expected,
+            ..
+        } => {
+            if expected.is_empty() {
+                format!("unknown field `{name}`: no fields are allowed here")
+            } else {
+                format!(
+                    "unknown field `{name}`, expected one of: {}",
+                    expected.join(", ")
+                )
+            }
+        }
+        Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
+            format!(
+                "unknown value `{}`, expected one of: {}",
+                clip(variant),
+                expected.join(", ")
+            )
+        }
+        Error::SerdeMissingField { field: name, .. } => format!("missing required field `{name}`"),
+        Error::DuplicateMappingKey { key, .. } => match key {
+            Some(k) => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(k);
+                format!("duplicate key `{}`: a key may appear only once", clip(k))
+            }
+            None => "duplicate key: a key may appear only once".to_owned(),
+        },
+        Error::NullIntoString { .. } => {
+            "value is empty (null); quote it (\"\") if an empty string is meant".to_owned()
+        }
+        Error::InvalidBooleanStrict { .. } => "expected `true` or `false`".to_owned(),
+        Error::NonFiniteFloat { .. } => "expected a finite number".to_owned(),
+        Error::QuotingRequired { .. } => "value must be quoted".to_owned(),
+        Error::Eof { .. } => "unexpected end of file".to_owned(),
+        Error::MultipleDocuments { .. } => {
+            "more than one YAML document: a manifest file holds exactly one".to_owned()
+        }
+        Error::Budget { breach, .. } => format!("document exceeds a parser limit ({breach:?})"),
+        Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. }
+        | Error::AliasReplayCounterOverflow { .. } => {
+            "aliases expand too far: the document exceeds the alias budget".to_owned()
+        }
+        other => strip_location(&other.to_string()),
+    };
+    Diagnostic::error(file, at, &field, lowercase_first(message))
+}
+
+/// The kind of an unexpected value (`string`, `integer`, `map`), never the value itself.
+fn kind_of(unexpected: &str) -> &str {
+    let end = unexpected
+        .find(|c: char| c == '"' || c == '`' || c == '\'')
+        .unwrap_or(unexpected.len());
+    let kind = unexpected[..end].trim();
+    if kind.is_empty() {
+        "another value"
+    } else {
+        kind
+    }
+}
+
+/// Keeps names short in messages; a key or variant is never a secret but may be huge.
+fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(MAX).collect();
+    out.push('…');
+    out
+}
+
+/// Drops saphyr's ` at line N, column M` suffix: the diagnostic carries the position.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn lowercase_first(msg: String) -> String {
+    let mut chars = msg.chars();
+    match chars.next() {
+        Some(c) if c.is_uppercase() => c.to_lowercase().chain(chars).collect(),
+        _ => msg,
+    }
+}
