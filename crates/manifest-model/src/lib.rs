@@ -139,6 +139,7 @@ struct Found {
     kind: &'static str,
     name: String,
     path: String,
+    size: u64,
 }
 
 fn load_inner(
@@ -151,6 +152,10 @@ fn load_inner(
     let mut rev = Revision::default();
     let mut origins = Origins::default();
     for f in &found {
+        if f.size > limits.max_file_bytes {
+            diags.push(too_large(&f.path, f.size, limits));
+            continue;
+        }
         let Some(text) = read_text(source, &f.path, limits.max_file_bytes, diags) else {
             continue;
         };
@@ -191,7 +196,11 @@ fn load_inner(
             hint_kind_mismatch(&mut cx, &text, f.folder);
         }
     }
-    if secrets_size.is_some()
+    if let Some(size) = secrets_size
+        && size > limits.max_file_bytes
+    {
+        diags.push(too_large(SECRETS_FILE, size, limits));
+    } else if secrets_size.is_some()
         && let Some(text) = read_text(source, SECRETS_FILE, limits.max_file_bytes, diags)
     {
         let mut cx = Ctx::new(SECRETS_FILE, diags);
@@ -204,6 +213,18 @@ fn load_inner(
     Some(rev)
 }
 
+fn too_large(path: &str, size: u64, limits: &Limits) -> Diagnostic {
+    Diagnostic::error(
+        path,
+        Pos::FILE,
+        "",
+        format!(
+            "file is {size} bytes, over the limit of {} bytes",
+            limits.max_file_bytes
+        ),
+    )
+}
+
 fn insert<T>(
     cx: &mut Ctx<'_>,
     items: &mut std::collections::BTreeMap<String, T>,
@@ -213,12 +234,21 @@ fn insert<T>(
     origin: validate::Origin,
 ) {
     if let Some(first) = origins.get(&name) {
-        // Two files, one name: refuse both rather than let file order pick (A7).
+        // Two files, one name: refuse both rather than let file order pick (A7). The item
+        // leaves the revision but its origin stays, so cross-file checks know the name exists
+        // and do not pile "not found" errors on top.
         cx.err(
             origin.name_at,
             "metadata.name",
             format!("name `{name}` is also declared by {}", first.file),
         );
+        cx.diags.push(Diagnostic::error(
+            &first.file,
+            first.name_at,
+            "metadata.name",
+            format!("name `{name}` is also declared by {}", origin.file),
+        ));
+        items.remove(&name);
         return;
     }
     items.insert(name.clone(), item);
@@ -338,6 +368,7 @@ fn list_manifests(
                         kind,
                         name: entry.name,
                         path,
+                        size,
                     });
                 }
             }

@@ -126,7 +126,7 @@ impl Serialize for SopsValue {
 
 /// Decoded length of standard, padded base64, or `None` when `s` is not such base64.
 fn base64_len(s: &str) -> Option<usize> {
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let pad = s.bytes().rev().take_while(|b| *b == b'=').count();

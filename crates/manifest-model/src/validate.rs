@@ -83,14 +83,15 @@ fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> O
         );
     }
     if env.kind.value != kind {
-        cx.err(
-            pos(&env.kind.referenced),
-            "kind",
+        let msg = if crate::FOLDERS.iter().any(|(_, k)| *k == env.kind.value) {
             format!(
                 "kind `{}` does not belong in this folder, which holds `{kind}`",
-                clip(&env.kind.value)
-            ),
-        );
+                env.kind.value
+            )
+        } else {
+            format!("unknown kind, expected `{kind}` in this folder")
+        };
+        cx.err(pos(&env.kind.referenced), "kind", msg);
     }
     let name = &env.metadata.name;
     if let Err(r) = values::check_dns_label(&name.value) {
@@ -305,14 +306,11 @@ fn keyword<T: Copy>(
         Some((_, t)) => *t,
         None => {
             let names: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
+            // The value is not quoted back: it may be a secret pasted in the wrong place.
             cx.err(
                 pos(&v.referenced),
                 field,
-                format!(
-                    "unknown value `{}`, expected one of: {}",
-                    clip(&v.value),
-                    names.join(", ")
-                ),
+                format!("unknown value, expected one of: {}", names.join(", ")),
             );
             default
         }
@@ -851,10 +849,7 @@ pub(crate) fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
 
 /// Whether `deployment` runs on `node` by its `nodes` list and `nodeSelector`.
 pub fn targets(spec: &DeploymentSpec, node: &Node) -> bool {
-    let listed = spec
-        .nodes
-        .as_ref()
-        .is_none_or(|n| n.iter().any(|n| *n == node.name));
+    let listed = spec.nodes.as_ref().is_none_or(|n| n.contains(&node.name));
     let selected = spec
         .node_selector
         .iter()
@@ -869,6 +864,8 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
     for (name, svc) in &rev.services {
         let o = &origins.services[name];
         match rev.deployments.get(&svc.spec.deployment) {
+            // Declared twice: already reported on both files.
+            None if origins.deployments.contains_key(&svc.spec.deployment) => {}
             None => diags.push(Diagnostic::error(
                 &o.file,
                 o.deployment_at,
@@ -932,10 +929,13 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
     host_port_clashes(rev, origins, diags);
 }
 
+/// A published port: (deployment, index in its `ports`, bind address).
+type PortUse<'a> = (&'a str, usize, IpAddr);
+
 /// Two deployments that can land on one node must not publish the same host port.
 fn host_port_clashes(rev: &Revision, origins: &Origins, diags: &mut Vec<Diagnostic>) {
     // Group published ports by (port, protocol); only groups of two or more need a look.
-    let mut by_port: BTreeMap<(u16, Protocol), Vec<(&str, usize, IpAddr)>> = BTreeMap::new();
+    let mut by_port: BTreeMap<(u16, Protocol), Vec<PortUse<'_>>> = BTreeMap::new();
     for (name, dep) in &rev.deployments {
         for (i, p) in dep.spec.ports.iter().enumerate() {
             if let Some(hp) = p.host_port {

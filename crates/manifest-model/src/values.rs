@@ -268,11 +268,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, Reason> {
 /// Renders a duration in the largest unit that represents it exactly (`2m`, `1500ms`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -440,7 +440,7 @@ pub fn check_domain(d: &str) -> Result<(), Reason> {
 /// and no NUL; repeated and trailing slashes are dropped.
 pub fn normalize_abs_path(p: &str) -> Result<String, Reason> {
     if !p.starts_with('/') {
-        return Err("must be an absolute path (starting with `/`)".into());
+        return Err("must be absolute (start with `/`)".into());
     }
     let parts = path_components(p)?;
     Ok(format!("/{}", parts.join("/")))
@@ -450,7 +450,7 @@ pub fn normalize_abs_path(p: &str) -> Result<String, Reason> {
 /// `.` and empty components are dropped; the empty result is `.`.
 pub fn normalize_rel_path(p: &str) -> Result<String, Reason> {
     if p.starts_with('/') {
-        return Err("must be a relative path inside its base folder, not absolute".into());
+        return Err("must be relative, not absolute".into());
     }
     let parts = path_components(p)?;
     Ok(if parts.is_empty() {

@@ -112,15 +112,10 @@ fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
                 )
             }
         }
-        Error::SerdeUnknownVariant {
-            variant, expected, ..
-        } => {
-            format!(
-                "unknown value `{}`, expected one of: {}",
-                clip(variant),
-                expected.join(", ")
-            )
+        Error::SerdeUnknownVariant { expected, .. } => {
+            format!("unknown value, expected one of: {}", expected.join(", "))
         }
+        Error::InvalidScalar { ty, .. } => format!("expected {}", friendly_type(ty)),
         Error::SerdeMissingField { field: name, .. } => format!("missing required field `{name}`"),
         Error::DuplicateMappingKey { key, .. } => match key {
             Some(k) => {
@@ -142,22 +137,63 @@ fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
         Error::MultipleDocuments { .. } => {
             "more than one YAML document: a manifest file holds exactly one".to_owned()
         }
-        Error::Budget { breach, .. } => format!("document exceeds a parser limit ({breach:?})"),
+        Error::Budget { breach, .. } => budget_message(&format!("{breach:?}")),
         Error::AliasReplayLimitExceeded { .. }
         | Error::AliasExpansionLimitExceeded { .. }
         | Error::AliasReplayStackDepthExceeded { .. }
         | Error::AliasReplayCounterOverflow { .. } => {
             "aliases expand too far: the document exceeds the alias budget".to_owned()
         }
-        other => strip_location(&other.to_string()),
+        other => plain_words(&strip_location(&other.to_string())),
     };
+    // A path through thousands of nested levels helps nobody; its start locates the problem.
+    if field.chars().count() > 96 {
+        field = field.chars().take(96).collect::<String>() + "…";
+    }
     Diagnostic::error(file, at, &field, lowercase_first(message))
+}
+
+/// Says which parser budget a document broke, in the author's terms.
+fn budget_message(breach: &str) -> String {
+    let kind = breach.split([' ', '{']).next().unwrap_or("");
+    match kind {
+        "Depth" => format!("nesting is deeper than {MAX_DEPTH} levels"),
+        "Documents" => "more than one YAML document: a manifest file holds exactly one".to_owned(),
+        "Aliases" | "Anchors" | "AliasAnchorRatio" => {
+            "aliases expand too far: the document exceeds the alias budget".to_owned()
+        }
+        _ => "the document is too large for the parser's limits".to_owned(),
+    }
+}
+
+/// Rewords the parser's structural messages for manifest authors.
+fn plain_words(msg: &str) -> String {
+    match msg {
+        "expected sequence start" => "expected a list (`- item` lines)".to_owned(),
+        "expected mapping start" => "expected a mapping (`key: value` lines)".to_owned(),
+        "expected string scalar" => "expected a string".to_owned(),
+        "recursion limit exceeded" => format!("nesting is deeper than {MAX_DEPTH} levels"),
+        other => other.to_owned(),
+    }
+}
+
+/// Names a Rust scalar type the way a manifest author thinks of it.
+fn friendly_type(ty: &str) -> &'static str {
+    match ty {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" => {
+            "a whole number"
+        }
+        "f32" | "f64" => "a number",
+        "bool" => "`true` or `false`",
+        "char" => "a single character",
+        _ => "a different kind of value",
+    }
 }
 
 /// The kind of an unexpected value (`string`, `integer`, `map`), never the value itself.
 fn kind_of(unexpected: &str) -> &str {
     let end = unexpected
-        .find(|c: char| c == '"' || c == '`' || c == '\'')
+        .find(['"', '`', '\''])
         .unwrap_or(unexpected.len());
     let kind = unexpected[..end].trim();
     if kind.is_empty() {
