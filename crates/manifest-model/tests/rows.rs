@@ -6,6 +6,8 @@
 //! rendering: the diagnostics as `orun validate` prints them, then the verdict. Run with
 //! `UPDATE_EXPECT=1` to refresh after an intended change, and review the diff.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+
 use std::cell::Cell;
 use std::fs;
 use std::io;
