@@ -69,11 +69,12 @@ impl<'de, S: Deserialize<'de>> Deserialize<'de> for Envelope<S> {
     }
 }
 
-/// A string-keyed mapping that keeps each key's position and the written order.
+/// A string-keyed mapping in the written order. Keys stay plain strings so error paths name
+/// them (`spec.env.DB_PASSWORD`); problems with a key are reported at its value.
 ///
 /// Duplicate keys never reach here: the parser refuses them (RELIABILITY A6).
 #[derive(Debug)]
-pub(crate) struct Entries<V>(pub Vec<(Sp<String>, V)>);
+pub(crate) struct Entries<V>(pub Vec<(String, V)>);
 
 impl<V> Default for Entries<V> {
     fn default() -> Self {
@@ -228,7 +229,7 @@ pub(crate) struct Domain {
 /// `secrets.yaml`: flat key/value pairs plus the `sops` metadata block.
 #[derive(Debug)]
 pub(crate) struct SecretsFile {
-    pub entries: Vec<(Sp<String>, Sp<String>)>,
+    pub entries: Vec<(String, Sp<String>)>,
     pub sops: Option<Sp<SopsMetadata>>,
 }
 
@@ -243,8 +244,8 @@ impl<'de> Deserialize<'de> for SecretsFile {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 let mut sops = None;
-                while let Some(key) = map.next_key::<Sp<String>>()? {
-                    if key.value == "sops" {
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "sops" {
                         sops = Some(map.next_value()?);
                     } else {
                         entries.push((key, map.next_value()?));

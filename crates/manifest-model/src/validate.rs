@@ -128,14 +128,10 @@ fn labels(
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (k, v) in &entries.0 {
-        if let Err(r) = values::check_label_key(&k.value) {
-            cx.err(
-                pos(&k.referenced),
-                &format!("{field}.{}", clip(&k.value)),
-                r,
-            );
+        if let Err(r) = values::check_label_key(k) {
+            cx.err(pos(&v.referenced), &format!("{field}.{}", clip(k)), r);
         }
-        out.insert(k.value.clone(), v.value.clone());
+        out.insert(k.clone(), v.value.clone());
     }
     out
 }
@@ -396,7 +392,13 @@ pub(crate) fn deployment(
             &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
             Protocol::Tcp,
         );
-        origin.ports_at.push(pos(&p.referenced));
+        // Clashes are about the host port: point there when it is written.
+        origin.ports_at.push(
+            p.value
+                .port
+                .as_ref()
+                .map_or(pos(&p.referenced), |hp| pos(&hp.referenced)),
+        );
         ports.push(PortMapping {
             container_port,
             host_port,
@@ -469,11 +471,11 @@ pub(crate) fn deployment(
 
     let mut env_map = BTreeMap::new();
     for (k, v) in &s.env.0 {
-        let f = format!("spec.env.{}", clip(&k.value));
-        if let Err(r) = values::check_env_name(&k.value) {
-            cx.err(pos(&k.referenced), &f, r);
+        let f = format!("spec.env.{}", clip(k));
+        if let Err(r) = values::check_env_name(k) {
+            cx.err(pos(&v.referenced), &f, r);
         }
-        env_map.insert(k.value.clone(), env_value(cx, &f, v));
+        env_map.insert(k.clone(), env_value(cx, &f, v));
     }
 
     let health = match &s.health {
@@ -701,7 +703,7 @@ fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
         .args
         .0
         .iter()
-        .map(|(k, v)| (k.value.clone(), v.value.clone()))
+        .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     Some(BuildSpec {
         context: context?,
@@ -818,19 +820,19 @@ pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<Secrets
         .unwrap_or_else(|| "_unencrypted".to_owned());
     let mut entries = BTreeMap::new();
     for (k, v) in raw.entries {
-        let f = clip(&k.value);
-        if let Err(r) = values::check_env_name(&k.value) {
-            cx.err(pos(&k.referenced), &f, r);
+        let f = clip(&k);
+        if let Err(r) = values::check_env_name(&k) {
+            cx.err(pos(&v.referenced), &f, r);
         }
         let value = env_value(cx, &f, &v);
-        if matches!(value, EnvValue::Plain(_)) && !k.value.ends_with(&suffix) {
+        if matches!(value, EnvValue::Plain(_)) && !k.ends_with(&suffix) {
             cx.err(
                 pos(&v.referenced),
                 &f,
                 "value is not encrypted; run `sops --encrypt` on secrets.yaml",
             );
         }
-        entries.insert(k.value, value);
+        entries.insert(k, value);
     }
     let mac = mac?;
     cx.ok().then_some(SecretsFile {

@@ -642,3 +642,336 @@ pub fn environment_id(branch: &str) -> Result<String, Reason> {
     }
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+
+    /// Renders one line per input: the input, then what the parser made of it.
+    fn table<T: fmt::Debug>(
+        inputs: &[&str],
+        parse: impl Fn(&str) -> Result<T, Reason>,
+        expect: Expect,
+    ) {
+        let out: Vec<String> = inputs
+            .iter()
+            .map(|i| match parse(i) {
+                Ok(v) => format!("{i:?} => {v:?}"),
+                Err(e) => format!("{i:?} => error: {e}"),
+            })
+            .collect();
+        expect.assert_eq(&(out.join("\n") + "\n"));
+    }
+
+    /// A14: the reference grammar, good and bad.
+    #[test]
+    fn image_refs() {
+        table(
+            &[
+                "nginx",
+                "nginx:1.27",
+                "traefik/whoami",
+                "ghcr.io/org/app:latest",
+                "localhost:5000/app:v2",
+                "127.0.0.1:5000/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "reg:5000/a/b/c:1.0-rc_1",
+                "a__b/c--d.e:x",
+                "Nginx",
+                "nginx:",
+                "nginx:.hidden",
+                "app@sha256:abc",
+                "app@md5:0123",
+                "reg.example.com:99999/app",
+                "a//b",
+                "a_-b",
+                "-app",
+                "app:1 2",
+                "",
+            ],
+            |s| ImageRef::parse(s).map(|r| (r.registry, r.path, r.tag, r.digest.map(|d| d.len()))),
+            expect![[r#"
+                "nginx" => (None, "nginx", None, None)
+                "nginx:1.27" => (None, "nginx", Some("1.27"), None)
+                "traefik/whoami" => (None, "traefik/whoami", None, None)
+                "ghcr.io/org/app:latest" => (Some("ghcr.io"), "org/app", Some("latest"), None)
+                "localhost:5000/app:v2" => (Some("localhost:5000"), "app", Some("v2"), None)
+                "127.0.0.1:5000/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" => (Some("127.0.0.1:5000"), "app", None, Some(71))
+                "reg:5000/a/b/c:1.0-rc_1" => (Some("reg:5000"), "a/b/c", Some("1.0-rc_1"), None)
+                "a__b/c--d.e:x" => (None, "a__b/c--d.e", Some("x"), None)
+                "Nginx" => error: repository name must be lowercase
+                "nginx:" => error: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
+                "nginx:.hidden" => error: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
+                "app@sha256:abc" => error: sha256 digest must be exactly 64 lowercase hex digits (got 3 characters)
+                "app@md5:0123" => error: unsupported digest algorithm `md5`; use sha256
+                "reg.example.com:99999/app" => error: registry port must be a number from 1 to 65535
+                "a//b" => error: repository path has an empty component
+                "a_-b" => error: repository path has an invalid separator `_-`
+                "-app" => error: repository path components must start and end with a letter or digit
+                "app:1 2" => error: image reference contains ` `
+                "" => error: image reference is empty
+            "#]],
+        );
+    }
+
+    #[test]
+    fn durations() {
+        table(
+            &[
+                "500ms", "5s", "2m", "1h", "1m30s", "90s", "0s", "5", "5x", "s", "", "1000000h",
+            ],
+            |s| parse_duration(s).map(format_duration),
+            expect![[r#"
+                "500ms" => "500ms"
+                "5s" => "5s"
+                "2m" => "2m"
+                "1h" => "1h"
+                "1m30s" => "90s"
+                "90s" => "90s"
+                "0s" => error: duration must be greater than zero
+                "5" => error: number without a unit; write e.g. `5s`
+                "5x" => error: unknown unit `x`; use ms, s, m or h
+                "s" => error: expected a number, as in `500ms`, `5s`, `2m` or `1h`
+                "" => error: duration is empty; write e.g. `5s`
+                "1000000h" => error: duration is longer than a year
+            "#]],
+        );
+    }
+
+    #[test]
+    fn byte_sizes() {
+        table(
+            &[
+                "268435456",
+                "256Mi",
+                "1Gi",
+                "512M",
+                "1G",
+                "512m",
+                "1g",
+                "12Q",
+                "Mi",
+                "99999999999999Ti",
+            ],
+            parse_bytes,
+            expect![[r#"
+                "268435456" => 268435456
+                "256Mi" => 268435456
+                "1Gi" => 1073741824
+                "512M" => 512000000
+                "1G" => 1000000000
+                "512m" => error: ambiguous unit `m`: write Mi/Gi (powers of 1024) or M/G (powers of 1000)
+                "1g" => error: ambiguous unit `g`: write Mi/Gi (powers of 1024) or M/G (powers of 1000)
+                "12Q" => error: unknown size unit `Q`; use Ki, Mi, Gi, Ti, K, M, G or T
+                "Mi" => error: expected a size such as `256Mi` or `1G`
+                "99999999999999Ti" => error: size is too large
+            "#]],
+        );
+    }
+
+    #[test]
+    fn probe_targets() {
+        table(
+            &[
+                "localhost:80/health",
+                "localhost:8080",
+                "http://app.internal/healthz?x=1",
+                "https://127.0.0.1:8443/ready",
+                "localhost/health",
+                "localhost:0/health",
+                "ftp://x:21/",
+                "http://user:pw@host/",
+                "-oProxy:80/x",
+            ],
+            |s| ProbeTarget::parse(s).map(|t| (t.https, t.host, t.port, t.path)),
+            expect![[r#"
+                "localhost:80/health" => (false, "localhost", 80, "/health")
+                "localhost:8080" => (false, "localhost", 8080, "/")
+                "http://app.internal/healthz?x=1" => (false, "app.internal", 80, "/healthz?x=1")
+                "https://127.0.0.1:8443/ready" => (true, "127.0.0.1", 8443, "/ready")
+                "localhost/health" => error: probe target needs a port, as in `localhost:80/health`
+                "localhost:0/health" => error: probe port must be a number from 1 to 65535
+                "ftp://x:21/" => error: probe URL scheme must be http or https
+                "http://user:pw@host/" => error: probe target must not carry credentials
+                "-oProxy:80/x" => error: probe host must not start with `-`
+            "#]],
+        );
+    }
+
+    /// C10: option-like URL parts and credentials are refused at load.
+    #[test]
+    fn git_urls() {
+        table(
+            &[
+                "git@github.com:org/manifests.git",
+                "ssh://git@127.0.0.1:2222/srv/repo.git",
+                "https://git.example.com/org/repo.git",
+                "git://127.0.0.1:9418/repo",
+                "file:///srv/git/repo.git",
+                "/srv/git/repo.git",
+                "ssh://-oProxyCommand=touch%20/tmp/x/repo",
+                "-oProxyCommand=x",
+                "ssh://-user@host/repo",
+                "-user@host:repo",
+                "git@host:-repo",
+                "https://oauth2:token@git.example.com/org/repo.git",
+                "ftp://host/repo",
+                "relative/path",
+            ],
+            |s| check_git_url(s).map(|()| "ok"),
+            expect![[r#"
+                "git@github.com:org/manifests.git" => "ok"
+                "ssh://git@127.0.0.1:2222/srv/repo.git" => "ok"
+                "https://git.example.com/org/repo.git" => "ok"
+                "git://127.0.0.1:9418/repo" => "ok"
+                "file:///srv/git/repo.git" => "ok"
+                "/srv/git/repo.git" => "ok"
+                "ssh://-oProxyCommand=touch%20/tmp/x/repo" => error: host in repository URL must not start with `-`
+                "-oProxyCommand=x" => error: repository URL must not start with `-`
+                "ssh://-user@host/repo" => error: user name in repository URL must not start with `-`
+                "-user@host:repo" => error: repository URL must not start with `-`
+                "git@host:-repo" => error: repository path must not start with `-`
+                "https://oauth2:token@git.example.com/org/repo.git" => error: repository URL must not carry a password or token; configure credentials on the node
+                "ftp://host/repo" => error: unsupported URL scheme `ftp`; use ssh, git, https or file
+                "relative/path" => error: repository URL must be a URL, `user@host:path` or an absolute path
+            "#]],
+        );
+    }
+
+    #[test]
+    fn branches_and_environment_ids() {
+        table(
+            &[
+                "main",
+                "staging",
+                "feature/Login_x",
+                "release/1.2",
+                "feat-auth",
+                "--",
+                "a..b",
+                "x.lock",
+                "-x",
+                "a b",
+            ],
+            |s| check_branch(s).and_then(|()| environment_id(s)),
+            expect![[r#"
+                "main" => "main"
+                "staging" => "staging"
+                "feature/Login_x" => "feature-login-x"
+                "release/1.2" => "release-1-2"
+                "feat-auth" => "feat-auth"
+                "--" => error: is not a valid Git branch name
+                "a..b" => error: is not a valid Git branch name
+                "x.lock" => error: is not a valid Git branch name
+                "-x" => error: is not a valid Git branch name
+                "a b" => error: is not a valid Git branch name
+            "#]],
+        );
+    }
+
+    #[test]
+    fn dns_labels_and_domains() {
+        table(
+            &[
+                "web",
+                "web-01",
+                "a",
+                "Web",
+                "-web",
+                "web-",
+                "web_1",
+                &"a".repeat(64),
+            ],
+            |s| check_dns_label(s).map(|()| "ok"),
+            expect![[r#"
+                "web" => "ok"
+                "web-01" => "ok"
+                "a" => "ok"
+                "Web" => error: contains `W`; use lowercase letters, digits and `-` only
+                "-web" => error: must start and end with a letter or digit
+                "web-" => error: must start and end with a letter or digit
+                "web_1" => error: contains `_`; use lowercase letters, digits and `-` only
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" => error: is 64 characters long; at most 63 are allowed
+            "#]],
+        );
+        table(
+            &[
+                "hello-world.example.com",
+                "*.example.com",
+                "hello.staging.example.com",
+                "Hello.com",
+                "a..b",
+                "",
+            ],
+            |s| check_domain(s).map(|()| "ok"),
+            expect![[r#"
+                "hello-world.example.com" => "ok"
+                "*.example.com" => "ok"
+                "hello.staging.example.com" => "ok"
+                "Hello.com" => error: domain label `Hello` contains `H`; use lowercase letters, digits and `-` only
+                "a..b" => error: domain label `` must not be empty
+                "" => error: domain is empty
+            "#]],
+        );
+    }
+
+    #[test]
+    fn paths() {
+        table(
+            &[
+                "/var/storage/db",
+                "/srv//data/",
+                "/",
+                "relative",
+                "/a/../b",
+                "/a/./b",
+            ],
+            normalize_abs_path,
+            expect![[r#"
+                "/var/storage/db" => "/var/storage/db"
+                "/srv//data/" => "/srv/data"
+                "/" => "/"
+                "relative" => error: must be absolute (start with `/`)
+                "/a/../b" => error: must not contain `..`
+                "/a/./b" => "/a/b"
+            "#]],
+        );
+        table(
+            &["my-app", "./my-app/", ".", "", "../x", "/etc", "a/../../b"],
+            normalize_rel_path,
+            expect![[r#"
+            "my-app" => "my-app"
+            "./my-app/" => "my-app"
+            "." => "."
+            "" => "."
+            "../x" => error: must not contain `..`
+            "/etc" => error: must be relative, not absolute
+            "a/../../b" => error: must not contain `..`
+        "#]],
+        );
+    }
+
+    #[test]
+    fn label_keys() {
+        table(
+            &[
+                "team",
+                "com.example.tier",
+                "orun.node",
+                "ORUN.spec-hash",
+                "has space",
+                "a=b",
+            ],
+            |s| check_label_key(s).map(|()| "ok"),
+            expect![[r#"
+                "team" => "ok"
+                "com.example.tier" => "ok"
+                "orun.node" => error: label prefix `orun.` is reserved for the agent
+                "ORUN.spec-hash" => error: label prefix `orun.` is reserved for the agent
+                "has space" => error: label key must not contain spaces, `=` or control characters
+                "a=b" => error: label key must not contain spaces, `=` or control characters
+            "#]],
+        );
+    }
+}

@@ -6,7 +6,10 @@
 //! rendering: the diagnostics as `orun validate` prints them, then the verdict. Run with
 //! `UPDATE_EXPECT=1` to refresh after an intended change, and review the diff.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use std::cell::Cell;
 use std::fs;
@@ -394,7 +397,7 @@ fn a15_errors_never_echo_secret_values() {
     assert!(!json.contains("hunter2"));
     expect![[r#"
         deployments/db.yaml:10:22: error: spec.ports[0].containerPort: expected a whole number
-        deployments/db2.yaml:8:18: error: spec.env: expected a string
+        deployments/db2.yaml:8:18: error: spec.env.DB_PASSWORD: expected a string
         deployments/db3.yaml:8:18: error: spec.env.DB_PASSWORD: malformed encrypted value: SOPS `data` is not valid base64
         deployments/db4.yaml:7:12: error: spec.restart: unknown value, expected one of: always, on-failure, never
         deployments/db4.yaml:8:9: error: spec.pull: unknown value, expected one of: missing, always, never
