@@ -306,7 +306,7 @@ impl Resources {
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     /// How old and new containers overlap.
-    pub strategy: Strategy,
+    pub strategy: RolloutStrategy,
     /// Seconds a new container must stay healthy before promotion (default 10).
     pub min_healthy_seconds: u32,
     /// Seconds after which a new container that is not healthy is rolled back (default 300).
@@ -316,7 +316,7 @@ pub struct Rollout {
 impl Default for Rollout {
     fn default() -> Self {
         Self {
-            strategy: Strategy::Auto,
+            strategy: RolloutStrategy::Auto,
             min_healthy_seconds: 10,
             healthy_deadline_seconds: 300,
         }
@@ -326,7 +326,7 @@ impl Default for Rollout {
 /// How old and new containers overlap during a replace.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Strategy {
+pub enum RolloutStrategy {
     /// `start-first` unless a host port is published, then `stop-first` (default).
     #[default]
     Auto,

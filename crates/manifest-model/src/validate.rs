@@ -597,11 +597,11 @@ pub(crate) fn deployment(
                 "spec.rollout.strategy",
                 &r.strategy,
                 &[
-                    ("auto", Strategy::Auto),
-                    ("start-first", Strategy::StartFirst),
-                    ("stop-first", Strategy::StopFirst),
+                    ("auto", RolloutStrategy::Auto),
+                    ("start-first", RolloutStrategy::StartFirst),
+                    ("stop-first", RolloutStrategy::StopFirst),
                 ],
-                Strategy::Auto,
+                RolloutStrategy::Auto,
             );
             let min = seconds(
                 cx,
@@ -657,7 +657,7 @@ pub(crate) fn deployment(
         labels: labels_map,
         suspend: s.suspend.unwrap_or(false),
     };
-    if spec.rollout.strategy == Strategy::StartFirst && spec.publishes_host_port() {
+    if spec.rollout.strategy == RolloutStrategy::StartFirst && spec.publishes_host_port() {
         cx.err(
             origin.name_at,
             "spec.rollout.strategy",
