@@ -174,9 +174,16 @@ fn fuzz(args: &[String]) -> Result<()> {
         bail!("there is no fuzz crate yet (fuzz/Cargo.toml)");
     }
     let max_time = format!("-max_total_time={seconds}");
+    // New inputs go to the untracked corpus; the committed seeds (valid and broken manifests
+    // from the test fixtures) give libFuzzer the grammar's shape to start from.
+    let corpus = format!("fuzz/corpus/{target}");
+    let seeds = format!("fuzz/seeds/{target}");
+    std::fs::create_dir_all(workspace_root().join(&corpus)).context("creating the fuzz corpus")?;
     Step::cargo(
         "fuzzing",
-        &["fuzz", "run", "-s", "none", target, "--", &max_time],
+        &[
+            "fuzz", "run", "-s", "none", target, &corpus, &seeds, "--", &max_time,
+        ],
     )
     .needs(Tool::CARGO_FUZZ)
     .run()
