@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// One name inside a listed folder.
@@ -148,6 +149,9 @@ impl Source for MemSource {
 /// - Link loops and over-long chains are reported as refused entries, not errors (B3).
 /// - Links to folders are never followed (B3).
 /// - No more than `limit` bytes of a file are read, even if it grows while being read (A5).
+/// - A file swapped for something else between the check and the read (a link to a file
+///   outside, RELIABILITY B4) is refused: the opened file must be the one that was checked,
+///   by device and inode.
 #[derive(Clone, Debug)]
 pub struct DirSource {
     root: PathBuf,
@@ -178,11 +182,29 @@ impl DirSource {
 
     /// Classifies one directory entry without reading any file's content.
     fn classify(&self, path: &Path) -> io::Result<EntryKind> {
+        self.inspect(path).map(|(kind, _)| kind)
+    }
+
+    /// Classifies an entry and, for files, records the identity of the file that was judged.
+    fn inspect(&self, path: &Path) -> io::Result<(EntryKind, Option<FileId>)> {
         let meta = fs::symlink_metadata(path)?;
         let ft = meta.file_type();
         if ft.is_file() {
-            return Ok(EntryKind::File { size: meta.len() });
+            return Ok((
+                EntryKind::File { size: meta.len() },
+                Some(FileId::of(&meta)),
+            ));
         }
+        let kind = self.classify_other(path, &meta)?;
+        let id = match kind {
+            EntryKind::File { .. } => Some(FileId::of(&fs::metadata(path)?)),
+            _ => None,
+        };
+        Ok((kind, id))
+    }
+
+    fn classify_other(&self, path: &Path, meta: &fs::Metadata) -> io::Result<EntryKind> {
+        let ft = meta.file_type();
         if ft.is_dir() {
             return Ok(EntryKind::Dir);
         }
@@ -256,13 +278,28 @@ impl Source for DirSource {
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let full = self.path(path);
-        let target = match self.classify(&full).map_err(ReadError::Io)? {
-            EntryKind::File { size } if size > limit => return Err(ReadError::TooLarge { limit }),
-            EntryKind::File { .. } => fs::canonicalize(&full).map_err(ReadError::Io)?,
-            EntryKind::Dir => return Err(ReadError::Refused("is a folder".to_owned())),
-            EntryKind::Refused { reason } => return Err(ReadError::Refused(reason)),
+        let checked = match self.inspect(&full).map_err(ReadError::Io)? {
+            (EntryKind::File { size }, _) if size > limit => {
+                return Err(ReadError::TooLarge { limit });
+            }
+            (EntryKind::File { .. }, Some(id)) => id,
+            (EntryKind::Refused { reason }, _) => return Err(ReadError::Refused(reason)),
+            _ => return Err(ReadError::Refused("not a regular file".to_owned())),
         };
-        let file = fs::File::open(target).map_err(ReadError::Io)?;
+        #[cfg(test)]
+        tests::BEFORE_OPEN.with(|hook| {
+            if let Some(f) = hook.borrow_mut().take() {
+                f();
+            }
+        });
+        let file = fs::File::open(&full).map_err(ReadError::Io)?;
+        // The path may have been swapped (for a link out of the tree, say) since it was
+        // checked: read only if the open file is the very one that passed the check.
+        if FileId::of(&file.metadata().map_err(ReadError::Io)?) != checked {
+            return Err(ReadError::Refused(
+                "file changed while being read".to_owned(),
+            ));
+        }
         let mut bytes = Vec::new();
         // Read one byte past the limit so a file that grew after the size check is caught.
         file.take(limit + 1)
@@ -272,5 +309,64 @@ impl Source for DirSource {
             return Err(ReadError::TooLarge { limit });
         }
         Ok(bytes)
+    }
+}
+
+/// Identifies a file independently of its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    thread_local! {
+        /// Runs once between a read's check and its open, to stage a race deterministically.
+        pub(super) static BEFORE_OPEN: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    /// B4: the file is swapped for a link out of the tree after the read checked it but before
+    /// it opened it. The open follows the link; the identity check refuses what it opened.
+    #[test]
+    fn swap_between_check_and_open_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        fs::create_dir_all(repo.join("deployments")).unwrap();
+        let victim = repo.join("deployments/web.yaml");
+        fs::write(&victim, "inside").unwrap();
+        let outside = tmp.path().join("outside.yaml");
+        fs::write(&outside, "outside").unwrap();
+        let src = DirSource::new(&repo).unwrap();
+
+        let (v, o) = (victim.clone(), outside.clone());
+        BEFORE_OPEN.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                fs::remove_file(&v).unwrap();
+                std::os::unix::fs::symlink(&o, &v).unwrap();
+            }));
+        });
+        match src.read("deployments/web.yaml", 1024) {
+            Err(ReadError::Refused(reason)) => assert_eq!(reason, "file changed while being read"),
+            other => panic!("read through the swapped link: {other:?}"),
+        }
+
+        // Without a swap the same read succeeds: the check is not refusing everything.
+        fs::remove_file(&victim).unwrap();
+        fs::write(&victim, "inside").unwrap();
+        assert_eq!(src.read("deployments/web.yaml", 1024).unwrap(), b"inside");
     }
 }

@@ -199,8 +199,11 @@ fn deployment_spec() -> impl Strategy<Value = DeploymentSpec> {
         )| {
             let is_build = matches!(source, ImageSource::Build(_));
             let publishes = ports.iter().any(|p| p.host_port.is_some());
-            let mut strategy =
-                [RolloutStrategy::Auto, RolloutStrategy::StartFirst, RolloutStrategy::StopFirst][strategy];
+            let mut strategy = [
+                RolloutStrategy::Auto,
+                RolloutStrategy::StartFirst,
+                RolloutStrategy::StopFirst,
+            ][strategy];
             if publishes && strategy == RolloutStrategy::StartFirst {
                 strategy = RolloutStrategy::StopFirst;
             }

@@ -534,3 +534,49 @@ fn examples_validate_clean() {
     "#]],
     );
 }
+
+/// Swaps one file for a link to a file outside the tree just before the loader reads it.
+struct SwapBeforeRead<'a> {
+    inner: &'a DirSource,
+    victim: std::path::PathBuf,
+    outside: std::path::PathBuf,
+}
+
+impl Source for SwapBeforeRead<'_> {
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
+        self.inner.list(dir)
+    }
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        if self.victim.ends_with(path) {
+            fs::remove_file(&self.victim).unwrap();
+            std::os::unix::fs::symlink(&self.outside, &self.victim).unwrap();
+        }
+        self.inner.read(path, limit)
+    }
+}
+
+/// B4: a file that was a regular file when listed but is a link out of the tree when read is
+/// refused; its target is not loaded. (The narrower window between the read's own check and
+/// its open is covered by a unit test in `source.rs`.)
+#[test]
+fn b04_swap_between_list_and_read_is_refused() {
+    let tmp = dir_fixture();
+    let repo = tmp.path().join("repo");
+    let outside = tmp.path().join("outside.yaml");
+    fs::write(
+        &outside,
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: org/outside:1\n",
+    )
+    .unwrap();
+    let dir = DirSource::new(&repo).unwrap();
+    let swapping = SwapBeforeRead {
+        inner: &dir,
+        victim: repo.join("deployments/web.yaml"),
+        outside,
+    };
+    check_source(&swapping, expect![[r#"
+        deployments/web.yaml:0:0: error: symbolic link points outside the repository
+        services/web.yaml:6:15: error: spec.deployment: no deployment named `web` in deployments/
+        refused
+    "#]]);
+}
