@@ -31,13 +31,25 @@ enum Command {
     Version,
 }
 
+/// Writes a command's output; a reader that went away (`orun validate | head`) is not an error.
+fn emit(out: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Version => {
-            println!("orun {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
+            emit(&format!("orun {}\n", env!("CARGO_PKG_VERSION"))).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {

@@ -37,10 +37,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let ok = !report.has_errors() && resolved.as_ref().is_none_or(Result::is_ok);
-    match args.format {
-        Format::Text => print_text(&report, resolved.as_ref()),
-        Format::Json => print_json(&report, resolved.as_ref(), ok)?,
-    }
+    let out = match args.format {
+        Format::Text => render_text(&report, resolved.as_ref()),
+        Format::Json => render_json(&report, resolved.as_ref(), ok)?,
+    };
+    crate::emit(&out)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -50,55 +51,58 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 type Resolved = Result<manifest_model::DesiredNode, manifest_model::ModelError>;
 
-fn print_text(report: &Report, resolved: Option<&Resolved>) {
+fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    for d in &report.diagnostics {
-        println!("{}", paint(d, colour));
-    }
+    let mut lines: Vec<String> = report
+        .diagnostics
+        .iter()
+        .map(|d| paint(d, colour))
+        .collect();
     let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = report.diagnostics.len() - errors;
-    match &report.revision {
-        Some(rev) => println!(
+    lines.push(match &report.revision {
+        Some(rev) => format!(
             "valid: {} node(s), {} deployment(s), {} service(s); {warnings} warning(s)",
             rev.nodes.len(),
             rev.deployments.len(),
             rev.services.len()
         ),
-        None => println!(
+        None => format!(
             "invalid: {errors} error(s), {warnings} warning(s); the revision would be refused whole"
         ),
-    }
+    });
     match resolved {
         Some(Ok(desired)) => {
             let env = &desired.environment;
-            println!(
+            lines.push(format!(
                 "node {}: branch {}, environment {}{}",
                 desired.node.name,
                 desired.branch,
                 env.id,
                 if env.production { " (production)" } else { "" }
-            );
+            ));
             for c in &desired.containers {
-                println!(
+                lines.push(format!(
                     "  container {:<30} {}",
                     c.container_name,
                     source_text(&c.spec.source)
-                );
+                ));
             }
             for s in &desired.services {
                 let domain = s
                     .domain
                     .as_deref()
                     .unwrap_or("(no domain in this environment)");
-                println!(
+                lines.push(format!(
                     "  service   {:<30} {domain} -> {}:{}",
                     s.name, s.container_name, s.container_port
-                );
+                ));
             }
         }
-        Some(Err(e)) => println!("error: {e}"),
+        Some(Err(e)) => lines.push(format!("error: {e}")),
         None => {}
     }
+    lines.join("\n") + "\n"
 }
 
 fn source_text(s: &ImageSource) -> String {
@@ -122,7 +126,7 @@ fn paint(d: &Diagnostic, colour: bool) -> String {
 }
 
 /// JSON output: diagnostics, counts and the resolved node, never env values.
-fn print_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow::Result<()> {
+fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow::Result<String> {
     let node = resolved.map(|r| match r {
         Ok(d) => json!({
             "name": d.node.name,
@@ -152,6 +156,5 @@ fn print_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow:
         "counts": counts,
         "node": node,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    Ok(serde_json::to_string_pretty(&out)? + "\n")
 }

@@ -119,3 +119,14 @@ pub(crate) fn sort(diagnostics: &mut [Diagnostic]) {
             .cmp(&(&b.file, b.line, b.column, b.severity, &b.field, &b.message))
     });
 }
+
+/// A mapping key as diagnostics show it: cut at the first `=` (a key holding `=` is invalid
+/// and is usually a pasted `NAME=value`, whose value must not be echoed) and at 64 characters.
+pub(crate) fn shown_key(k: &str) -> String {
+    let k = k.split('=').next().unwrap_or("");
+    if k.chars().count() > 64 {
+        format!("{}…", k.chars().take(64).collect::<String>())
+    } else {
+        k.to_owned()
+    }
+}

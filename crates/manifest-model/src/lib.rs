@@ -168,7 +168,8 @@ fn load_inner(
                 })
             }),
             "Deployment" => parse_into(&mut cx, &text, |cx, env| {
-                validate::deployment(cx, env, stem).map(|(d, o)| {
+                let name = env.metadata.name.value.clone();
+                let valid = validate::deployment(cx, env, stem).map(|(d, o)| {
                     insert(
                         cx,
                         &mut rev.deployments,
@@ -177,7 +178,11 @@ fn load_inner(
                         d,
                         o,
                     )
-                })
+                });
+                if valid.is_none() {
+                    origins.broken_deployments.insert(name);
+                }
+                valid
             }),
             _ => parse_into(&mut cx, &text, |cx, env| {
                 validate::service(cx, env, stem).map(|(s, o)| {
@@ -192,8 +197,13 @@ fn load_inner(
                 })
             }),
         };
-        if parsed.is_none() && f.kind != "Node" {
-            hint_kind_mismatch(&mut cx, &text, f.folder);
+        if parsed.is_none() {
+            if f.kind == "Deployment" {
+                origins.broken_deployments.insert(stem.to_owned());
+            }
+            if f.kind != "Node" {
+                hint_kind_mismatch(&mut cx, &text, f.folder);
+            }
         }
     }
     if let Some(size) = secrets_size
@@ -390,7 +400,7 @@ fn list_manifests(
             }
             EntryKind::Dir => None,
         });
-    if !any_folder && secrets_size.is_none() {
+    if !any_folder {
         diags.push(Diagnostic::error(
             ".",
             Pos::FILE,

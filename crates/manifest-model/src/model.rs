@@ -155,7 +155,7 @@ pub enum ImageSource {
 }
 
 /// Building the image on the node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildSpec {
     /// Context folder relative to the node's code dir; never escapes it.
@@ -167,6 +167,25 @@ pub struct BuildSpec {
     pub args: BTreeMap<String, String>,
     /// When to rebuild.
     pub build_mode: BuildMode,
+}
+
+/// Build argument values often carry tokens (`NPM_TOKEN`): debug output names the keys only.
+impl std::fmt::Debug for BuildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildSpec")
+            .field("context", &self.context)
+            .field("dockerfile", &self.dockerfile)
+            .field(
+                "args",
+                &self
+                    .args
+                    .keys()
+                    .map(|k| (k, "***"))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .field("build_mode", &self.build_mode)
+            .finish()
+    }
 }
 
 /// When a build-based deployment is rebuilt.

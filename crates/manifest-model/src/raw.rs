@@ -91,8 +91,17 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
                 f.write_str("a mapping of names to values")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(k) = map.next_key()? {
+                let mut out: Vec<(String, V)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                let mut seen = std::collections::HashSet::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    // The parser tells `1` from `"1"`; as names they are one key, and the
+                    // second must not silently win (RELIABILITY A6).
+                    if !seen.insert(k.clone()) {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate key `{}`: a key may appear only once",
+                            crate::diag::shown_key(&k)
+                        )));
+                    }
                     out.push((k, map.next_value()?));
                 }
                 Ok(Entries(out))

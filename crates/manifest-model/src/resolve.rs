@@ -113,7 +113,7 @@ pub fn resolve(
             spec: d.spec.clone(),
         })
         .collect();
-    let services = rev
+    let services: Vec<ResolvedService> = rev
         .services
         .values()
         .filter_map(|s| {
@@ -144,6 +144,20 @@ pub fn resolve(
             })
         })
         .collect();
+    // A template can be valid for short branch names and too long for this one.
+    for s in &services {
+        if let Some(domain) = &s.domain {
+            values::check_domain(domain).map_err(|r| {
+                ModelError::invalid(
+                    "domain",
+                    format!(
+                        "service `{}` in environment `{}`: {r}",
+                        s.name, environment.id
+                    ),
+                )
+            })?;
+        }
+    }
     Ok(DesiredNode {
         node: n.clone(),
         branch,

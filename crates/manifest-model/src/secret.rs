@@ -71,7 +71,7 @@ impl SopsValue {
                 return Err("SOPS value has a field without `:`".into());
             };
             if fields.insert(k, v).is_some() {
-                return Err(format!("SOPS value repeats field `{k}`"));
+                return Err("SOPS value repeats a field".into());
             }
         }
         for (field, len) in [("data", None), ("iv", Some(32)), ("tag", Some(16))] {
@@ -92,7 +92,7 @@ impl SopsValue {
             kind,
             "str" | "int" | "float" | "bool" | "bytes" | "time" | "comment"
         ) {
-            return Err(format!("SOPS value has unknown type `{kind}`"));
+            return Err("SOPS value has an unknown type".into());
         }
         if fields
             .keys()

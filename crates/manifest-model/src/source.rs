@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// One name inside a listed folder.
@@ -149,9 +148,12 @@ impl Source for MemSource {
 /// - Link loops and over-long chains are reported as refused entries, not errors (B3).
 /// - Links to folders are never followed (B3).
 /// - No more than `limit` bytes of a file are read, even if it grows while being read (A5).
-/// - A file swapped for something else between the check and the read (a link to a file
-///   outside, RELIABILITY B4) is refused: the opened file must be the one that was checked,
-///   by device and inode.
+/// - Files are opened from a handle on the root, one path component at a time, with
+///   `O_NOFOLLOW` at each: a file or folder swapped for a link after it was checked
+///   (RELIABILITY B4) makes the open fail instead of leaving the tree.
+/// - A manifest folder that is itself a link is an error, never an empty folder (B3, A12).
+/// - Entries that cannot be resolved are refused entries, so an odd link among files the
+///   loader ignores cannot fail the revision.
 #[derive(Clone, Debug)]
 pub struct DirSource {
     root: PathBuf,
@@ -185,22 +187,64 @@ impl DirSource {
         self.inspect(path).map(|(kind, _)| kind)
     }
 
-    /// Classifies an entry and, for files, records the identity of the file that was judged.
-    fn inspect(&self, path: &Path) -> io::Result<(EntryKind, Option<FileId>)> {
+    /// Classifies an entry and, for files, says where inside the root its content lives
+    /// (itself, or the in-tree target of its link), relative to the canonical root.
+    fn inspect(&self, path: &Path) -> io::Result<(EntryKind, Option<PathBuf>)> {
         let meta = fs::symlink_metadata(path)?;
-        let ft = meta.file_type();
-        if ft.is_file() {
-            return Ok((
-                EntryKind::File { size: meta.len() },
-                Some(FileId::of(&meta)),
-            ));
+        if meta.file_type().is_file() {
+            let rel = path.strip_prefix(&self.root).map(Path::to_path_buf).ok();
+            return Ok((EntryKind::File { size: meta.len() }, rel));
         }
-        let kind = self.classify_other(path, &meta)?;
-        let id = match kind {
-            EntryKind::File { .. } => Some(FileId::of(&fs::metadata(path)?)),
+        let kind = self
+            .classify_other(path, &meta)
+            .unwrap_or_else(|e| EntryKind::Refused {
+                reason: format!("cannot resolve symbolic link: {}", e.kind()),
+            });
+        let rel = match kind {
+            EntryKind::File { .. } => fs::canonicalize(path).ok().and_then(|t| {
+                t.strip_prefix(&self.canonical_root)
+                    .map(Path::to_path_buf)
+                    .ok()
+            }),
             _ => None,
         };
-        Ok((kind, id))
+        Ok((kind, rel))
+    }
+
+    /// Opens `rel` beneath the root without following any link on the way.
+    fn open_beneath(&self, rel: &Path) -> Result<fs::File, ReadError> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        use std::path::Component;
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let swapped = |_| {
+            ReadError::Refused(
+                "file changed while being read: a symbolic link appeared on its path".to_owned(),
+            )
+        };
+        let mut dir = openat(CWD, &self.canonical_root, dir_flags, Mode::empty())
+            .map_err(|e| ReadError::Io(e.into()))?;
+        let parts: Vec<Component<'_>> = rel.components().collect();
+        let Some((Component::Normal(last), parents)) = parts.split_last() else {
+            return Err(ReadError::Refused(
+                "not a file in the repository".to_owned(),
+            ));
+        };
+        for part in parents {
+            let Component::Normal(name) = part else {
+                return Err(ReadError::Refused("path leaves the repository".to_owned()));
+            };
+            dir = openat(&dir, *name, dir_flags | OFlags::NOFOLLOW, Mode::empty())
+                .map_err(swapped)?;
+        }
+        // NONBLOCK: a FIFO swapped in must not hang the reader.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let file = fs::File::from(openat(&dir, *last, flags, Mode::empty()).map_err(swapped)?);
+        if !file.metadata().map_err(ReadError::Io)?.is_file() {
+            return Err(ReadError::Refused(
+                "file changed while being read: not a regular file".to_owned(),
+            ));
+        }
+        Ok(file)
     }
 
     fn classify_other(&self, path: &Path, meta: &fs::Metadata) -> io::Result<EntryKind> {
@@ -253,9 +297,16 @@ impl Source for DirSource {
     fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
         let path = self.path(dir);
         if !dir.is_empty() {
-            // A manifest folder that is itself a link is not followed.
+            // A manifest folder that is itself a link is not followed, and not taken for an
+            // absent (empty) one either: that would silently empty the desired state.
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "is a symbolic link; manifest folders are not followed",
+                    ));
+                }
                 Ok(_) => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
@@ -269,7 +320,11 @@ impl Source for DirSource {
                 // other non-manifest file.
                 continue;
             };
-            let kind = self.classify(&entry.path())?;
+            let kind = self
+                .classify(&entry.path())
+                .unwrap_or_else(|e| EntryKind::Refused {
+                    reason: format!("cannot inspect: {}", e.kind()),
+                });
             out.push(Entry { name, kind });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -278,11 +333,11 @@ impl Source for DirSource {
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let full = self.path(path);
-        let checked = match self.inspect(&full).map_err(ReadError::Io)? {
+        let rel = match self.inspect(&full).map_err(ReadError::Io)? {
             (EntryKind::File { size }, _) if size > limit => {
                 return Err(ReadError::TooLarge { limit });
             }
-            (EntryKind::File { .. }, Some(id)) => id,
+            (EntryKind::File { .. }, Some(rel)) => rel,
             (EntryKind::Refused { reason }, _) => return Err(ReadError::Refused(reason)),
             _ => return Err(ReadError::Refused("not a regular file".to_owned())),
         };
@@ -292,14 +347,7 @@ impl Source for DirSource {
                 f();
             }
         });
-        let file = fs::File::open(&full).map_err(ReadError::Io)?;
-        // The path may have been swapped (for a link out of the tree, say) since it was
-        // checked: read only if the open file is the very one that passed the check.
-        if FileId::of(&file.metadata().map_err(ReadError::Io)?) != checked {
-            return Err(ReadError::Refused(
-                "file changed while being read".to_owned(),
-            ));
-        }
+        let file = self.open_beneath(&rel)?;
         let mut bytes = Vec::new();
         // Read one byte past the limit so a file that grew after the size check is caught.
         file.take(limit + 1)
@@ -309,22 +357,6 @@ impl Source for DirSource {
             return Err(ReadError::TooLarge { limit });
         }
         Ok(bytes)
-    }
-}
-
-/// Identifies a file independently of its path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    fn of(meta: &fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
     }
 }
 
@@ -360,7 +392,12 @@ mod tests {
             }));
         });
         match src.read("deployments/web.yaml", 1024) {
-            Err(ReadError::Refused(reason)) => assert_eq!(reason, "file changed while being read"),
+            Err(ReadError::Refused(reason)) => {
+                assert!(
+                    reason.starts_with("file changed while being read"),
+                    "{reason}"
+                );
+            }
             other => panic!("read through the swapped link: {other:?}"),
         }
 
@@ -368,5 +405,37 @@ mod tests {
         fs::remove_file(&victim).unwrap();
         fs::write(&victim, "inside").unwrap();
         assert_eq!(src.read("deployments/web.yaml", 1024).unwrap(), b"inside");
+    }
+
+    /// B4: the manifest folder itself is swapped for a link to a folder outside after the
+    /// file in it was checked. Opening component by component without following links
+    /// refuses it.
+    #[test]
+    fn folder_swapped_for_link_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        fs::create_dir_all(repo.join("deployments")).unwrap();
+        fs::write(repo.join("deployments/web.yaml"), "inside").unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("web.yaml"), "outside").unwrap();
+        let src = DirSource::new(&repo).unwrap();
+
+        let (folder, out) = (repo.join("deployments"), outside.clone());
+        BEFORE_OPEN.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                fs::rename(&folder, folder.with_extension("old")).unwrap();
+                std::os::unix::fs::symlink(&out, &folder).unwrap();
+            }));
+        });
+        match src.read("deployments/web.yaml", 1024) {
+            Err(ReadError::Refused(reason)) => {
+                assert!(
+                    reason.starts_with("file changed while being read"),
+                    "{reason}"
+                );
+            }
+            other => panic!("read through the swapped folder: {other:?}"),
+        }
     }
 }

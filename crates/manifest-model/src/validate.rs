@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::diag::{Diagnostic, Pos};
+use crate::diag::{Diagnostic, Pos, shown_key};
 use crate::model::*;
 use crate::raw::{self, Entries, Envelope, Sp};
 use crate::secret::{AgeStanza, EnvValue, SecretsFile, SopsValue};
@@ -108,14 +108,6 @@ fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> O
     Some(name.value.clone())
 }
 
-fn clip(s: &str) -> String {
-    if s.chars().count() > 64 {
-        format!("{}…", s.chars().take(64).collect::<String>())
-    } else {
-        s.to_owned()
-    }
-}
-
 fn opt_str(v: &Option<Sp<String>>, default: &str) -> String {
     v.as_ref()
         .map_or_else(|| default.to_owned(), |s| s.value.clone())
@@ -129,7 +121,7 @@ fn labels(
     let mut out = BTreeMap::new();
     for (k, v) in &entries.0 {
         if let Err(r) = values::check_label_key(k) {
-            cx.err(pos(&v.referenced), &format!("{field}.{}", clip(k)), r);
+            cx.err(pos(&v.referenced), &format!("{field}.{}", shown_key(k)), r);
         }
         out.insert(k.clone(), v.value.clone());
     }
@@ -471,7 +463,7 @@ pub(crate) fn deployment(
 
     let mut env_map = BTreeMap::new();
     for (k, v) in &s.env.0 {
-        let f = format!("spec.env.{}", clip(k));
+        let f = format!("spec.env.{}", shown_key(k));
         if let Err(r) = values::check_env_name(k) {
             cx.err(pos(&v.referenced), &f, r);
         }
@@ -618,15 +610,20 @@ pub(crate) fn deployment(
                 1,
             );
             if deadline <= min && cx.ok() {
-                let at = r
-                    .healthy_deadline_seconds
-                    .as_ref()
-                    .map_or(Pos::FILE, |v| pos(&v.referenced));
-                cx.err(
-                    at,
-                    "spec.rollout.healthyDeadlineSeconds",
-                    "must be greater than minHealthySeconds",
-                );
+                // Point at whichever of the two was written; the default one has no place.
+                match (&r.healthy_deadline_seconds, &r.min_healthy_seconds) {
+                    (Some(v), _) => cx.err(
+                        pos(&v.referenced),
+                        "spec.rollout.healthyDeadlineSeconds",
+                        "must be greater than minHealthySeconds",
+                    ),
+                    (None, Some(v)) => cx.err(
+                        pos(&v.referenced),
+                        "spec.rollout.minHealthySeconds",
+                        format!("must be less than healthyDeadlineSeconds (default {deadline})"),
+                    ),
+                    (None, None) => {}
+                }
             }
             Rollout {
                 strategy,
@@ -658,8 +655,13 @@ pub(crate) fn deployment(
         suspend: s.suspend.unwrap_or(false),
     };
     if spec.rollout.strategy == RolloutStrategy::StartFirst && spec.publishes_host_port() {
+        let at = s
+            .rollout
+            .as_ref()
+            .and_then(|r| r.strategy.as_ref())
+            .map_or(origin.name_at, |v| pos(&v.referenced));
         cx.err(
-            origin.name_at,
+            at,
             "spec.rollout.strategy",
             "`start-first` cannot be used with published host ports: old and new containers would clash; use `stop-first` or `auto`",
         );
@@ -699,12 +701,17 @@ fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
         ],
         BuildMode::BuildOnce,
     );
-    let args = b
-        .args
-        .0
-        .iter()
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
+    let mut args = BTreeMap::new();
+    for (k, v) in &b.args.0 {
+        if let Err(r) = values::check_env_name(k) {
+            cx.err(
+                pos(&v.referenced),
+                &format!("spec.build.args.{}", shown_key(k)),
+                r,
+            );
+        }
+        args.insert(k.clone(), v.value.clone());
+    }
     Some(BuildSpec {
         context: context?,
         dockerfile: dockerfile?,
@@ -741,6 +748,8 @@ pub(crate) fn service(
                 "template has no `$ENV`: every non-production environment gets the same domain",
             );
         }
+        // Syntax only: whether the filled-in name fits depends on the branch, and `resolve`
+        // checks it once the environment is known.
         if let Err(r) = values::check_domain(&t.value.replace("$ENV", "env")) {
             cx.err(pos(&t.referenced), "spec.ingress.domain.environment", r);
         }
@@ -815,12 +824,15 @@ pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<Secrets
     if last_modified.is_empty() {
         cx.err(at, "sops.lastmodified", "missing `lastmodified`");
     }
+    // An empty suffix would match every key and switch the plaintext check off; SOPS itself
+    // falls back to the default then.
     let suffix = meta
         .unencrypted_suffix
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "_unencrypted".to_owned());
     let mut entries = BTreeMap::new();
     for (k, v) in raw.entries {
-        let f = clip(&k);
+        let f = shown_key(&k);
         if let Err(r) = values::check_env_name(&k) {
             cx.err(pos(&v.referenced), &f, r);
         }
@@ -866,8 +878,9 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
     for (name, svc) in &rev.services {
         let o = &origins.services[name];
         match rev.deployments.get(&svc.spec.deployment) {
-            // Declared twice: already reported on both files.
-            None if origins.deployments.contains_key(&svc.spec.deployment) => {}
+            // Declared twice, or declared in a file with errors: already reported there.
+            None if origins.deployments.contains_key(&svc.spec.deployment)
+                || origins.broken_deployments.contains(&svc.spec.deployment) => {}
             None => diags.push(Diagnostic::error(
                 &o.file,
                 o.deployment_at,
@@ -994,4 +1007,7 @@ pub(crate) struct Origins {
     pub nodes: BTreeMap<String, Origin>,
     pub deployments: BTreeMap<String, Origin>,
     pub services: BTreeMap<String, Origin>,
+    /// Deployments whose file failed (by name, or file stem when even that did not parse):
+    /// references to them are not "missing", the file's own error says what is wrong.
+    pub broken_deployments: std::collections::BTreeSet<String>,
 }

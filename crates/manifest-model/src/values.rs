@@ -169,7 +169,7 @@ fn check_registry(r: &str) -> Result<(), Reason> {
         _ => (r, None),
     };
     if let Some(p) = port
-        && p.parse::<u16>().map_or(true, |p| p == 0)
+        && parse_port(p).is_none()
     {
         return Err("registry port must be a number from 1 to 65535".into());
     }
@@ -250,7 +250,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, Reason> {
             "m" => 60_000,
             "h" => 3_600_000,
             "" => return Err("number without a unit; write e.g. `5s`".into()),
-            other => return Err(format!("unknown unit `{other}`; use ms, s, m or h")),
+            _ => return Err("unknown unit; use ms, s, m or h".into()),
         };
         rest = &rest[unit_len..];
         total = total.saturating_add(n.saturating_mul(millis));
@@ -306,11 +306,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, Reason> {
                 &s[digits..]
             ));
         }
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}`; use Ki, Mi, Gi, Ti, K, M, G or T"
-            ));
-        }
+        _ => return Err("unknown size unit; use Ki, Mi, Gi, Ti, K, M, G or T".into()),
     };
     n.checked_mul(mult)
         .ok_or_else(|| "size is too large".to_owned())
@@ -355,10 +351,7 @@ impl ProbeTarget {
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => {
-                let port = p
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
+                let port = parse_port(p)
                     .ok_or_else(|| "probe port must be a number from 1 to 65535".to_owned())?;
                 (h, port)
             }
@@ -498,8 +491,12 @@ pub fn check_branch(b: &str) -> Result<(), Reason> {
 }
 
 /// Checks a repository URL: `ssh://`, `git://`, `http(s)://`, `file://`, scp-like
-/// `user@host:path`, or an absolute path. Parts that start with `-` (which SSH or Git would
-/// read as options, RELIABILITY C10) and credentials in the URL are refused.
+/// `user@host:path`, or an absolute path.
+///
+/// Refused: parts that start with `-` (SSH or Git would read them as options, RELIABILITY
+/// C10); credentials of any kind (a user name is allowed for SSH only, where it is not a
+/// secret); query strings and fragments (where tokens hide); Git's `transport::address`
+/// remote-helper syntax (`ext::sh`, `fd::17`), which runs commands.
 pub fn check_git_url(u: &str) -> Result<(), Reason> {
     if u.is_empty() {
         return Err("repository URL is empty".into());
@@ -510,11 +507,15 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
     if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("repository URL must not contain spaces or control characters".into());
     }
+    if u.contains('?') || u.contains('#') {
+        return Err(
+            "repository URL must not carry a query or fragment; configure credentials on the node"
+                .into(),
+        );
+    }
     if let Some((scheme, rest)) = u.split_once("://") {
         if !matches!(scheme, "ssh" | "git" | "http" | "https" | "file") {
-            return Err(format!(
-                "unsupported URL scheme `{scheme}`; use ssh, git, https or file"
-            ));
+            return Err("unsupported URL scheme; use ssh, git, http(s) or file".into());
         }
         if scheme == "file" {
             return Ok(());
@@ -522,14 +523,16 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
         let authority = rest.split('/').next().unwrap_or("");
         let host_port = match authority.rsplit_once('@') {
             Some((userinfo, hp)) => {
-                if userinfo.contains(':') {
+                if scheme != "ssh" || userinfo.contains(':') {
                     return Err(
-                        "repository URL must not carry a password or token; configure credentials on the node"
+                        "repository URL must not carry credentials; configure them on the node"
                             .into(),
                     );
                 }
-                if userinfo.starts_with('-') {
-                    return Err("user name in repository URL must not start with `-`".into());
+                if userinfo.is_empty() || userinfo.starts_with('-') {
+                    return Err(
+                        "user name in repository URL must not be empty or start with `-`".into(),
+                    );
                 }
                 hp
             }
@@ -537,9 +540,9 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
         };
         let host = match host_port.rsplit_once(':') {
             Some((h, p)) if !p.contains(']') => {
-                if p.parse::<u16>().is_err() {
-                    return Err("port in repository URL must be a number".into());
-                }
+                parse_port(p).ok_or_else(|| {
+                    "port in repository URL must be a number from 1 to 65535".to_owned()
+                })?;
                 h
             }
             _ => host_port,
@@ -556,6 +559,9 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
     let Some((left, path)) = u.split_once(':') else {
         return Err("repository URL must be a URL, `user@host:path` or an absolute path".into());
     };
+    if path.starts_with(':') {
+        return Err("`transport::address` remote helpers are not allowed".into());
+    }
     let host = match left.rsplit_once('@') {
         Some((user, host)) => {
             if user.is_empty() || user.starts_with('-') {
@@ -571,6 +577,14 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
         return Err("repository path must not start with `-`".into());
     }
     check_host(host).map_err(|r| format!("host in repository URL {r}"))
+}
+
+/// Parses a port: ASCII digits only (Rust's parser would take `+80`), 1 to 65535.
+pub(crate) fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok().filter(|p| *p != 0)
 }
 
 /// Checks a Unix user name for SSH (no leading `-`).
@@ -684,6 +698,7 @@ mod tests {
                 "app@sha256:abc",
                 "app@md5:0123",
                 "reg.example.com:99999/app",
+                "reg.io:+5000/app",
                 "a//b",
                 "a_-b",
                 "-app",
@@ -706,6 +721,7 @@ mod tests {
                 "app@sha256:abc" => error: sha256 digest must be exactly 64 lowercase hex digits (got 3 characters)
                 "app@md5:0123" => error: unsupported digest algorithm `md5`; use sha256
                 "reg.example.com:99999/app" => error: registry port must be a number from 1 to 65535
+                "reg.io:+5000/app" => error: registry port must be a number from 1 to 65535
                 "a//b" => error: repository path has an empty component
                 "a_-b" => error: repository path has an invalid separator `_-`
                 "-app" => error: repository path components must start and end with a letter or digit
@@ -731,7 +747,7 @@ mod tests {
                 "90s" => "90s"
                 "0s" => error: duration must be greater than zero
                 "5" => error: number without a unit; write e.g. `5s`
-                "5x" => error: unknown unit `x`; use ms, s, m or h
+                "5x" => error: unknown unit; use ms, s, m or h
                 "s" => error: expected a number, as in `500ms`, `5s`, `2m` or `1h`
                 "" => error: duration is empty; write e.g. `5s`
                 "1000000h" => error: duration is longer than a year
@@ -763,7 +779,7 @@ mod tests {
                 "1G" => 1000000000
                 "512m" => error: ambiguous unit `m`: write Mi/Gi (powers of 1024) or M/G (powers of 1000)
                 "1g" => error: ambiguous unit `g`: write Mi/Gi (powers of 1024) or M/G (powers of 1000)
-                "12Q" => error: unknown size unit `Q`; use Ki, Mi, Gi, Ti, K, M, G or T
+                "12Q" => error: unknown size unit; use Ki, Mi, Gi, Ti, K, M, G or T
                 "Mi" => error: expected a size such as `256Mi` or `1G`
                 "99999999999999Ti" => error: size is too large
             "#]],
@@ -781,6 +797,7 @@ mod tests {
                 "localhost/health",
                 "localhost:0/health",
                 "ftp://x:21/",
+                "localhost:+80/health",
                 "http://user:pw@host/",
                 "-oProxy:80/x",
             ],
@@ -793,6 +810,7 @@ mod tests {
                 "localhost/health" => error: probe target needs a port, as in `localhost:80/health`
                 "localhost:0/health" => error: probe port must be a number from 1 to 65535
                 "ftp://x:21/" => error: probe URL scheme must be http or https
+                "localhost:+80/health" => error: probe port must be a number from 1 to 65535
                 "http://user:pw@host/" => error: probe target must not carry credentials
                 "-oProxy:80/x" => error: probe host must not start with `-`
             "#]],
@@ -816,6 +834,13 @@ mod tests {
                 "-user@host:repo",
                 "git@host:-repo",
                 "https://oauth2:token@git.example.com/org/repo.git",
+                "https://ghp_token@github.com/org/repo.git",
+                "git://user@host/repo",
+                "https://git.example.com/org/repo.git?access_token=x",
+                "http://mirror.internal/repo.git",
+                "ext::sh -c touch% /tmp/pwned",
+                "fd::17",
+                "ssh://git@host:+22/repo",
                 "ftp://host/repo",
                 "relative/path",
             ],
@@ -829,11 +854,18 @@ mod tests {
                 "/srv/git/repo.git" => "ok"
                 "ssh://-oProxyCommand=touch%20/tmp/x/repo" => error: host in repository URL must not start with `-`
                 "-oProxyCommand=x" => error: repository URL must not start with `-`
-                "ssh://-user@host/repo" => error: user name in repository URL must not start with `-`
+                "ssh://-user@host/repo" => error: user name in repository URL must not be empty or start with `-`
                 "-user@host:repo" => error: repository URL must not start with `-`
                 "git@host:-repo" => error: repository path must not start with `-`
-                "https://oauth2:token@git.example.com/org/repo.git" => error: repository URL must not carry a password or token; configure credentials on the node
-                "ftp://host/repo" => error: unsupported URL scheme `ftp`; use ssh, git, https or file
+                "https://oauth2:token@git.example.com/org/repo.git" => error: repository URL must not carry credentials; configure them on the node
+                "https://ghp_token@github.com/org/repo.git" => error: repository URL must not carry credentials; configure them on the node
+                "git://user@host/repo" => error: repository URL must not carry credentials; configure them on the node
+                "https://git.example.com/org/repo.git?access_token=x" => error: repository URL must not carry a query or fragment; configure credentials on the node
+                "http://mirror.internal/repo.git" => "ok"
+                "ext::sh -c touch% /tmp/pwned" => error: repository URL must not contain spaces or control characters
+                "fd::17" => error: `transport::address` remote helpers are not allowed
+                "ssh://git@host:+22/repo" => error: port in repository URL must be a number from 1 to 65535
+                "ftp://host/repo" => error: unsupported URL scheme; use ssh, git, http(s) or file
                 "relative/path" => error: repository URL must be a URL, `user@host:path` or an absolute path
             "#]],
         );

@@ -7,7 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde_saphyr::{DuplicateKeyPolicy, Error, Location, Options};
 
-use crate::diag::{Diagnostic, Pos};
+use crate::diag::{Diagnostic, Pos, shown_key};
 
 /// Deepest nesting a manifest may use; real manifests need fewer than 10 levels.
 pub(crate) const MAX_DEPTH: usize = 64;
@@ -70,7 +70,7 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(key);
+                out.push_str(&shown_key(key));
             }
             Segment::Unknown => {}
         }
@@ -123,7 +123,10 @@ fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
                     field.push('.');
                 }
                 field.push_str(k);
-                format!("duplicate key `{}`: a key may appear only once", clip(k))
+                format!(
+                    "duplicate key `{}`: a key may appear only once",
+                    shown_key(k)
+                )
             }
             None => "duplicate key: a key may appear only once".to_owned(),
         },
@@ -201,17 +204,6 @@ fn kind_of(unexpected: &str) -> &str {
     } else {
         kind
     }
-}
-
-/// Keeps names short in messages; a key or variant is never a secret but may be huge.
-fn clip(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(MAX).collect();
-    out.push('…');
-    out
 }
 
 /// Drops saphyr's ` at line N, column M` suffix: the diagnostic carries the position.

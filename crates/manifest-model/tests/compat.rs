@@ -322,7 +322,9 @@ sops:
 
     // Plaintext where ciphertext belongs is refused without echoing it (A17).
     let plain = flat.replace("DB_PASSWORD: ENC[AES256_GCM,data:DywXZc/D+Q==,iv:O6r4yGD+odLEhDsc0y7aYGb1j/UC83ipBPfiQ69Vvic=,tag:JrZvo0ZQNag1D+nGnwDf1A==,type:str]", "DB_PASSWORD: hunter2");
-    let src = MemSource::new().with("secrets.yaml", plain);
+    let src = MemSource::new()
+        .with("deployments/hello-world.yaml", DEPLOYMENT)
+        .with("secrets.yaml", plain);
     let report = load(&src, &Limits::default());
     let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -330,5 +332,59 @@ sops:
         [
             "secrets.yaml:1:14: error: DB_PASSWORD: value is not encrypted; run `sops --encrypt` on secrets.yaml"
         ]
+    );
+}
+
+/// A template that is fine for short branches can be too long for this one: resolution says
+/// so instead of producing an invalid name.
+#[test]
+fn environment_domain_too_long_for_branch() {
+    let rev = documented_repo();
+    let branch = format!("feature/{}", "a".repeat(60));
+    let svc = SERVICE.replace("hello-world.$ENV.example.com", "web-$ENV.example.com");
+    let src = MemSource::new()
+        .with("nodes/web-01.yaml", NODE)
+        .with("deployments/hello-world.yaml", DEPLOYMENT)
+        .with("services/hello-world.yaml", svc);
+    let (rev2, _) = load(&src, &Limits::default()).into_result().unwrap();
+    let err = resolve(&rev2, "web-01", Some(&branch))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("invalid domain: service `hello-world` in environment `feature-aaaa"),
+        "{err}"
+    );
+    assert!(resolve(&rev, "web-01", Some("staging")).is_ok());
+}
+
+/// Plaintext in secrets.yaml is refused even when the file's suffix rule is empty.
+#[test]
+fn empty_unencrypted_suffix_does_not_disable_the_check() {
+    let text = "DB_PASSWORD: hunter2\nsops:\n    age:\n        - recipient: age1x\n          enc: x\n    lastmodified: \"2022-03-15T22:11:15Z\"\n    mac: ENC[AES256_GCM,data:ZXhhbXBsZQ==,iv:9Y2ASpFstcE8ZgwzOvb3oMQsd30Rukd7gvOb7lMvV1o=,tag:qXQosmzw6UoOXFI+8IvtXg==,type:str]\n    unencrypted_suffix: \"\"\n";
+    let src = MemSource::new()
+        .with("deployments/hello-world.yaml", DEPLOYMENT)
+        .with("secrets.yaml", text);
+    let report = load(&src, &Limits::default());
+    let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        [
+            "secrets.yaml:1:14: error: DB_PASSWORD: value is not encrypted; run `sops --encrypt` on secrets.yaml"
+        ]
+    );
+}
+
+/// Build argument values are as sensitive as env values: debug output names keys only.
+#[test]
+fn debug_output_hides_build_args() {
+    let src = MemSource::new().with(
+        "deployments/my-app.yaml",
+        BUILD.replace("NODE_ENV: production", "NPM_TOKEN: hunter2"),
+    );
+    let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
+    let dbg = format!("{rev:?}");
+    assert!(
+        dbg.contains("NPM_TOKEN") && !dbg.contains("hunter2"),
+        "{dbg}"
     );
 }

@@ -235,10 +235,11 @@ fn a06_duplicate_keys() {
     check(
         "a06-duplicate-keys",
         expect![[r#"
-        deployments/dup-env.yaml:9:5: error: spec.env.MODE: duplicate key `MODE`: a key may appear only once
-        deployments/dup.yaml:7:3: error: spec.image: duplicate key `image`: a key may appear only once
-        refused
-    "#]],
+            deployments/dup-coerced.yaml:8:5: error: spec.env: duplicate key `1`: a key may appear only once
+            deployments/dup-env.yaml:9:5: error: spec.env.MODE: duplicate key `MODE`: a key may appear only once
+            deployments/dup.yaml:7:3: error: spec.image: duplicate key `image`: a key may appear only once
+            refused
+        "#]],
     );
 }
 
@@ -352,6 +353,8 @@ fn a10_encodings_and_empty_documents() {
 fn a12_missing_path_is_an_error() {
     let mut src = MemSource::new();
     add_tree(&mut src, &Path::new(FIXTURES).join("a12-not-a-repo"), "");
+    // A secrets file alone does not make a manifest repository either.
+    src.insert("secrets.yaml", "sops: {}\n");
     check_source(
         &src,
         expect![[r#"
@@ -401,6 +404,11 @@ fn a15_errors_never_echo_secret_values() {
         deployments/db3.yaml:8:18: error: spec.env.DB_PASSWORD: malformed encrypted value: SOPS `data` is not valid base64
         deployments/db4.yaml:7:12: error: spec.restart: unknown value, expected one of: always, on-failure, never
         deployments/db4.yaml:8:9: error: spec.pull: unknown value, expected one of: missing, always, never
+        deployments/db5.yaml:8:12: error: spec.env.TOKEN: malformed encrypted value: SOPS value has an unknown type
+        deployments/db5.yaml:9:14: error: spec.env.API_KEY: malformed encrypted value: SOPS value repeats a field
+        deployments/db5.yaml:10:26: error: spec.env.DB_PASSWORD: variable name must not contain `=` or NUL
+        deployments/db5.yaml:12:13: error: spec.resources.memory: unknown size unit; use Ki, Mi, Gi, Ti, K, M, G or T
+        deployments/db6.yaml:9:26: error: spec.build.args.NPM_TOKEN: variable name must not contain `=` or NUL
         refused
     "#]].assert_eq(&text);
 }
@@ -517,10 +525,27 @@ fn b03_link_loops_and_folder_links() {
     let repo2 = tmp2.path().join("repo");
     fs::remove_dir_all(repo2.join("services")).unwrap();
     std::os::unix::fs::symlink(repo.join("services"), repo2.join("services")).unwrap();
-    let (rev, _) = load(&DirSource::new(&repo2).unwrap(), &Limits::default())
-        .into_result()
-        .unwrap();
-    assert!(rev.services.is_empty());
+    let report = load(&DirSource::new(&repo2).unwrap(), &Limits::default());
+    assert!(
+        report.revision.is_none(),
+        "a linked folder must not read as an empty one"
+    );
+    assert_eq!(
+        report.diagnostics[0].to_string(),
+        "services:0:0: error: cannot list folder: is a symbolic link; manifest folders are not followed"
+    );
+
+    // A link that cannot be resolved among files the loader ignores does not fail anything.
+    std::os::unix::fs::symlink("/etc/passwd/x", repo.join("deployments/notes.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd/x", repo.join("README")).unwrap();
+    fs::remove_file(repo.join("deployments/loop-a.yaml")).unwrap();
+    fs::remove_file(repo.join("deployments/loop-b.yaml")).unwrap();
+    fs::remove_file(repo.join("deployments/folder.yaml")).unwrap();
+    assert!(
+        load(&DirSource::new(&repo).unwrap(), &Limits::default())
+            .revision
+            .is_some()
+    );
 }
 
 /// The repository's own example validates clean (it is what the demo runs).
@@ -574,9 +599,44 @@ fn b04_swap_between_list_and_read_is_refused() {
         victim: repo.join("deployments/web.yaml"),
         outside,
     };
-    check_source(&swapping, expect![[r#"
+    check_source(
+        &swapping,
+        expect![[r#"
         deployments/web.yaml:0:0: error: symbolic link points outside the repository
         services/web.yaml:6:15: error: spec.deployment: no deployment named `web` in deployments/
+        refused
+    "#]],
+    );
+}
+
+/// Review findings: diagnostics point at the value that is wrong, and a broken deployment
+/// does not also make its Service report a missing deployment.
+#[test]
+fn positions_and_no_cascading_errors() {
+    let mut src = fixture("base");
+    src.insert(
+        "deployments/roll.yaml",
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: roll\nspec:\n  image: a:1\n  ports:\n    - containerPort: 80\n      port: 9000\n  rollout:\n    strategy: start-first\n",
+    );
+    src.insert(
+        "deployments/slow.yaml",
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: slow\nspec:\n  image: a:1\n  rollout:\n    minHealthySeconds: 400\n",
+    );
+    // The base service routes to `web`; break `web` itself.
+    src.insert(
+        "deployments/web.yaml",
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: Nginx\n  ports:\n    - containerPort: 80\n      port: 8080\n",
+    );
+    src.insert(
+        "deployments/args.yaml",
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: args\nspec:\n  build:\n    context: app\n    args:\n      \"A=B\": x\n      \"\": y\n  ports:\n    - containerPort: 80\n      port: +8081\n",
+    );
+    check_source(&src, expect![[r#"
+        deployments/args.yaml:9:14: error: spec.build.args.A: variable name must not contain `=` or NUL
+        deployments/args.yaml:10:11: error: spec.build.args.: variable name is empty
+        deployments/roll.yaml:11:15: error: spec.rollout.strategy: `start-first` cannot be used with published host ports: old and new containers would clash; use `stop-first` or `auto`
+        deployments/slow.yaml:8:24: error: spec.rollout.minHealthySeconds: must be less than healthyDeadlineSeconds (default 300)
+        deployments/web.yaml:6:10: error: spec.image: repository name must be lowercase
         refused
     "#]]);
 }
