@@ -631,12 +631,15 @@ fn positions_and_no_cascading_errors() {
         "deployments/args.yaml",
         "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: args\nspec:\n  build:\n    context: app\n    args:\n      \"A=B\": x\n      \"\": y\n  ports:\n    - containerPort: 80\n      port: +8081\n",
     );
-    check_source(&src, expect![[r#"
+    check_source(
+        &src,
+        expect![[r#"
         deployments/args.yaml:9:14: error: spec.build.args.A: variable name must not contain `=` or NUL
         deployments/args.yaml:10:11: error: spec.build.args.: variable name is empty
         deployments/roll.yaml:11:15: error: spec.rollout.strategy: `start-first` cannot be used with published host ports: old and new containers would clash; use `stop-first` or `auto`
         deployments/slow.yaml:8:24: error: spec.rollout.minHealthySeconds: must be less than healthyDeadlineSeconds (default 300)
         deployments/web.yaml:6:10: error: spec.image: repository name must be lowercase
         refused
-    "#]]);
+    "#]],
+    );
 }
