@@ -87,6 +87,12 @@ spec:
   gitBranch: staging
 ";
 
+/// Every diagnostic of loading `src`, rendered as `orun validate` prints it.
+fn diagnostics(src: &MemSource) -> Vec<String> {
+    let report = load(src, &Limits::default());
+    report.diagnostics.iter().map(ToString::to_string).collect()
+}
+
 fn documented_repo() -> Revision {
     let src = MemSource::new()
         .with("nodes/web-01.yaml", NODE)
@@ -218,8 +224,7 @@ fn targeting_and_host_port_clashes() {
 
     // Now both land on `a`: the same host port is refused, naming both files.
     let src = src.with("deployments/back.yaml", dep("back", "  nodes: [a, b]\n"));
-    let report = load(&src, &Limits::default());
-    let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    let text = diagnostics(&src);
     assert_eq!(
         text,
         [
@@ -244,8 +249,7 @@ fn service_references_are_checked() {
                 .replace("name: hello-world\nspec", "name: other\nspec")
                 .replace("    ssl: true", "    ssl: true\n  port: 81"),
         );
-    let report = load(&src, &Limits::default());
-    let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    let text = diagnostics(&src);
     assert_eq!(
         text,
         [
@@ -260,8 +264,7 @@ fn service_references_are_checked() {
 #[test]
 fn kind_in_wrong_folder_is_explained() {
     let src = MemSource::new().with("deployments/hello-world.yaml", SERVICE);
-    let report = load(&src, &Limits::default());
-    let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    let text = diagnostics(&src);
     assert_eq!(
         text,
         [
@@ -315,8 +318,7 @@ sops:
         let src = MemSource::new()
             .with("deployments/hello-world.yaml", DEPLOYMENT)
             .with("secrets.yaml", nested);
-        let report = load(&src, &Limits::default());
-        let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+        let text = diagnostics(&src);
         assert_eq!(text, ["secrets.yaml:3:5: error: app2: expected a string"]);
     }
 
@@ -325,8 +327,7 @@ sops:
     let src = MemSource::new()
         .with("deployments/hello-world.yaml", DEPLOYMENT)
         .with("secrets.yaml", plain);
-    let report = load(&src, &Limits::default());
-    let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    let text = diagnostics(&src);
     assert_eq!(
         text,
         [
@@ -364,8 +365,7 @@ fn empty_unencrypted_suffix_does_not_disable_the_check() {
     let src = MemSource::new()
         .with("deployments/hello-world.yaml", DEPLOYMENT)
         .with("secrets.yaml", text);
-    let report = load(&src, &Limits::default());
-    let text: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    let text = diagnostics(&src);
     assert_eq!(
         text,
         [
