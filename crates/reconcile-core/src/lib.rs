@@ -1,5 +1,53 @@
-//! The pure planner: from (desired, actual, history, now) to an ordered plan of steps.
+//! The pure planner: from (desired, actual, history, now) to an ordered, explained plan.
 //!
-//! This crate will own `plan()`, spec hashing, rollout-strategy choice and pure backoff. It
-//! performs no IO, reads no clock and is never async, so it is property-tested and embeddable.
-//! It knows nothing of Docker, Git or HTTP.
+//! `reconcile-core` decides what to change on a Docker host so it runs what the manifests
+//! say, and says why. It performs no IO, reads no clock, spawns nothing and is never async:
+//! the caller observes Docker, passes the time in, and applies the steps. That makes it
+//! property-testable against an in-memory fake, and embeddable in other tools. It knows
+//! nothing of Docker's API, Git or HTTP.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use manifest_model::{load, resolve, Limits, MemSource};
+//! use reconcile_core::*;
+//!
+//! // Desired: one deployment from a manifest repository.
+//! let repo = MemSource::new()
+//!     .with("nodes/n1.yaml", "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: n1\nspec:\n  host: n1.internal\n  gitRepo: /srv/repo.git\n")
+//!     .with("deployments/web.yaml", "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: nginx:1.27\n");
+//! let (revision, _) = load(&repo, &Limits::default()).into_result().unwrap();
+//! let node = resolve(&revision, "n1", None).unwrap();
+//! let desired = Desired::from_node(&node, Some("0a1b2c3".into()), |_image| None);
+//!
+//! // Actual: an unmanaged container and a stale one of ours.
+//! let ours = BTreeMap::from([
+//!     (LABEL_NODE.to_owned(), "n1".to_owned()),
+//!     (LABEL_DEPLOYMENT.to_owned(), "old-api".to_owned()),
+//! ]);
+//! let actual = Actual { containers: vec![
+//!     ObservedContainer { id: "c1".into(), name: "postgres".into(), image_id: "sha256:aa".into(),
+//!                         state: ContainerState::Running, labels: BTreeMap::new() },
+//!     ObservedContainer { id: "c2".into(), name: "old-api".into(), image_id: "sha256:bb".into(),
+//!                         state: ContainerState::Running, labels: ours },
+//! ]};
+//!
+//! let plan = plan(&desired, &actual, &History::default(), Timestamp(0));
+//! println!("{plan}");
+//! assert_eq!(plan.counts(), (1, 0, 0, 1)); // create web, remove old-api; postgres untouched
+//! ```
+
+mod actual;
+mod desired;
+mod history;
+mod plan;
+
+pub use actual::{
+    Actual, ContainerState, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_SPEC,
+    LABEL_SPEC_HASH, ObservedContainer,
+};
+pub use desired::{
+    Desired, DesiredDeployment, RenderedEnv, RenderedPort, RenderedSpec, RenderedVolume,
+    ReplaceStrategy, image_of, secret_digest, strategy_of,
+};
+pub use history::{Backoff, Failure, History, Timestamp, next_attempt};
+pub use plan::{Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with};

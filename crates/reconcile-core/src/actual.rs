@@ -1,0 +1,80 @@
+//! What runs: containers as observed on the host, and the labels that make one ours.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Label naming the node that manages a container. Only containers carrying
+/// `orun.node=<this node>` are ever touched.
+pub const LABEL_NODE: &str = "orun.node";
+/// Label naming the Deployment a container belongs to.
+pub const LABEL_DEPLOYMENT: &str = "orun.deployment";
+/// Label holding [`crate::RenderedSpec::hash`].
+pub const LABEL_SPEC_HASH: &str = "orun.spec-hash";
+/// Label holding [`crate::RenderedSpec::canonical_json`], so diffs need no other memory.
+pub const LABEL_SPEC: &str = "orun.spec";
+/// Label naming the commit the container was created from.
+pub const LABEL_COMMIT: &str = "orun.commit";
+
+/// Every container on the host, managed or not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actual {
+    /// Containers in any state.
+    pub containers: Vec<ObservedContainer>,
+}
+
+/// One container as Docker reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    /// Docker's id.
+    pub id: String,
+    /// Name without Docker's leading `/`.
+    pub name: String,
+    /// The image id it runs (`sha256:…`).
+    pub image_id: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// All labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ObservedContainer {
+    /// Whether `node` manages this container.
+    pub fn managed_by(&self, node: &str) -> bool {
+        self.labels.get(LABEL_NODE).is_some_and(|n| n == node)
+    }
+
+    /// The Deployment it belongs to, per its label.
+    pub fn deployment(&self) -> Option<&str> {
+        self.labels.get(LABEL_DEPLOYMENT).map(String::as_str)
+    }
+
+    /// The spec hash it was created with.
+    pub fn spec_hash(&self) -> Option<&str> {
+        self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
+    }
+}
+
+/// A container's state, as far as planning cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Restarting under Docker's restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Exited with this code.
+    Exited {
+        /// The exit code.
+        code: i64,
+    },
+    /// Dead (failed removal).
+    Dead,
+}

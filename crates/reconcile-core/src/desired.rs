@@ -1,0 +1,391 @@
+//! What should run: container specs rendered from the manifests, with their identity hash.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use manifest_model::{
+    DeploymentSpec, DesiredContainer, DesiredNode, EnvValue, Health, ImageSource, PortMapping,
+    Resources, RestartPolicy, RolloutStrategy, VolumeMount,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Everything that defines a container, as orun creates it. Two containers with the same
+/// rendered spec (and the same image id) are the same deployment generation.
+///
+/// Secrets appear only as hashes, so the spec can be stored in a container label, compared
+/// and shown in diffs without revealing them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedSpec {
+    /// Docker container name.
+    pub container_name: String,
+    /// The image reference the container runs.
+    pub image: String,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Command override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Environment: plain values, and secrets by hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, RenderedEnv>,
+    /// Published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<RenderedPort>,
+    /// Bind mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<RenderedVolume>,
+    /// Docker restart policy: `always`, `on-failure` or `never`.
+    pub restart: String,
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// CPU limit in thousandths of a CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millicpus: Option<u32>,
+    /// User labels (never `orun.`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Probe targets and timings, as `readiness`/`liveness` → `target period/timeout/failures/delay`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, String>,
+}
+
+/// An env value as rendered: plain text, or a secret known only by its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RenderedEnv {
+    /// A value written in the manifest.
+    Plain(String),
+    /// A secret: `sha256:<hex>` of its value.
+    Secret(String),
+}
+
+/// A port mapping as Docker gets it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedPort {
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Host port, when published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// Host address.
+    pub host_ip: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// A bind mount as Docker gets it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedVolume {
+    /// Host path.
+    pub host_path: String,
+    /// Container path.
+    pub container_path: String,
+    /// Read-only mount.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A hash of a secret's value: `sha256:<hex>`.
+pub fn secret_digest(value: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(value)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+impl RenderedSpec {
+    /// Renders a resolved container. Encrypted env values are represented by the hash of
+    /// their ciphertext until the agent decrypts them (it then renders with
+    /// [`RenderedSpec::with_secret_digests`]).
+    pub fn from_container(c: &DesiredContainer, image: impl Into<String>) -> Self {
+        Self::with_secret_digests(c, image, |_, enc| {
+            secret_digest(enc.ciphertext().as_bytes())
+        })
+    }
+
+    /// Renders a resolved container, asking `digest` for the hash of each secret value.
+    pub fn with_secret_digests(
+        c: &DesiredContainer,
+        image: impl Into<String>,
+        mut digest: impl FnMut(&str, &manifest_model::SopsValue) -> String,
+    ) -> Self {
+        let s: &DeploymentSpec = &c.spec;
+        let env = s
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let r = match v {
+                    EnvValue::Plain(p) => RenderedEnv::Plain(p.clone()),
+                    EnvValue::Encrypted(enc) => RenderedEnv::Secret(digest(k, enc)),
+                };
+                (k.clone(), r)
+            })
+            .collect();
+        let mut ports: Vec<RenderedPort> = s.ports.iter().map(render_port).collect();
+        ports.sort();
+        let mut volumes: Vec<RenderedVolume> = s
+            .volumes
+            .iter()
+            .map(|v: &VolumeMount| RenderedVolume {
+                host_path: v.host_path.clone(),
+                container_path: v.container_path.clone(),
+                read_only: v.read_only,
+            })
+            .collect();
+        volumes.sort();
+        let Resources { memory, millicpus } = s.resources.clone();
+        Self {
+            container_name: c.container_name.clone(),
+            image: image.into(),
+            command: s.command.clone(),
+            args: s.args.clone(),
+            env,
+            ports,
+            volumes,
+            restart: match s.restart {
+                RestartPolicy::Always => "always",
+                RestartPolicy::OnFailure => "on-failure",
+                RestartPolicy::Never => "never",
+            }
+            .to_owned(),
+            memory,
+            millicpus,
+            labels: s.labels.clone(),
+            probes: render_probes(&s.health),
+        }
+    }
+
+    /// The canonical JSON of this spec: keys sorted, no whitespace. Stored in the
+    /// `orun.spec` label and hashed into `orun.spec-hash`.
+    pub fn canonical_json(&self) -> String {
+        // Serializing plain data with string keys cannot fail; a Value round trip sorts keys.
+        let value = serde_json::to_value(self).unwrap_or_default();
+        value.to_string()
+    }
+
+    /// The identity of this spec: `sha256` of its canonical JSON, as 64 hex digits.
+    pub fn hash(&self) -> String {
+        hex(&Sha256::digest(self.canonical_json().as_bytes()))
+    }
+
+    /// Flattens the spec into `field → shown value` for diffs; env values are never shown.
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        out.insert("containerName".to_owned(), self.container_name.clone());
+        out.insert("image".to_owned(), self.image.clone());
+        if let Some(c) = &self.command {
+            out.insert("command".to_owned(), format!("{c:?}"));
+        }
+        if let Some(a) = &self.args {
+            out.insert("args".to_owned(), format!("{a:?}"));
+        }
+        for (k, v) in &self.env {
+            // Plain values can hold secrets too (RELIABILITY A15): show only a short digest,
+            // which says whether two values are equal without revealing either.
+            let shown = match v {
+                RenderedEnv::Plain(p) => format!("(value {})", &secret_digest(p.as_bytes())[7..15]),
+                RenderedEnv::Secret(d) => format!("(secret {})", d.get(7..15).unwrap_or(d)),
+            };
+            out.insert(format!("env.{k}"), shown);
+        }
+        for p in &self.ports {
+            let published = match p.host_port {
+                Some(h) => format!("{}:{h}", p.host_ip),
+                None => "not published".to_owned(),
+            };
+            out.insert(
+                format!("ports.{}/{}", p.container_port, p.protocol),
+                published,
+            );
+        }
+        for v in &self.volumes {
+            let mode = if v.read_only { ":ro" } else { "" };
+            out.insert(
+                format!("volumes.{}", v.container_path),
+                format!("{}{mode}", v.host_path),
+            );
+        }
+        out.insert("restart".to_owned(), self.restart.clone());
+        if let Some(m) = self.memory {
+            out.insert("resources.memory".to_owned(), m.to_string());
+        }
+        if let Some(c) = self.millicpus {
+            out.insert(
+                "resources.cpus".to_owned(),
+                format!("{}", f64::from(c) / 1000.0),
+            );
+        }
+        for (k, v) in &self.labels {
+            out.insert(format!("labels.{k}"), v.clone());
+        }
+        for (k, v) in &self.probes {
+            out.insert(format!("health.{k}"), v.clone());
+        }
+        out
+    }
+}
+
+fn render_port(p: &PortMapping) -> RenderedPort {
+    RenderedPort {
+        container_port: p.container_port,
+        host_port: p.host_port,
+        host_ip: p.host_ip.to_string(),
+        protocol: match p.protocol {
+            manifest_model::Protocol::Tcp => "tcp",
+            manifest_model::Protocol::Udp => "udp",
+        }
+        .to_owned(),
+    }
+}
+
+fn render_probes(h: &Health) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, probe) in [("readiness", &h.readiness), ("liveness", &h.liveness)] {
+        if let Some(p) = probe {
+            out.insert(
+                name.to_owned(),
+                format!(
+                    "{} every {}s, timeout {}s, {} failures, delay {}s",
+                    p.http.as_str(),
+                    p.period_seconds,
+                    p.timeout_seconds,
+                    p.failure_threshold,
+                    p.initial_delay_seconds
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// How a replace overlaps old and new containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplaceStrategy {
+    /// New container beside the old; the old goes when the new is healthy.
+    StartFirst,
+    /// Old container stopped first (host ports would clash), kept until the new is healthy.
+    StopFirst,
+}
+
+/// One deployment as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredDeployment {
+    /// The Deployment's name.
+    pub name: String,
+    /// The container it renders to.
+    pub spec: RenderedSpec,
+    /// `spec.hash()`, computed once.
+    pub spec_hash: String,
+    /// The local image id of `spec.image`; `None` when the image is not on the host.
+    pub image_id: Option<String>,
+    /// How a replace overlaps old and new.
+    pub strategy: ReplaceStrategy,
+    /// Leave the deployment exactly as it runs.
+    pub suspend: bool,
+}
+
+impl DesiredDeployment {
+    /// Builds a desired deployment, hashing its spec.
+    pub fn new(
+        name: impl Into<String>,
+        spec: RenderedSpec,
+        image_id: Option<String>,
+        strategy: ReplaceStrategy,
+        suspend: bool,
+    ) -> Self {
+        let spec_hash = spec.hash();
+        Self {
+            name: name.into(),
+            spec,
+            spec_hash,
+            image_id,
+            strategy,
+            suspend,
+        }
+    }
+}
+
+/// What one node should run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// The node's name: containers labelled `orun.node=<node>` are ours.
+    pub node: String,
+    /// The commit the desired state comes from, for reasons.
+    pub commit: Option<String>,
+    /// Deployments on this node.
+    pub deployments: Vec<DesiredDeployment>,
+    /// Node-local permission to remove every deployment at once.
+    pub allow_empty: bool,
+}
+
+impl Desired {
+    /// The desired state of a resolved node. `image_id` looks up the local id of an image
+    /// reference (`None` when the image is not on the host).
+    pub fn from_node(
+        node: &DesiredNode,
+        commit: Option<String>,
+        mut image_id: impl FnMut(&str) -> Option<String>,
+    ) -> Self {
+        let deployments = node
+            .containers
+            .iter()
+            .map(|c| {
+                let image = image_of(c);
+                let id = image_id(&image);
+                let strategy = strategy_of(&c.spec);
+                DesiredDeployment::new(
+                    c.deployment.clone(),
+                    RenderedSpec::from_container(c, image),
+                    id,
+                    strategy,
+                    c.spec.suspend,
+                )
+            })
+            .collect();
+        Self {
+            node: node.node.name.clone(),
+            commit,
+            deployments,
+            allow_empty: false,
+        }
+    }
+}
+
+/// The image a container runs: the manifest's reference, or the tag a node-local build gets
+/// (`orun-build/<deployment>:<hash of the build inputs>`).
+pub fn image_of(c: &DesiredContainer) -> String {
+    match &c.spec.source {
+        ImageSource::Image(r) => r.to_string(),
+        ImageSource::Build(b) => {
+            let inputs = serde_json::to_string(b).unwrap_or_default();
+            format!(
+                "orun-build/{}:{}",
+                c.deployment,
+                &hex(&Sha256::digest(inputs.as_bytes()))[..16]
+            )
+        }
+    }
+}
+
+/// `auto` resolves to stop-first when a host port is published, start-first otherwise.
+pub fn strategy_of(spec: &DeploymentSpec) -> ReplaceStrategy {
+    match spec.rollout.strategy {
+        RolloutStrategy::StartFirst => ReplaceStrategy::StartFirst,
+        RolloutStrategy::StopFirst => ReplaceStrategy::StopFirst,
+        RolloutStrategy::Auto if spec.publishes_host_port() => ReplaceStrategy::StopFirst,
+        RolloutStrategy::Auto => ReplaceStrategy::StartFirst,
+    }
+}

@@ -1,0 +1,727 @@
+//! `plan()`: the pure function from (desired, actual, history, now) to an explained plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::actual::{Actual, ContainerState, LABEL_SPEC, ObservedContainer};
+use crate::desired::{Desired, DesiredDeployment, RenderedSpec, ReplaceStrategy};
+use crate::history::{Backoff, History, Timestamp, next_attempt};
+
+/// An ordered list of steps, each explained, plus what the planner noticed but will not act on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Steps in the order to apply them.
+    pub steps: Vec<Step>,
+    /// Things that need a human, or explain why something is not done.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The earliest time a backed-off deployment may be tried again: plan again then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Plan {
+    /// Whether the plan changes anything.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Counts of steps by kind: (create, replace, start, remove).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let mut c = (0, 0, 0, 0);
+        for s in &self.steps {
+            match s.action {
+                Action::Create { .. } => c.0 += 1,
+                Action::Replace { .. } => c.1 += 1,
+                Action::Start { .. } => c.2 += 1,
+                Action::Remove { .. } => c.3 += 1,
+            }
+        }
+        c
+    }
+}
+
+/// One change to one deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The Deployment it concerns.
+    pub deployment: String,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// What a step does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Create and start a container that does not exist.
+    Create {
+        /// Its name.
+        container_name: String,
+        /// Its spec hash, for the `orun.spec-hash` label.
+        spec_hash: String,
+        /// The image must be pulled (or built) first.
+        needs_image: bool,
+    },
+    /// Replace a container whose spec or image changed.
+    Replace {
+        /// The container being replaced.
+        old_id: String,
+        /// Its name.
+        old_name: String,
+        /// The new container's name.
+        container_name: String,
+        /// The new spec hash.
+        spec_hash: String,
+        /// How old and new overlap.
+        strategy: ReplaceStrategy,
+        /// The image must be pulled (or built) first.
+        needs_image: bool,
+    },
+    /// Start a managed container that is stopped although its spec is current.
+    Start {
+        /// The container.
+        container_id: String,
+        /// Its name.
+        container_name: String,
+    },
+    /// Remove a managed container no deployment wants.
+    Remove {
+        /// The container.
+        container_id: String,
+        /// Its name.
+        container_name: String,
+    },
+}
+
+/// Why a step is planned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// One line for humans.
+    pub summary: String,
+    /// Fields that differ, old → new (env values as digests only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// The commit the desired state comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// One changed field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// Field path, e.g. `image` or `env.DB_URL`.
+    pub field: String,
+    /// Old value; `None` when the field was not set.
+    pub old: Option<String>,
+    /// New value; `None` when the field is removed.
+    pub new: Option<String>,
+}
+
+/// Something noticed and not acted on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Diagnostic {
+    /// The container name is held by a container that stays (one orun does not manage, or
+    /// one of another deployment); nothing is created or renamed over it.
+    NameClash {
+        /// The deployment that wants the name.
+        deployment: String,
+        /// The name.
+        container_name: String,
+        /// The other container.
+        container_id: String,
+    },
+    /// The deployment is suspended: whatever runs is left as it is.
+    Suspended {
+        /// The deployment.
+        deployment: String,
+    },
+    /// The spec failed before; it is not tried again until `until`.
+    BackingOff {
+        /// The deployment.
+        deployment: String,
+        /// When it may be tried again.
+        until: Timestamp,
+        /// The last failure's reason.
+        reason: String,
+    },
+    /// The plan would remove every deployment of the node; refused without `allow_empty`.
+    RefusedRemoveAll {
+        /// How many containers would have gone.
+        containers: usize,
+    },
+    /// A managed container exited and its restart policy says to leave it.
+    Exited {
+        /// The deployment.
+        deployment: String,
+        /// The exit code.
+        code: i64,
+    },
+}
+
+/// Computes the plan that takes `actual` to `desired`.
+///
+/// # Guarantees
+/// - Pure: the same inputs give the same plan, whatever the order of the input lists.
+/// - A container not labelled `orun.node=<desired.node>` appears in no step, only in
+///   diagnostics.
+/// - Applying the plan and planning again gives no steps (unless time or history changed).
+/// - Steps are ordered: removals, starts, replacements, creations, each by deployment name.
+pub fn plan(desired: &Desired, actual: &Actual, history: &History, now: Timestamp) -> Plan {
+    plan_with(desired, actual, history, now, &Backoff::default())
+}
+
+/// [`plan`] with an explicit backoff policy.
+pub fn plan_with(
+    desired: &Desired,
+    actual: &Actual,
+    history: &History,
+    now: Timestamp,
+    backoff: &Backoff,
+) -> Plan {
+    let mut out = Plan::default();
+    let commit = desired.commit.clone();
+
+    let mut ours: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+    for c in actual
+        .containers
+        .iter()
+        .filter(|c| c.managed_by(&desired.node))
+    {
+        ours.entry(c.deployment().unwrap_or(""))
+            .or_default()
+            .push(c);
+    }
+    let mut wanted: Vec<&DesiredDeployment> = desired.deployments.iter().collect();
+    wanted.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // Pass 1: decide, per deployment, which container stays, which go, and what to do.
+    let (mut removes, mut starts) = (Vec::new(), Vec::new());
+    let mut gone: BTreeSet<&str> = BTreeSet::new(); // ids of containers this plan removes or replaces
+    let mut changes_wanted: Vec<(&DesiredDeployment, Option<&ObservedContainer>)> = Vec::new();
+    for d in &wanted {
+        let mut existing = ours.remove(d.name.as_str()).unwrap_or_default();
+        if d.suspend {
+            out.diagnostics.push(Diagnostic::Suspended {
+                deployment: d.name.clone(),
+            });
+            continue;
+        }
+        if let Some(f) = history
+            .failures
+            .get(&d.name)
+            .filter(|f| f.spec_hash == d.spec_hash)
+        {
+            let until = next_attempt(f, backoff);
+            if now < until && !existing.iter().any(|c| is_current(Some(c), d)) {
+                out.diagnostics.push(Diagnostic::BackingOff {
+                    deployment: d.name.clone(),
+                    until,
+                    reason: f.reason.clone(),
+                });
+                out.wake_at = Some(out.wake_at.map_or(until, |w| w.min(until)));
+                continue;
+            }
+        }
+        // Keep the best container (current spec first, then running, then by id); any other
+        // container of the same deployment is a leftover to remove.
+        existing.sort_by_key(|c| {
+            (
+                !is_current(Some(c), d),
+                !matches!(c.state, ContainerState::Running),
+                c.id.as_str(),
+            )
+        });
+        let mut rest = existing.into_iter();
+        let keep = rest.next();
+        for extra in rest {
+            gone.insert(&extra.id);
+            removes.push(remove_step(
+                d.name.clone(),
+                extra,
+                "another container of this deployment".to_owned(),
+                commit.clone(),
+            ));
+        }
+        match keep {
+            Some(c) if is_current(Some(c), d) => match c.state {
+                ContainerState::Running | ContainerState::Restarting | ContainerState::Removing => {
+                }
+                ContainerState::Exited { code } if !should_restart(&d.spec.restart, code) => {
+                    out.diagnostics.push(Diagnostic::Exited {
+                        deployment: d.name.clone(),
+                        code,
+                    });
+                }
+                state => starts.push(Step {
+                    deployment: d.name.clone(),
+                    action: Action::Start {
+                        container_id: c.id.clone(),
+                        container_name: c.name.clone(),
+                    },
+                    reason: Reason {
+                        summary: format!("container is {}", state_word(state)),
+                        changes: Vec::new(),
+                        commit: None,
+                    },
+                }),
+            },
+            keep => changes_wanted.push((d, keep)),
+        }
+    }
+
+    // What is left is ours and wanted by nobody.
+    let orphans: Vec<(&str, &ObservedContainer)> = ours
+        .iter()
+        .flat_map(|(dep, cs)| cs.iter().map(move |c| (*dep, *c)))
+        .collect();
+    if wanted.is_empty() && !orphans.is_empty() && !desired.allow_empty {
+        out.diagnostics.push(Diagnostic::RefusedRemoveAll {
+            containers: orphans.len(),
+        });
+    } else {
+        for (dep, c) in orphans {
+            let summary = if dep.is_empty() {
+                "managed container without a deployment label".to_owned()
+            } else {
+                "deployment is no longer in the repository for this node".to_owned()
+            };
+            gone.insert(&c.id);
+            removes.push(remove_step(dep.to_owned(), c, summary, commit.clone()));
+        }
+    }
+
+    // Pass 2: a new or renamed container needs a name no surviving container holds, managed
+    // or not. A replaced container's own name is free, since it goes; but a replace refused
+    // for a clash leaves its old container, and so its name, in place, which can block
+    // another deployment in turn: repeat until nothing changes.
+    for (_, keep) in &changes_wanted {
+        if let Some(c) = keep {
+            gone.insert(&c.id);
+        }
+    }
+    let mut blocked: BTreeMap<&str, &ObservedContainer> = BTreeMap::new();
+    let depth = loop {
+        block_clashes(actual, &changes_wanted, &mut gone, &mut blocked);
+        // A change may take a name that another change's old container still holds: it must
+        // run after that one. Each name has one holder, so these dependencies form chains;
+        // a cycle (names swapped by hand) cannot be ordered and is left to a human.
+        match order_changes(&changes_wanted, &blocked) {
+            Ok(depth) => break depth,
+            Err(cycle) => {
+                for i in cycle {
+                    let (d, keep) = &changes_wanted[i];
+                    if let Some(c) = keep {
+                        gone.remove(c.id.as_str());
+                        blocked.insert(&d.name, c);
+                    }
+                }
+            }
+        }
+    };
+    let (mut replaces, mut creates) = (Vec::new(), Vec::new());
+    for (d, keep) in changes_wanted {
+        if let Some(other) = blocked.get(d.name.as_str()) {
+            out.diagnostics.push(name_clash(d, other));
+            continue;
+        }
+        match keep {
+            None => creates.push(Step {
+                deployment: d.name.clone(),
+                action: Action::Create {
+                    container_name: d.spec.container_name.clone(),
+                    spec_hash: d.spec_hash.clone(),
+                    needs_image: d.image_id.is_none(),
+                },
+                reason: Reason {
+                    summary: "not running on this node".to_owned(),
+                    changes: Vec::new(),
+                    commit: commit.clone(),
+                },
+            }),
+            Some(c) => {
+                let changes = changes(c, d);
+                let summary = if changes.is_empty() {
+                    "spec changed".to_owned()
+                } else {
+                    format!(
+                        "{} changed",
+                        changes
+                            .iter()
+                            .map(|c| c.field.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                replaces.push(Step {
+                    deployment: d.name.clone(),
+                    action: Action::Replace {
+                        old_id: c.id.clone(),
+                        old_name: c.name.clone(),
+                        container_name: d.spec.container_name.clone(),
+                        spec_hash: d.spec_hash.clone(),
+                        strategy: d.strategy,
+                        needs_image: d.image_id.is_none(),
+                    },
+                    reason: Reason {
+                        summary,
+                        changes,
+                        commit: commit.clone(),
+                    },
+                });
+            }
+        }
+    }
+
+    let by_name =
+        |a: &Step, b: &Step| (&a.deployment, step_id(a)).cmp(&(&b.deployment, step_id(b)));
+    for group in [&mut removes, &mut starts] {
+        group.sort_by(by_name);
+    }
+    // Replacements before creations, by name, except where a name must be freed first.
+    let mut ordered: Vec<(usize, u8, Step)> = replaces
+        .into_iter()
+        .map(|s| (0, s))
+        .chain(creates.into_iter().map(|s| (1, s)))
+        .map(|(kind, s)| {
+            (
+                depth.get(s.deployment.as_str()).copied().unwrap_or(0),
+                kind,
+                s,
+            )
+        })
+        .collect();
+    ordered.sort_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| by_name(&a.2, &b.2))
+    });
+    out.steps = [removes, starts].concat();
+    out.steps.extend(ordered.into_iter().map(|(_, _, s)| s));
+    out.diagnostics.sort_by_cached_key(ToString::to_string);
+    out
+}
+
+type Change<'a> = (&'a DesiredDeployment, Option<&'a ObservedContainer>);
+
+/// Blocks every change whose target name a surviving container holds, to a fixpoint: a
+/// blocked replace keeps its old container, whose name may block another change in turn.
+fn block_clashes<'a>(
+    actual: &'a Actual,
+    changes: &[Change<'a>],
+    gone: &mut BTreeSet<&'a str>,
+    blocked: &mut BTreeMap<&'a str, &'a ObservedContainer>,
+) {
+    loop {
+        let taken: BTreeMap<&str, &ObservedContainer> = actual
+            .containers
+            .iter()
+            .filter(|c| !gone.contains(c.id.as_str()))
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let mut changed = false;
+        for (d, keep) in changes {
+            if blocked.contains_key(d.name.as_str()) {
+                continue;
+            }
+            if let Some(other) = taken.get(d.spec.container_name.as_str()) {
+                blocked.insert(&d.name, other);
+                if let Some(c) = keep {
+                    gone.remove(c.id.as_str());
+                }
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+/// For each unblocked change, how many changes must run before it (the chain of old
+/// containers holding the names wanted); `Err` with the members of a cycle.
+fn order_changes<'a>(
+    changes: &[Change<'a>],
+    blocked: &BTreeMap<&str, &ObservedContainer>,
+) -> Result<BTreeMap<&'a str, usize>, Vec<usize>> {
+    let active: Vec<usize> = (0..changes.len())
+        .filter(|i| !blocked.contains_key(changes[*i].0.name.as_str()))
+        .collect();
+    // The change whose old container holds the name change `i` wants.
+    let holder = |i: usize| -> Option<usize> {
+        let want = changes[i].0.spec.container_name.as_str();
+        active
+            .iter()
+            .copied()
+            .find(|j| *j != i && changes[*j].1.is_some_and(|c| c.name == want))
+    };
+    let mut depth = BTreeMap::new();
+    for &i in &active {
+        let mut n = 0;
+        let mut at = i;
+        while let Some(next) = holder(at) {
+            n += 1;
+            if next == i || n > active.len() {
+                // Walk the cycle once more to name its members.
+                let mut cycle = vec![i];
+                let mut c = holder(i);
+                while let Some(x) = c.filter(|x| !cycle.contains(x)) {
+                    cycle.push(x);
+                    c = holder(x);
+                }
+                return Err(cycle);
+            }
+            at = next;
+        }
+        depth.insert(changes[i].0.name.as_str(), n);
+    }
+    Ok(depth)
+}
+
+fn step_id(s: &Step) -> &str {
+    match &s.action {
+        Action::Create { container_name, .. } => container_name,
+        Action::Replace { old_id, .. } => old_id,
+        Action::Start { container_id, .. } | Action::Remove { container_id, .. } => container_id,
+    }
+}
+
+/// Whether `c` runs exactly the desired generation: same spec hash, same name (a container
+/// renamed by hand is drift) and, when the desired image is on the host, the same image id
+/// (a re-tagged image is a change).
+fn is_current(c: Option<&ObservedContainer>, d: &DesiredDeployment) -> bool {
+    c.is_some_and(|c| {
+        c.name == d.spec.container_name
+            && c.spec_hash() == Some(d.spec_hash.as_str())
+            && d.image_id.as_ref().is_none_or(|id| *id == c.image_id)
+    })
+}
+
+fn should_restart(policy: &str, code: i64) -> bool {
+    match policy {
+        "never" => false,
+        "on-failure" => code != 0,
+        _ => true,
+    }
+}
+
+fn state_word(s: ContainerState) -> String {
+    match s {
+        ContainerState::Created => "created but not started".to_owned(),
+        ContainerState::Running => "running".to_owned(),
+        ContainerState::Paused => "paused".to_owned(),
+        ContainerState::Restarting => "restarting".to_owned(),
+        ContainerState::Removing => "being removed".to_owned(),
+        ContainerState::Exited { code } => format!("stopped (exit code {code})"),
+        ContainerState::Dead => "dead".to_owned(),
+    }
+}
+
+fn name_clash(d: &DesiredDeployment, other: &ObservedContainer) -> Diagnostic {
+    Diagnostic::NameClash {
+        deployment: d.name.clone(),
+        container_name: d.spec.container_name.clone(),
+        container_id: other.id.clone(),
+    }
+}
+
+fn remove_step(
+    deployment: String,
+    c: &ObservedContainer,
+    summary: String,
+    commit: Option<String>,
+) -> Step {
+    Step {
+        deployment,
+        action: Action::Remove {
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+        },
+        reason: Reason {
+            summary,
+            changes: Vec::new(),
+            commit,
+        },
+    }
+}
+
+/// The fields that differ between a container's recorded spec and the desired one.
+fn changes(c: &ObservedContainer, d: &DesiredDeployment) -> Vec<FieldChange> {
+    let old: Option<RenderedSpec> = c
+        .labels
+        .get(LABEL_SPEC)
+        .and_then(|j| serde_json::from_str(j).ok());
+    let mut out = Vec::new();
+    if let Some(old) = old {
+        let (a, b) = (old.fields(), d.spec.fields());
+        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for k in keys {
+            let (o, n) = (a.get(k), b.get(k));
+            if o != n {
+                out.push(FieldChange {
+                    field: k.clone(),
+                    old: o.cloned(),
+                    new: n.cloned(),
+                });
+            }
+        }
+    }
+    if c.name != d.spec.container_name && out.iter().all(|f| f.field != "containerName") {
+        out.push(FieldChange {
+            field: "containerName".to_owned(),
+            old: Some(c.name.clone()),
+            new: Some(d.spec.container_name.clone()),
+        });
+    }
+    if let Some(id) = &d.image_id
+        && *id != c.image_id
+        && out.iter().all(|f| f.field != "image")
+    {
+        out.push(FieldChange {
+            field: "image id".to_owned(),
+            old: Some(short_id(&c.image_id)),
+            new: Some(short_id(id)),
+        });
+    }
+    out
+}
+
+fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.chars().take(12).collect()
+}
+
+/// The plan as `orun plan` prints it (without colour).
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.steps {
+            let commit = s
+                .reason
+                .commit
+                .as_deref()
+                .map(|c| format!(" [{}]", &c[..c.len().min(12)]))
+                .unwrap_or_default();
+            match &s.action {
+                Action::Create {
+                    container_name,
+                    needs_image,
+                    ..
+                } => {
+                    let pull = if *needs_image { ", image to fetch" } else { "" };
+                    writeln!(
+                        f,
+                        "+ {}: create {container_name} ({}{pull}){commit}",
+                        s.deployment, s.reason.summary
+                    )?;
+                }
+                Action::Replace {
+                    old_name,
+                    container_name,
+                    strategy,
+                    needs_image,
+                    ..
+                } => {
+                    let pull = if *needs_image { ", image to fetch" } else { "" };
+                    let strategy = match strategy {
+                        ReplaceStrategy::StartFirst => "start-first",
+                        ReplaceStrategy::StopFirst => "stop-first",
+                    };
+                    let rename = if old_name == container_name {
+                        String::new()
+                    } else {
+                        format!(" as {container_name}")
+                    };
+                    writeln!(
+                        f,
+                        "~ {}: replace {old_name}{rename} ({strategy}{pull}){commit}",
+                        s.deployment
+                    )?;
+                    for c in &s.reason.changes {
+                        writeln!(
+                            f,
+                            "    {}: {} -> {}",
+                            c.field,
+                            c.old.as_deref().unwrap_or("(unset)"),
+                            c.new.as_deref().unwrap_or("(unset)")
+                        )?;
+                    }
+                    if s.reason.changes.is_empty() {
+                        writeln!(f, "    {}", s.reason.summary)?;
+                    }
+                }
+                Action::Start { container_name, .. } => {
+                    writeln!(
+                        f,
+                        "> {}: start {container_name} ({})",
+                        s.deployment, s.reason.summary
+                    )?;
+                }
+                Action::Remove { container_name, .. } => {
+                    let dep = if s.deployment.is_empty() {
+                        "(unlabelled)"
+                    } else {
+                        &s.deployment
+                    };
+                    writeln!(
+                        f,
+                        "- {dep}: remove {container_name} ({}){commit}",
+                        s.reason.summary
+                    )?;
+                }
+            }
+        }
+        for d in &self.diagnostics {
+            writeln!(f, "! {d}")?;
+        }
+        let (c, r, st, rm) = self.counts();
+        write!(
+            f,
+            "Plan: {c} to create, {r} to replace, {st} to start, {rm} to remove."
+        )
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Diagnostic::NameClash {
+                deployment,
+                container_name,
+                container_id,
+            } => write!(
+                f,
+                "{deployment}: name {container_name} is taken by container {}, which is left alone",
+                short_id(container_id)
+            ),
+            Diagnostic::Suspended { deployment } => {
+                write!(f, "{deployment}: suspended; left as it runs")
+            }
+            Diagnostic::BackingOff {
+                deployment,
+                until,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{deployment}: failed before ({reason}); next attempt at {}",
+                    until.0
+                )
+            }
+            Diagnostic::RefusedRemoveAll { containers } => write!(
+                f,
+                "refusing to remove all {containers} managed container(s): the node would run nothing; allow it in the node-local config"
+            ),
+            Diagnostic::Exited { deployment, code } => {
+                write!(
+                    f,
+                    "{deployment}: exited with code {code}; its restart policy leaves it stopped"
+                )
+            }
+        }
+    }
+}
