@@ -324,26 +324,31 @@ pub fn plan_with(
             }
         }
     };
-    let (mut replaces, mut creates) = (Vec::new(), Vec::new());
-    for (d, keep) in changes_wanted {
+    // (depth, replace-before-create, step); `changes_wanted` is in name order already.
+    let mut ordered: Vec<(usize, u8, Step)> = Vec::with_capacity(changes_wanted.len());
+    for (i, (d, keep)) in changes_wanted.into_iter().enumerate() {
         if let Some(other) = blocked.get(d.name.as_str()) {
             out.diagnostics.push(name_clash(d, other));
             continue;
         }
         match keep {
-            None => creates.push(Step {
-                deployment: d.name.clone(),
-                action: Action::Create {
-                    container_name: d.spec.container_name.clone(),
-                    spec_hash: d.spec_hash.clone(),
-                    needs_image: d.image_id.is_none(),
+            None => ordered.push((
+                depth[i],
+                1,
+                Step {
+                    deployment: d.name.clone(),
+                    action: Action::Create {
+                        container_name: d.spec.container_name.clone(),
+                        spec_hash: d.spec_hash.clone(),
+                        needs_image: d.image_id.is_none(),
+                    },
+                    reason: Reason {
+                        summary: "not running on this node".to_owned(),
+                        changes: Vec::new(),
+                        commit: commit.clone(),
+                    },
                 },
-                reason: Reason {
-                    summary: "not running on this node".to_owned(),
-                    changes: Vec::new(),
-                    commit: commit.clone(),
-                },
-            }),
+            )),
             Some(c) => {
                 let changes = changes(c, d);
                 let summary = if changes.is_empty() {
@@ -358,22 +363,26 @@ pub fn plan_with(
                             .join(", ")
                     )
                 };
-                replaces.push(Step {
-                    deployment: d.name.clone(),
-                    action: Action::Replace {
-                        old_id: c.id.clone(),
-                        old_name: c.name.clone(),
-                        container_name: d.spec.container_name.clone(),
-                        spec_hash: d.spec_hash.clone(),
-                        strategy: d.strategy,
-                        needs_image: d.image_id.is_none(),
+                ordered.push((
+                    depth[i],
+                    0,
+                    Step {
+                        deployment: d.name.clone(),
+                        action: Action::Replace {
+                            old_id: c.id.clone(),
+                            old_name: c.name.clone(),
+                            container_name: d.spec.container_name.clone(),
+                            spec_hash: d.spec_hash.clone(),
+                            strategy: d.strategy,
+                            needs_image: d.image_id.is_none(),
+                        },
+                        reason: Reason {
+                            summary,
+                            changes,
+                            commit: commit.clone(),
+                        },
                     },
-                    reason: Reason {
-                        summary,
-                        changes,
-                        commit: commit.clone(),
-                    },
-                });
+                ));
             }
         }
     }
@@ -384,23 +393,8 @@ pub fn plan_with(
         group.sort_by(by_name);
     }
     // Replacements before creations, by name, except where a name must be freed first.
-    let mut ordered: Vec<(usize, u8, Step)> = replaces
-        .into_iter()
-        .map(|s| (0, s))
-        .chain(creates.into_iter().map(|s| (1, s)))
-        .map(|(kind, s)| {
-            (
-                depth.get(s.deployment.as_str()).copied().unwrap_or(0),
-                kind,
-                s,
-            )
-        })
-        .collect();
-    ordered.sort_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| by_name(&a.2, &b.2))
-    });
+    // The sort is stable, so name order holds within each (depth, kind).
+    ordered.sort_by_key(|(depth, kind, _)| (*depth, *kind));
     out.steps = [removes, starts].concat();
     out.steps.extend(ordered.into_iter().map(|(_, _, s)| s));
     out.diagnostics.sort_by_cached_key(ToString::to_string);
@@ -448,19 +442,22 @@ fn block_clashes<'a>(
 fn order_changes<'a>(
     changes: &[Change<'a>],
     blocked: &BTreeMap<&str, &ObservedContainer>,
-) -> Result<BTreeMap<&'a str, usize>, Vec<usize>> {
+) -> Result<Vec<usize>, Vec<usize>> {
     let active: Vec<usize> = (0..changes.len())
         .filter(|i| !blocked.contains_key(changes[*i].0.name.as_str()))
         .collect();
-    // The change whose old container holds the name change `i` wants.
+    // The change whose old container holds the name change `i` wants (names are unique).
+    let by_old_name: BTreeMap<&str, usize> = active
+        .iter()
+        .filter_map(|&j| changes[j].1.map(|c| (c.name.as_str(), j)))
+        .collect();
     let holder = |i: usize| -> Option<usize> {
-        let want = changes[i].0.spec.container_name.as_str();
-        active
-            .iter()
+        by_old_name
+            .get(changes[i].0.spec.container_name.as_str())
             .copied()
-            .find(|j| *j != i && changes[*j].1.is_some_and(|c| c.name == want))
+            .filter(|j| *j != i)
     };
-    let mut depth = BTreeMap::new();
+    let mut depth = vec![0; changes.len()];
     for &i in &active {
         let mut n = 0;
         let mut at = i;
@@ -478,7 +475,7 @@ fn order_changes<'a>(
             }
             at = next;
         }
-        depth.insert(changes[i].0.name.as_str(), n);
+        depth[i] = n;
     }
     Ok(depth)
 }
