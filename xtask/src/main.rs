@@ -1,9 +1,13 @@
-//! Project automation for orun: `cargo xtask test|lint|fuzz|demo|help`, so that CI, the README
-//! and developers run the same steps with nothing but cargo installed.
+//! Project automation for orun: `cargo xtask test|lint|fuzz|demo|docker|help`, so that CI, the
+//! README and developers run the same steps with nothing but cargo installed.
 //!
 //! Each command is a list of [`Step`]s built by a plain function (`test_steps`, `lint_steps`,
 //! `demo_steps`); a new check (for example end-to-end tests) is one more entry in a list, not a
 //! new code path.
+//!
+//! Tests against a real Docker engine need a daemon and two images that no registry has to
+//! provide: [`ensure_docker`] and [`ensure_images`] make both exist (installing and starting
+//! Docker on a fresh Debian machine as root) before `test` and `demo` run anything.
 
 #![allow(
     clippy::print_stdout,
@@ -13,8 +17,14 @@
 
 use std::env;
 use std::ffi::OsString;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -22,6 +32,17 @@ use anyhow::{Context, Result, bail};
 const DEFAULT_FUZZ_TARGET: &str = "parse_revision";
 /// How long `cargo xtask fuzz` runs when `--seconds` is not given.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
+
+/// How long a dockerd that xtask started gets to answer `docker info`.
+const DOCKERD_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `docker info` probe may take before the daemon counts as not answering.
+const DOCKER_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause between two probes of something that is not ready yet.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Where Debian's busybox-static puts its binary; the test images are built from it.
+const STATIC_BUSYBOX: &str = "/bin/busybox";
+/// Where the default engine listens; a `DOCKER_HOST` naming anything else is not ours to start.
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -31,6 +52,7 @@ Commands:
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
   fuzz [--seconds N] [TARGET]   fuzz TARGET (default parse_revision) for N seconds (default 60)
   demo                          run orun on the built-in examples
+  docker                        make a Docker daemon and the test images available
   help                          show this message
 ";
 
@@ -56,6 +78,9 @@ fn run(args: Vec<String>) -> Result<()> {
         }
         "test" => {
             no_arguments(command, rest)?;
+            // The real-Docker tests find the daemon through DOCKER_HOST or the default socket.
+            ensure_docker()?;
+            ensure_images()?;
             run_all(&test_steps())
         }
         "lint" => {
@@ -63,8 +88,16 @@ fn run(args: Vec<String>) -> Result<()> {
             run_all(&lint_steps())
         }
         "fuzz" => fuzz(rest),
+        "docker" => {
+            no_arguments(command, rest)?;
+            ensure_docker()?;
+            ensure_images()?;
+            print_docker_summary()
+        }
         "demo" => {
             no_arguments(command, rest)?;
+            ensure_docker()?;
+            ensure_images()?;
             // A demo is a story: a later step makes no sense once an earlier one failed.
             for step in demo_steps() {
                 step.run()?;
@@ -187,6 +220,413 @@ fn fuzz(args: &[String]) -> Result<()> {
     )
     .needs(Tool::CARGO_FUZZ)
     .run()
+}
+
+/// Makes a Docker daemon answer `docker info`: the one already running (wherever `DOCKER_HOST`
+/// points), else, as root on Linux, Debian's `docker.io` installed if need be and `dockerd`
+/// started in the background, where it outlives xtask for later runs.
+fn ensure_docker() -> Result<()> {
+    if docker_answers() {
+        println!("docker: using running daemon");
+        return Ok(());
+    }
+    if let Some(host) = env::var("DOCKER_HOST")
+        .ok()
+        .filter(|host| !host.is_empty() && host != DEFAULT_DOCKER_HOST)
+    {
+        bail!(
+            "DOCKER_HOST={host} does not answer `docker info`: start that daemon or unset DOCKER_HOST"
+        );
+    }
+    if !running_as_root() {
+        // Quote the client: "permission denied" on the socket wants a different fix.
+        let said = docker_output(&["info", "--format", "{{.ServerVersion}}"])
+            .err()
+            .map_or_else(String::new, |err| format!(" ({err:#})"));
+        bail!(
+            "no Docker daemon answers `docker info`{said}: install Docker (Debian/Ubuntu: \
+             `apt-get install docker.io`) and start it (`systemctl start docker`, or \
+             `sudo dockerd &`), or run this as root on Linux to have xtask do both"
+        );
+    }
+    let dockerd = match find_program("dockerd").filter(|_| find_program("docker").is_some()) {
+        Some(dockerd) => dockerd,
+        None => {
+            apt_install(&["docker.io"])?;
+            println!("docker: installed docker.io");
+            // Where an init system exists, the package's own scripts may have started it.
+            if docker_answers() {
+                println!("docker: using the daemon the package started");
+                return Ok(());
+            }
+            find_program("dockerd").context("docker.io is installed but dockerd is not found")?
+        }
+    };
+    let log = workspace_root().join("target/dockerd.log");
+    if let Some(dir) = log.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Machines without iptables support (some VMs and containers) need the daemon to leave the
+    // firewall alone; it is the only retry, and only on the evidence of the log.
+    for flags in [&[][..], &["--iptables=false"][..]] {
+        let shown = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", flags.join(" "))
+        };
+        match start_dockerd(&dockerd, flags, &log)? {
+            Ok(ready_in) => {
+                println!(
+                    "docker: started dockerd{shown} (ready in {:.1} s, log {})",
+                    ready_in.as_secs_f64(),
+                    log.display()
+                );
+                return Ok(());
+            }
+            Err(status) => {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let tail = last_lines(&text, 15);
+                if flags.is_empty() && text.contains("iptables") {
+                    println!(
+                        "docker: dockerd exited with {status} over iptables, retrying with --iptables=false"
+                    );
+                    continue;
+                }
+                bail!(
+                    "dockerd{shown} exited with {status}; the end of {}:\n{tail}",
+                    log.display()
+                );
+            }
+        }
+    }
+    bail!("dockerd did not start, see {}", log.display())
+}
+
+/// Starts `dockerd` detached (its own process group, output to `log`) and waits until `docker
+/// info` answers: `Ok(Ok(time to ready))`, or `Ok(Err(status))` if the daemon exited first.
+fn start_dockerd(
+    dockerd: &Path,
+    flags: &[&str],
+    log: &Path,
+) -> Result<std::result::Result<Duration, ExitStatus>> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .context("duplicating the dockerd log handle")?;
+    let started = Instant::now();
+    let mut child = Command::new(dockerd)
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // A group of its own: Ctrl-C or a job control kill of xtask leaves the daemon running.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("could not start {}", dockerd.display()))?;
+    loop {
+        if let Some(status) = child.try_wait().context("watching dockerd")? {
+            return Ok(Err(status));
+        }
+        if docker_answers() {
+            // The child is not waited for: it is meant to outlive xtask.
+            return Ok(Ok(started.elapsed()));
+        }
+        if started.elapsed() > DOCKERD_READY_TIMEOUT {
+            stop(&mut child);
+            bail!(
+                "dockerd did not answer `docker info` within {} s; see {}",
+                DOCKERD_READY_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Whether `docker info` gets an answer from a daemon, within [`DOCKER_PROBE_TIMEOUT`].
+fn docker_answers() -> bool {
+    let Ok(mut child) = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + DOCKER_PROBE_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
+            _ => {
+                stop(&mut child);
+                return false;
+            }
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    // Either may fail only because the process is already gone, which is the goal.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One image the real-Docker tests use, built offline from a context of a few files.
+struct TestImage {
+    tag: &'static str,
+    dockerfile: &'static str,
+    /// Context files other than the Dockerfile: name, contents and whether it is a program
+    /// (`COPY` keeps the mode, and busybox must be executable in the image).
+    files: Vec<(&'static str, Vec<u8>, bool)>,
+}
+
+/// Builds the images the real-Docker tests and the demo run, each only if it is missing. No
+/// registry is reachable, so everything starts `FROM scratch` with Debian's static busybox.
+fn ensure_images() -> Result<()> {
+    let images = [
+        TestImage {
+            tag: "orun-test/busybox:1",
+            dockerfile: "FROM scratch\n\
+                         COPY busybox /bin/busybox\n\
+                         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+            files: Vec::new(),
+        },
+        TestImage {
+            tag: "orun-example/hello:1",
+            dockerfile: "FROM orun-test/busybox:1\n\
+                         COPY index.html health /www/\n\
+                         EXPOSE 80\n\
+                         CMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+            files: vec![
+                ("index.html", b"hello from orun\n".to_vec(), false),
+                ("health", b"ok".to_vec(), false),
+            ],
+        },
+    ];
+    for mut image in images {
+        if docker_quiet(&["image", "inspect", image.tag]) {
+            println!("image {}: present", image.tag);
+            continue;
+        }
+        if image.tag == "orun-test/busybox:1" {
+            image.files.push(("busybox", static_busybox()?, true));
+        }
+        let started = Instant::now();
+        build_image(&image)?;
+        println!(
+            "image {}: built ({:.1} s)",
+            image.tag,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The bytes of a statically linked busybox, installing Debian's `busybox-static` if need be.
+fn static_busybox() -> Result<Vec<u8>> {
+    let read = || {
+        fs::read(STATIC_BUSYBOX)
+            .ok()
+            .filter(|elf| is_static_elf(elf))
+    };
+    if let Some(elf) = read() {
+        return Ok(elf);
+    }
+    if !running_as_root() {
+        bail!(
+            "the busybox test image needs a static {STATIC_BUSYBOX}: install it as root \
+             (Debian/Ubuntu: `apt-get install busybox-static`)"
+        );
+    }
+    apt_install(&["busybox-static"])?;
+    println!("docker: installed busybox-static");
+    read().with_context(|| {
+        format!("busybox-static is installed but {STATIC_BUSYBOX} is not a static binary")
+    })
+}
+
+/// Whether `elf` is a 64-bit little-endian ELF executable without a program interpreter, that
+/// is one that runs in an empty image. Anything else (including other ELF flavours) is `false`.
+fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let bytes = |at: usize, len: usize| elf.get(at..at.checked_add(len)?);
+    let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at| bytes(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let phoff = bytes(0x20, 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .and_then(|off| usize::try_from(off).ok());
+    let (Some(phoff), Some(entry_size), Some(count)) = (phoff, u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    (0..usize::from(count)).all(|index| {
+        let at = phoff.saturating_add(index.saturating_mul(usize::from(entry_size)));
+        u32_at(at).is_some_and(|kind| kind != PT_INTERP)
+    })
+}
+
+/// Runs `docker build` on a temporary context holding `image`'s files.
+fn build_image(image: &TestImage) -> Result<()> {
+    let context = TempDir::new(&format!(
+        "orun-xtask-{}",
+        image.tag.replace(['/', ':'], "-")
+    ))?;
+    fs::write(context.0.join("Dockerfile"), image.dockerfile).context("writing the Dockerfile")?;
+    for (name, contents, program) in &image.files {
+        let path = context.0.join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {name}"))?;
+        let mode = if *program { 0o755 } else { 0o644 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {name}"))?;
+    }
+    // `--force-rm`: a failed step leaves no stopped container behind.
+    let output = Command::new("docker")
+        .args(["build", "--force-rm", "--tag", image.tag])
+        .arg(&context.0)
+        .stdin(Stdio::null())
+        .output()
+        .context("could not start docker")?;
+    if !output.status.success() {
+        bail!(
+            "`docker build --tag {}` exited with {}:\n{}{}",
+            image.tag,
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A directory under the system temp dir, removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> Result<Self> {
+        let path = env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        // A leftover of an earlier run with the same pid would only hold stale files.
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover in the temp dir harms nothing.
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Prints which client, engine and API versions `cargo xtask docker` made available.
+fn print_docker_summary() -> Result<()> {
+    let version = docker_output(&[
+        "version",
+        "--format",
+        "client {{.Client.Version}} (API {{.Client.APIVersion}}), \
+         server {{.Server.Version}} (API {{.Server.APIVersion}})",
+    ])?;
+    let info = docker_output(&[
+        "info",
+        "--format",
+        "storage driver {{.Driver}}, cgroup {{.CgroupDriver}} v{{.CgroupVersion}}, \
+         {{.NCPU}} CPUs, {{.Images}} images, {{.Containers}} containers",
+    ])?;
+    println!("docker: {}", version.trim());
+    println!("docker: {}", info.trim());
+    Ok(())
+}
+
+/// Runs `docker ARGS` and says only whether it succeeded.
+fn docker_quiet(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Runs `docker ARGS` and returns what it printed, or its error output as the error.
+fn docker_output(args: &[&str]) -> Result<String> {
+    let output = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("could not start docker")?;
+    if !output.status.success() {
+        bail!(
+            "`docker {}` exited with {}: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Set once `apt-get update` ran, so a run that installs several packages updates only once.
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// Installs Debian packages without questions or recommended extras (the caller is root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !APT_UPDATED.swap(true, Ordering::Relaxed) {
+        run_program("apt-get", &["update", "-qq"])?;
+    }
+    let install = ["install", "-y", "-qq", "--no-install-recommends"];
+    run_program("apt-get", &[&install[..], packages].concat())
+}
+
+/// Runs a program non-interactively with its output shown, echoing the command first.
+fn run_program(program: &str, args: &[&str]) -> Result<()> {
+    let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+    eprintln!("$ {program} {}", shell_words(&args));
+    let status = Command::new(program)
+        .args(&args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("could not start {program}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("`{program} {}` exited with {status}", shell_words(&args))
+    }
+}
+
+/// Whether xtask runs as root on Linux, where it may install packages and start daemons.
+fn running_as_root() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        // `/proc/self` belongs to the process's effective user.
+        fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// The program on `PATH`, or in the sbin directories a non-login root shell may lack.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The last `count` lines of `text`, for quoting a log in an error.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 /// Runs every step even after a failure, so one CI run reports all broken checks at once.
