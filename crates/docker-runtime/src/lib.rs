@@ -1,8 +1,226 @@
 //! Observes and changes the local Docker daemon on the agent's behalf.
 //!
-//! This crate will own everything that talks to Docker (through `bollard`, known to no other
-//! crate): listing managed containers by label, creating, starting, stopping, renaming and
-//! removing them, pulling images per the deployment's pull policy, and the events stream that
-//! wakes the agent early. Docker status codes become typed errors with `is_transient()`.
+//! This crate owns everything that talks to Docker (through `bollard`, known to no other
+//! crate): today, observing every container with its labels and state, and looking up local
+//! image ids, read-only. Creating, starting, stopping, renaming and removing containers,
+//! pulls and the events stream come with the agent.
 //!
-//! It does not decide what to change: that is `reconcile-core`'s plan.
+//! It does not decide what to change: that is `reconcile-core`'s plan. Docker's answers are
+//! turned into `reconcile-core`'s [`Actual`] at once, so no Docker type leaves this crate, and
+//! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
+
+use std::collections::BTreeMap;
+
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use reconcile_core::{Actual, ContainerState, ObservedContainer};
+
+/// Everything that can go wrong talking to Docker.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The daemon could not be reached or its API version negotiated.
+    #[error("cannot reach Docker at {host}")]
+    Connect {
+        /// Where we looked.
+        host: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Docker answered 404.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Docker answered 409 (a name in use, a container in the wrong state).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Docker answered with another error status.
+    #[error("docker answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Docker's message.
+        message: String,
+    },
+    /// The request failed on the way (socket closed, timeout, bad response).
+    #[error("request to Docker failed")]
+    Transport {
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl RuntimeError {
+    /// Whether retrying the same request later may succeed: transport failures and server
+    /// errors are; not-found, conflicts and client errors are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RuntimeError::Connect { .. } | RuntimeError::Transport { .. } => true,
+            RuntimeError::Api { status, .. } => *status >= 500,
+            RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => false,
+        }
+    }
+
+    fn from_bollard(e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as B;
+        match e {
+            B::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => RuntimeError::NotFound(message),
+            B::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => RuntimeError::Conflict(message),
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => RuntimeError::Api {
+                status: status_code,
+                message,
+            },
+            other => RuntimeError::Transport {
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+/// A connection to one Docker daemon, with the API version negotiated.
+#[derive(Clone, Debug)]
+pub struct Docker {
+    api: bollard::Docker,
+}
+
+impl Docker {
+    /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`), or to `DOCKER_HOST` /
+    /// the local socket when `None`, and negotiates the API version.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Connect`] when the daemon does not answer.
+    pub async fn connect(host: Option<&str>) -> Result<Self, RuntimeError> {
+        let shown = host
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let connect_err = |e: bollard::errors::Error| RuntimeError::Connect {
+            host: shown.clone(),
+            source: Box::new(e),
+        };
+        let api = match host {
+            Some(h) => bollard::Docker::connect_with_host(h),
+            None => bollard::Docker::connect_with_defaults(),
+        }
+        .map_err(connect_err)?;
+        let api = api.negotiate_version().await.map_err(connect_err)?;
+        Ok(Self { api })
+    }
+
+    /// The negotiated API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.api.client_version().to_string()
+    }
+
+    /// Every container on the host, in any state, managed or not. Read-only.
+    ///
+    /// # Errors
+    /// When Docker does not answer or refuses.
+    pub async fn observe(&self) -> Result<Actual, RuntimeError> {
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let list = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .map_err(RuntimeError::from_bollard)?;
+        Ok(Actual {
+            containers: list.into_iter().filter_map(observed).collect(),
+            images: BTreeMap::new(),
+        })
+    }
+
+    /// The local id of an image reference, or `None` when the image is not on the host.
+    ///
+    /// # Errors
+    /// When Docker does not answer, or answers with anything but the image or a 404.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        match self
+            .api
+            .inspect_image(reference)
+            .await
+            .map_err(RuntimeError::from_bollard)
+        {
+            Ok(image) => Ok(image.id),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// One listed container as the planner sees it; `None` for an entry without an id.
+fn observed(c: ContainerSummary) -> Option<ObservedContainer> {
+    let id = c.id?;
+    let name = c
+        .names
+        .and_then(|n| n.into_iter().next())
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    let state = match c.state {
+        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
+        Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::STOPPING) => {
+            ContainerState::Exited {
+                code: c.status.as_deref().and_then(exit_code).unwrap_or(0),
+            }
+        }
+        _ => ContainerState::Created,
+    };
+    Some(ObservedContainer {
+        id,
+        name,
+        image_id: c.image_id.unwrap_or_default(),
+        state,
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+    })
+}
+
+/// The code in Docker's status text, `Exited (137) 5 minutes ago`.
+fn exit_code(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest[..rest.find(')')?].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_from_status_text() {
+        assert_eq!(exit_code("Exited (137) 5 minutes ago"), Some(137));
+        assert_eq!(exit_code("Exited (0) About a minute ago"), Some(0));
+        assert_eq!(exit_code("Up 3 seconds"), None);
+        assert_eq!(exit_code("Exited (x"), None);
+    }
+
+    #[test]
+    fn transient_errors() {
+        assert!(
+            RuntimeError::Api {
+                status: 500,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !RuntimeError::Api {
+                status: 400,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(!RuntimeError::NotFound("x".into()).is_transient());
+        assert!(!RuntimeError::Conflict("x".into()).is_transient());
+    }
+}

@@ -87,7 +87,10 @@ fn actual_from(d: &Desired) -> Actual {
         state: ContainerState::Running,
         labels: BTreeMap::new(),
     }));
-    Actual { containers }
+    Actual {
+        images: Default::default(),
+        containers,
+    }
 }
 
 fn bench(c: &mut Criterion) {

@@ -21,6 +21,10 @@ pub const LABEL_COMMIT: &str = "orun.commit";
 pub struct Actual {
     /// Containers in any state.
     pub containers: Vec<ObservedContainer>,
+    /// Local image ids by reference, for the images the desired state names (a JSON snapshot
+    /// may list them; without an entry an image counts as absent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 /// One container as Docker reports it.

@@ -24,7 +24,7 @@
 //!     (LABEL_NODE.to_owned(), "n1".to_owned()),
 //!     (LABEL_DEPLOYMENT.to_owned(), "old-api".to_owned()),
 //! ]);
-//! let actual = Actual { containers: vec![
+//! let actual = Actual { images: Default::default(), containers: vec![
 //!     ObservedContainer { id: "c1".into(), name: "postgres".into(), image_id: "sha256:aa".into(),
 //!                         state: ContainerState::Running, labels: BTreeMap::new() },
 //!     ObservedContainer { id: "c2".into(), name: "old-api".into(), image_id: "sha256:bb".into(),

@@ -145,7 +145,10 @@ fn actual() -> impl Strategy<Value = Actual> {
             // Docker names are unique: drop later duplicates.
             let mut seen = std::collections::BTreeSet::new();
             cs.retain(|c| seen.insert(c.name.clone()));
-            Actual { containers: cs }
+            Actual {
+                images: Default::default(),
+                containers: cs,
+            }
         })
     })
 }
@@ -227,7 +230,13 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
             }
         }
     }
-    (Actual { containers: cs }, d2)
+    (
+        Actual {
+            images: Default::default(),
+            containers: cs,
+        },
+        d2,
+    )
 }
 
 fn step_containers(plan: &Plan) -> Vec<&str> {

@@ -66,7 +66,10 @@ fn stranger(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer 
 fn check(desired: &Desired, actual: Vec<ObservedContainer>, history: &History, expect: Expect) {
     let p = plan(
         desired,
-        &Actual { containers: actual },
+        &Actual {
+            images: Default::default(),
+            containers: actual,
+        },
         history,
         Timestamp(1_000),
     );
@@ -124,6 +127,7 @@ fn changed_fields_are_listed() {
     let p = plan(
         &new,
         &Actual {
+            images: Default::default(),
             containers: vec![created(&old.deployments[0], "c1")],
         },
         &History::default(),
@@ -290,6 +294,7 @@ fn json_shape() {
     let p = plan(
         &new,
         &Actual {
+            images: Default::default(),
             containers: vec![created(&old.deployments[0], "c1")],
         },
         &History::default(),

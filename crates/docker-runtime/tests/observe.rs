@@ -1,0 +1,139 @@
+//! Observation against a real Docker daemon (`cargo xtask test` starts one and builds the
+//! `orun-test/busybox:1` image offline). Containers are made with the docker CLI, carry a
+//! per-test label, and are removed by that label even when the test fails.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::process::Command;
+
+use docker_runtime::Docker;
+use reconcile_core::ContainerState;
+
+const IMAGE: &str = "orun-test/busybox:1";
+
+/// Removes every container carrying this test's label when dropped.
+struct Guard(String);
+
+impl Guard {
+    fn new(test: &str) -> Self {
+        Self(format!("orun.test={test}-{}", std::process::id()))
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label={}", self.0)])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn observes_labels_states_and_exit_codes() {
+    let g = Guard::new("observe");
+    let tag = g.0.clone();
+    let name = |s: &str| format!("orun-test-{}-{s}", std::process::id());
+    // A running managed container, a created one, and one that exited with a code.
+    let running = g.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name("run"),
+        "--label",
+        &tag,
+        "--label",
+        "orun.node=t1",
+        "--label",
+        "orun.deployment=web",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let created = g.docker(&[
+        "create",
+        "--name",
+        &name("new"),
+        "--label",
+        &tag,
+        IMAGE,
+        "true",
+    ]);
+    let exited = g.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name("exit"),
+        "--label",
+        &tag,
+        IMAGE,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    // Wait for the exit with a deadline, not a sleep.
+    g.docker(&["wait", &exited]);
+
+    let docker = Docker::connect(None).await.unwrap();
+    assert!(
+        docker.api_version().starts_with("1."),
+        "{}",
+        docker.api_version()
+    );
+    let actual = docker.observe().await.unwrap();
+    let find = |id: &str| {
+        actual
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap()
+            .clone()
+    };
+
+    let r = find(&running);
+    assert_eq!(r.name, name("run"));
+    assert_eq!(r.state, ContainerState::Running);
+    assert!(r.managed_by("t1") && !r.managed_by("t2"));
+    assert_eq!(r.deployment(), Some("web"));
+    assert!(r.image_id.starts_with("sha256:"), "{}", r.image_id);
+    assert_eq!(find(&created).state, ContainerState::Created);
+    assert_eq!(find(&exited).state, ContainerState::Exited { code: 3 });
+
+    // Image lookup: present gives the same id the container runs; absent is None, not an error.
+    assert_eq!(
+        docker.image_id(IMAGE).await.unwrap(),
+        Some(r.image_id.clone())
+    );
+    assert_eq!(
+        docker.image_id("orun-test/never-built:0").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn unreachable_daemon_is_a_transient_connect_error() {
+    let err = Docker::connect(Some("unix:///nonexistent/docker.sock"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().contains("/nonexistent/docker.sock"),
+        "{err}"
+    );
+}
