@@ -1,4 +1,5 @@
-//! The `orun` command line: validate manifests (and, in later releases, plan, status, bootstrap).
+//! The `orun` command line: validate manifests and preview plans (status and bootstrap come
+//! with the agent).
 //!
 //! A thin shell over the library crates: parse arguments, call them, print, pick an exit code
 //! (0 ok, 1 error).
@@ -9,6 +10,7 @@
     reason = "a CLI prints its results"
 )]
 
+mod plan;
 mod validate;
 
 use std::process::ExitCode;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Check a manifest repository; exit 0 when it is valid (warnings allowed), 1 when not.
     Validate(validate::Args),
+    /// Show what the agent would change on a node, without changing anything.
+    Plan(plan::Args),
     /// Print the version.
     Version,
 }
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Version => {
             emit(&format!("orun {}\n", env!("CARGO_PKG_VERSION"))).map(|()| ExitCode::SUCCESS)
         }

@@ -1,0 +1,142 @@
+//! `orun plan`: what the agent would do on a node, computed by the agent's own planner,
+//! without changing anything.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use manifest_model::{DirSource, Limits};
+use reconcile_core::{Actual, Desired, History, Plan, Timestamp};
+use serde_json::json;
+
+/// Arguments of `orun plan`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The manifest repository (a working tree; uncommitted edits are read too).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// The node to plan for.
+    #[arg(long)]
+    node: String,
+    /// Plan as if the node tracked this branch (default: its `gitBranch`).
+    #[arg(long)]
+    branch: Option<String>,
+    /// What runs now: `docker` (observe the local daemon, read-only) or a JSON snapshot file.
+    #[arg(long, default_value = "docker")]
+    actual: String,
+    /// Docker daemon to observe (default: `DOCKER_HOST`, else the local socket).
+    #[arg(long, env = "DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Print the plan as JSON (schema in docs/plan.md).
+    #[arg(long)]
+    json: bool,
+    /// Exit 2 when the plan has steps, 0 when there is nothing to do, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let source = DirSource::new(&args.repo)
+        .with_context(|| format!("cannot open manifest repository {}", args.repo.display()))?;
+    let report = manifest_model::load(&source, &Limits::default());
+    for d in &report.diagnostics {
+        eprintln!("{d}");
+    }
+    let Some(revision) = &report.revision else {
+        bail!(
+            "the manifests are invalid (see above); the agent would refuse this revision and keep the last good one"
+        );
+    };
+    let node = manifest_model::resolve(revision, &args.node, args.branch.as_deref())?;
+
+    let mut actual = if args.actual == "docker" {
+        observe_docker(args.docker_host.as_deref(), &node)?
+    } else {
+        let text = std::fs::read_to_string(&args.actual)
+            .with_context(|| format!("cannot read {}", args.actual))?;
+        serde_json::from_str::<Actual>(&text)
+            .with_context(|| format!("{} is not a snapshot of actual state", args.actual))?
+    };
+    actual.containers.sort_by(|a, b| a.id.cmp(&b.id));
+    let desired = Desired::from_node(&node, None, |image| actual.images.get(image).cloned());
+    // The CLI has no agent history: failed specs are not in backoff here.
+    let plan = reconcile_core::plan(&desired, &actual, &History::default(), now());
+
+    let out = if args.json {
+        let (create, replace, start, remove) = plan.counts();
+        let doc = json!({
+            "node": node.node.name,
+            "branch": node.branch,
+            "environment": node.environment,
+            "steps": plan.steps,
+            "diagnostics": plan.diagnostics,
+            "summary": { "create": create, "replace": replace, "start": start, "remove": remove },
+        });
+        serde_json::to_string_pretty(&doc)? + "\n"
+    } else {
+        render_text(&node, &plan)
+    };
+    crate::emit(&out)?;
+    Ok(if args.detailed_exitcode && !plan.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn observe_docker(
+    host: Option<&str>,
+    node: &manifest_model::DesiredNode,
+) -> anyhow::Result<Actual> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let docker = docker_runtime::Docker::connect(host).await?;
+        let mut actual = docker.observe().await?;
+        for c in &node.containers {
+            let image = reconcile_core::image_of(c);
+            if let Some(id) = docker.image_id(&image).await? {
+                actual.images.insert(image, id);
+            }
+        }
+        Ok(actual)
+    })
+}
+
+fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp(secs)
+}
+
+fn render_text(node: &manifest_model::DesiredNode, plan: &Plan) -> String {
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let env = &node.environment;
+    let mut out = format!(
+        "node {}: branch {}, environment {}{}\n",
+        node.node.name,
+        node.branch,
+        env.id,
+        if env.production { " (production)" } else { "" }
+    );
+    for line in plan.to_string().lines() {
+        let code = match line.chars().next() {
+            Some('+') => "32",
+            Some('~') => "33",
+            Some('-') => "31",
+            Some('>') => "36",
+            Some('!') => "35",
+            _ => "",
+        };
+        if colour && !code.is_empty() {
+            out.push_str(&format!("\x1b[{code}m{line}\x1b[0m\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
