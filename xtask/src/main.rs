@@ -52,6 +52,7 @@ Commands:
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
   fuzz [--seconds N] [TARGET]   fuzz TARGET (default parse_revision) for N seconds (default 60)
   demo                          run orun on the built-in examples
+  bench                         run the benchmarks (results: docs/BENCHMARKS.md)
   docker                        make a Docker daemon and the test images available
   help                          show this message
 ";
@@ -88,6 +89,10 @@ fn run(args: Vec<String>) -> Result<()> {
             run_all(&lint_steps())
         }
         "fuzz" => fuzz(rest),
+        "bench" => {
+            no_arguments(command, rest)?;
+            run_all(&bench_steps())
+        }
         "docker" => {
             no_arguments(command, rest)?;
             ensure_docker()?;
@@ -162,19 +167,37 @@ fn lint_steps() -> Vec<Step> {
     steps
 }
 
-/// What `cargo xtask demo` does, in order. Today it shows `orun validate` on the shipped
-/// examples; once the agent exists this list will start it against a local repository.
+/// The benchmarks whose results docs/BENCHMARKS.md records.
+fn bench_steps() -> Vec<Step> {
+    vec![Step::cargo(
+        "planner benchmark",
+        &["bench", "-p", "reconcile-core", "--bench", "plan"],
+    )]
+}
+
+/// What `cargo xtask demo` does, in order. Today it validates the shipped examples and shows
+/// what the agent would do with them on this machine's Docker; once the agent exists this
+/// list will start it against a local repository.
 fn demo_steps() -> Vec<Step> {
-    let validate = ["run", "--quiet", "-p", "orun", "--", "validate", "examples"];
+    let orun = ["run", "--quiet", "-p", "orun", "--"];
     let node = ["--node", "web-01"];
     vec![
         Step::cargo(
             "validate the examples",
-            &[&validate[..], &node[..]].concat(),
+            &[&orun[..], &["validate", "examples"], &node[..]].concat(),
         ),
         Step::cargo(
-            "validate the examples, as JSON",
-            &[&validate[..], &node[..], &["--format", "json"][..]].concat(),
+            "plan the examples against this machine's Docker",
+            &[&orun[..], &["plan", "--repo", "examples"], &node[..]].concat(),
+        ),
+        Step::cargo(
+            "the same plan, as JSON",
+            &[
+                &orun[..],
+                &["plan", "--repo", "examples", "--json"],
+                &node[..],
+            ]
+            .concat(),
         ),
     ]
 }

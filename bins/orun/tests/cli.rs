@@ -129,3 +129,50 @@ fn warnings_do_not_fail() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("deployments/web.yaml:4:9: warning: metadata.name: name `website` differs from the file name `web`\n"));
 }
+
+/// `orun plan --actual FILE.json` plans without Docker, from a snapshot of actual state.
+#[test]
+fn plan_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshot = tmp.path().join("actual.json");
+    std::fs::write(
+        &snapshot,
+        r#"{"containers": [
+            {"id": "aaa", "name": "hello-world", "image_id": "sha256:1", "state": {"status": "running"}, "labels": {}},
+            {"id": "bbb", "name": "gone", "image_id": "sha256:2", "state": {"status": "exited", "code": 0},
+             "labels": {"orun.node": "web-01", "orun.deployment": "gone"}}
+        ], "images": {"orun-example/hello:1": "sha256:1"}}"#,
+    )
+    .unwrap();
+    let out = orun(&[
+        "plan",
+        "--repo",
+        &examples(),
+        "--node",
+        "web-01",
+        "--actual",
+        &snapshot.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "node web-01: branch main, environment main (production)\n\
+         - gone: remove gone (deployment is no longer in the repository for this node)\n\
+         ! hello-world: name hello-world is taken by container aaa, which is left alone\n\
+         Plan: 0 to create, 0 to replace, 0 to start, 1 to remove.\n"
+    );
+
+    // A bad snapshot or an invalid repository is an error (exit 1), never an empty plan.
+    std::fs::write(&snapshot, "{").unwrap();
+    let out = orun(&[
+        "plan",
+        "--repo",
+        &examples(),
+        "--node",
+        "web-01",
+        "--actual",
+        &snapshot.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a snapshot of actual state"));
+}
