@@ -265,8 +265,8 @@ proptest! {
         prop_assert!(p2.steps.is_empty(), "first plan:\n{p1}\nsecond plan:\n{p2}\nactual after: {a2:#?}");
     }
 
-    /// A container not labelled for this node is never in a step, and nothing is created
-    /// under its name.
+        /// A container not labelled for this node is never in a step, and nothing is created
+    /// under its name (RELIABILITY E13: look-alikes by name or by another node's labels).
     #[test]
     fn unmanaged_containers_are_never_touched(d in desired(), a in actual(), now in 0u64..20_000) {
         let p = plan(&d, &a, &History::default(), Timestamp(now));
@@ -312,7 +312,8 @@ proptest! {
         }
     }
 
-    /// With nothing desired, the managed containers are kept unless the node allows it.
+        /// With nothing desired, the managed containers are kept unless the node allows it
+    /// (RELIABILITY A11).
     #[test]
     fn removing_everything_is_refused_unless_allowed(a in actual(), allow in any::<bool>()) {
         let d = Desired { node: NODE.to_owned(), commit: None, deployments: Vec::new(), allow_empty: allow };
@@ -326,7 +327,8 @@ proptest! {
         }
     }
 
-    /// A failed spec is not planned before its backoff ends, and is planned after.
+        /// A failed spec is not planned before its backoff ends, and is planned after; a new spec
+    /// is tried at once (RELIABILITY E3: never retry a failing spec in a tight loop).
     #[test]
     fn failed_specs_wait_for_backoff(d in desired(), attempts in 1u32..8, at in 0u64..10_000) {
         let Some(dep) = d.deployments.iter().find(|x| !x.suspend) else { return Ok(()) };
