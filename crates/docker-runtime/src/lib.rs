@@ -11,9 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{
+    ContainerSummary, ContainerSummaryHealthStatusEnum, ContainerSummaryStateEnum,
+};
 use bollard::query_parameters::ListContainersOptionsBuilder;
-use reconcile_core::{Actual, ContainerState, ObservedContainer};
+use reconcile_core::{Actual, ContainerState, HealthStatus, ObservedContainer};
 
 /// Everything that can go wrong talking to Docker.
 #[derive(Debug, thiserror::Error)]
@@ -177,13 +179,35 @@ fn observed(c: ContainerSummary) -> Option<ObservedContainer> {
         }
         _ => ContainerState::Created,
     };
+    // Newer APIs list a health object; API 1.41 (Docker 20.10) only says it in the status text.
+    let health = match c.health.and_then(|h| h.status) {
+        Some(ContainerSummaryHealthStatusEnum::STARTING) => Some(HealthStatus::Starting),
+        Some(ContainerSummaryHealthStatusEnum::HEALTHY) => Some(HealthStatus::Healthy),
+        Some(ContainerSummaryHealthStatusEnum::UNHEALTHY) => Some(HealthStatus::Unhealthy),
+        _ => c.status.as_deref().and_then(health_from_status),
+    };
     Some(ObservedContainer {
         id,
         name,
         image_id: c.image_id.unwrap_or_default(),
         state,
+        health,
         labels: c.labels.unwrap_or_default().into_iter().collect(),
     })
+}
+
+/// The health in Docker's status text: `Up 3 seconds (health: starting)`, `(healthy)`,
+/// `(unhealthy)`.
+fn health_from_status(status: &str) -> Option<HealthStatus> {
+    if status.ends_with("(health: starting)") {
+        Some(HealthStatus::Starting)
+    } else if status.ends_with("(unhealthy)") {
+        Some(HealthStatus::Unhealthy)
+    } else if status.ends_with("(healthy)") {
+        Some(HealthStatus::Healthy)
+    } else {
+        None
+    }
 }
 
 /// The code in Docker's status text, `Exited (137) 5 minutes ago`.
@@ -202,6 +226,23 @@ mod tests {
         assert_eq!(exit_code("Exited (0) About a minute ago"), Some(0));
         assert_eq!(exit_code("Up 3 seconds"), None);
         assert_eq!(exit_code("Exited (x"), None);
+    }
+
+    #[test]
+    fn health_from_status_text() {
+        assert_eq!(
+            health_from_status("Up 1 second (health: starting)"),
+            Some(HealthStatus::Starting)
+        );
+        assert_eq!(
+            health_from_status("Up 5 minutes (healthy)"),
+            Some(HealthStatus::Healthy)
+        );
+        assert_eq!(
+            health_from_status("Up 5 minutes (unhealthy)"),
+            Some(HealthStatus::Unhealthy)
+        );
+        assert_eq!(health_from_status("Up 5 minutes"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use docker_runtime::Docker;
-use reconcile_core::ContainerState;
+use reconcile_core::{ContainerState, HealthStatus};
 
 const IMAGE: &str = "orun-test/busybox:1";
 
@@ -124,6 +124,46 @@ async fn observes_labels_states_and_exit_codes() {
         docker.image_id("orun-test/never-built:0").await.unwrap(),
         None
     );
+}
+
+/// A container with a HEALTHCHECK is observed starting, then healthy (polled with a deadline).
+#[tokio::test]
+async fn observes_healthcheck_status() {
+    let g = Guard::new("health");
+    let tag = g.0.clone();
+    let name = format!("orun-test-{}-health", std::process::id());
+    let id = g.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &tag,
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let docker = Docker::connect(None).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let actual = docker.observe().await.unwrap();
+        let health = actual
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap()
+            .health;
+        if health == Some(HealthStatus::Healthy) {
+            break;
+        }
+        assert!(matches!(health, Some(HealthStatus::Starting)), "{health:?}");
+        assert!(std::time::Instant::now() < deadline, "never became healthy");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ fn actual_from(d: &Desired) -> Actual {
             name: x.spec.container_name.clone(),
             image_id: x.image_id.clone().unwrap_or_default(),
             state: ContainerState::Running,
+            health: None,
             labels: BTreeMap::from([
                 (LABEL_NODE.to_owned(), "n1".to_owned()),
                 (LABEL_DEPLOYMENT.to_owned(), x.name.clone()),
@@ -85,6 +86,7 @@ fn actual_from(d: &Desired) -> Actual {
         name: format!("other-{i}"),
         image_id: "sha256:other".to_owned(),
         state: ContainerState::Running,
+        health: None,
         labels: BTreeMap::new(),
     }));
     Actual {

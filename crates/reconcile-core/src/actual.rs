@@ -38,6 +38,9 @@ pub struct ObservedContainer {
     pub image_id: String,
     /// Its state.
     pub state: ContainerState,
+    /// Its Docker HEALTHCHECK status, when the image or container defines one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
     /// All labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -81,4 +84,16 @@ pub enum ContainerState {
     },
     /// Dead (failed removal).
     Dead,
+}
+
+/// A Docker HEALTHCHECK status. Promotion gates (issue 5) read it; planning does not yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    /// Within the start period, not judged yet.
+    Starting,
+    /// Passing.
+    Healthy,
+    /// Failing.
+    Unhealthy,
 }

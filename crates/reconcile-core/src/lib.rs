@@ -26,9 +26,9 @@
 //! ]);
 //! let actual = Actual { images: Default::default(), containers: vec![
 //!     ObservedContainer { id: "c1".into(), name: "postgres".into(), image_id: "sha256:aa".into(),
-//!                         state: ContainerState::Running, labels: BTreeMap::new() },
+//!                         state: ContainerState::Running, health: None, labels: BTreeMap::new() },
 //!     ObservedContainer { id: "c2".into(), name: "old-api".into(), image_id: "sha256:bb".into(),
-//!                         state: ContainerState::Running, labels: ours },
+//!                         state: ContainerState::Running, health: None, labels: ours },
 //! ]};
 //!
 //! let plan = plan(&desired, &actual, &History::default(), Timestamp(0));
@@ -42,7 +42,7 @@ mod history;
 mod plan;
 
 pub use actual::{
-    Actual, ContainerState, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_SPEC,
+    Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_SPEC,
     LABEL_SPEC_HASH, ObservedContainer,
 };
 pub use desired::{

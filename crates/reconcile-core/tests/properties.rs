@@ -132,6 +132,7 @@ fn observed(i: usize) -> impl Strategy<Value = ObservedContainer> {
                     name,
                     image_id: image_id.to_owned(),
                     state,
+                    health: None,
                     labels,
                 }
             },
@@ -220,6 +221,7 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
                     name: d.spec.container_name.clone(),
                     image_id,
                     state: ContainerState::Running,
+                    health: None,
                     labels: BTreeMap::from([
                         (LABEL_NODE.to_owned(), NODE.to_owned()),
                         (LABEL_DEPLOYMENT.to_owned(), d.name.clone()),

@@ -41,6 +41,7 @@ fn created(d: &DesiredDeployment, id: &str) -> ObservedContainer {
         name: d.spec.container_name.clone(),
         image_id: d.image_id.clone().unwrap(),
         state: ContainerState::Running,
+        health: None,
         labels: BTreeMap::from([
             (LABEL_NODE.to_owned(), "n1".to_owned()),
             (LABEL_DEPLOYMENT.to_owned(), d.name.clone()),
@@ -56,6 +57,7 @@ fn stranger(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer 
         name: name.to_owned(),
         image_id: "sha256:other".to_owned(),
         state: ContainerState::Running,
+        health: None,
         labels: labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
