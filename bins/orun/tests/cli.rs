@@ -140,7 +140,7 @@ fn plan_from_a_snapshot() {
         r#"{"containers": [
             {"id": "aaa", "name": "hello-world", "image_id": "sha256:1", "state": {"status": "running"}, "labels": {}},
             {"id": "bbb", "name": "gone", "image_id": "sha256:2", "state": {"status": "exited", "code": 0},
-             "labels": {"orun.node": "web-01", "orun.deployment": "gone"}}
+             "labels": {"orun.node": "web-01", "orun.environment": "main", "orun.deployment": "gone", "orun.spec-hash": "0f1e2d"}}
         ], "images": {"orun-example/hello:1": "sha256:1"}}"#,
     )
     .unwrap();

@@ -13,7 +13,8 @@ use std::process::{Command, Output};
 
 use manifest_model::{DirSource, Limits, load, resolve};
 use reconcile_core::{
-    LABEL_DEPLOYMENT, LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, RenderedSpec, image_of,
+    LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, RenderedSpec,
+    image_of,
 };
 
 struct Guard {
@@ -79,6 +80,7 @@ fn create_as_agent(
     let spec = RenderedSpec::from_container(c, image_of(c));
     let labels = [
         format!("{LABEL_NODE}={node}"),
+        format!("{LABEL_ENVIRONMENT}={}", desired.environment.id),
         format!("{LABEL_DEPLOYMENT}={deployment}"),
         format!("{LABEL_SPEC_HASH}={}", spec.hash()),
         format!("{LABEL_SPEC}={}", spec.canonical_json()),
@@ -205,13 +207,11 @@ fn plan_against_real_docker() {
          > api: start {node}.api (container is created but not started)\n\
          ~ web: replace {node}.web (start-first)\n\
          \x20   args: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/\"] -> (unset)\n\
-         \x20   env.MODE: (value {blue}) -> (value {green})\n\
+         \x20   env.MODE: *** -> ***\n\
          \x20   image: orun-test/busybox:1 -> orun-example/hello:1\n\
          + new: create {node}.new (not running on this node, image to fetch)\n\
          ! cache: name {node}.cache is taken by container {cache}, which is left alone\n\
          Plan: 1 to create, 1 to replace, 1 to start, 1 to remove.\n",
-        blue = &reconcile_core::secret_digest(b"blue")[7..15],
-        green = &reconcile_core::secret_digest(b"green")[7..15],
         cache = &docker(&["inspect", "-f", "{{.Id}}", &cache_name])[..12],
     );
     assert_eq!(text, expected);

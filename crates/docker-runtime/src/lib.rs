@@ -172,11 +172,10 @@ fn observed(c: ContainerSummary) -> Option<ObservedContainer> {
         Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
         Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
         Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
-        Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::STOPPING) => {
-            ContainerState::Exited {
-                code: c.status.as_deref().and_then(exit_code).unwrap_or(0),
-            }
-        }
+        Some(ContainerSummaryStateEnum::STOPPING) => ContainerState::Stopping,
+        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited {
+            code: c.status.as_deref().and_then(exit_code).unwrap_or(0),
+        },
         _ => ContainerState::Created,
     };
     // Newer APIs list a health object; API 1.41 (Docker 20.10) only says it in the status text.

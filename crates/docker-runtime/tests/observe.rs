@@ -61,7 +61,11 @@ async fn observes_labels_states_and_exit_codes() {
         "--label",
         "orun.node=t1",
         "--label",
+        "orun.environment=e1",
+        "--label",
         "orun.deployment=web",
+        "--label",
+        "orun.spec-hash=0f1e2d",
         IMAGE,
         "sleep",
         "300",
@@ -109,7 +113,7 @@ async fn observes_labels_states_and_exit_codes() {
     let r = find(&running);
     assert_eq!(r.name, name("run"));
     assert_eq!(r.state, ContainerState::Running);
-    assert!(r.managed_by("t1") && !r.managed_by("t2"));
+    assert!(r.managed_by("t1", "e1") && !r.managed_by("t2", "e1") && !r.managed_by("t1", "e2"));
     assert_eq!(r.deployment(), Some("web"));
     assert!(r.image_id.starts_with("sha256:"), "{}", r.image_id);
     assert_eq!(find(&created).state, ContainerState::Created);

@@ -6,7 +6,10 @@
 use serde::Serialize;
 
 use crate::error::ModelError;
+use std::collections::BTreeMap;
+
 use crate::model::{DeploymentSpec, Node, Revision};
+use crate::secret::EnvValue;
 use crate::validate::targets;
 use crate::values;
 
@@ -28,6 +31,9 @@ pub struct DesiredContainer {
     pub container_name: String,
     /// The deployment's spec.
     pub spec: DeploymentSpec,
+    /// `secrets.yaml` entries offered to it as env vars (keys its own `env` sets excluded).
+    #[serde(skip)]
+    pub secret_env: BTreeMap<String, EnvValue>,
 }
 
 /// One route the node's ingress should serve.
@@ -111,6 +117,13 @@ pub fn resolve(
             deployment: d.name.clone(),
             container_name: container_name(&d.name),
             spec: d.spec.clone(),
+            secret_env: rev
+                .secrets
+                .iter()
+                .flat_map(|s| s.entries.iter())
+                .filter(|(k, _)| !d.spec.env.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
         .collect();
     let services: Vec<ResolvedService> = rev

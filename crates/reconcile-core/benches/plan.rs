@@ -45,6 +45,7 @@ fn spec(i: usize, version: &str) -> RenderedSpec {
 fn desired(n: usize, version: &str) -> Desired {
     Desired {
         node: "n1".to_owned(),
+        environment: "main".to_owned(),
         commit: Some("9f8e7d6c".to_owned()),
         deployments: (0..n)
             .map(|i| {
@@ -75,6 +76,7 @@ fn actual_from(d: &Desired) -> Actual {
             health: None,
             labels: BTreeMap::from([
                 (LABEL_NODE.to_owned(), "n1".to_owned()),
+                (LABEL_ENVIRONMENT.to_owned(), "main".to_owned()),
                 (LABEL_DEPLOYMENT.to_owned(), x.name.clone()),
                 (LABEL_SPEC_HASH.to_owned(), x.spec_hash.clone()),
                 (LABEL_SPEC.to_owned(), x.spec.canonical_json()),

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Label naming the node that manages a container. Only containers carrying
 /// `orun.node=<this node>` are ever touched.
 pub const LABEL_NODE: &str = "orun.node";
+/// Label naming the environment (branch) of the agent that manages a container: agents of
+/// one node name on one host, tracking different branches, never touch each other's.
+pub const LABEL_ENVIRONMENT: &str = "orun.environment";
 /// Label naming the Deployment a container belongs to.
 pub const LABEL_DEPLOYMENT: &str = "orun.deployment";
 /// Label holding [`crate::RenderedSpec::hash`].
@@ -47,9 +50,18 @@ pub struct ObservedContainer {
 }
 
 impl ObservedContainer {
-    /// Whether `node` manages this container.
-    pub fn managed_by(&self, node: &str) -> bool {
+    /// Whether the agent of `node` in `environment` manages this container: it carries every
+    /// ownership label orun writes, with those values. A container with only some of them (a
+    /// copied `orun.node`, say) is not ours and is never touched (REFERENCE §2, RELIABILITY
+    /// E13).
+    pub fn managed_by(&self, node: &str, environment: &str) -> bool {
         self.labels.get(LABEL_NODE).is_some_and(|n| n == node)
+            && self
+                .labels
+                .get(LABEL_ENVIRONMENT)
+                .is_some_and(|e| e == environment)
+            && self.labels.contains_key(LABEL_DEPLOYMENT)
+            && self.labels.contains_key(LABEL_SPEC_HASH)
     }
 
     /// The Deployment it belongs to, per its label.
@@ -84,6 +96,8 @@ pub enum ContainerState {
     },
     /// Dead (failed removal).
     Dead,
+    /// Being stopped.
+    Stopping,
 }
 
 /// A Docker HEALTHCHECK status. Promotion gates (issue 5) read it; planning does not yet.

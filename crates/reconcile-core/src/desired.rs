@@ -106,9 +106,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl RenderedSpec {
-    /// Renders a resolved container. Encrypted env values are represented by the hash of
-    /// their ciphertext until the agent decrypts them (it then renders with
-    /// [`RenderedSpec::with_secret_digests`]).
+    /// Renders a resolved container: its own env, plus the `secrets.yaml` entries offered to
+    /// it. A secret enters the spec as the digest of its ciphertext, so the planner never
+    /// needs a key and `orun plan` agrees with the agent; re-encrypting a secret (a rotation)
+    /// rolls the containers that use it.
     pub fn from_container(c: &DesiredContainer, image: impl Into<String>) -> Self {
         Self::with_secret_digests(c, image, |_, enc| {
             secret_digest(enc.ciphertext().as_bytes())
@@ -125,6 +126,7 @@ impl RenderedSpec {
         let env = s
             .env
             .iter()
+            .chain(c.secret_env.iter())
             .map(|(k, v)| {
                 let r = match v {
                     EnvValue::Plain(p) => RenderedEnv::Plain(p.clone()),
@@ -180,7 +182,8 @@ impl RenderedSpec {
         hex(&Sha256::digest(self.canonical_json().as_bytes()))
     }
 
-    /// Flattens the spec into `field → shown value` for diffs; env values are never shown.
+    /// Flattens the spec into `field → value` for comparing two generations. Env values
+    /// appear as digests; `plan` shows every env value as `***`.
     pub fn fields(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         out.insert("containerName".to_owned(), self.container_name.clone());
@@ -192,23 +195,23 @@ impl RenderedSpec {
             out.insert("args".to_owned(), format!("{a:?}"));
         }
         for (k, v) in &self.env {
-            // Plain values can hold secrets too (RELIABILITY A15): show only a short digest,
-            // which says whether two values are equal without revealing either.
-            let shown = match v {
-                RenderedEnv::Plain(p) => format!("(value {})", &secret_digest(p.as_bytes())[7..15]),
-                RenderedEnv::Secret(d) => format!("(secret {})", d.get(7..15).unwrap_or(d)),
+            // Compared, never shown: `plan` masks every env value as `***` (RELIABILITY A15).
+            let compared = match v {
+                RenderedEnv::Plain(p) => secret_digest(p.as_bytes()),
+                RenderedEnv::Secret(d) => format!("secret {d}"),
             };
-            out.insert(format!("env.{k}"), shown);
+            out.insert(format!("env.{k}"), compared);
         }
         for p in &self.ports {
-            let published = match p.host_port {
-                Some(h) => format!("{}:{h}", p.host_ip),
-                None => "not published".to_owned(),
+            // Keyed by the whole mapping: one container port may be published twice.
+            let key = match p.host_port {
+                Some(h) => format!(
+                    "ports.{}:{h}->{}/{}",
+                    p.host_ip, p.container_port, p.protocol
+                ),
+                None => format!("ports.{}/{}", p.container_port, p.protocol),
             };
-            out.insert(
-                format!("ports.{}/{}", p.container_port, p.protocol),
-                published,
-            );
+            out.insert(key, "published".to_owned());
         }
         for v in &self.volumes {
             let mode = if v.read_only { ":ro" } else { "" };
@@ -321,8 +324,10 @@ impl DesiredDeployment {
 /// What one node should run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    /// The node's name: containers labelled `orun.node=<node>` are ours.
+    /// The node's name: containers labelled `orun.node=<node>` (and this environment) are ours.
     pub node: String,
+    /// The environment id (from the branch), written as `orun.environment`.
+    pub environment: String,
     /// The commit the desired state comes from, for reasons.
     pub commit: Option<String>,
     /// Deployments on this node.
@@ -357,6 +362,7 @@ impl Desired {
             .collect();
         Self {
             node: node.node.name.clone(),
+            environment: node.environment.id.clone(),
             commit,
             deployments,
             allow_empty: false,

@@ -50,15 +50,25 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay before attempt `attempts + 1`, after `attempts` failures.
+    /// The delay before attempt `attempts + 1`, after `attempts` failures (none after none).
     pub fn delay(&self, attempts: u32) -> u64 {
-        let doublings = attempts.saturating_sub(1).min(63);
+        if attempts == 0 {
+            return 0;
+        }
+        let doublings = (attempts - 1).min(63);
         self.base.saturating_mul(1u64 << doublings).min(self.cap)
     }
 }
 
-/// When a failed spec may be tried again.
-pub fn next_attempt(failure: &Failure, backoff: &Backoff) -> Timestamp {
+/// When a failed spec may be tried again, as seen at `now`.
+///
+/// A failure recorded in the future means the clock stepped back (RELIABILITY E15): the
+/// record cannot measure a wait, so the spec may be tried at once rather than waiting out the
+/// skew. The result is never more than `backoff.cap` after `now`.
+pub fn next_attempt(failure: &Failure, backoff: &Backoff, now: Timestamp) -> Timestamp {
+    if failure.last_failed > now {
+        return now;
+    }
     Timestamp(
         failure
             .last_failed

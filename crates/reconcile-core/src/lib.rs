@@ -23,6 +23,8 @@
 //! let ours = BTreeMap::from([
 //!     (LABEL_NODE.to_owned(), "n1".to_owned()),
 //!     (LABEL_DEPLOYMENT.to_owned(), "old-api".to_owned()),
+//!     (LABEL_ENVIRONMENT.to_owned(), "main".to_owned()),
+//!     (LABEL_SPEC_HASH.to_owned(), "0f1e2d".to_owned()),
 //! ]);
 //! let actual = Actual { images: Default::default(), containers: vec![
 //!     ObservedContainer { id: "c1".into(), name: "postgres".into(), image_id: "sha256:aa".into(),
@@ -42,8 +44,8 @@ mod history;
 mod plan;
 
 pub use actual::{
-    Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_SPEC,
-    LABEL_SPEC_HASH, ObservedContainer,
+    Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT,
+    LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer,
 };
 pub use desired::{
     Desired, DesiredDeployment, RenderedEnv, RenderedPort, RenderedSpec, RenderedVolume,

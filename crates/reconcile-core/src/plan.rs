@@ -34,7 +34,7 @@ impl Plan {
             match s.action {
                 Action::Create { .. } => c.0 += 1,
                 Action::Replace { .. } => c.1 += 1,
-                Action::Start { .. } => c.2 += 1,
+                Action::Start { .. } | Action::Unpause { .. } => c.2 += 1,
                 Action::Remove { .. } => c.3 += 1,
             }
         }
@@ -81,6 +81,13 @@ pub enum Action {
         strategy: ReplaceStrategy,
         /// The image must be pulled (or built) first.
         needs_image: bool,
+    },
+    /// Unpause a managed container that was paused by hand.
+    Unpause {
+        /// The container.
+        container_id: String,
+        /// Its name.
+        container_name: String,
     },
     /// Start a managed container that is stopped although its spec is current.
     Start {
@@ -171,7 +178,9 @@ pub enum Diagnostic {
 /// - A container not labelled `orun.node=<desired.node>` appears in no step, only in
 ///   diagnostics.
 /// - Applying the plan and planning again gives no steps (unless time or history changed).
-/// - Steps are ordered: removals, starts, replacements, creations, each by deployment name.
+/// - Steps are ordered: removals, starts and unpauses, then replacements and creations (a
+///   step that takes a name runs after the step that frees it; otherwise replacements
+///   before creations), each group by deployment name.
 pub fn plan(desired: &Desired, actual: &Actual, history: &History, now: Timestamp) -> Plan {
     plan_with(desired, actual, history, now, &Backoff::default())
 }
@@ -191,7 +200,7 @@ pub fn plan_with(
     for c in actual
         .containers
         .iter()
-        .filter(|c| c.managed_by(&desired.node))
+        .filter(|c| c.managed_by(&desired.node, &desired.environment))
     {
         ours.entry(c.deployment().unwrap_or(""))
             .or_default()
@@ -217,8 +226,13 @@ pub fn plan_with(
             .get(&d.name)
             .filter(|f| f.spec_hash == d.spec_hash)
         {
-            let until = next_attempt(f, backoff);
-            if now < until && !existing.iter().any(|c| is_current(Some(c), d)) {
+            let until = next_attempt(f, backoff, now);
+            // Only a running current container makes the backoff moot; a stopped one is the
+            // failed spec itself and must not be started again early.
+            let running_current = existing
+                .iter()
+                .any(|c| is_current(Some(c), d) && c.state == ContainerState::Running);
+            if now < until && !running_current {
                 out.diagnostics.push(Diagnostic::BackingOff {
                     deployment: d.name.clone(),
                     until,
@@ -250,8 +264,25 @@ pub fn plan_with(
         }
         match keep {
             Some(c) if is_current(Some(c), d) => match c.state {
-                ContainerState::Running | ContainerState::Restarting | ContainerState::Removing => {
-                }
+                ContainerState::Running
+                | ContainerState::Restarting
+                | ContainerState::Removing
+                | ContainerState::Stopping => {}
+                // Docker refuses to start a paused container: it must be unpaused.
+                ContainerState::Paused => starts.push(Step {
+                    deployment: d.name.clone(),
+                    action: Action::Unpause {
+                        container_id: c.id.clone(),
+                        container_name: c.name.clone(),
+                    },
+                    reason: Reason {
+                        summary: "container is paused".to_owned(),
+                        changes: Vec::new(),
+                        commit: None,
+                    },
+                }),
+                // A dead container cannot be started either: it is replaced.
+                ContainerState::Dead => changes_wanted.push((d, Some(c))),
                 ContainerState::Exited { code } if !should_restart(&d.spec.restart, code) => {
                     out.diagnostics.push(Diagnostic::Exited {
                         deployment: d.name.clone(),
@@ -286,11 +317,7 @@ pub fn plan_with(
         });
     } else {
         for (dep, c) in orphans {
-            let summary = if dep.is_empty() {
-                "managed container without a deployment label".to_owned()
-            } else {
-                "deployment is no longer in the repository for this node".to_owned()
-            };
+            let summary = "deployment is no longer in the repository for this node".to_owned();
             gone.insert(&c.id);
             removes.push(remove_step(dep.to_owned(), c, summary, commit.clone()));
         }
@@ -314,11 +341,21 @@ pub fn plan_with(
         match order_changes(&changes_wanted, &blocked) {
             Ok(depth) => break depth,
             Err(cycle) => {
-                for i in cycle {
-                    let (d, keep) = &changes_wanted[i];
-                    if let Some(c) = keep {
+                // Members of a cycle hold each other's names: name the container that holds
+                // the one each member wants.
+                for &i in &cycle {
+                    if let Some(c) = changes_wanted[i].1 {
                         gone.remove(c.id.as_str());
-                        blocked.insert(&d.name, c);
+                    }
+                }
+                for &i in &cycle {
+                    let d = changes_wanted[i].0;
+                    if let Some(holder) = actual
+                        .containers
+                        .iter()
+                        .find(|x| x.name == d.spec.container_name)
+                    {
+                        blocked.insert(&d.name, holder);
                     }
                 }
             }
@@ -351,7 +388,9 @@ pub fn plan_with(
             )),
             Some(c) => {
                 let changes = changes(c, d);
-                let summary = if changes.is_empty() {
+                let summary = if matches!(c.state, ContainerState::Dead) && changes.is_empty() {
+                    "container is dead".to_owned()
+                } else if changes.is_empty() {
                     "spec changed".to_owned()
                 } else {
                     format!(
@@ -484,7 +523,9 @@ fn step_id(s: &Step) -> &str {
     match &s.action {
         Action::Create { container_name, .. } => container_name,
         Action::Replace { old_id, .. } => old_id,
-        Action::Start { container_id, .. } | Action::Remove { container_id, .. } => container_id,
+        Action::Start { container_id, .. }
+        | Action::Unpause { container_id, .. }
+        | Action::Remove { container_id, .. } => container_id,
     }
 }
 
@@ -516,6 +557,7 @@ fn state_word(s: ContainerState) -> String {
         ContainerState::Removing => "being removed".to_owned(),
         ContainerState::Exited { code } => format!("stopped (exit code {code})"),
         ContainerState::Dead => "dead".to_owned(),
+        ContainerState::Stopping => "stopping".to_owned(),
     }
 }
 
@@ -560,10 +602,22 @@ fn changes(c: &ObservedContainer, d: &DesiredDeployment) -> Vec<FieldChange> {
         for k in keys {
             let (o, n) = (a.get(k), b.get(k));
             if o != n {
+                // Env values are compared by digest and never shown, not even as a digest: a
+                // plan lands in CI logs, and a short unsalted hash of a weak password is a
+                // dictionary lookup away (RELIABILITY A15).
+                let shown = |v: Option<&String>| {
+                    v.map(|v| {
+                        if k.starts_with("env.") {
+                            "***".to_owned()
+                        } else {
+                            v.clone()
+                        }
+                    })
+                };
                 out.push(FieldChange {
                     field: k.clone(),
-                    old: o.cloned(),
-                    new: n.cloned(),
+                    old: shown(o),
+                    new: shown(n),
                 });
             }
         }
@@ -650,6 +704,13 @@ impl fmt::Display for Plan {
                     if s.reason.changes.is_empty() {
                         writeln!(f, "    {}", s.reason.summary)?;
                     }
+                }
+                Action::Unpause { container_name, .. } => {
+                    writeln!(
+                        f,
+                        "> {}: unpause {container_name} ({})",
+                        s.deployment, s.reason.summary
+                    )?;
                 }
                 Action::Start { container_name, .. } => {
                     writeln!(

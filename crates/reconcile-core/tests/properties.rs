@@ -13,6 +13,7 @@ use proptest::sample::Index;
 use reconcile_core::*;
 
 const NODE: &str = "n1";
+const ENV: &str = "main";
 const NAMES: [&str; 6] = ["api", "db", "web", "cache", "queue", "mail"];
 
 fn spec(name: &str, image: &str, env: &str, restart: &str) -> RenderedSpec {
@@ -68,6 +69,7 @@ fn desired() -> impl Strategy<Value = Desired> {
             ds.dedup_by(|a, b| a.name == b.name);
             Desired {
                 node: NODE.to_owned(),
+                environment: ENV.to_owned(),
                 commit: Some("c0ffee".to_owned()),
                 deployments: ds,
                 allow_empty,
@@ -81,11 +83,18 @@ fn state() -> impl Strategy<Value = ContainerState> {
         1 => Just(ContainerState::Created),
         1 => Just(ContainerState::Paused),
         1 => (0i64..3).prop_map(|code| ContainerState::Exited { code }),
+        1 => prop_oneof![
+            Just(ContainerState::Dead),
+            Just(ContainerState::Restarting),
+            Just(ContainerState::Removing),
+            Just(ContainerState::Stopping),
+        ],
     ]
 }
 
-/// Containers as they may be found: ours (current, stale, duplicated, orphaned, unlabelled),
-/// another node's, and unmanaged ones, some with names a deployment wants.
+/// Containers as they may be found: ours (current, stale, duplicated, orphaned), the same
+/// node's agent for another branch, another node's, a copied `orun.node` alone, and
+/// unmanaged ones, some with names a deployment wants, in every state Docker reports.
 fn observed(i: usize) -> impl Strategy<Value = ObservedContainer> {
     (
         0..4usize,
@@ -102,23 +111,31 @@ fn observed(i: usize) -> impl Strategy<Value = ObservedContainer> {
                 let mut labels = BTreeMap::new();
                 let s = spec(NAMES[dep], image, env, "always");
                 match owner {
+                    // Ours (0), or the same node's agent for another branch (1): both carry
+                    // every ownership label, so only the environment tells them apart.
                     0 | 1 => {
                         labels.insert(LABEL_NODE.to_owned(), NODE.to_owned());
-                        if owner == 0 {
-                            labels.insert(LABEL_DEPLOYMENT.to_owned(), NAMES[dep].to_owned());
-                        }
+                        labels.insert(
+                            LABEL_ENVIRONMENT.to_owned(),
+                            if owner == 0 { ENV } else { "staging" }.to_owned(),
+                        );
+                        labels.insert(LABEL_DEPLOYMENT.to_owned(), NAMES[dep].to_owned());
                         labels.insert(LABEL_SPEC_HASH.to_owned(), s.hash());
                         labels.insert(LABEL_SPEC.to_owned(), s.canonical_json());
                     }
                     // Look-alike: another node's labels, copied.
                     2 => {
                         labels.insert(LABEL_NODE.to_owned(), "n2".to_owned());
+                        labels.insert(LABEL_ENVIRONMENT.to_owned(), ENV.to_owned());
                         labels.insert(LABEL_DEPLOYMENT.to_owned(), NAMES[dep].to_owned());
                         labels.insert(LABEL_SPEC_HASH.to_owned(), s.hash());
                     }
+                    // Only our node label, copied by hand: not ours either.
+                    _ if suffix => {
+                        labels.insert(LABEL_NODE.to_owned(), NODE.to_owned());
+                    }
                     _ => {}
                 }
-                // Ours are usually named after their deployment; others may take any name.
                 // Ours are usually named after their deployment, but may carry another deployment's
                 // name (renamed by hand); others take any name, sometimes one a deployment wants.
                 let name = match (owner, suffix) {
@@ -180,9 +197,25 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
         let want = |name: &str| desired.deployments.iter().find(|d| d.name == name).unwrap();
         match &step.action {
             Action::Remove { container_id, .. } => cs.retain(|c| c.id != *container_id),
+            // Docker refuses to start a paused or dead container, and to unpause anything
+            // but a paused one: the fake does too.
             Action::Start { container_id, .. } => {
-                cs.iter_mut().find(|c| c.id == *container_id).unwrap().state =
-                    ContainerState::Running;
+                let c = cs.iter_mut().find(|c| c.id == *container_id).unwrap();
+                assert!(
+                    !matches!(c.state, ContainerState::Paused | ContainerState::Dead),
+                    "docker refuses to start {:?}\n{plan}",
+                    c.state
+                );
+                c.state = ContainerState::Running;
+            }
+            Action::Unpause { container_id, .. } => {
+                let c = cs.iter_mut().find(|c| c.id == *container_id).unwrap();
+                assert_eq!(
+                    c.state,
+                    ContainerState::Paused,
+                    "docker refuses to unpause\n{plan}"
+                );
+                c.state = ContainerState::Running;
             }
             Action::Create { .. } | Action::Replace { .. } => {
                 if let Action::Replace { old_id, .. } = &step.action {
@@ -224,6 +257,7 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
                     health: None,
                     labels: BTreeMap::from([
                         (LABEL_NODE.to_owned(), NODE.to_owned()),
+                        (LABEL_ENVIRONMENT.to_owned(), ENV.to_owned()),
                         (LABEL_DEPLOYMENT.to_owned(), d.name.clone()),
                         (LABEL_SPEC_HASH.to_owned(), d.spec_hash.clone()),
                         (LABEL_SPEC.to_owned(), d.spec.canonical_json()),
@@ -246,9 +280,9 @@ fn step_containers(plan: &Plan) -> Vec<&str> {
         .iter()
         .filter_map(|s| match &s.action {
             Action::Replace { old_id, .. } => Some(old_id.as_str()),
-            Action::Start { container_id, .. } | Action::Remove { container_id, .. } => {
-                Some(container_id.as_str())
-            }
+            Action::Start { container_id, .. }
+            | Action::Unpause { container_id, .. }
+            | Action::Remove { container_id, .. } => Some(container_id.as_str()),
             Action::Create { .. } => None,
         })
         .collect()
@@ -272,7 +306,7 @@ proptest! {
     #[test]
     fn unmanaged_containers_are_never_touched(d in desired(), a in actual(), now in 0u64..20_000) {
         let p = plan(&d, &a, &History::default(), Timestamp(now));
-        let unmanaged: Vec<&ObservedContainer> = a.containers.iter().filter(|c| !c.managed_by(NODE)).collect();
+        let unmanaged: Vec<&ObservedContainer> = a.containers.iter().filter(|c| !c.managed_by(NODE, ENV)).collect();
         for id in step_containers(&p) {
             prop_assert!(unmanaged.iter().all(|c| c.id != id), "step touches unmanaged {id}:\n{p}");
         }
@@ -302,7 +336,7 @@ proptest! {
     fn unchanged_deployments_get_no_step(d in desired(), a in actual()) {
         let p = plan(&d, &a, &History::default(), Timestamp(0));
         for dep in &d.deployments {
-            let mine: Vec<&ObservedContainer> = a.containers.iter().filter(|c| c.managed_by(NODE) && c.deployment() == Some(dep.name.as_str())).collect();
+            let mine: Vec<&ObservedContainer> = a.containers.iter().filter(|c| c.managed_by(NODE, ENV) && c.deployment() == Some(dep.name.as_str())).collect();
             let current = mine.len() == 1
                 && mine[0].state == ContainerState::Running
                 && mine[0].name == dep.spec.container_name
@@ -318,9 +352,9 @@ proptest! {
     /// (RELIABILITY A11).
     #[test]
     fn removing_everything_is_refused_unless_allowed(a in actual(), allow in any::<bool>()) {
-        let d = Desired { node: NODE.to_owned(), commit: None, deployments: Vec::new(), allow_empty: allow };
+        let d = Desired { node: NODE.to_owned(), environment: ENV.to_owned(), commit: None, deployments: Vec::new(), allow_empty: allow };
         let p = plan(&d, &a, &History::default(), Timestamp(0));
-        let managed = a.containers.iter().filter(|c| c.managed_by(NODE)).count();
+        let managed = a.containers.iter().filter(|c| c.managed_by(NODE, ENV)).count();
         if allow {
             prop_assert_eq!(p.counts().3, managed);
         } else {
@@ -336,7 +370,7 @@ proptest! {
         let Some(dep) = d.deployments.iter().find(|x| !x.suspend) else { return Ok(()) };
         let mut h = History::default();
         h.failures.insert(dep.name.clone(), Failure { spec_hash: dep.spec_hash.clone(), attempts, last_failed: Timestamp(at), reason: "x".into() });
-        let until = next_attempt(&h.failures[&dep.name], &Backoff::default());
+        let until = next_attempt(&h.failures[&dep.name], &Backoff::default(), Timestamp(at));
         let before = plan(&d, &Actual::default(), &h, Timestamp(until.0 - 1));
         prop_assert!(before.steps.iter().all(|s| s.deployment != dep.name));
         prop_assert_eq!(before.wake_at, Some(until));

@@ -44,6 +44,7 @@ fn created(d: &DesiredDeployment, id: &str) -> ObservedContainer {
         health: None,
         labels: BTreeMap::from([
             (LABEL_NODE.to_owned(), "n1".to_owned()),
+            (LABEL_ENVIRONMENT.to_owned(), "main".to_owned()),
             (LABEL_DEPLOYMENT.to_owned(), d.name.clone()),
             (LABEL_SPEC_HASH.to_owned(), d.spec_hash.clone()),
             (LABEL_SPEC.to_owned(), d.spec.canonical_json()),
@@ -145,7 +146,7 @@ fn changed_fields_are_listed() {
         &History::default(),
         expect![[r#"
             ~ web: replace web (stop-first) [9f8e7d6c5b4a]
-                env.MODE: (value 16477688) -> (value f52fbd32)
+                env.MODE: *** -> ***
                 image: nginx:1.27 -> nginx:1.28
             Plan: 0 to create, 1 to replace, 0 to start, 0 to remove.
         "#]],
@@ -250,6 +251,7 @@ fn removing_everything_is_refused() {
     let old = desired(&[("web", WEB), ("api", API)]);
     let none = Desired {
         node: "n1".into(),
+        environment: "main".into(),
         commit: Some("abc".into()),
         deployments: vec![],
         allow_empty: false,
@@ -341,4 +343,103 @@ fn json_shape() {
           "diagnostics": []
         }"#]]
     .assert_eq(&serde_json::to_string_pretty(&p).unwrap());
+}
+
+/// Drift Docker would refuse to `start`: paused is unpaused, dead is replaced.
+#[test]
+fn paused_and_dead_containers() {
+    let d = desired(&[("web", WEB), ("api", API)]);
+    let mut dead = created(&d.deployments[0], "c1");
+    dead.state = ContainerState::Dead;
+    let mut paused = created(&d.deployments[1], "c2");
+    paused.state = ContainerState::Paused;
+    check(
+        &d,
+        vec![dead, paused],
+        &History::default(),
+        expect![[r#"
+            > web: unpause web (container is paused)
+            ~ api: replace api (start-first) [9f8e7d6c5b4a]
+                container is dead
+            Plan: 0 to create, 1 to replace, 1 to start, 0 to remove.
+        "#]],
+    );
+}
+
+/// The same node's agent for another branch, and a container with a copied `orun.node` but
+/// not orun's other labels, are not ours: never removed, only names they hold are respected.
+#[test]
+fn other_environments_and_partial_labels_are_not_ours() {
+    let d = desired(&[("api", API)]);
+    let mut staging = created(&desired(&[("web", WEB)]).deployments[0], "c1");
+    staging
+        .labels
+        .insert(LABEL_ENVIRONMENT.to_owned(), "staging".to_owned());
+    staging.name = "staging.web".to_owned();
+    let partial = stranger("s1", "my-db", &[(LABEL_NODE, "n1")]);
+    check(
+        &d,
+        vec![staging, partial, created(&d.deployments[0], "c2")],
+        &History::default(),
+        expect![[r#"
+            Plan: 0 to create, 0 to replace, 0 to start, 0 to remove.
+        "#]],
+    );
+}
+
+/// Two of our containers hold each other's names (renamed by hand): the cycle is reported
+/// against the container that holds each name, and left to a human.
+#[test]
+fn swapped_names_name_the_holder() {
+    let d = desired(&[("web", WEB), ("api", API)]);
+    let mut a = created(&d.deployments[0], "aaaa00000001");
+    a.name = "web".to_owned();
+    let mut w = created(&d.deployments[1], "bbbb00000002");
+    w.name = "api".to_owned();
+    check(
+        &d,
+        vec![a, w],
+        &History::default(),
+        expect![[r#"
+        ! api: name api is taken by container bbbb00000002, which is left alone
+        ! web: name web is taken by container aaaa00000001, which is left alone
+        Plan: 0 to create, 0 to replace, 0 to start, 0 to remove.
+    "#]],
+    );
+}
+
+/// A value rotated in `secrets.yaml` changes the spec of every deployment it is offered to,
+/// and the diff shows the key, never the value or a digest of it.
+#[test]
+fn rotated_secrets_file_value_rolls_the_deployment() {
+    let secrets = |data: &str| {
+        format!(
+            "DB_PASSWORD: ENC[AES256_GCM,data:{data},iv:O6r4yGD+odLEhDsc0y7aYGb1j/UC83ipBPfiQ69Vvic=,tag:JrZvo0ZQNag1D+nGnwDf1A==,type:str]\n\
+             sops:\n    age:\n        - recipient: age1x\n          enc: x\n    lastmodified: \"2022-03-15T22:11:15Z\"\n\
+             \x20   mac: ENC[AES256_GCM,data:ZXhhbXBsZQ==,iv:9Y2ASpFstcE8ZgwzOvb3oMQsd30Rukd7gvOb7lMvV1o=,tag:qXQosmzw6UoOXFI+8IvtXg==,type:str]\n"
+        )
+    };
+    let desired_with = |data: &str| {
+        let src = MemSource::new()
+            .with("nodes/n1.yaml", NODE)
+            .with("deployments/api.yaml", format!("apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: api\nspec:\n{API}"))
+            .with("secrets.yaml", secrets(data));
+        let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
+        Desired::from_node(&resolve(&rev, "n1", None).unwrap(), None, |i| {
+            Some(secret_digest(i.as_bytes()))
+        })
+    };
+    let old = desired_with("DywXZc/D+Q==");
+    let new = desired_with("aGVsbG8hIQ==");
+    assert_ne!(old.deployments[0].spec_hash, new.deployments[0].spec_hash);
+    check(
+        &new,
+        vec![created(&old.deployments[0], "c1")],
+        &History::default(),
+        expect![[r#"
+            ~ api: replace api (start-first)
+                env.DB_PASSWORD: *** -> ***
+            Plan: 0 to create, 1 to replace, 0 to start, 0 to remove.
+        "#]],
+    );
 }
