@@ -1,21 +1,30 @@
 //! Observes and changes the local Docker daemon on the agent's behalf.
 //!
 //! This crate owns everything that talks to Docker (through `bollard`, known to no other
-//! crate): today, observing every container with its labels and state, and looking up local
-//! image ids, read-only. Creating, starting, stopping, renaming and removing containers,
-//! pulls and the events stream come with the agent.
+//! crate): observing every container with its labels and state, looking up local image ids,
+//! and creating, starting, stopping, unpausing, renaming and removing containers. Pulls and
+//! the events stream come with the agent.
 //!
 //! It does not decide what to change: that is `reconcile-core`'s plan. Docker's answers are
 //! turned into `reconcile-core`'s [`Actual`] at once, so no Docker type leaves this crate, and
 //! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::models::{
     ContainerSummary, ContainerSummaryHealthStatusEnum, ContainerSummaryStateEnum,
 };
-use bollard::query_parameters::ListContainersOptionsBuilder;
-use reconcile_core::{Actual, ContainerState, HealthStatus, ObservedContainer};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use reconcile_core::{
+    Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT,
+    LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer, RenderedEnv, RenderedSpec,
+};
 
 /// Everything that can go wrong talking to Docker.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +52,9 @@ pub enum RuntimeError {
         /// Docker's message.
         message: String,
     },
+    /// A secret the spec needs was not supplied; the key is named, the value never.
+    #[error("no value supplied for secret env `{0}`")]
+    MissingSecret(String),
     /// The request failed on the way (socket closed, timeout, bad response).
     #[error("request to Docker failed")]
     Transport {
@@ -59,7 +71,9 @@ impl RuntimeError {
         match self {
             RuntimeError::Connect { .. } | RuntimeError::Transport { .. } => true,
             RuntimeError::Api { status, .. } => *status >= 500,
-            RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => false,
+            RuntimeError::NotFound(_)
+            | RuntimeError::Conflict(_)
+            | RuntimeError::MissingSecret(_) => false,
         }
     }
 
@@ -154,6 +168,185 @@ impl Docker {
             Ok(image) => Ok(image.id),
             Err(RuntimeError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Who a created container belongs to: written as orun's ownership labels.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    /// `orun.node`.
+    pub node: &'a str,
+    /// `orun.environment`.
+    pub environment: &'a str,
+    /// `orun.deployment`.
+    pub deployment: &'a str,
+    /// `orun.commit`, when known.
+    pub commit: Option<&'a str>,
+}
+
+impl Docker {
+    /// Creates (does not start) a container for `spec` under `name`, labelled for `owner`.
+    ///
+    /// `secrets` holds the plaintext of every env entry that `spec` knows only as a secret
+    /// digest; the values go to Docker and nowhere else (not into labels, logs or errors).
+    ///
+    /// # Errors
+    /// [`RuntimeError::NotFound`] when the image is not on the host, [`RuntimeError::Conflict`]
+    /// when the name is taken, or what else Docker says.
+    pub async fn create(
+        &self,
+        name: &str,
+        spec: &RenderedSpec,
+        owner: Owner<'_>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<String, RuntimeError> {
+        let mut env = Vec::with_capacity(spec.env.len());
+        for (k, v) in &spec.env {
+            match v {
+                RenderedEnv::Plain(p) => env.push(format!("{k}={p}")),
+                RenderedEnv::Secret(_) => match secrets.get(k) {
+                    Some(p) => env.push(format!("{k}={p}")),
+                    // Name the key, never a value: the error may reach a log.
+                    None => return Err(RuntimeError::MissingSecret(k.clone())),
+                },
+            }
+        }
+        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        labels.insert(LABEL_NODE.to_owned(), owner.node.to_owned());
+        labels.insert(LABEL_ENVIRONMENT.to_owned(), owner.environment.to_owned());
+        labels.insert(LABEL_DEPLOYMENT.to_owned(), owner.deployment.to_owned());
+        labels.insert(LABEL_SPEC_HASH.to_owned(), spec.hash());
+        labels.insert(LABEL_SPEC.to_owned(), spec.canonical_json());
+        if let Some(c) = owner.commit {
+            labels.insert(LABEL_COMMIT.to_owned(), c.to_owned());
+        }
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        let mut exposed = Vec::new();
+        for p in &spec.ports {
+            let key = format!("{}/{}", p.container_port, p.protocol);
+            if !exposed.contains(&key) {
+                exposed.push(key.clone());
+            }
+            if let Some(host_port) = p.host_port {
+                bindings
+                    .entry(key)
+                    .or_insert_with(|| Some(Vec::new()))
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: Some(p.host_ip.clone()),
+                        host_port: Some(host_port.to_string()),
+                    });
+            }
+        }
+        let binds = spec
+            .volumes
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}:{}{}",
+                    v.host_path,
+                    v.container_path,
+                    if v.read_only { ":ro" } else { "" }
+                )
+            })
+            .collect();
+        let restart = match spec.restart.as_str() {
+            "never" => RestartPolicyNameEnum::NO,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::ALWAYS,
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.command.clone(),
+            cmd: spec.args.clone(),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: Some(binds),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(restart),
+                    maximum_retry_count: None,
+                }),
+                memory: spec.memory.and_then(|m| i64::try_from(m).ok()),
+                nano_cpus: spec.millicpus.map(|m| i64::from(m) * 1_000_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .api
+            .create_container(Some(options), body)
+            .await
+            .map_err(RuntimeError::from_bollard)?;
+        Ok(created.id)
+    }
+
+    /// Starts a container.
+    ///
+    /// # Errors
+    /// What Docker says (e.g. a host port already taken).
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.api
+            .start_container(id, None)
+            .await
+            .map_err(RuntimeError::from_bollard)
+    }
+
+    /// Stops a container, giving it `grace_seconds` before it is killed.
+    ///
+    /// # Errors
+    /// What Docker says.
+    pub async fn stop(&self, id: &str, grace_seconds: i32) -> Result<(), RuntimeError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace_seconds)
+            .build();
+        self.api
+            .stop_container(id, Some(options))
+            .await
+            .map_err(RuntimeError::from_bollard)
+    }
+
+    /// Unpauses a container.
+    ///
+    /// # Errors
+    /// What Docker says.
+    pub async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.api
+            .unpause_container(id)
+            .await
+            .map_err(RuntimeError::from_bollard)
+    }
+
+    /// Renames a container.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Conflict`] when the name is taken.
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.api
+            .rename_container(id, options)
+            .await
+            .map_err(RuntimeError::from_bollard)
+    }
+
+    /// Removes a container, stopping it first if it runs. Its volumes are left alone.
+    ///
+    /// # Errors
+    /// What Docker says; a container already gone is not an error.
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self
+            .api
+            .remove_container(id, Some(options))
+            .await
+            .map_err(RuntimeError::from_bollard)
+        {
+            Err(RuntimeError::NotFound(_)) => Ok(()),
+            other => other,
         }
     }
 }
