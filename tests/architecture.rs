@@ -121,6 +121,9 @@ fn each_foreign_library_has_one_owner() {
         ("git2", "gitsync"),
         ("hyper", "status-http"),
         ("serde-saphyr", "manifest-model"),
+        ("rustix", "manifest-model"),
+        ("hyper-util", "status-http"),
+        ("http-body-util", "status-http"),
     ] {
         let users: Vec<&String> = members.iter().filter(|m| deps[*m].contains(lib)).collect();
         assert!(

@@ -1,6 +1,207 @@
 //! The agent's read-only status API on loopback.
 //!
-//! This crate will own the HTTP server (through `hyper`, known to no other crate) for
-//! `/healthz`, `/status`, `/readyz` and `/metrics`, answering from a cached snapshot with
-//! request size and time limits. It never calls Docker or Git on a request path and never
-//! accepts a command.
+//! This crate owns the HTTP server (through `hyper`, known to no other crate) for REFERENCE
+//! §4: `GET|POST /healthz`, `GET|POST /status`, `GET /readyz` and `GET /metrics`; any other
+//! method on those paths is 405, any other path 404. It never calls Docker or Git on a
+//! request path: the agent [`Status::publish`]es a [`Snapshot`] after each pass and every
+//! request reads the last one, in constant time. It accepts no command of any kind.
+//!
+//! The schema is an allowlist: no field can carry an env value, a secret, a key path or a
+//! credential-bearing URL (RELIABILITY G3). Requests are bounded (G2): header size, time to
+//! send the headers, connection lifetime and the number of connections at once.
+
+mod snapshot;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use snapshot::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot};
+
+/// Everything that can go wrong serving the status API.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The listening socket could not be set up.
+    #[error("cannot listen for the status API")]
+    Listen(#[source] std::io::Error),
+}
+
+/// Bounds on what one client can make the server do (RELIABILITY G2).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Longest life of one connection, keep-alive included.
+    pub connection_lifetime: Duration,
+    /// Largest request head, in bytes (hyper's floor is 8 KiB).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The last published snapshot, shared by the agent (writer) and the server (readers).
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    current: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+impl Status {
+    /// A status holding `initial`.
+    pub fn new(initial: Snapshot) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(initial))),
+        }
+    }
+
+    /// Replaces the snapshot every later request sees.
+    pub fn publish(&self, snapshot: Snapshot) {
+        // A poisoned lock only means a reader panicked; the data is a plain value, still whole.
+        let mut guard = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Arc::new(snapshot);
+    }
+
+    /// The last published snapshot.
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Serves the status API on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// [`StatusError::Listen`] when the listener cannot be handed to the runtime.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    status: Status,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StatusError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(StatusError::Listen)?;
+    let listener = TcpListener::from_std(listener).map_err(StatusError::Listen)?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                // Running out of file descriptors or a reset during accept: keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "status API: accept failed");
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "status API: connection limit reached, closing");
+            drop(stream);
+            continue;
+        };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let status = status.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &status.get())) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .serve_connection(TokioIo::new(stream), service);
+            // The lifetime bound also ends slow bodies and idle keep-alives.
+            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers one request from the snapshot; the request body is never read.
+fn respond(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
+    let method = req.method();
+    let allowed: &[Method] = match req.uri().path() {
+        "/healthz" | "/status" => &[Method::GET, Method::POST],
+        "/readyz" | "/metrics" => &[Method::GET],
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    if !allowed.contains(method) {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            r.headers_mut().insert(ALLOW, v);
+        }
+        return r;
+    }
+    match req.uri().path() {
+        "/healthz" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/status" => json(StatusCode::OK, snap),
+        "/readyz" => {
+            let code = if snap.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(code, &serde_json::json!({ "ready": snap.ready }))
+        }
+        _ => {
+            let mut r = text(StatusCode::OK, &snap.metrics.render(snap));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+    }
+}
+
+fn text(code: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    // Our own plain types always serialize.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

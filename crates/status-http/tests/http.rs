@@ -1,0 +1,227 @@
+//! The status API over real loopback sockets: the endpoints of REFERENCE §4, 405s, and the
+//! bounds of RELIABILITY G2 (huge headers, slow clients, connection floods).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use status_http::{DeploymentStatus, Limits, Metrics, NodeStatus, Snapshot, Status, serve};
+
+/// Starts a server on an ephemeral loopback port; it stops when the returned sender drops.
+fn start(status: Status, limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(serve(listener, status, limits, async {
+            let _ = rx.await;
+        }))
+        .unwrap();
+    });
+    (addr, tx)
+}
+
+/// One HTTP/1.0 exchange: status code and body.
+fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn snapshot(ready: bool) -> Snapshot {
+    let mut s = Snapshot {
+        node: NodeStatus {
+            name: "web-01".into(),
+            started_at: "2026-11-22T03:00:00Z".into(),
+            git_head: Some("9f8e7d6".into()),
+            ..Default::default()
+        },
+        ready,
+        metrics: Metrics {
+            passes_total: 3,
+            pass_failures_total: 1,
+            restarts_total: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    s.deployments.insert(
+        "web".into(),
+        DeploymentStatus {
+            name: "web".into(),
+            image: "nginx:1.27".into(),
+            state: "running".into(),
+            ..Default::default()
+        },
+    );
+    s
+}
+
+#[test]
+fn endpoints_and_methods() {
+    let status = Status::new(snapshot(false));
+    let (addr, _stop) = start(status.clone(), Limits::default());
+    for method in ["GET", "POST"] {
+        assert_eq!(
+            request(addr, method, "/healthz"),
+            (200, r#"{"status":"ok"}"#.to_owned())
+        );
+        let (code, body) = request(addr, method, "/status");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["node"]["name"], "web-01");
+        assert_eq!(v["node"]["git_head"], "9f8e7d6");
+        assert!(v["node"]["sync_error"].is_null());
+        assert_eq!(v["deployments"]["web"]["state"], "running");
+        assert!(v["services"].as_object().unwrap().is_empty());
+    }
+    // G4: no write method changes anything; each is refused.
+    for (method, path) in [
+        ("PUT", "/status"),
+        ("DELETE", "/status"),
+        ("PATCH", "/healthz"),
+        ("POST", "/readyz"),
+        ("POST", "/metrics"),
+    ] {
+        assert_eq!(request(addr, method, path).0, 405, "{method} {path}");
+    }
+    assert_eq!(request(addr, "GET", "/nope").0, 404);
+
+    // /readyz follows the published snapshot; requests read the cache, never block on it.
+    assert_eq!(
+        request(addr, "GET", "/readyz"),
+        (503, r#"{"ready":false}"#.to_owned())
+    );
+    status.publish(snapshot(true));
+    assert_eq!(
+        request(addr, "GET", "/readyz"),
+        (200, r#"{"ready":true}"#.to_owned())
+    );
+
+    let (code, metrics) = request(addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "orun_passes_total 3",
+        "orun_pass_failures_total 1",
+        "orun_restarts_total 2",
+        "orun_deployments{state=\"running\"} 1",
+        "orun_ready 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in:\n{metrics}"
+        );
+    }
+    // Every sample line is `name{labels} value` after its HELP and TYPE.
+    for l in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = l.rsplit_once(' ').unwrap();
+        assert!(
+            name.starts_with("orun_") && value.parse::<f64>().is_ok(),
+            "{l}"
+        );
+    }
+}
+
+/// G2: a 1 MB header is refused, and the server keeps serving.
+#[test]
+fn huge_headers_are_refused() {
+    let (addr, _stop) = start(Status::new(snapshot(true)), Limits::default());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let big = "a".repeat(1 << 20);
+    // The server may close before it has read all we send; that is the point.
+    let _ = write!(s, "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(
+        !reply.starts_with("HTTP/1.1 200"),
+        "served a 1 MB header: {}",
+        &reply[..reply.len().min(80)]
+    );
+    assert_eq!(request(addr, "GET", "/healthz").0, 200);
+}
+
+/// G2: a client that never finishes its headers is cut off after the header timeout.
+#[test]
+fn slow_clients_are_cut_off() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (addr, _stop) = start(Status::new(snapshot(true)), limits);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    // Closed (0 bytes, or an error/408 reply) well before our own 10 s read timeout.
+    let n = s.read(&mut buf).unwrap_or(0);
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || !reply.contains(" 200 "), "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "still open after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(request(addr, "GET", "/healthz").0, 200);
+}
+
+/// G2: connections beyond the limit are closed on arrival; freed slots are reused.
+#[test]
+fn connection_flood_is_bounded() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let (addr, _stop) = start(Status::new(snapshot(true)), limits);
+    // Two idle connections take both slots (they have sent nothing yet).
+    let hold: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Wait until the server has taken both (it accepts asynchronously): a third connection
+    // is then closed without an answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+        let mut reply = Vec::new();
+        match s.read_to_end(&mut reply) {
+            Ok(_) if reply.is_empty() => break,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "third connection still served"),
+        }
+    }
+    drop(hold);
+    // Slots come back once the held connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok =
+            std::panic::catch_unwind(|| request(addr, "GET", "/healthz").0 == 200).unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed");
+    }
+}
