@@ -18,29 +18,9 @@ use docker_runtime::{Docker, Owner, RuntimeError};
 use manifest_model::{Limits, MemSource, load, resolve};
 use reconcile_core::{Action, Desired, History, RenderedEnv, Timestamp, plan};
 
-struct Guard(String);
+mod common;
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label={}", self.0)])
-            .output()
-            .unwrap();
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-    }
-}
-
-fn docker_cli(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use common::{Guard, docker as docker_cli};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,51 +7,26 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
-use std::process::Command;
-
 use docker_runtime::Docker;
 use reconcile_core::{ContainerState, HealthStatus};
 
 const IMAGE: &str = "orun-test/busybox:1";
 
-/// Removes every container carrying this test's label when dropped.
-struct Guard(String);
+mod common;
 
-impl Guard {
-    fn new(test: &str) -> Self {
-        Self(format!("orun.test={test}-{}", std::process::id()))
-    }
+use common::{Guard, docker};
 
-    fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new("docker").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label={}", self.0)])
-            .output()
-            .unwrap();
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-    }
+fn guard(test: &str) -> Guard {
+    Guard(format!("orun.test={test}-{}", std::process::id()))
 }
 
 #[tokio::test]
 async fn observes_labels_states_and_exit_codes() {
-    let g = Guard::new("observe");
+    let g = guard("observe");
     let tag = g.0.clone();
     let name = |s: &str| format!("orun-test-{}-{s}", std::process::id());
     // A running managed container, a created one, and one that exited with a code.
-    let running = g.docker(&[
+    let running = docker(&[
         "run",
         "-d",
         "--name",
@@ -70,7 +45,7 @@ async fn observes_labels_states_and_exit_codes() {
         "sleep",
         "300",
     ]);
-    let created = g.docker(&[
+    let created = docker(&[
         "create",
         "--name",
         &name("new"),
@@ -79,7 +54,7 @@ async fn observes_labels_states_and_exit_codes() {
         IMAGE,
         "true",
     ]);
-    let exited = g.docker(&[
+    let exited = docker(&[
         "run",
         "-d",
         "--name",
@@ -92,7 +67,7 @@ async fn observes_labels_states_and_exit_codes() {
         "exit 3",
     ]);
     // Wait for the exit with a deadline, not a sleep.
-    g.docker(&["wait", &exited]);
+    docker(&["wait", &exited]);
 
     let docker = Docker::connect(None).await.unwrap();
     assert!(
@@ -133,10 +108,10 @@ async fn observes_labels_states_and_exit_codes() {
 /// A container with a HEALTHCHECK is observed starting, then healthy (polled with a deadline).
 #[tokio::test]
 async fn observes_healthcheck_status() {
-    let g = Guard::new("health");
+    let g = guard("health");
     let tag = g.0.clone();
     let name = format!("orun-test-{}-health", std::process::id());
-    let id = g.docker(&[
+    let id = docker(&[
         "run",
         "-d",
         "--name",

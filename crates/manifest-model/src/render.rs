@@ -1,8 +1,9 @@
 //! Rendering the model back to manifest YAML.
 //!
-//! Used by the round-trip property test (render → parse gives the same revision) and by tools
-//! that write manifests (`orun bootstrap`). Output is block-style YAML with every field the
-//! model holds, defaults included, and strings quoted wherever a plain scalar could be misread.
+//! Used by the round-trip property test (render → parse gives the same revision) and by
+//! tools that will write manifests (a future `orun bootstrap`). Output is block-style YAML
+//! with every field the model holds, defaults included, and strings quoted wherever a plain
+//! scalar could be misread.
 
 use serde::Serialize;
 use serde_json::Value;

@@ -111,17 +111,6 @@ impl RenderedSpec {
     /// needs a key and `orun plan` agrees with the agent; re-encrypting a secret (a rotation)
     /// rolls the containers that use it.
     pub fn from_container(c: &DesiredContainer, image: impl Into<String>) -> Self {
-        Self::with_secret_digests(c, image, |_, enc| {
-            secret_digest(enc.ciphertext().as_bytes())
-        })
-    }
-
-    /// Renders a resolved container, asking `digest` for the hash of each secret value.
-    pub fn with_secret_digests(
-        c: &DesiredContainer,
-        image: impl Into<String>,
-        mut digest: impl FnMut(&str, &manifest_model::SopsValue) -> String,
-    ) -> Self {
         let s: &DeploymentSpec = &c.spec;
         let env = s
             .env
@@ -130,7 +119,9 @@ impl RenderedSpec {
             .map(|(k, v)| {
                 let r = match v {
                     EnvValue::Plain(p) => RenderedEnv::Plain(p.clone()),
-                    EnvValue::Encrypted(enc) => RenderedEnv::Secret(digest(k, enc)),
+                    EnvValue::Encrypted(enc) => {
+                        RenderedEnv::Secret(secret_digest(enc.ciphertext().as_bytes()))
+                    }
                 };
                 (k.clone(), r)
             })

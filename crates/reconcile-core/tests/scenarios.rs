@@ -117,7 +117,7 @@ fn converged_node_has_nothing_to_do() {
     );
 }
 
-/// A changed image and env: replace with the field diff; env values shown as digests only.
+/// A changed image and env: replace with the field diff; env values are never shown.
 /// Host ports make it stop-first.
 #[test]
 fn changed_fields_are_listed() {

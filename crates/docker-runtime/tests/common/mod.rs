@@ -1,0 +1,35 @@
+//! Helpers shared by the real-Docker tests: the docker CLI, and a guard that removes a test's
+//! containers by label even when the test fails.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::process::Command;
+
+/// Runs the docker CLI and returns its trimmed stdout; panics with stderr on failure.
+pub(crate) fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Removes every container carrying the label `key=value` it holds, when dropped.
+pub(crate) struct Guard(pub(crate) String);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label={}", self.0)])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
