@@ -1,8 +1,137 @@
 //! Keeps a node's copy of its manifest branch current and reads revisions from Git objects.
 //!
-//! This crate will own everything that touches Git (through `git2`, known to no other crate):
-//! cloning and fetching one branch into the data dir, the cheap remote-head check each tick,
-//! fetch deadlines and backoff, pinned SSH host keys, and handing a revision's files to
-//! `manifest-model` straight from Git objects, never through a checkout.
+//! This crate owns everything that touches Git (through `git2`, known to no other crate):
+//! checking which remote URLs are acceptable ([`RemoteUrl`]), the pinned SSH host keys
+//! ([`KnownHosts`]), the bare repository in the data dir with its cheap head check and fetch
+//! ([`Mirror`]), deadlines around calls that libgit2 cannot interrupt ([`sync_with_deadline`]),
+//! the poll schedule with backoff and jitter ([`Schedule`]), and handing a revision's files to
+//! `manifest-model` straight from Git objects ([`TreeSource`]), never through a checkout.
 //!
 //! It does not parse manifests, talk to Docker or decide what to run.
+
+mod known_hosts;
+mod mirror;
+mod schedule;
+mod tree;
+mod url;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::Duration;
+
+pub use known_hosts::{KnownHosts, Verdict};
+pub use mirror::{Mirror, RemoteOptions, Synced, Token};
+pub use schedule::{BACKOFF_CAP, Schedule, backoff};
+pub use tree::TreeSource;
+pub use url::{RemoteUrl, Transport};
+
+/// Why talking to the remote or the local mirror failed. Messages name no credential.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The repository URL is refused.
+    #[error("invalid repository URL: {reason}")]
+    InvalidUrl {
+        /// Why.
+        reason: String,
+    },
+    /// The options are incomplete or a file they name cannot be used.
+    #[error("{reason}")]
+    Config {
+        /// Why.
+        reason: String,
+    },
+    /// The ssh host key is not the pinned one.
+    #[error("ssh host key for {host} is {}", match verdict {
+        Verdict::Unknown => "not in the known_hosts file (orun never trusts on first use)",
+        Verdict::Mismatch => "different from the pinned key: possible man-in-the-middle",
+        Verdict::Revoked => "revoked",
+        Verdict::Trusted => "trusted",
+    })]
+    HostKey {
+        /// The host, in known_hosts form.
+        host: String,
+        /// What the known_hosts file says.
+        verdict: Verdict,
+    },
+    /// The remote rejected the credentials (deploy key revoked, token expired).
+    #[error("authentication failed: {reason}")]
+    Auth {
+        /// libgit2's account of it.
+        reason: String,
+    },
+    /// The followed branch does not exist on the remote. This is never an empty desired state.
+    #[error("branch {branch:?} does not exist on the remote")]
+    BranchMissing {
+        /// The branch.
+        branch: String,
+    },
+    /// The head check and fetch took longer than the deadline.
+    #[error("fetch took longer than its {seconds}s deadline")]
+    Deadline {
+        /// The deadline.
+        seconds: u64,
+    },
+    /// The pack is larger than the cap.
+    #[error("fetch exceeded the {limit}-byte cap")]
+    TooLarge {
+        /// The cap in bytes.
+        limit: u64,
+    },
+    /// A previous fetch is still stuck in the network; no second one is started beside it.
+    #[error("the previous fetch has not returned yet")]
+    Stalled,
+    /// The remote cannot be reached or refused the request (no such repository, reset, DNS).
+    #[error("remote unreachable: {reason}")]
+    Unreachable {
+        /// libgit2's account of it.
+        reason: String,
+    },
+    /// The local mirror cannot be opened or is missing an object.
+    #[error("local mirror: {reason}")]
+    Repository {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs [`Mirror::sync`] on its own thread and gives up waiting after `deadline`.
+///
+/// libgit2 offers no way to interrupt a socket read that never returns (a remote that accepts
+/// and then says nothing); its callbacks only run when bytes arrive. So the caller stops
+/// waiting at the deadline, the cancel flag makes the call abort at its next callback, and
+/// until that thread lets go of the mirror every further sync reports [`GitError::Stalled`]
+/// instead of piling up threads.
+pub fn sync_with_deadline(
+    mirror: &Arc<Mutex<Mirror>>,
+    deadline: Duration,
+) -> Result<Synced, GitError> {
+    let cancel = match mirror.try_lock() {
+        Ok(m) => m.cancel_flag(),
+        Err(TryLockError::Poisoned(p)) => p.into_inner().cancel_flag(),
+        Err(TryLockError::WouldBlock) => return Err(GitError::Stalled),
+    };
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::clone(mirror);
+    std::thread::Builder::new()
+        .name("orun-git".to_owned())
+        .spawn(move || {
+            let mut m = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The receiver may be gone after a timeout; nothing to do then.
+            let _ = tx.send(m.sync());
+        })
+        .map_err(|e| GitError::Repository {
+            reason: format!("cannot start the fetch thread: {e}"),
+        })?;
+    // A small grace beyond the in-call deadline, which usually fires first with a better error.
+    match rx.recv_timeout(deadline + Duration::from_secs(1)) {
+        Ok(result) => result,
+        Err(_) => {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(GitError::Deadline {
+                seconds: deadline.as_secs(),
+            })
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The node's private copy of one branch: a bare repository in the data dir, its head check,
+//! its fetch, and the commits it can hand out as [`TreeSource`]s.
+//!
+//! The remote is anonymous (its URL is never written into the repository's config) and the
+//! fetched tip lives under `refs/orun/fetched`, updated with a forced refspec so a force-push is
+//! followed. libgit2 runs no hooks and this code never touches submodules. Each network call
+//! carries a deadline and a byte cap enforced from libgit2's progress callbacks; a call stuck
+//! where no callback fires is left behind by [`crate::sync_with_deadline`].
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, Oid,
+    RemoteCallbacks, Repository,
+};
+
+use crate::known_hosts::{KnownHosts, Verdict};
+use crate::url::{RemoteUrl, Transport};
+use crate::{GitError, TreeSource};
+
+/// The ref the fetched tip is stored under.
+const FETCHED: &str = "refs/orun/fetched";
+
+/// A bearer token for `https://` remotes. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token (surrounding whitespace, such as a file's trailing newline, is dropped).
+    pub fn new(token: &str) -> Self {
+        Self(token.trim().to_owned())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// How to reach the remote and how long to wait for it.
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    /// The checked URL.
+    pub url: RemoteUrl,
+    /// The branch to follow.
+    pub branch: String,
+    /// The deploy key for ssh remotes.
+    pub ssh_key: Option<PathBuf>,
+    /// The pinned host keys for ssh remotes (required for ssh).
+    pub known_hosts: Option<KnownHosts>,
+    /// The token for https remotes.
+    pub token: Option<Token>,
+    /// Overall deadline of one head check plus fetch.
+    pub deadline: Duration,
+    /// Largest pack a fetch may download.
+    pub max_bytes: u64,
+}
+
+impl RemoteOptions {
+    /// Options with the defaults: 60 s deadline (Flux's), 256 MiB pack cap, no credentials.
+    pub fn new(url: RemoteUrl, branch: impl Into<String>) -> Self {
+        Self {
+            url,
+            branch: branch.into(),
+            ssh_key: None,
+            known_hosts: None,
+            token: None,
+            deadline: Duration::from_secs(60),
+            max_bytes: 256 << 20,
+        }
+    }
+
+    /// Checks that the options are complete for the transport.
+    pub fn check(&self) -> Result<(), GitError> {
+        let config = |reason: &str| {
+            Err(GitError::Config {
+                reason: reason.to_owned(),
+            })
+        };
+        if self.branch.is_empty()
+            || self.branch.starts_with('-')
+            || !git2::Reference::is_valid_name(&format!("refs/heads/{}", self.branch))
+        {
+            return config("the branch name is not a valid Git branch name");
+        }
+        match self.url.transport() {
+            Transport::Ssh => {
+                if self.known_hosts.is_none() {
+                    return config(
+                        "an ssh remote needs a known_hosts file with the pinned host key (--known-hosts); orun never trusts a host on first use",
+                    );
+                }
+                if self.ssh_key.is_none() {
+                    return config("an ssh remote needs a deploy key (--ssh-key)");
+                }
+            }
+            Transport::File | Transport::Git | Transport::Https => {}
+        }
+        if self.token.is_some() && self.url.transport() != Transport::Https {
+            return config("a token is only used with https:// remotes");
+        }
+        Ok(())
+    }
+}
+
+/// What one sync found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// The branch tip now held locally.
+    pub head: String,
+    /// Whether a fetch ran (the remote head differed from the local copy).
+    pub fetched: bool,
+}
+
+/// The local bare repository holding the followed branch.
+pub struct Mirror {
+    repo: Repository,
+    options: RemoteOptions,
+    cancel: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("path", &self.repo.path())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Mirror {
+    /// Opens the mirror in `dir`, creating an empty bare repository there if none exists.
+    pub fn open(dir: &Path, options: RemoteOptions) -> Result<Self, GitError> {
+        options.check()?;
+        let repo = match Repository::open_bare(dir) {
+            Ok(repo) => repo,
+            Err(_) if !dir.join("HEAD").exists() => {
+                std::fs::create_dir_all(dir).map_err(|e| GitError::Repository {
+                    reason: format!("cannot create {}: {e}", dir.display()),
+                })?;
+                Repository::init_bare(dir).map_err(|e| repo_error(&e))?
+            }
+            Err(e) => return Err(repo_error(&e)),
+        };
+        Ok(Self {
+            repo,
+            options,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &RemoteOptions {
+        &self.options
+    }
+
+    /// A flag that, once set, makes the running network call give up at its next callback.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// The tip fetched last, if any.
+    pub fn local_head(&self) -> Option<String> {
+        self.repo
+            .refname_to_id(FETCHED)
+            .ok()
+            .map(|id| id.to_string())
+    }
+
+    /// Checks the remote head and fetches when it moved. Keeps the last fetched tip on error.
+    pub fn sync(&mut self) -> Result<Synced, GitError> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let remote_head = self.remote_head(started)?;
+        let local = self.repo.refname_to_id(FETCHED).ok();
+        if local == Some(remote_head) {
+            return Ok(Synced {
+                head: remote_head.to_string(),
+                fetched: false,
+            });
+        }
+        // The tip may already be here (a force-push back to a commit fetched before).
+        if self.repo.find_commit(remote_head).is_ok() {
+            self.repo
+                .reference(FETCHED, remote_head, true, "orun: remote head moved")
+                .map_err(|e| repo_error(&e))?;
+            return Ok(Synced {
+                head: remote_head.to_string(),
+                fetched: true,
+            });
+        }
+        self.fetch(started)?;
+        let head = self
+            .repo
+            .refname_to_id(FETCHED)
+            .map_err(|_| GitError::BranchMissing {
+                branch: self.options.branch.clone(),
+            })?;
+        Ok(Synced {
+            head: head.to_string(),
+            fetched: true,
+        })
+    }
+
+    /// Whether `commit` descends from (or is) `ancestor`; false when either is unknown here.
+    pub fn descends_from(&self, commit: &str, ancestor: &str) -> bool {
+        let (Ok(c), Ok(a)) = (Oid::from_str(commit), Oid::from_str(ancestor)) else {
+            return false;
+        };
+        c == a || self.repo.graph_descendant_of(c, a).unwrap_or(false)
+    }
+
+    /// The files of `commit`.
+    pub fn source(&self, commit: &str) -> Result<TreeSource<'_>, GitError> {
+        let missing = || GitError::Repository {
+            reason: format!("commit {commit} is not in the local mirror"),
+        };
+        let id = Oid::from_str(commit).map_err(|_| missing())?;
+        let tree = self
+            .repo
+            .find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|_| missing())?;
+        Ok(TreeSource::new(&self.repo, tree))
+    }
+
+    /// The first line of `commit`'s message, for status and logs.
+    pub fn summary(&self, commit: &str) -> Option<String> {
+        let id = Oid::from_str(commit).ok()?;
+        let c = self.repo.find_commit(id).ok()?;
+        c.summary().ok().flatten().map(str::to_owned)
+    }
+
+    fn remote_head(&mut self, started: Instant) -> Result<Oid, GitError> {
+        let state = CallState::default();
+        let mut remote = self
+            .repo
+            .remote_anonymous(self.options.url.as_str())
+            .map_err(|e| repo_error(&e))?;
+        let callbacks = callbacks(&self.options, &state, started, &self.cancel);
+        let wanted = format!("refs/heads/{}", self.options.branch);
+        let result = remote
+            .connect_auth(Direction::Fetch, Some(callbacks), None)
+            .and_then(|conn| {
+                Ok(conn
+                    .list()?
+                    .iter()
+                    .find(|h| h.name() == wanted)
+                    .map(git2::RemoteHead::oid))
+            });
+        match result {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(GitError::BranchMissing {
+                branch: self.options.branch.clone(),
+            }),
+            Err(e) => Err(state.classify(&e, &self.options)),
+        }
+    }
+
+    fn fetch(&mut self, started: Instant) -> Result<(), GitError> {
+        let state = CallState::default();
+        let mut remote = self
+            .repo
+            .remote_anonymous(self.options.url.as_str())
+            .map_err(|e| repo_error(&e))?;
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(callbacks(&self.options, &state, started, &self.cancel));
+        fo.download_tags(AutotagOption::None);
+        fo.update_fetchhead(false);
+        let refspec = format!("+refs/heads/{}:{FETCHED}", self.options.branch);
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut fo), Some("orun: fetch"))
+            .map_err(|e| state.classify(&e, &self.options))
+    }
+}
+
+/// What the callbacks saw, so a libgit2 error can be told apart (host key, auth, deadline).
+#[derive(Default)]
+struct CallState {
+    host_key: Cell<Option<(Verdict, String)>>,
+    auth_attempts: Cell<u32>,
+    aborted: RefCell<Option<GitError>>,
+}
+
+impl CallState {
+    fn classify(&self, e: &git2::Error, options: &RemoteOptions) -> GitError {
+        if let Some(err) = self.aborted.borrow_mut().take() {
+            return err;
+        }
+        if let Some((verdict, host)) = self.host_key.take()
+            && verdict != Verdict::Trusted
+        {
+            return GitError::HostKey { host, verdict };
+        }
+        if e.code() == git2::ErrorCode::Auth || self.auth_attempts.get() > 1 {
+            return GitError::Auth {
+                reason: e.message().to_owned(),
+            };
+        }
+        if e.code() == git2::ErrorCode::Certificate {
+            return GitError::Unreachable {
+                reason: format!("TLS certificate rejected: {}", e.message()),
+            };
+        }
+        let reason = e.message().to_owned();
+        let reason = match &options.token {
+            // libgit2 never sees the token in a URL, but scrub it all the same.
+            Some(Token(t)) if !t.is_empty() => reason.replace(t.as_str(), "***"),
+            _ => reason,
+        };
+        GitError::Unreachable { reason }
+    }
+}
+
+fn callbacks<'a>(
+    options: &'a RemoteOptions,
+    state: &'a CallState,
+    started: Instant,
+    cancel: &'a AtomicBool,
+) -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    let deadline = options.deadline;
+    let max = options.max_bytes;
+    let keep_going = move |received: usize| -> bool {
+        if cancel.load(Ordering::SeqCst) || started.elapsed() > deadline {
+            *state.aborted.borrow_mut() = Some(GitError::Deadline {
+                seconds: deadline.as_secs(),
+            });
+            return false;
+        }
+        if received as u64 > max {
+            *state.aborted.borrow_mut() = Some(GitError::TooLarge { limit: max });
+            return false;
+        }
+        true
+    };
+    let keep_going = std::rc::Rc::new(keep_going);
+    let k1 = std::rc::Rc::clone(&keep_going);
+    cb.transfer_progress(move |p| k1(p.received_bytes()));
+    let k2 = std::rc::Rc::clone(&keep_going);
+    cb.sideband_progress(move |_| k2(0));
+    cb.certificate_check(move |cert, _host| {
+        if options.url.transport() != Transport::Ssh {
+            // TLS: libgit2 and OpenSSL verify the chain against the system roots.
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        }
+        let host = options.url.ssh_host().unwrap_or_default();
+        let verdict = match (
+            cert.as_hostkey().and_then(|k| k.hostkey()),
+            &options.known_hosts,
+        ) {
+            (Some(key), Some(known)) => known.check(&host, key),
+            _ => Verdict::Unknown,
+        };
+        state.host_key.set(Some((verdict, host)));
+        if verdict == Verdict::Trusted {
+            Ok(CertificateCheckStatus::CertificateOk)
+        } else {
+            Err(git2::Error::from_str("the ssh host key is not pinned"))
+        }
+    });
+    cb.credentials(move |_url, user_from_url, allowed| {
+        // libgit2 asks again after a rejection; one try per call, or it loops.
+        state.auth_attempts.set(state.auth_attempts.get() + 1);
+        if state.auth_attempts.get() > 1 {
+            return Err(git2::Error::from_str("credentials were rejected"));
+        }
+        match options.url.transport() {
+            Transport::Ssh if allowed.contains(CredentialType::SSH_KEY) => {
+                let user = user_from_url.or(options.url.ssh_user()).unwrap_or("git");
+                match &options.ssh_key {
+                    Some(key) => Cred::ssh_key(user, None, key, None),
+                    None => Err(git2::Error::from_str("no deploy key configured")),
+                }
+            }
+            Transport::Ssh if allowed.contains(CredentialType::USERNAME) => {
+                Cred::username(user_from_url.or(options.url.ssh_user()).unwrap_or("git"))
+            }
+            Transport::Https if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                match &options.token {
+                    Some(Token(t)) => {
+                        Cred::userpass_plaintext(user_from_url.unwrap_or("x-access-token"), t)
+                    }
+                    None => Err(git2::Error::from_str("the remote asks for credentials")),
+                }
+            }
+            _ => Err(git2::Error::from_str("the remote asks for credentials")),
+        }
+    });
+    cb
+}
+
+fn repo_error(e: &git2::Error) -> GitError {
+    GitError::Repository {
+        reason: e.message().to_owned(),
+    }
+}

@@ -1,0 +1,246 @@
+//! Real Git remotes for the gitsync tests: bare repos driven by the `git` CLI, `git daemon`
+//! and `sshd` on loopback ports, each stopped when its guard drops.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `git` isolated from the user's configuration, panicking on failure.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare remote plus a work tree that pushes to it.
+pub(crate) struct Remote {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Remote {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m.git")).unwrap();
+        git(
+            &dir.path().join("m.git"),
+            &["init", "-q", "--bare", "-b", "main"],
+        );
+        std::fs::create_dir(dir.path().join("work")).unwrap();
+        git(&dir.path().join("work"), &["init", "-q", "-b", "main"]);
+        Self { dir }
+    }
+
+    pub(crate) fn bare(&self) -> PathBuf {
+        self.dir.path().join("m.git")
+    }
+
+    pub(crate) fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub(crate) fn file_url(&self) -> String {
+        format!("file://{}", self.bare().display())
+    }
+
+    /// Writes `files`, commits everything and pushes; returns the commit id.
+    pub(crate) fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
+        let id = self.commit_local(message, files);
+        self.push(false);
+        id
+    }
+
+    /// Writes `files` and commits everything without pushing; returns the commit id.
+    pub(crate) fn commit_local(&self, message: &str, files: &[(&str, &str)]) -> String {
+        for (path, text) in files {
+            let p = self.work().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        git(&self.work(), &["add", "-A"]);
+        git(
+            &self.work(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.work(), &["rev-parse", "HEAD"])
+    }
+
+    pub(crate) fn push(&self, force: bool) {
+        let url = self.file_url();
+        let mut args = vec!["push", "-q"];
+        if force {
+            args.push("--force");
+        }
+        args.extend([url.as_str(), "main"]);
+        git(&self.work(), &args);
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `limit`.
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_listening(port: u16) {
+    wait_for("a listening port", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
+/// `git daemon` serving the folder holding `m.git`.
+pub(crate) fn git_daemon(remote: &Remote) -> Daemon {
+    let port = free_port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", remote.dir.path().display()),
+        ])
+        .arg(remote.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, port };
+    wait_listening(port);
+    d
+}
+
+/// The sshd binary, if installed.
+pub(crate) fn sshd_binary() -> Option<PathBuf> {
+    ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Whether a missing optional component must fail the test (CI sets this).
+pub(crate) fn required() -> bool {
+    std::env::var_os("ORUN_REQUIRE_ALL").is_some()
+}
+
+/// An sshd on loopback with a fresh host key, accepting `client` keys for the current user.
+pub(crate) struct Sshd {
+    pub(crate) daemon: Daemon,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub(crate) fn start(sshd: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host"));
+        keygen(&d.join("client"));
+        keygen(&d.join("stranger"));
+        std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
+             UsePAM no\nPidFile {pid}\nPermitRootLogin prohibit-password\n",
+            host = d.join("host").display(),
+            auth = d.join("authorized_keys").display(),
+            pid = d.join("sshd.pid").display(),
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        std::fs::create_dir_all("/run/sshd").ok();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, port };
+        wait_listening(port);
+        let host_pub = std::fs::read_to_string(d.join("host.pub")).unwrap();
+        let mut fields = host_pub.split_whitespace();
+        let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+        std::fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {kind} {key}\n"),
+        )
+        .unwrap();
+        Self { daemon, dir }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn url(&self, remote: &Remote) -> String {
+        let user = whoami();
+        format!(
+            "ssh://{user}@127.0.0.1:{}{}",
+            self.daemon.port,
+            remote.bare().display()
+        )
+    }
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
