@@ -9,7 +9,13 @@
 //! turned into `reconcile-core`'s [`Actual`] at once, so no Docker type leaves this crate, and
 //! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
 
+mod events;
+mod pull;
+
 use std::collections::{BTreeMap, HashMap};
+
+pub use events::WatchEvent;
+pub use pull::{RegistryAuth, registry_of};
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -52,6 +58,17 @@ pub enum RuntimeError {
         /// Docker's message.
         message: String,
     },
+    /// A pull failed: the registry's reason (no such image, unauthorised, unreachable).
+    #[error("cannot pull {image}: {message}")]
+    Pull {
+        /// The image reference.
+        image: String,
+        /// Docker's reason (names no credential).
+        message: String,
+    },
+    /// A configuration file (the Docker client config) cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// A secret the spec needs was not supplied; the key is named, the value never.
     #[error("no value supplied for secret env `{0}`")]
     MissingSecret(String),
@@ -71,7 +88,10 @@ impl RuntimeError {
         match self {
             RuntimeError::Connect { .. } | RuntimeError::Transport { .. } => true,
             RuntimeError::Api { status, .. } => *status >= 500,
-            RuntimeError::NotFound(_)
+            // A registry may come back; the agent retries pulls with backoff.
+            RuntimeError::Pull { .. } => true,
+            RuntimeError::Config(_)
+            | RuntimeError::NotFound(_)
             | RuntimeError::Conflict(_)
             | RuntimeError::MissingSecret(_) => false,
         }

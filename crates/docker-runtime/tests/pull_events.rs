@@ -1,0 +1,198 @@
+//! Pulls from a real `docker-registry` with htpasswd auth (logins read from a Docker config
+//! file), and the event stream reporting a managed container's death.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Guard, docker as docker_cli};
+use docker_runtime::{Docker, RegistryAuth, RuntimeError, WatchEvent};
+
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry_binary() -> Option<&'static str> {
+    ["/usr/bin/docker-registry"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn start_registry(binary: &str) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "orun", "s3cret-pass"])
+        .output()
+        .unwrap();
+    assert!(htpasswd.status.success());
+    std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+    std::fs::write(
+        dir.path().join("config.yml"),
+        format!(
+            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {root}}}, delete: {{enabled: true}}}}\n\
+             http: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: r, path: {pw}}}}}\n",
+            root = dir.path().join("data").display(),
+            pw = dir.path().join("htpasswd").display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("serve")
+        .arg(dir.path().join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Registry { child, port, dir }
+}
+
+fn docker_with_config(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .env("DOCKER_CONFIG", config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pulls_with_logins_from_the_docker_config_and_reports_why_it_cannot() {
+    let Some(binary) = registry_binary() else {
+        assert!(
+            std::env::var_os("ORUN_REQUIRE_ALL").is_none(),
+            "docker-registry is required (ORUN_REQUIRE_ALL)"
+        );
+        eprintln!("skipped: docker-registry is not installed");
+        return;
+    };
+    let reg = start_registry(binary);
+    let config = reg.dir.path().join("docker-config");
+    std::fs::create_dir(&config).unwrap();
+    let host = format!("127.0.0.1:{}", reg.port);
+    let login = docker_with_config(&config, &["login", "-u", "orun", "--password-stdin", &host]);
+    // `--password-stdin` with no stdin fails; log in through the flag instead, quietly.
+    if !login.status.success() {
+        let out = docker_with_config(
+            &config,
+            &["login", "-u", "orun", "-p", "s3cret-pass", &host],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let image = format!("{host}/orun-test/pulled:1");
+    docker_cli(&["tag", "orun-test/busybox:1", &image]);
+    let push = docker_with_config(&config, &["push", &image]);
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    docker_cli(&["rmi", &image]);
+
+    let docker = Docker::connect(None).await.unwrap();
+    assert_eq!(docker.image_id(&image).await.unwrap(), None);
+
+    // Without a login the registry's refusal comes back as the reason.
+    let err = docker
+        .pull(&image, &RegistryAuth::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
+    assert!(!err.to_string().contains("s3cret-pass"));
+
+    let auth = RegistryAuth::load(&config.join("config.json")).unwrap();
+    assert!(auth.hosts().any(|h| h == host), "{auth:?}");
+    let id = docker.pull(&image, &auth).await.unwrap();
+    let expected = docker
+        .image_id("orun-test/busybox:1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, expected);
+    docker_cli(&["rmi", &image]);
+
+    // A tag that does not exist.
+    let err = docker
+        .pull(&format!("{host}/orun-test/pulled:missing"), &auth)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cret-pass"));
+}
+
+// Single-threaded on purpose: the watcher connects only after the events happened, and must
+// still see them (it asks Docker for events since the watch began).
+#[tokio::test]
+async fn the_event_stream_reports_a_managed_container_dying() {
+    let node = format!("events-{}", std::process::id());
+    let _guard = Guard(format!("orun.node={node}"));
+    let docker = Docker::connect(None).await.unwrap();
+    let mut events = docker.watch(&node);
+    let id = docker_cli(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("orun.node={node}"),
+        "--label",
+        "orun.deployment=web",
+        "orun-test/busybox:1",
+        "sleep",
+        "600",
+    ]);
+    // An unrelated container's events are filtered out by Docker.
+    let other_node = format!("other-{}", std::process::id());
+    let _other_guard = Guard(format!("orun.node={other_node}"));
+    docker_cli(&[
+        "run",
+        "--rm",
+        "--label",
+        &format!("orun.node={other_node}"),
+        "orun-test/busybox:1",
+        "true",
+    ]);
+    docker_cli(&["kill", &id]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = HashMap::new();
+    while !seen.contains_key("die") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .expect("a die event before the deadline")
+            .unwrap();
+        if let WatchEvent::Container {
+            action,
+            id: eid,
+            deployment,
+        } = event
+        {
+            assert_eq!(eid, id, "only this node's container is reported");
+            assert_eq!(deployment.as_deref(), Some("web"));
+            seen.insert(action, ());
+        }
+    }
+}
