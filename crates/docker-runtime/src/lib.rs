@@ -174,6 +174,38 @@ impl Docker {
         })
     }
 
+    /// The local ids of `references` that are on the host, from one image listing plus an
+    /// inspect only for references the listing does not spell the same way (Docker Hub's
+    /// `docker.io/library/` forms, for example). Missing images are left out.
+    ///
+    /// # Errors
+    /// When Docker does not answer.
+    pub async fn image_ids(
+        &self,
+        references: &[String],
+    ) -> Result<BTreeMap<String, String>, RuntimeError> {
+        let listed = self
+            .api
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(RuntimeError::from_bollard)?;
+        let mut by_name: HashMap<&str, &str> = HashMap::new();
+        for image in &listed {
+            for name in image.repo_tags.iter().chain(image.repo_digests.iter()) {
+                by_name.insert(name.as_str(), image.id.as_str());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for r in references {
+            if let Some(id) = by_name.get(r.as_str()) {
+                out.insert(r.clone(), (*id).to_owned());
+            } else if let Some(id) = self.image_id(r).await? {
+                out.insert(r.clone(), id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The local id of an image reference, or `None` when the image is not on the host.
     ///
     /// # Errors

@@ -1,0 +1,723 @@
+//! The reconcile loop: fetch → load → resolve for this node → observe → plan → apply → record,
+//! on every poll tick, on Docker events, and when a backed-off deployment may be retried.
+//!
+//! The rules it keeps (REFERENCE §3, RELIABILITY C and E rows): a revision that fails to load,
+//! validate or resolve is refused whole and the last good one keeps running; a fetch failure
+//! changes nothing on the host; drift is repaired on every pass, whether Git moved or not;
+//! images are pulled before anything is stopped; failed steps back off through the planner's
+//! history, which is saved with the state file, so a restart does not turn into a hot loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use docker_runtime::{Docker, RegistryAuth, WatchEvent};
+use gitsync::{GitError, Mirror, Schedule};
+use manifest_model::{DesiredNode, ImageSource, Limits, PullPolicy};
+use reconcile_core::{
+    Actual, ContainerState, Desired, Diagnostic, Failure, HealthStatus, LABEL_DEPLOYMENT,
+    LABEL_SPEC_HASH, Plan, Timestamp,
+};
+use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
+use tokio::sync::Notify;
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
+
+use crate::apply;
+use crate::config::Config;
+use crate::state::{DataDir, State};
+
+/// How long one image pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Events arriving within this window after the first one are handled by one pass.
+const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A revision that loaded, validated and resolved for this node.
+struct Loaded {
+    commit: String,
+    node: DesiredNode,
+}
+
+/// What one pass found.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The host matches the revision and nothing is failing or waiting.
+    pub(crate) converged: bool,
+    /// When the planner wants to look again (a backoff ends).
+    wake_at: Option<Timestamp>,
+}
+
+pub(crate) struct Agent {
+    cfg: Config,
+    dir: DataDir,
+    state: State,
+    mirror: Arc<Mutex<Mirror>>,
+    docker: Docker,
+    auth: RegistryAuth,
+    status: Status,
+    schedule: Schedule,
+    current: Option<Loaded>,
+    /// The head refused last, so it is not loaded and logged again on every tick.
+    refused: Option<String>,
+    sync_error: Option<String>,
+    load_error: Option<String>,
+    stale_since: Option<SystemTime>,
+    last_sync: Option<SystemTime>,
+    started_at: SystemTime,
+    metrics: Metrics,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Agent {
+    pub(crate) async fn start(
+        cfg: Config,
+        status: Status,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let dir = DataDir::lock(&cfg.data_dir)?;
+        let state = dir.load_state()?;
+        let mirror = Mirror::open(&dir.git_dir(), cfg.remote.clone())?;
+        let docker = Docker::connect(cfg.docker_host.as_deref())
+            .await
+            .context("cannot start without Docker")?;
+        let auth = match cfg
+            .registry_config
+            .clone()
+            .or_else(RegistryAuth::default_path)
+        {
+            Some(path) => RegistryAuth::load(&path)?,
+            None => RegistryAuth::default(),
+        };
+        let seed = u64::from(std::process::id())
+            ^ SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos().into());
+        let schedule = Schedule::new(cfg.poll_interval.unwrap_or(Duration::from_secs(5)), seed);
+        info!(
+            node = %cfg.node,
+            repo = %cfg.remote.url,
+            branch = %cfg.remote.branch,
+            docker_api = %docker.api_version(),
+            data_dir = %cfg.data_dir.display(),
+            "orun-agent starting"
+        );
+        let mut agent = Self {
+            cfg,
+            dir,
+            state,
+            mirror: Arc::new(Mutex::new(mirror)),
+            docker,
+            auth,
+            status,
+            schedule,
+            current: None,
+            refused: None,
+            sync_error: None,
+            load_error: None,
+            stale_since: None,
+            last_sync: None,
+            started_at: SystemTime::now(),
+            metrics: Metrics::default(),
+            shutdown,
+        };
+        // Resume from the revision that was running, so a restart with the remote down still
+        // keeps (and repairs) the last good state.
+        if let Some(commit) = agent.state.current.clone() {
+            agent.load(&commit, "resuming");
+        }
+        Ok(agent)
+    }
+
+    /// Runs passes until shutdown.
+    pub(crate) async fn run(mut self, wake: Arc<Notify>) -> anyhow::Result<()> {
+        let mut events = self.docker.watch(&self.cfg.node);
+        let mut next_poll = Instant::now();
+        loop {
+            let git_due = Instant::now() >= next_poll;
+            let outcome = self.pass(git_due).await;
+            if git_due {
+                next_poll = Instant::now() + self.schedule.next_delay();
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut until = next_poll;
+            if let Some(at) = outcome.wake_at {
+                let secs = at.0.saturating_sub(now_ts().0);
+                until = until.min(Instant::now() + Duration::from_secs(secs));
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                event = events.recv() => {
+                    if let Some(event) = event {
+                        log_event(&event);
+                    }
+                    // Our own steps cause events too; let a burst settle into one pass.
+                    tokio::time::sleep(EVENT_DEBOUNCE).await;
+                    while events.try_recv().is_ok() {}
+                }
+                () = wake.notified() => {}
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        info!("orun-agent stopping; containers keep running");
+        Ok(())
+    }
+
+    /// One pass. `git_due`: check the remote first.
+    pub(crate) async fn pass(&mut self, git_due: bool) -> Outcome {
+        self.metrics.passes_total += 1;
+        let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
+        async {
+            let started = Instant::now();
+            if git_due {
+                self.sync().await;
+            }
+            let outcome = match self.converge().await {
+                Ok(o) => o,
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "pass failed");
+                    self.publish_error(&format!("{e:#}"));
+                    Outcome::default()
+                }
+            };
+            if outcome.converged {
+                self.metrics.last_success_unix = Some(unix_now_f64());
+            } else {
+                self.metrics.pass_failures_total += 1;
+            }
+            debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                converged = outcome.converged,
+                "pass done"
+            );
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn sync(&mut self) {
+        let mirror = Arc::clone(&self.mirror);
+        let deadline = self.cfg.remote.deadline;
+        let started = Instant::now();
+        let result =
+            tokio::task::spawn_blocking(move || gitsync::sync_with_deadline(&mirror, deadline))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(GitError::Repository {
+                        reason: format!("fetch thread failed: {e}"),
+                    })
+                });
+        self.metrics.fetch_duration_seconds = Some(started.elapsed().as_secs_f64());
+        match result {
+            Ok(synced) => {
+                self.schedule.record(true);
+                self.last_sync = Some(SystemTime::now());
+                self.stale_since = None;
+                self.sync_error = None;
+                let known = self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.commit == synced.head)
+                    || self.refused.as_deref() == Some(synced.head.as_str());
+                if !known {
+                    self.load(&synced.head, "fetched");
+                }
+            }
+            Err(e) => {
+                self.schedule.record(false);
+                self.stale_since.get_or_insert_with(SystemTime::now);
+                let retry = gitsync::backoff(self.schedule.interval(), self.schedule.failures());
+                warn!(error = %e, failures = self.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
+                self.sync_error = Some(format!("fetch failed: {e}"));
+            }
+        }
+    }
+
+    /// Loads `commit` from the mirror; on success it becomes current, otherwise it is refused.
+    fn load(&mut self, commit: &str, why: &str) {
+        let short = &commit[..commit.len().min(12)];
+        let result = {
+            let Ok(mirror) = self.mirror.try_lock() else {
+                warn!("the mirror is busy with a stuck fetch; loading later");
+                return;
+            };
+            let forced = self
+                .current
+                .as_ref()
+                .is_some_and(|c| !mirror.descends_from(commit, &c.commit));
+            if forced {
+                warn!(from = %self.current.as_ref().map(|c| c.commit.as_str()).unwrap_or(""), to = %commit, "the branch was force-pushed: following it");
+            }
+            mirror
+                .source(commit)
+                .map_err(|e| vec![e.to_string()])
+                .and_then(|src| {
+                    let report = manifest_model::load(&src, &Limits::default());
+                    let (rev, warnings) = report.into_result().map_err(|e| match e {
+                        manifest_model::ModelError::Invalid { diagnostics } => diagnostics
+                            .iter()
+                            .filter(|d| d.is_error())
+                            .map(ToString::to_string)
+                            .collect(),
+                        other => vec![other.to_string()],
+                    })?;
+                    for w in &warnings {
+                        warn!(commit = %short, "{w}");
+                    }
+                    manifest_model::resolve(&rev, &self.cfg.node, Some(&self.cfg.remote.branch))
+                        .map_err(|e| vec![e.to_string()])
+                })
+        };
+        match result {
+            Ok(node) => {
+                info!(commit = %short, why, deployments = node.containers.len(), "revision accepted");
+                if self.cfg.poll_interval.is_none() {
+                    self.schedule.set_interval(node.node.spec.poll_interval);
+                }
+                self.current = Some(Loaded {
+                    commit: commit.to_owned(),
+                    node,
+                });
+                self.refused = None;
+                self.load_error = None;
+                if self.state.current.as_deref() != Some(commit) {
+                    self.state.current = Some(commit.to_owned());
+                    self.save_state();
+                }
+            }
+            Err(problems) => {
+                for p in &problems {
+                    error!(commit = %short, "{p}");
+                }
+                let mut shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+                let more = problems.len().saturating_sub(shown.len());
+                let tail = format!("and {more} more");
+                if more > 0 {
+                    shown.push(&tail);
+                }
+                error!(commit = %short, errors = problems.len(), "revision refused; the previous one keeps running");
+                self.load_error = Some(format!("revision {short} refused: {}", shown.join("; ")));
+                self.refused = Some(commit.to_owned());
+            }
+        }
+    }
+
+    async fn converge(&mut self) -> anyhow::Result<Outcome> {
+        let Some(loaded) = self.current.take() else {
+            self.publish(None, &Actual::default(), &Plan::default(), &BTreeMap::new());
+            return Ok(Outcome::default());
+        };
+        let result = self.converge_to(&loaded).await;
+        self.current = Some(loaded);
+        result
+    }
+
+    async fn converge_to(&mut self, loaded: &Loaded) -> anyhow::Result<Outcome> {
+        let node = &loaded.node;
+        let actual = self
+            .docker
+            .observe()
+            .await
+            .context("cannot observe Docker")?;
+        let refs: Vec<String> = node
+            .containers
+            .iter()
+            .map(reconcile_core::image_of)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut images = self
+            .docker
+            .image_ids(&refs)
+            .await
+            .context("cannot list images")?;
+        let now = now_ts();
+        let mut errors: BTreeMap<String, String> = BTreeMap::new();
+
+        // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
+        let probe = Desired::from_node(node, Some(loaded.commit.clone()), |i| {
+            images.get(i).cloned()
+        });
+        for (c, d) in node.containers.iter().zip(&probe.deployments) {
+            if c.spec.suspend {
+                continue;
+            }
+            let image = reconcile_core::image_of(c);
+            let present = images.contains_key(&image);
+            let problem = match (&c.spec.source, c.spec.pull) {
+                (ImageSource::Build(_), _) if !present => Some(
+                    "building images on the node is not supported by this agent yet; build and push the image, then use `image:`".to_owned(),
+                ),
+                (ImageSource::Build(_), _) => None,
+                (ImageSource::Image(_), PullPolicy::Never) if !present => {
+                    Some("the image is not on this host and `pull: never` forbids pulling it".to_owned())
+                }
+                (ImageSource::Image(_), PullPolicy::Never) => None,
+                (ImageSource::Image(_), policy) => {
+                    let due = match policy {
+                        PullPolicy::Always => {
+                            self.state.pulled_at.get(&image) != Some(&loaded.commit)
+                        }
+                        _ => !present,
+                    };
+                    if due && self.backing_off(&d.name, &d.spec_hash, now) {
+                        None
+                    } else if due {
+                        info!(deployment = %d.name, %image, "pulling");
+                        match tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(&image, &self.auth)).await {
+                            Ok(Ok(id)) => {
+                                images.insert(image.clone(), id);
+                                self.state.pulled_at.insert(image.clone(), loaded.commit.clone());
+                                None
+                            }
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(_) => Some(format!("pulling {image} took longer than {}s", PULL_TIMEOUT.as_secs())),
+                        }
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = problem {
+                warn!(deployment = %d.name, %reason, "image unavailable; whatever runs keeps running");
+                self.record_failure(&d.name, &d.spec_hash, &reason, now);
+                errors.insert(d.name.clone(), reason);
+            }
+        }
+
+        let mut desired = Desired::from_node(node, Some(loaded.commit.clone()), |i| {
+            images.get(i).cloned()
+        });
+        desired.allow_empty = self.cfg.allow_remove_all;
+        let plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
+        for d in &plan.diagnostics {
+            match d {
+                Diagnostic::Suspended { .. } | Diagnostic::BackingOff { .. } => debug!("{d:?}"),
+                _ => warn!("{d:?}"),
+            }
+        }
+        let mut applied = 0;
+        for step in &plan.steps {
+            if self.shutdown.load(Ordering::SeqCst) {
+                info!("shutdown requested: stopping before the next step");
+                break;
+            }
+            let summary = &step.reason.summary;
+            info!(deployment = %step.deployment, action = apply::name(&step.action), reason = %summary, "applying");
+            let spec = desired
+                .deployments
+                .iter()
+                .find(|d| d.name == step.deployment);
+            match apply::step(&self.docker, &desired, step).await {
+                Ok(()) => {
+                    applied += 1;
+                    if let Some(d) = spec {
+                        self.clear_failure(&d.name);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    error!(deployment = %step.deployment, error = %reason, "step failed");
+                    if let Some(d) = spec {
+                        self.record_failure(&d.name, &d.spec_hash, &reason, now);
+                    }
+                    errors.insert(step.deployment.clone(), reason);
+                }
+            }
+        }
+        let (actual, replan) = if plan.steps.is_empty() {
+            (actual, plan)
+        } else {
+            let actual = self
+                .docker
+                .observe()
+                .await
+                .context("cannot observe Docker")?;
+            let replan = reconcile_core::plan(&desired, &actual, &self.state.history, now_ts());
+            (actual, replan)
+        };
+        let blocked = replan.diagnostics.iter().any(|d| {
+            matches!(
+                d,
+                Diagnostic::NameClash { .. }
+                    | Diagnostic::BackingOff { .. }
+                    | Diagnostic::RefusedRemoveAll { .. }
+            )
+        });
+        let converged = replan.steps.is_empty() && errors.is_empty() && !blocked;
+        if converged && self.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
+            info!(commit = %&loaded.commit[..12.min(loaded.commit.len())], applied, "converged");
+            self.state.last_applied = Some(loaded.commit.clone());
+            self.save_state();
+        } else if applied > 0 || !errors.is_empty() {
+            self.save_state();
+        }
+        self.publish(Some(loaded), &actual, &replan, &errors);
+        Ok(Outcome {
+            converged,
+            wake_at: replan.wake_at,
+        })
+    }
+
+    fn backing_off(&self, deployment: &str, spec_hash: &str, now: Timestamp) -> bool {
+        self.state
+            .history
+            .failures
+            .get(deployment)
+            .is_some_and(|f| {
+                f.spec_hash == spec_hash
+                    && reconcile_core::next_attempt(f, &reconcile_core::Backoff::default(), now)
+                        > now
+            })
+    }
+
+    fn record_failure(&mut self, deployment: &str, spec_hash: &str, reason: &str, now: Timestamp) {
+        let attempts = match self.state.history.failures.get(deployment) {
+            Some(f) if f.spec_hash == spec_hash => f.attempts.saturating_add(1),
+            _ => 1,
+        };
+        self.state.history.failures.insert(
+            deployment.to_owned(),
+            Failure {
+                spec_hash: spec_hash.to_owned(),
+                attempts,
+                last_failed: now,
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    fn clear_failure(&mut self, deployment: &str) {
+        self.state.history.failures.remove(deployment);
+    }
+
+    fn save_state(&self) {
+        if let Err(e) = self.dir.save_state(&self.state) {
+            // The host keeps running; only the memory of this pass is at risk (E8).
+            error!(error = %format!("{e:#}"), "cannot save state");
+        }
+    }
+
+    fn node_status(&self) -> NodeStatus {
+        let sync_error = match (&self.sync_error, &self.load_error) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        NodeStatus {
+            name: self.cfg.node.clone(),
+            started_at: rfc3339(self.started_at),
+            last_sync_time: self.last_sync.map(rfc3339),
+            git_head: self.current.as_ref().map(|c| c.commit.clone()),
+            sync_error,
+            stale_since: self.stale_since.map(rfc3339),
+        }
+    }
+
+    fn publish_error(&self, error: &str) {
+        let mut snap = (*self.status.get()).clone();
+        snap.node = self.node_status();
+        let docker = format!("docker: {error}");
+        snap.node.sync_error = Some(match snap.node.sync_error {
+            Some(s) => format!("{s}; {docker}"),
+            None => docker,
+        });
+        snap.ready = false;
+        snap.metrics = self.metrics.clone();
+        self.status.publish(snap);
+    }
+
+    fn publish(
+        &self,
+        loaded: Option<&Loaded>,
+        actual: &Actual,
+        plan: &Plan,
+        errors: &BTreeMap<String, String>,
+    ) {
+        let mut node_status = self.node_status();
+        if let Some(l) = loaded {
+            node_status.git_head = Some(l.commit.clone());
+        }
+        let mut deployments = BTreeMap::new();
+        let mut services = BTreeMap::new();
+        let mut ready = loaded.is_some();
+        if let Some(l) = loaded {
+            let env = &l.node.environment.id;
+            for c in &l.node.containers {
+                let image = reconcile_core::image_of(c);
+                let spec_hash =
+                    reconcile_core::RenderedSpec::from_container(c, image.clone()).hash();
+                let mine: Vec<_> = actual
+                    .containers
+                    .iter()
+                    .filter(|o| o.managed_by(&self.cfg.node, env))
+                    .filter(|o| o.labels.get(LABEL_DEPLOYMENT) == Some(&c.deployment))
+                    .collect();
+                let observed = mine
+                    .iter()
+                    .find(|o| o.name == c.container_name)
+                    .or_else(|| mine.first());
+                let diag_error = plan.diagnostics.iter().find_map(|d| match d {
+                    Diagnostic::NameClash {
+                        deployment,
+                        container_name,
+                        ..
+                    } if *deployment == c.deployment => Some(format!(
+                        "the name {container_name} is taken by a container orun does not manage"
+                    )),
+                    Diagnostic::BackingOff {
+                        deployment,
+                        until,
+                        reason,
+                    } if *deployment == c.deployment => Some(format!(
+                        "{reason} (next attempt at {})",
+                        rfc3339(UNIX_EPOCH + Duration::from_secs(until.0))
+                    )),
+                    Diagnostic::Exited { deployment, code } if *deployment == c.deployment => Some(
+                        format!("exited with code {code}; restart policy leaves it stopped"),
+                    ),
+                    _ => None,
+                });
+                let last_error = errors.get(&c.deployment).cloned().or(diag_error);
+                let current =
+                    observed.is_some_and(|o| o.labels.get(LABEL_SPEC_HASH) == Some(&spec_hash));
+                let state = if c.spec.suspend {
+                    "suspended".to_owned()
+                } else if last_error.is_some() && !current {
+                    "failed".to_owned()
+                } else {
+                    match observed {
+                        None => "missing".to_owned(),
+                        Some(o) if !current => format!("outdated ({})", state_name(&o.state)),
+                        Some(o) => state_name(&o.state),
+                    }
+                };
+                let health = observed.and_then(|o| o.health).map(|h| match h {
+                    HealthStatus::Starting => "starting".to_owned(),
+                    HealthStatus::Healthy => "healthy".to_owned(),
+                    HealthStatus::Unhealthy => "unhealthy".to_owned(),
+                });
+                let healthy = observed.is_some_and(|o| {
+                    o.state == ContainerState::Running
+                        && !matches!(
+                            o.health,
+                            Some(HealthStatus::Starting | HealthStatus::Unhealthy)
+                        )
+                });
+                if !(c.spec.suspend || current && healthy) {
+                    ready = false;
+                }
+                deployments.insert(
+                    c.deployment.clone(),
+                    DeploymentStatus {
+                        name: c.deployment.clone(),
+                        image,
+                        container_id: observed.map(|o| o.id.clone()),
+                        state,
+                        health,
+                        spec_hash: Some(spec_hash),
+                        last_error,
+                    },
+                );
+            }
+            for s in &l.node.services {
+                services.insert(
+                    s.name.clone(),
+                    ServiceStatus {
+                        name: s.name.clone(),
+                        deployment: s.deployment.clone(),
+                        domain: s.domain.clone(),
+                    },
+                );
+            }
+        }
+        if !plan.steps.is_empty() || !errors.is_empty() {
+            ready = false;
+        }
+        self.status.publish(Snapshot {
+            node: node_status,
+            deployments,
+            services,
+            ready,
+            metrics: self.metrics.clone(),
+        });
+    }
+}
+
+fn log_event(event: &WatchEvent) {
+    match event {
+        WatchEvent::Container {
+            action, deployment, ..
+        } => {
+            debug!(action = %action, deployment = deployment.as_deref().unwrap_or(""), "docker event");
+        }
+        WatchEvent::Reconnected => info!("docker event stream reconnected; re-observing"),
+    }
+}
+
+fn state_name(s: &ContainerState) -> String {
+    match s {
+        ContainerState::Created => "created".into(),
+        ContainerState::Running => "running".into(),
+        ContainerState::Paused => "paused".into(),
+        ContainerState::Restarting => "restarting".into(),
+        ContainerState::Removing => "removing".into(),
+        ContainerState::Exited { code } => format!("exited ({code})"),
+        ContainerState::Dead => "dead".into(),
+        ContainerState::Stopping => "stopping".into(),
+    }
+}
+
+pub(crate) fn now_ts() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `2026-11-22T10:00:00Z`, UTC, second precision.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_350_896), "2026-11-22T12:34:56Z");
+        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+}

@@ -1,0 +1,292 @@
+//! The agent's settings: flags, `ORUN_*` environment variables and an optional TOML file, in
+//! that order of precedence, checked whole before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
+use serde::Deserialize;
+
+/// Command-line flags; each also reads `ORUN_<NAME>` from the environment.
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "orun-agent",
+    version,
+    about = "Converges this Docker host to the Git branch it tracks",
+    long_about = "Converges this Docker host to the Git branch it tracks.\n\n\
+        Every flag can also be set as an ORUN_* environment variable (ORUN_REPO, ORUN_NODE, ...) \
+        or in the --config TOML file (same names, with underscores). Flags win over the \
+        environment, which wins over the file. See docs/operations.md."
+)]
+pub(crate) struct Args {
+    /// The manifest repository: a path, file://, git://, ssh:// or https:// URL.
+    #[arg(long, env = "ORUN_REPO")]
+    repo: Option<String>,
+    /// This node's name (a file in nodes/).
+    #[arg(long, env = "ORUN_NODE")]
+    node: Option<String>,
+    /// The branch to follow [default: main].
+    #[arg(long, env = "ORUN_BRANCH")]
+    branch: Option<String>,
+    /// Node-local state: the Git mirror, the state file and the lock [default: /opt/orun].
+    #[arg(long, env = "ORUN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where the read-only status API listens [default: 127.0.0.1:9100].
+    #[arg(long, env = "ORUN_STATUS_ADDR")]
+    status_addr: Option<SocketAddr>,
+    /// Allow the status API on a non-loopback address.
+    #[arg(long, env = "ORUN_STATUS_ALLOW_REMOTE")]
+    status_allow_remote: bool,
+    /// Poll period (`500ms`, `5s`, `2m`); overrides the Node manifest's `pollInterval`.
+    #[arg(long, env = "ORUN_POLL_INTERVAL", value_parser = parse_duration)]
+    poll_interval: Option<Duration>,
+    /// Docker daemon [default: DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(long, env = "ORUN_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// A TOML file with any of these settings.
+    #[arg(long, env = "ORUN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Deploy key for ssh remotes.
+    #[arg(long, env = "ORUN_SSH_KEY")]
+    ssh_key: Option<PathBuf>,
+    /// known_hosts file pinning the ssh remote's host key (required for ssh).
+    #[arg(long, env = "ORUN_KNOWN_HOSTS")]
+    known_hosts: Option<PathBuf>,
+    /// File holding a token for https remotes.
+    #[arg(long, env = "ORUN_GIT_TOKEN_FILE")]
+    git_token_file: Option<PathBuf>,
+    /// Deadline of one fetch [default: 60s].
+    #[arg(long, env = "ORUN_FETCH_TIMEOUT", value_parser = parse_duration)]
+    fetch_timeout: Option<Duration>,
+    /// Docker client config with registry logins [default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json].
+    #[arg(long, env = "ORUN_REGISTRY_CONFIG")]
+    registry_config: Option<PathBuf>,
+    /// Allow a revision to remove every deployment of this node at once.
+    #[arg(long, env = "ORUN_ALLOW_REMOVE_ALL")]
+    allow_remove_all: bool,
+    /// Log format: `auto` (journald when running under it, else text), `journald`, `text`.
+    #[arg(long, env = "ORUN_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Converge once and exit: 0 when converged, 1 when not.
+    #[arg(long, env = "ORUN_ONCE")]
+    once: bool,
+}
+
+/// Where logs go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// journald when stderr is connected to it, plain text otherwise.
+    #[default]
+    Auto,
+    /// The systemd journal, with structured fields.
+    Journald,
+    /// Plain text on stderr.
+    Text,
+}
+
+/// The same settings, from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    repo: Option<String>,
+    node: Option<String>,
+    branch: Option<String>,
+    data_dir: Option<PathBuf>,
+    status_addr: Option<SocketAddr>,
+    status_allow_remote: Option<bool>,
+    poll_interval: Option<String>,
+    docker_host: Option<String>,
+    ssh_key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    git_token_file: Option<PathBuf>,
+    fetch_timeout: Option<String>,
+    registry_config: Option<PathBuf>,
+    allow_remove_all: Option<bool>,
+    log_format: Option<LogFormat>,
+}
+
+/// Everything the agent needs, checked.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) node: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) status_addr: SocketAddr,
+    /// `None`: take the Node manifest's `pollInterval`.
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) docker_host: Option<String>,
+    pub(crate) remote: RemoteOptions,
+    pub(crate) registry_config: Option<PathBuf>,
+    pub(crate) allow_remove_all: bool,
+    pub(crate) log_format: LogFormat,
+    pub(crate) once: bool,
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    manifest_model::values::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Merges flags, environment (already in `args` through clap) and the file.
+    pub(crate) fn resolve(args: Args, cwd: &Path) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let Some(repo) = args.repo.or(file.repo) else {
+            bail!("no repository: give --repo (or ORUN_REPO, or `repo` in the config file)");
+        };
+        let Some(node) = args.node.or(file.node) else {
+            bail!("no node name: give --node (or ORUN_NODE, or `node` in the config file)");
+        };
+        let branch = args.branch.or(file.branch).unwrap_or_else(|| "main".into());
+        let file_duration = |v: Option<String>, what: &str| -> anyhow::Result<Option<Duration>> {
+            v.map(|s| parse_duration(&s).map_err(|e| anyhow::anyhow!("config file {what}: {e}")))
+                .transpose()
+        };
+        let poll_interval = match args.poll_interval {
+            Some(d) => Some(d),
+            None => file_duration(file.poll_interval, "poll_interval")?,
+        };
+        if poll_interval.is_some_and(|d| d < Duration::from_millis(100)) {
+            bail!("--poll-interval must be at least 100ms");
+        }
+        let fetch_timeout = match args.fetch_timeout {
+            Some(d) => Some(d),
+            None => file_duration(file.fetch_timeout, "fetch_timeout")?,
+        };
+        let status_addr = args
+            .status_addr
+            .or(file.status_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100)));
+        let allow_remote = args.status_allow_remote || file.status_allow_remote.unwrap_or(false);
+        if !status_addr.ip().is_loopback() && !allow_remote {
+            bail!(
+                "--status-addr {status_addr} is not a loopback address; add --status-allow-remote to expose the status API beyond this host"
+            );
+        }
+
+        let url = RemoteUrl::parse(&repo, cwd)?;
+        let mut remote = RemoteOptions::new(url, branch);
+        if let Some(t) = fetch_timeout {
+            remote.deadline = t;
+        }
+        remote.ssh_key = args.ssh_key.or(file.ssh_key);
+        if let Some(path) = args.known_hosts.or(file.known_hosts) {
+            remote.known_hosts = Some(KnownHosts::load(&path)?);
+        }
+        if let Some(path) = args.git_token_file.or(file.git_token_file) {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?;
+            remote.token = Some(Token::new(&text));
+        }
+        remote.check()?;
+
+        Ok(Self {
+            node,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("/opt/orun")),
+            status_addr,
+            poll_interval,
+            docker_host: args
+                .docker_host
+                .or(file.docker_host)
+                .or_else(|| std::env::var("DOCKER_HOST").ok()),
+            remote,
+            registry_config: args.registry_config.or(file.registry_config),
+            allow_remove_all: args.allow_remove_all || file.allow_remove_all.unwrap_or(false),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            once: args.once,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(argv: &[&str], file: Option<&str>) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(text) = file {
+            let p = dir.path().join("agent.toml");
+            std::fs::write(&p, text).unwrap();
+            argv.push("--config".into());
+            argv.push(p.display().to_string());
+        }
+        let args = Args::try_parse_from(std::iter::once("orun-agent".to_owned()).chain(argv))?;
+        Config::resolve(args, Path::new("/srv"))
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let c = resolve(
+            &["--node", "web-01", "--poll-interval", "2s"],
+            Some("repo = \"file:///r.git\"\nnode = \"other\"\npoll_interval = \"9s\"\nbranch = \"prod\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.node, "web-01");
+        assert_eq!(c.poll_interval, Some(Duration::from_secs(2)));
+        assert_eq!(c.remote.branch, "prod");
+        assert_eq!(c.remote.url.as_str(), "file:///r.git");
+        assert_eq!(c.data_dir, PathBuf::from("/opt/orun"));
+        assert_eq!(c.status_addr, "127.0.0.1:9100".parse().unwrap());
+        assert!(!c.once);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        for (argv, file, needle) in [
+            (vec!["--node", "n"], None, "no repository"),
+            (vec!["--repo", "r.git"], None, "no node"),
+            (
+                vec![
+                    "--repo",
+                    "r.git",
+                    "--node",
+                    "n",
+                    "--status-addr",
+                    "0.0.0.0:9100",
+                ],
+                None,
+                "not a loopback",
+            ),
+            (
+                vec!["--repo", "ssh://-oProxyCommand=x/r", "--node", "n"],
+                None,
+                "invalid repository URL",
+            ),
+            (
+                vec!["--repo", "ssh://git@h/r.git", "--node", "n"],
+                None,
+                "known_hosts",
+            ),
+            (
+                vec!["--node", "n"],
+                Some("repo = \"r\"\nrepoo = 1\n"),
+                "unknown field",
+            ),
+            (
+                vec!["--repo", "r.git", "--node", "n", "--poll-interval", "1ms"],
+                None,
+                "at least 100ms",
+            ),
+        ] {
+            let err = resolve(&argv, file).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{argv:?}: {err:#}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The data dir: its exclusive lock, and the state file written atomically (temporary file,
+//! fsync, rename, fsync of the folder), so a crash or a full disk leaves the previous state
+//! whole (RELIABILITY E8, E12).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use reconcile_core::History;
+use serde::{Deserialize, Serialize};
+
+/// Holds the data dir's lock for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct DataDir {
+    root: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the data dir if needed and takes its lock; fails at once if another agent holds it.
+    pub(crate) fn lock(root: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(root)
+            .with_context(|| format!("cannot create data dir {}", root.display()))?;
+        let path = root.join("lock");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                bail!(
+                    "another orun-agent{} is using the data dir {}; only one agent may use a data dir",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    },
+                    root.display()
+                );
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        // The pid is informational (for the message above); the lock is what counts.
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(Self {
+            root: root.to_owned(),
+            _lock: file,
+        })
+    }
+
+    /// The bare Git mirror.
+    pub(crate) fn git_dir(&self) -> PathBuf {
+        self.root.join("git")
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    /// The saved state; a missing file is a fresh node.
+    pub(crate) fn load_state(&self) -> anyhow::Result<State> {
+        let path = self.state_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is damaged; move it away to start fresh (containers are kept)",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes `state` so that either the old or the new file exists whole after a crash.
+    pub(crate) fn save_state(&self, state: &State) -> anyhow::Result<()> {
+        let path = self.state_path();
+        let tmp = self.root.join("state.json.tmp");
+        let bytes = serde_json::to_vec_pretty(state)?;
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.root)?.sync_all()
+        };
+        write().with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// What the agent remembers across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct State {
+    /// The last commit converged without error.
+    pub(crate) last_applied: Option<String>,
+    /// The last commit loaded and accepted (the one running, converged or not).
+    pub(crate) current: Option<String>,
+    /// Failed rollouts, for backoff across restarts.
+    pub(crate) history: History,
+    /// The commit at which each `pull: always` image was last pulled.
+    #[serde(default)]
+    pub(crate) pulled_at: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_and_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DataDir::lock(dir.path()).unwrap();
+        let err = DataDir::lock(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another orun-agent"), "{err}");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+
+        assert_eq!(a.load_state().unwrap(), State::default());
+        let s = State {
+            last_applied: Some("abc".into()),
+            ..State::default()
+        };
+        a.save_state(&s).unwrap();
+        assert_eq!(a.load_state().unwrap(), s);
+        assert!(!dir.path().join("state.json.tmp").exists());
+        drop(a);
+        // Released with its holder.
+        let b = DataDir::lock(dir.path()).unwrap();
+        std::fs::write(dir.path().join("state.json"), "{").unwrap();
+        let err = format!("{:#}", b.load_state().unwrap_err());
+        assert!(err.contains("damaged"), "{err}");
+    }
+}
