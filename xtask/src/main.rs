@@ -1,9 +1,10 @@
-//! Project automation for orun: `cargo xtask test|lint|fuzz|demo|docker|help`, so that CI, the
-//! README and developers run the same steps with nothing but cargo installed.
+//! Project automation for orun: `cargo xtask test|e2e|lint|fuzz|demo|docker|help`, so that CI,
+//! the README and developers run the same steps with nothing but cargo installed.
 //!
-//! Each command is a list of [`Step`]s built by a plain function (`test_steps`, `lint_steps`,
-//! `demo_steps`); a new check (for example end-to-end tests) is one more entry in a list, not a
-//! new code path.
+//! Each command is a list of [`Step`]s built by a plain function (`test_steps`, `e2e_steps`,
+//! `lint_steps`); a new check is one more entry in a list, not a new code path. `demo` is a
+//! story instead: it serves `examples/` from a local bare repository and leaves `orun-agent`
+//! running on it.
 //!
 //! Tests against a real Docker engine need a daemon and two images that no registry has to
 //! provide: [`ensure_docker`] and [`ensure_images`] make both exist (installing and starting
@@ -48,10 +49,11 @@ const HELP: &str = "\
 cargo xtask <command>
 
 Commands:
-  test                          run all tests (unit, integration, doc)
+  test                          run all tests (unit, integration, end-to-end, doc)
+  e2e                           run only the end-to-end suite (agent, real Docker and Git)
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
   fuzz [--seconds N] [TARGET]   fuzz TARGET (default parse_revision) for N seconds (default 60)
-  demo                          run orun on the built-in examples
+  demo                          serve examples/ from a local Git repo and run the agent on it
   bench                         run the benchmarks (results: docs/BENCHMARKS.md)
   docker                        make a Docker daemon and the test images available
   help                          show this message
@@ -82,7 +84,15 @@ fn run(args: Vec<String>) -> Result<()> {
             // The real-Docker tests find the daemon through DOCKER_HOST or the default socket.
             ensure_docker()?;
             ensure_images()?;
+            ensure_git()?;
             run_all(&test_steps())
+        }
+        "e2e" => {
+            no_arguments(command, rest)?;
+            ensure_docker()?;
+            ensure_images()?;
+            ensure_git()?;
+            run_all(&e2e_steps())
         }
         "lint" => {
             no_arguments(command, rest)?;
@@ -103,11 +113,8 @@ fn run(args: Vec<String>) -> Result<()> {
             no_arguments(command, rest)?;
             ensure_docker()?;
             ensure_images()?;
-            // A demo is a story: a later step makes no sense once an earlier one failed.
-            for step in demo_steps() {
-                step.run()?;
-            }
-            Ok(())
+            ensure_git()?;
+            demo()
         }
         other => {
             eprint!("{HELP}");
@@ -123,15 +130,35 @@ fn no_arguments(command: &str, rest: &[String]) -> Result<()> {
     }
 }
 
+/// The binaries the end-to-end suite drives; built first so it never runs stale ones.
+fn build_binaries() -> Step {
+    Step::cargo(
+        "build the agent and the CLI",
+        &["build", "-p", "orun", "-p", "orun-agent"],
+    )
+}
+
 /// Every test the project has; CI runs exactly this list through `cargo xtask test`.
 fn test_steps() -> Vec<Step> {
     vec![
+        build_binaries(),
         Step::cargo(
             "unit and integration tests",
             &["test", "--workspace", "--all-targets"],
         ),
         // `--all-targets` leaves doc tests out, so they need their own run.
         Step::cargo("doc tests", &["test", "--workspace", "--doc"]),
+    ]
+}
+
+/// The end-to-end suite alone (`tests/e2e.rs`).
+fn e2e_steps() -> Vec<Step> {
+    vec![
+        build_binaries(),
+        Step::cargo(
+            "end-to-end suite",
+            &["test", "-p", "orun-tests", "--test", "e2e"],
+        ),
     ]
 }
 
@@ -175,31 +202,207 @@ fn bench_steps() -> Vec<Step> {
     )]
 }
 
-/// What `cargo xtask demo` does, in order. Today it validates the shipped examples and shows
-/// what the agent would do with them on this machine's Docker; once the agent exists this
-/// list will start it against a local repository.
-fn demo_steps() -> Vec<Step> {
-    let orun = ["run", "--quiet", "-p", "orun", "--"];
-    let node = ["--node", "web-01"];
-    vec![
-        Step::cargo(
-            "validate the examples",
-            &[&orun[..], &["validate", "examples"], &node[..]].concat(),
-        ),
-        Step::cargo(
-            "plan the examples against this machine's Docker",
-            &[&orun[..], &["plan", "--repo", "examples"], &node[..]].concat(),
-        ),
-        Step::cargo(
-            "the same plan, as JSON",
-            &[
-                &orun[..],
-                &["plan", "--repo", "examples", "--json"],
-                &node[..],
-            ]
-            .concat(),
-        ),
-    ]
+/// Where the demo keeps its repository, data dir, log and pid file.
+fn demo_dir() -> PathBuf {
+    workspace_root().join("target/demo")
+}
+
+/// The status address and example URL the demo uses.
+const DEMO_STATUS: &str = "127.0.0.1:9100";
+const DEMO_URL_PORT: u16 = 8080;
+
+/// `cargo xtask demo`: validate `examples/`, commit it to a local bare repository, start
+/// `orun-agent` on it in the background, wait until the example is converged and serving, and
+/// say where to look. A previous demo agent is stopped first, so the command can be re-run.
+fn demo() -> Result<()> {
+    let dir = demo_dir();
+    stop_demo_agent(&dir)?;
+    build_binaries().run()?;
+    let bin = workspace_root().join("target/debug");
+    let orun = bin.join("orun").display().to_string();
+    let examples = workspace_root().join("examples").display().to_string();
+    run_program(&orun, &["validate", &examples, "--node", "web-01"])?;
+
+    // The examples as the only commit of a fresh bare repository.
+    let repo = dir.join("repo.git");
+    let work = dir.join("work");
+    for d in [&repo, &work] {
+        if d.exists() {
+            fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    git(&repo, &["init", "-q", "--bare", "-b", "main"])?;
+    git(&work, &["init", "-q", "-b", "main"])?;
+    copy_tree(&workspace_root().join("examples"), &work)?;
+    git(&work, &["add", "-A"])?;
+    git(&work, &["commit", "-q", "-m", "examples"])?;
+    let url = format!("file://{}", repo.display());
+    git(&work, &["push", "-q", &url, "main"])?;
+
+    let log_path = dir.join("agent.log");
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let err = log.try_clone().context("duplicating the log handle")?;
+    let mut child = Command::new(bin.join("orun-agent"))
+        .args([
+            "--repo",
+            &url,
+            "--node",
+            "web-01",
+            "--status-addr",
+            DEMO_STATUS,
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("ORUN_LOG_FORMAT", "text")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        // Its own group: the agent outlives xtask, like a service would.
+        .process_group(0)
+        .spawn()
+        .context("could not start orun-agent")?;
+    fs::write(dir.join("agent.pid"), child.id().to_string()).context("writing the pid file")?;
+    println!(
+        "demo: orun-agent started (pid {}), log {}",
+        child.id(),
+        log_path.display()
+    );
+
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().context("watching orun-agent")? {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            bail!(
+                "orun-agent exited with {status}:\n{}",
+                last_lines(&text, 20)
+            );
+        }
+        if http_status(DEMO_STATUS, "/readyz") == Some(200) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            bail!(
+                "the example did not converge within 120 s (the agent keeps running, pid {}):\n{}",
+                child.id(),
+                last_lines(&text, 20)
+            );
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    println!(
+        "demo: converged in {:.1} s\n",
+        started.elapsed().as_secs_f64()
+    );
+    run_program(&orun, &["status", "--addr", DEMO_STATUS])?;
+    let answer = http_get(&format!("127.0.0.1:{DEMO_URL_PORT}"), "/").unwrap_or_default();
+    let first = answer.lines().next().unwrap_or("(no answer)");
+    println!("\n$ curl http://127.0.0.1:{DEMO_URL_PORT}/   ->  {first}");
+    println!(
+        "\nThe agent keeps running in the background (pid {pid}). Try:\n\
+         \x20 target/debug/orun status                  # the node and its deployments\n\
+         \x20 curl http://{DEMO_STATUS}/metrics          # Prometheus metrics\n\
+         \x20 docker stop hello-world                   # drift: the agent starts it again\n\
+         \x20 cd target/demo/work && $EDITOR deployments/hello-world.yaml && \\\n\
+         \x20   git commit -am change && git push {url} main   # converged within a poll\n\
+         \x20 kill {pid}                                 # stop the agent (containers keep running)",
+        pid = child.id()
+    );
+    Ok(())
+}
+
+/// Stops the agent a previous demo left running, if any.
+fn stop_demo_agent(dir: &Path) -> Result<()> {
+    let pid_file = dir.join("agent.pid");
+    let Ok(text) = fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let pid = text.trim();
+    // Only signal it if it still is an orun-agent (the pid may have been reused).
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains("orun-agent") {
+        println!("demo: stopping the previous demo agent (pid {pid})");
+        let _ = Command::new("kill").args(["-TERM", pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+    let _ = fs::remove_file(&pid_file);
+    Ok(())
+}
+
+/// Runs `git` in `dir` without the user's configuration, as a fixed demo identity.
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "orun demo")
+        .env("GIT_AUTHOR_EMAIL", "demo@orun.invalid")
+        .env("GIT_COMMITTER_NAME", "orun demo")
+        .env("GIT_COMMITTER_EMAIL", "demo@orun.invalid")
+        .status()
+        .context("could not start git")?;
+    if !status.success() {
+        bail!("git {} exited with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            fs::create_dir_all(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// One `GET` over HTTP/1.0; the whole answer, or `None` when nothing answers.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path)?.split(' ').nth(1)?.parse().ok()
+}
+
+/// Makes the `git` command available (the demo and the Git remotes of the tests use it),
+/// installing Debian's package as root when it is missing. sshd is optional outside CI.
+fn ensure_git() -> Result<()> {
+    let mut missing = Vec::new();
+    if find_program("git").is_none() {
+        missing.push("git");
+    }
+    if find_program("sshd").is_none() && env::var_os("ORUN_REQUIRE_ALL").is_some() {
+        missing.push("openssh-server");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !running_as_root() {
+        bail!(
+            "missing {}: install them (Debian/Ubuntu: `apt-get install {}`)",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    apt_install(&missing)
 }
 
 fn fuzz(args: &[String]) -> Result<()> {

@@ -300,7 +300,11 @@ impl Agent {
                 if more > 0 {
                     shown.push(&tail);
                 }
-                error!(commit = %short, errors = problems.len(), "revision refused; the previous one keeps running");
+                if self.current.is_some() {
+                    error!(commit = %short, errors = problems.len(), "revision refused; the previous one keeps running");
+                } else {
+                    error!(commit = %short, errors = problems.len(), "revision refused; no revision is running yet");
+                }
                 self.load_error = Some(format!("revision {short} refused: {}", shown.join("; ")));
                 self.refused = Some(commit.to_owned());
             }

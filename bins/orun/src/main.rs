@@ -1,5 +1,5 @@
-//! The `orun` command line: validate manifests and preview plans (status and bootstrap come
-//! with the agent).
+//! The `orun` command line: validate manifests, preview plans and show what the local agent
+//! reports.
 //!
 //! A thin shell over the library crates: parse arguments, call them, print, pick an exit code
 //! (0 ok, 1 error).
@@ -11,6 +11,7 @@
 )]
 
 mod plan;
+mod status;
 mod validate;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Validate(validate::Args),
     /// Show what the agent would change on a node, without changing anything.
     Plan(plan::Args),
+    /// Show the local agent's node and deployments (from its status API).
+    Status(status::Args),
     /// Print the version.
     Version,
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Version => {
             emit(&format!("orun {}\n", env!("CARGO_PKG_VERSION"))).map(|()| ExitCode::SUCCESS)
         }

@@ -9,7 +9,10 @@
 //! The schema is an allowlist: no field can carry an env value, a secret, a key path or a
 //! credential-bearing URL (RELIABILITY G3). Requests are bounded (G2): header size, time to
 //! send the headers, connection lifetime and the number of connections at once.
+//!
+//! [`get`] is the matching client (`orun status`, tests): one bounded request.
 
+mod client;
 mod snapshot;
 
 use std::convert::Infallible;
@@ -26,6 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+pub use client::{Answer, ClientError, get};
 pub use snapshot::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot};
 
 /// Everything that can go wrong serving the status API.

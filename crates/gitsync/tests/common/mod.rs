@@ -138,24 +138,45 @@ fn wait_listening(port: u16) {
 
 /// `git daemon` serving the folder holding `m.git`.
 pub(crate) fn git_daemon(remote: &Remote) -> Daemon {
-    let port = free_port();
-    let child = Command::new("git")
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--base-path={}", remote.dir.path().display()),
-        ])
-        .arg(remote.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Daemon { child, port };
-    wait_listening(port);
-    d
+    git_daemon_on(remote, free_port())
+}
+
+/// `git daemon` on a given port (a remote coming back where it was). The `git-daemon` program
+/// is started directly: `git daemon` would fork it, and killing `git` would leave it serving.
+pub(crate) fn git_daemon_on(remote: &Remote, port: u16) -> Daemon {
+    let exec_path = git(Path::new("/"), &["--exec-path"]);
+    let start = Instant::now();
+    loop {
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", remote.dir.path().display()),
+            ])
+            .arg(remote.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon { child, port };
+        // It either listens, or exits because the port is still held; then try again.
+        let up = wait_for("git daemon", Duration::from_secs(10), || {
+            if let Ok(Some(_)) = d.child.try_wait() {
+                return Some(false);
+            }
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
+        });
+        if up {
+            return d;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "git daemon cannot listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The sshd binary, if installed.

@@ -1,0 +1,153 @@
+//! `orun status`: what the local agent says about its node and deployments, as a table or as
+//! the agent's own JSON.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// Arguments of `orun status`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The agent's status address.
+    #[arg(long, env = "ORUN_STATUS_ADDR", default_value = "127.0.0.1:9100")]
+    addr: SocketAddr,
+    /// Print the agent's `/status` JSON as it is.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs(5);
+    let answer = status_http::get(args.addr, "/status", timeout)?;
+    if answer.code != 200 {
+        bail!(
+            "the agent at {} answered {} to /status",
+            args.addr,
+            answer.code
+        );
+    }
+    let doc: Value =
+        serde_json::from_str(&answer.body).context("the agent's /status is not JSON")?;
+    if args.json {
+        crate::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ready = status_http::get(args.addr, "/readyz", timeout)
+        .map(|a| a.code == 200)
+        .unwrap_or(false);
+    crate::emit(&render(&doc, ready))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".to_owned(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn render(doc: &Value, ready: bool) -> String {
+    let node = &doc["node"];
+    let mut out = String::new();
+    let head = text(node, "git_head");
+    let head = &head[..head.len().min(12)];
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "node {}  commit {}  {}",
+        text(node, "name"),
+        head,
+        if ready { "ready" } else { "not ready" }
+    );
+    let _ = writeln!(
+        out,
+        "started {}  last sync {}",
+        text(node, "started_at"),
+        text(node, "last_sync_time")
+    );
+    if let Some(s) = node.get("stale_since").and_then(Value::as_str) {
+        let _ = writeln!(out, "remote unreachable since {s}");
+    }
+    if let Some(e) = node.get("sync_error").and_then(Value::as_str) {
+        let _ = writeln!(out, "sync error: {e}");
+    }
+    let mut rows = vec![[
+        "DEPLOYMENT".to_owned(),
+        "STATE".to_owned(),
+        "HEALTH".to_owned(),
+        "IMAGE".to_owned(),
+        "CONTAINER".to_owned(),
+    ]];
+    let mut errors = Vec::new();
+    if let Some(deployments) = doc["deployments"].as_object() {
+        for (name, d) in deployments {
+            let id = text(d, "container_id");
+            rows.push([
+                name.clone(),
+                text(d, "state"),
+                text(d, "health"),
+                text(d, "image"),
+                id[..id.len().min(12)].to_owned(),
+            ]);
+            if let Some(e) = d.get("last_error").and_then(Value::as_str) {
+                errors.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    out.push('\n');
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    if rows.len() == 1 {
+        let _ = writeln!(out, "(no deployments on this node)");
+    }
+    for e in errors {
+        let _ = writeln!(out, "! {e}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_table_with_errors_below() {
+        let doc: Value = serde_json::from_str(
+            r#"{"node":{"name":"web-01","started_at":"2026-11-22T10:00:00Z","last_sync_time":null,
+                "git_head":"fbf4cd18513e66989ab9e74b3c0f9b71dfce52d2","sync_error":"fetch failed: x",
+                "stale_since":"2026-11-22T10:01:00Z"},
+               "deployments":{"api":{"name":"api","image":"reg/api:2","container_id":null,
+                 "state":"failed","health":null,"spec_hash":"ab","last_error":"cannot pull reg/api:2: denied"},
+                 "web":{"name":"web","image":"nginx:1","container_id":"0123456789abcdef",
+                 "state":"running","health":"healthy","spec_hash":"cd","last_error":null}},
+               "services":{}}"#,
+        )
+        .unwrap_or_default();
+        expect_test::expect![[r#"
+            node web-01  commit fbf4cd18513e  not ready
+            started 2026-11-22T10:00:00Z  last sync -
+            remote unreachable since 2026-11-22T10:01:00Z
+            sync error: fetch failed: x
+
+            DEPLOYMENT  STATE    HEALTH   IMAGE      CONTAINER
+            api         failed   -        reg/api:2  -
+            web         running  healthy  nginx:1    0123456789ab
+            ! api: cannot pull reg/api:2: denied
+        "#]]
+        .assert_eq(&render(&doc, false));
+    }
+}

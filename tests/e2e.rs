@@ -1,0 +1,613 @@
+//! End to end: the real `orun-agent` binary against a real Docker daemon and real Git remotes
+//! (`git daemon`, `file://`, `sshd`), through first deploy, change, removal, a bad commit,
+//! drift, SIGKILL and restart, a remote outage and a force-push, with unmanaged look-alikes
+//! that must never be touched and a secret that must never be shown.
+//!
+//! Run with `cargo xtask e2e` (it builds the binaries and starts Docker). Every wait polls with
+//! a deadline; containers are removed by label when a test ends, pass or fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+#[path = "../crates/gitsync/tests/common/mod.rs"]
+mod git_support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use git_support::{Remote, Sshd, git_daemon, wait_for};
+use serde_json::Value;
+
+const SECRET: &str = "e2e-hunter2-value";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn bin(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!(
+        "ORUN_{}_BIN",
+        name.to_uppercase().replace('-', "_")
+    )) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    let p = target.join("debug").join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo xtask e2e`",
+        p.display()
+    );
+    p
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn docker_ok(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Removes every container with the label when dropped, pass or fail.
+struct Guard(String);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(ids) = docker_ok(&["ps", "-aq", "--filter", &format!("label={}", self.0)]) {
+            for id in ids.split_whitespace() {
+                let _ = docker_ok(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+/// One running agent process, killed on drop.
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_agent(url: &str, node: &str, data: &Path, port: u16, extra: &[&str]) -> Agent {
+    let log = data.with_extension("log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let child = Command::new(bin("orun-agent"))
+        .args(["--repo", url, "--node", node, "--poll-interval", "300ms"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("ORUN_LOG", "debug")
+        .env("ORUN_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Agent {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        log,
+    }
+}
+
+impl Agent {
+    fn get(&self, path: &str) -> Option<status_http::Answer> {
+        status_http::get(self.addr, path, Duration::from_secs(2)).ok()
+    }
+
+    fn status(&self) -> Option<Value> {
+        serde_json::from_str(&self.get("/status")?.body).ok()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` is 200 with `commit` applied, returning `/status`.
+    fn converged(&self, commit: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            if let (Some(r), Some(s)) = (self.get("/readyz"), self.status())
+                && r.code == 200
+                && s["node"]["git_head"] == commit
+            {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "not converged to {commit}: {:?}\n--- agent log ---\n{}",
+                self.status(),
+                tail(&self.logs())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_status(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status()
+                && f(&s)
+            {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for {what}: {:?}\n--- agent log ---\n{}",
+                self.status(),
+                tail(&self.logs())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn node_yaml(node: &str) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  host: 127.0.0.1\n  gitRepo: git@example.invalid:org/manifests.git\n  gitBranch: main\n  pollInterval: 5s\n"
+    )
+}
+
+/// A long-running container that stops at once on SIGTERM.
+fn worker_yaml(node: &str, name: &str, marker: &str) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n  env:\n    MARKER: \"{marker}\"\n"
+    )
+}
+
+fn web_yaml(node: &str, name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-example/hello:1\n  nodes: [{node}]\n  ports:\n    - containerPort: 80\n      port: {port}\n      hostIP: 127.0.0.1\n  env:\n    API_TOKEN: \"{SECRET}\"\n"
+    )
+}
+
+fn container(name: &str) -> Option<(String, String)> {
+    docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Id}} {{.State.StartedAt}} {{.State.Running}}",
+        name,
+    ])
+    .and_then(|s| {
+        let mut f = s.split_whitespace();
+        let id = f.next()?.to_owned();
+        let started = f.next()?.to_owned();
+        (f.next()? == "true").then_some((id, started))
+    })
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn the_agent_converges_follows_and_survives_faults() {
+    let id = std::process::id();
+    let node = format!("e2e-{id}");
+    let _guard = Guard(format!("orun.node={node}"));
+    let _unmanaged_guard = Guard(format!("orun-e2e={node}"));
+    let (web, api, worker) = (
+        format!("e2e{id}-web"),
+        format!("e2e{id}-api"),
+        format!("e2e{id}-worker"),
+    );
+    let web_port = git_support::free_port();
+
+    // Unmanaged containers: one with a deployment-like name, one with another node's labels
+    // copied, one holding the exact name a deployment wants later.
+    let lookalike_name = format!("{web}-1");
+    let copied_name = format!("e2e{id}-copied");
+    let clash = format!("e2e{id}-clash");
+    let mut unmanaged = Vec::new();
+    for (name, labels) in [
+        (lookalike_name.as_str(), vec![]),
+        (
+            copied_name.as_str(),
+            vec![
+                "orun.node=someone-else".to_owned(),
+                format!("orun.deployment={web}"),
+                "orun.environment=main".to_owned(),
+                "orun.spec-hash=0".to_owned(),
+            ],
+        ),
+        (clash.as_str(), vec![]),
+    ] {
+        let mut args = vec![
+            "run".to_owned(),
+            "-d".to_owned(),
+            "--name".to_owned(),
+            name.to_owned(),
+            "--label".to_owned(),
+            format!("orun-e2e={node}"),
+        ];
+        for l in labels {
+            args.extend(["--label".to_owned(), l]);
+        }
+        args.extend(
+            ["orun-test/busybox:1", "sleep", "3600"]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        unmanaged.push((name.to_owned(), docker(&argv)));
+    }
+
+    let remote = Remote::new();
+    let c1 = remote.commit(
+        "first",
+        &[
+            (&format!("nodes/{node}.yaml"), &node_yaml(&node)),
+            (
+                &format!("deployments/{web}.yaml"),
+                &web_yaml(&node, &web, web_port),
+            ),
+            (
+                &format!("deployments/{api}.yaml"),
+                &worker_yaml(&node, &api, "v1"),
+            ),
+            (
+                &format!("deployments/{worker}.yaml"),
+                &worker_yaml(&node, &worker, "v1"),
+            ),
+        ],
+    );
+    let daemon = git_daemon(&remote);
+    let git_port = daemon.port;
+    let url = format!("git://127.0.0.1:{git_port}/m.git");
+    let data_root = tempfile::tempdir().unwrap();
+    let data = data_root.path().join("data");
+    let status_port = git_support::free_port();
+
+    // 1. First deploy.
+    let agent = spawn_agent(&url, &node, &data, status_port, &[]);
+    let s = agent.converged(&c1);
+    assert_eq!(s["deployments"].as_object().unwrap().len(), 3, "{s}");
+    let body = wait_for("the web container to serve", WAIT, || {
+        http_get(web_port, "/health")
+    });
+    assert!(
+        body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
+        "{body}"
+    );
+    let web1 = container(&web).expect("web runs");
+    let api1 = container(&api).expect("api runs");
+    let worker1 = container(&worker).expect("worker runs");
+
+    // A second agent on the same data dir refuses to start.
+    let second = Command::new(bin("orun-agent"))
+        .args(["--repo", &url, "--node", &node, "--once", "--data-dir"])
+        .arg(&data)
+        .env("ORUN_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another orun-agent"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // `orun status` shows the table.
+    let out = Command::new(bin("orun"))
+        .args(["status", "--addr", &agent.addr.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains(&format!("commit {}", &c1[..12])), "{table}");
+    assert!(table.contains(&api) && table.contains("running"), "{table}");
+
+    // 2. Change one deployment: only it is replaced.
+    let c2 = remote.commit(
+        "change api",
+        &[(
+            &format!("deployments/{api}.yaml"),
+            &worker_yaml(&node, &api, "v2"),
+        )],
+    );
+    agent.converged(&c2);
+    let api2 = container(&api).expect("api runs");
+    assert_ne!(api2.0, api1.0, "api was replaced");
+    assert_eq!(container(&web).unwrap(), web1, "web untouched");
+    assert_eq!(container(&worker).unwrap(), worker1, "worker untouched");
+
+    // 3. Remove one: pruned. A deployment whose name is held by an unmanaged container is
+    // reported, and that container is left alone.
+    std::fs::remove_file(remote.work().join(format!("deployments/{worker}.yaml"))).unwrap();
+    let c3 = remote.commit(
+        "remove worker, add clash",
+        &[(
+            &format!("deployments/{clash}.yaml"),
+            &worker_yaml(&node, &clash, "x"),
+        )],
+    );
+    agent.wait_status("worker pruned and the clash reported", |s| {
+        s["node"]["git_head"] == c3.as_str()
+            && s["deployments"].get(&worker).is_none()
+            && s["deployments"][&clash]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not manage"))
+    });
+    wait_for("worker removed", WAIT, || {
+        container(&worker).is_none().then_some(())
+    });
+    std::fs::remove_file(remote.work().join(format!("deployments/{clash}.yaml"))).unwrap();
+    let c4 = remote.commit("drop clash", &[]);
+    agent.converged(&c4);
+
+    // 4. A bad commit is refused whole, reported with file and line; the old state runs on.
+    let bad = remote.commit(
+        "broken",
+        &[
+            (
+                &format!("deployments/{api}.yaml"),
+                &worker_yaml(&node, &api, "v3"),
+            ),
+            (
+                &format!("deployments/{web}.yaml"),
+                "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  image: [unclosed\n",
+            ),
+        ],
+    );
+    let s = agent.wait_status("the bad revision reported", |s| {
+        s["node"]["sync_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("deployments/{web}.yaml:")))
+    });
+    assert_eq!(s["node"]["git_head"], c4.as_str(), "{s}");
+    assert!(
+        s["node"]["sync_error"]
+            .as_str()
+            .unwrap()
+            .contains(&bad[..12]),
+        "{s}"
+    );
+    assert_eq!(
+        container(&api).unwrap(),
+        api2,
+        "nothing of the bad commit applied"
+    );
+    common_restore(&remote, &node, &web, web_port);
+    let c5 = remote.commit(
+        "fix",
+        &[(
+            &format!("deployments/{api}.yaml"),
+            &worker_yaml(&node, &api, "v2"),
+        )],
+    );
+    let s = agent.converged(&c5);
+    assert!(s["node"]["sync_error"].is_null(), "{s}");
+    assert_eq!(container(&web).unwrap(), web1);
+    assert_eq!(container(&api).unwrap(), api2);
+
+    // 5. Drift is repaired without a commit: a killed container is started, a removed one
+    // recreated.
+    docker(&["kill", &web]);
+    docker(&["rm", "-f", &api]);
+    wait_for("drift repaired", WAIT, || {
+        (container(&web).is_some() && container(&api).is_some()).then_some(())
+    });
+    agent.converged(&c5);
+    let web2 = container(&web).unwrap();
+    let api3 = container(&api).unwrap();
+    assert_eq!(
+        web2.0, web1.0,
+        "the stopped container is started, not replaced"
+    );
+
+    // 6. SIGKILL and restart: no container restarts.
+    drop(agent);
+    let agent = spawn_agent(&url, &node, &data, status_port, &[]);
+    agent.converged(&c5);
+    // A few more passes, then compare start times.
+    let passes = |a: &Agent| {
+        a.get("/metrics")
+            .and_then(|m| {
+                m.body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("orun_passes_total ")?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    wait_for("three more passes", WAIT, || {
+        (passes(&agent) >= 4.0).then_some(())
+    });
+    assert_eq!(container(&web).unwrap(), web2, "web not restarted");
+    assert_eq!(container(&api).unwrap(), api3, "api not restarted");
+
+    // 7. The remote goes away: status says so, nothing changes; it comes back, a change lands.
+    drop(daemon);
+    let s = agent.wait_status("the outage reported", |s| {
+        s["node"]["stale_since"].is_string() && s["node"]["sync_error"].is_string()
+    });
+    assert_eq!(s["node"]["git_head"], c5.as_str());
+    assert_eq!(container(&api).unwrap(), api3);
+    let c6 = remote.commit(
+        "while down",
+        &[(
+            &format!("deployments/{api}.yaml"),
+            &worker_yaml(&node, &api, "v4"),
+        )],
+    );
+    let _daemon = git_support::git_daemon_on(&remote, git_port);
+    let s = agent.converged(&c6);
+    assert!(s["node"]["stale_since"].is_null(), "{s}");
+
+    // 8. Force-push: followed.
+    git_support::git(&remote.work(), &["reset", "-q", "--hard", &c5]);
+    let forced = remote.commit_local(
+        "rewritten",
+        &[(
+            &format!("deployments/{api}.yaml"),
+            &worker_yaml(&node, &api, "v5"),
+        )],
+    );
+    remote.push(true);
+    agent.converged(&forced);
+    assert!(agent.logs().contains("force-pushed"));
+
+    // 9. Unmanaged containers were never touched; the secret was never shown.
+    for (name, id) in &unmanaged {
+        let (now_id, _) = container(name).unwrap_or_else(|| panic!("{name} still runs"));
+        assert_eq!(&now_id, id, "{name} untouched");
+    }
+    let status_body = agent.get("/status").unwrap().body;
+    let metrics = agent.get("/metrics").unwrap().body;
+    let logs = agent.logs();
+    for (what, text) in [
+        ("status", &status_body),
+        ("metrics", &metrics),
+        ("logs", &logs),
+    ] {
+        assert!(!text.contains(SECRET), "the secret appears in {what}");
+    }
+    assert!(logs.contains("pass{"), "one span per pass in the logs");
+}
+
+fn common_restore(remote: &Remote, node: &str, web: &str, port: u16) {
+    std::fs::write(
+        remote.work().join(format!("deployments/{web}.yaml")),
+        web_yaml(node, web, port),
+    )
+    .unwrap();
+}
+
+#[test]
+fn once_over_ssh_and_file_with_exit_codes() {
+    let id = std::process::id();
+    let node = format!("e2e-once-{id}");
+    let _guard = Guard(format!("orun.node={node}"));
+    let remote = Remote::new();
+    let name = format!("e2e{id}-once");
+    let c = remote.commit(
+        "one",
+        &[
+            (&format!("nodes/{node}.yaml"), &node_yaml(&node)),
+            (
+                &format!("deployments/{name}.yaml"),
+                &worker_yaml(&node, &name, "1"),
+            ),
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let once = |url: &str, dir: &str, extra: &[&str]| {
+        let out = Command::new(bin("orun-agent"))
+            .args(["--repo", url, "--node", &node, "--once", "--data-dir"])
+            .arg(data.path().join(dir))
+            .args(extra)
+            .env("ORUN_LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // file://: converged → 0.
+    let (code, log) = once(&remote.file_url(), "file", &[]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(container(&name).is_some());
+
+    // An image that cannot be pulled: not converged → 1, with the reason.
+    let broken = format!("e2e{id}-broken");
+    remote.commit(
+        "unpullable",
+        &[(
+            &format!("deployments/{broken}.yaml"),
+            &worker_yaml(&node, &broken, "1")
+                .replace("orun-test/busybox:1", "127.0.0.1:9/none/such:1"),
+        )],
+    );
+    let (code, log) = once(&remote.file_url(), "file", &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("cannot pull"), "{log}");
+    assert!(
+        container(&name).is_some(),
+        "the good deployment keeps running"
+    );
+
+    // ssh with a deploy key and the pinned host key.
+    let Some(sshd_bin) = git_support::sshd_binary() else {
+        assert!(
+            !git_support::required(),
+            "sshd is required (ORUN_REQUIRE_ALL)"
+        );
+        eprintln!("skipped the ssh part: sshd is not installed");
+        return;
+    };
+    let sshd = Sshd::start(&sshd_bin);
+    git_support::git(&remote.work(), &["reset", "-q", "--hard", &c]);
+    remote.push(true);
+    let url = sshd.url(&remote);
+    let key = sshd.path("client");
+    let pinned = sshd.path("known_hosts");
+    let (code, log) = once(
+        &url,
+        "ssh",
+        &[
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            pinned.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    // A host key that is not the pinned one: refused, nothing changes.
+    let wrong = sshd.path("wrong_known_hosts");
+    let stranger = std::fs::read_to_string(sshd.path("stranger.pub")).unwrap();
+    let mut f = stranger.split_whitespace();
+    std::fs::write(
+        &wrong,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.daemon.port,
+            f.next().unwrap(),
+            f.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, log) = once(
+        &url,
+        "ssh-wrong",
+        &[
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("man-in-the-middle"), "{log}");
+}
