@@ -376,7 +376,7 @@ fn the_agent_converges_follows_and_survives_faults() {
             ),
             (
                 &format!("deployments/{web}.yaml"),
-                "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  image: [unclosed\n",
+                &format!("apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  image: orun-test/busybox:1\n  env:\n    API_TOKEN: \"{SECRET}\"\n    API_TOKEN: \"{SECRET}\"\n  bogus: [unclosed {SECRET}\n"),
             ),
         ],
     );
@@ -445,6 +445,14 @@ fn the_agent_converges_follows_and_survives_faults() {
     });
     assert_eq!(container(&web).unwrap(), web2, "web not restarted");
     assert_eq!(container(&api).unwrap(), api3, "api not restarted");
+
+    // A current container left under the temporary name (a replace killed between its last
+    // two steps) is promoted by a rename: same container, never restarted.
+    docker(&["rename", &api, &format!("{api}.orun-next")]);
+    wait_for("the leftover promoted back", WAIT, || {
+        container(&api).filter(|c| *c == api3).map(|_| ())
+    });
+    agent.converged(&c5);
 
     // 7. The remote goes away: status says so, nothing changes; it comes back, a change lands.
     drop(daemon);

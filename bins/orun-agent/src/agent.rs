@@ -17,7 +17,7 @@ use docker_runtime::{Docker, RegistryAuth, WatchEvent};
 use gitsync::{GitError, Mirror, Schedule};
 use manifest_model::{DesiredNode, ImageSource, Limits, PullPolicy};
 use reconcile_core::{
-    Actual, ContainerState, Desired, Diagnostic, Failure, HealthStatus, LABEL_DEPLOYMENT,
+    Action, Actual, ContainerState, Desired, Diagnostic, Failure, HealthStatus, LABEL_DEPLOYMENT,
     LABEL_SPEC_HASH, Plan, Timestamp,
 };
 use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
@@ -30,6 +30,11 @@ use crate::state::{DataDir, State};
 
 /// How long one image pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shortest poll a manifest may ask for (a flag may go lower, down to 100 ms): one commit
+/// must not turn a fleet into a flood of requests to its Git host.
+const MIN_MANIFEST_POLL: Duration = Duration::from_millis(500);
+/// After this many consecutive `Stalled` syncs the stuck mirror handle is abandoned.
+const STALLED_REOPEN: u32 = 3;
 /// Events arriving within this window after the first one are handled by one pass.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -67,6 +72,8 @@ pub(crate) struct Agent {
     started_at: SystemTime,
     metrics: Metrics,
     shutdown: Arc<AtomicBool>,
+    /// Consecutive syncs that found the previous fetch still stuck.
+    stalled: u32,
 }
 
 impl Agent {
@@ -120,6 +127,7 @@ impl Agent {
             started_at: SystemTime::now(),
             metrics: Metrics::default(),
             shutdown,
+            stalled: 0,
         };
         // Resume from the revision that was running, so a restart with the remote down still
         // keeps (and repairs) the last good state.
@@ -131,7 +139,7 @@ impl Agent {
 
     /// Runs passes until shutdown.
     pub(crate) async fn run(mut self, wake: Arc<Notify>) -> anyhow::Result<()> {
-        let mut events = self.docker.watch(&self.cfg.node);
+        let mut events = Some(self.docker.watch(&self.cfg.node));
         let mut next_poll = Instant::now();
         loop {
             let git_due = Instant::now() >= next_poll;
@@ -149,13 +157,21 @@ impl Agent {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
-                event = events.recv() => {
-                    if let Some(event) = event {
-                        log_event(&event);
+                event = async { events.as_mut()?.recv().await }, if events.is_some() => {
+                    match event {
+                        Some(event) => log_event(&event),
+                        None => {
+                            // The watcher ended: keep polling rather than spin on a closed channel.
+                            warn!("docker event watch ended; relying on polls");
+                            events = None;
+                            continue;
+                        }
                     }
                     // Our own steps cause events too; let a burst settle into one pass.
                     tokio::time::sleep(EVENT_DEBOUNCE).await;
-                    while events.try_recv().is_ok() {}
+                    if let Some(rx) = events.as_mut() {
+                        while rx.try_recv().is_ok() {}
+                    }
                 }
                 () = wake.notified() => {}
             }
@@ -215,6 +231,7 @@ impl Agent {
         self.metrics.fetch_duration_seconds = Some(started.elapsed().as_secs_f64());
         match result {
             Ok(synced) => {
+                self.stalled = 0;
                 self.schedule.record(true);
                 self.last_sync = Some(SystemTime::now());
                 self.stale_since = None;
@@ -229,6 +246,25 @@ impl Agent {
                 }
             }
             Err(e) => {
+                if matches!(e, GitError::Stalled) {
+                    self.stalled += 1;
+                    if self.stalled >= STALLED_REOPEN {
+                        // A read that never returns (a silently dropped connection) would hold
+                        // the mirror forever: leave it to its thread and open a fresh handle.
+                        match Mirror::open(&self.dir.git_dir(), self.cfg.remote.clone()) {
+                            Ok(m) => {
+                                warn!(
+                                    "a fetch has been stuck for several ticks; reopening the mirror"
+                                );
+                                self.mirror = Arc::new(Mutex::new(m));
+                                self.stalled = 0;
+                            }
+                            Err(e) => warn!(error = %e, "cannot reopen the mirror"),
+                        }
+                    }
+                } else {
+                    self.stalled = 0;
+                }
                 self.schedule.record(false);
                 self.stale_since.get_or_insert_with(SystemTime::now);
                 let retry = gitsync::backoff(self.schedule.interval(), self.schedule.failures());
@@ -255,29 +291,37 @@ impl Agent {
             }
             mirror
                 .source(commit)
-                .map_err(|e| vec![e.to_string()])
+                .map_err(|e| (false, vec![e.to_string()]))
                 .and_then(|src| {
                     let report = manifest_model::load(&src, &Limits::default());
                     let (rev, warnings) = report.into_result().map_err(|e| match e {
-                        manifest_model::ModelError::Invalid { diagnostics } => diagnostics
-                            .iter()
-                            .filter(|d| d.is_error())
-                            .map(ToString::to_string)
-                            .collect(),
-                        other => vec![other.to_string()],
+                        manifest_model::ModelError::Invalid { diagnostics } => (
+                            true,
+                            diagnostics
+                                .iter()
+                                .filter(|d| d.is_error())
+                                .map(ToString::to_string)
+                                .collect(),
+                        ),
+                        // Reading failed (I/O): worth trying again on the next tick.
+                        other => (false, vec![other.to_string()]),
                     })?;
                     for w in &warnings {
                         warn!(commit = %short, "{w}");
                     }
                     manifest_model::resolve(&rev, &self.cfg.node, Some(&self.cfg.remote.branch))
-                        .map_err(|e| vec![e.to_string()])
+                        .map_err(|e| (true, vec![e.to_string()]))
                 })
         };
         match result {
             Ok(node) => {
                 info!(commit = %short, why, deployments = node.containers.len(), "revision accepted");
                 if self.cfg.poll_interval.is_none() {
-                    self.schedule.set_interval(node.node.spec.poll_interval);
+                    let wanted = node.node.spec.poll_interval;
+                    if wanted < MIN_MANIFEST_POLL {
+                        warn!(?wanted, floor = ?MIN_MANIFEST_POLL, "pollInterval is too short; using the floor");
+                    }
+                    self.schedule.set_interval(wanted.max(MIN_MANIFEST_POLL));
                 }
                 self.current = Some(Loaded {
                     commit: commit.to_owned(),
@@ -290,7 +334,7 @@ impl Agent {
                     self.save_state();
                 }
             }
-            Err(problems) => {
+            Err((permanent, problems)) => {
                 for p in &problems {
                     error!(commit = %short, "{p}");
                 }
@@ -306,7 +350,11 @@ impl Agent {
                     error!(commit = %short, errors = problems.len(), "revision refused; no revision is running yet");
                 }
                 self.load_error = Some(format!("revision {short} refused: {}", shown.join("; ")));
-                self.refused = Some(commit.to_owned());
+                // A commit's content never changes: a revision refused for what it says stays
+                // refused until the branch moves. A read failure is tried again.
+                if permanent {
+                    self.refused = Some(commit.to_owned());
+                }
             }
         }
     }
@@ -350,6 +398,9 @@ impl Agent {
         for (c, d) in node.containers.iter().zip(&probe.deployments) {
             if c.spec.suspend {
                 continue;
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Ok(Outcome::default());
             }
             let image = reconcile_core::image_of(c);
             let present = images.contains_key(&image);
@@ -420,7 +471,11 @@ impl Agent {
             match apply::step(&self.docker, &desired, step).await {
                 Ok(()) => {
                     applied += 1;
-                    if let Some(d) = spec {
+                    // Only a rollout of the current spec ends its backoff; removing an extra
+                    // container or starting one does not prove the spec works.
+                    if let (Some(d), Action::Create { .. } | Action::Replace { .. }) =
+                        (spec, &step.action)
+                    {
                         self.clear_failure(&d.name);
                     }
                 }

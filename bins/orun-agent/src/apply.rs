@@ -51,6 +51,21 @@ pub(crate) async fn step(docker: &Docker, desired: &Desired, step: &Step) -> any
             ..
         } => {
             let d = wanted()?;
+            // A container that already runs this exact spec under another name (a replace
+            // interrupted between its last two steps) is promoted by a rename, not replaced.
+            let actual = docker.observe().await?;
+            if let Some(old) = actual.containers.iter().find(|c| c.id == *old_id)
+                && old.managed_by(&desired.node, &desired.environment)
+                && old.labels.get(reconcile_core::LABEL_SPEC_HASH) == Some(&d.spec_hash)
+                && old.image_id == d.image_id.clone().unwrap_or_default()
+                && !actual.containers.iter().any(|c| c.name == *container_name)
+            {
+                docker.rename(old_id, container_name).await?;
+                if old.state != reconcile_core::ContainerState::Running {
+                    docker.start(old_id).await?;
+                }
+                return Ok(());
+            }
             match strategy {
                 ReplaceStrategy::StartFirst => {
                     start_first(docker, desired, d, old_id, container_name).await
@@ -69,7 +84,7 @@ pub(crate) async fn step(docker: &Docker, desired: &Desired, step: &Step) -> any
             Ok(())
         }
         Action::Remove { container_id, .. } => {
-            docker.stop(container_id, STOP_GRACE).await?;
+            stop_gone_ok(docker, container_id).await?;
             docker.remove(container_id).await?;
             Ok(())
         }
@@ -117,6 +132,10 @@ async fn settled(docker: &Docker, id: &str) -> anyhow::Result<()> {
                 Err(anyhow!("the new container exited at once with code {code}"))
             }
             reconcile_core::ContainerState::Dead => Err(anyhow!("the new container is dead")),
+            // Docker is already restarting it: it crashed within the first moments.
+            reconcile_core::ContainerState::Restarting => Err(anyhow!(
+                "the new container crashed at once and is being restarted"
+            )),
             _ => Ok(()),
         },
         None => Err(anyhow!("the new container vanished after starting")),
@@ -131,12 +150,13 @@ async fn start_first(
     name: &str,
 ) -> anyhow::Result<()> {
     let temp = format!("{name}.orun-next");
-    // A leftover from an interrupted replace would block the name.
-    remove_by_name(docker, &temp).await?;
+    // A leftover from an interrupted replace would block the name (never the old container
+    // itself: that one is still serving).
+    remove_by_name(docker, desired, &temp, old_id).await?;
     let new_id = create_and_start(docker, desired, d, &temp)
         .await
         .context("the new container did not start; the old one keeps running")?;
-    docker.stop(old_id, STOP_GRACE).await?;
+    stop_gone_ok(docker, old_id).await?;
     docker.remove(old_id).await?;
     docker.rename(&new_id, name).await?;
     Ok(())
@@ -151,8 +171,15 @@ async fn stop_first(
     name: &str,
 ) -> anyhow::Result<()> {
     let aside = format!("{old_name}.orun-old");
-    remove_by_name(docker, &aside).await?;
-    docker.stop(old_id, STOP_GRACE).await?;
+    if old_name == aside || old_name.ends_with(".orun-old") {
+        // The old container is itself a leftover that was moved aside: create beside it.
+        stop_gone_ok(docker, old_id).await?;
+        create_and_start(docker, desired, d, name).await?;
+        docker.remove(old_id).await?;
+        return Ok(());
+    }
+    remove_by_name(docker, desired, &aside, old_id).await?;
+    stop_gone_ok(docker, old_id).await?;
     docker.rename(old_id, &aside).await?;
     match create_and_start(docker, desired, d, name).await {
         Ok(_) => {
@@ -179,11 +206,28 @@ async fn stop_first(
     }
 }
 
-/// Removes a container orun left under a temporary name, if one exists and is ours.
-async fn remove_by_name(docker: &Docker, name: &str) -> anyhow::Result<()> {
+/// Stops a container; one that is already gone counts as stopped.
+async fn stop_gone_ok(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    match docker.stop(id, STOP_GRACE).await {
+        Ok(()) | Err(docker_runtime::RuntimeError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a container orun left under a temporary name, if one exists, is managed by this
+/// agent, and is not `keep` (the container being replaced).
+async fn remove_by_name(
+    docker: &Docker,
+    desired: &Desired,
+    name: &str,
+    keep: &str,
+) -> anyhow::Result<()> {
     let actual = docker.observe().await?;
     if let Some(c) = actual.containers.iter().find(|c| c.name == name) {
-        if c.labels.contains_key(reconcile_core::LABEL_SPEC_HASH) {
+        if c.id == keep {
+            anyhow::bail!("the container being replaced holds the temporary name {name}");
+        }
+        if c.managed_by(&desired.node, &desired.environment) {
             docker.remove(&c.id).await?;
         } else {
             anyhow::bail!("the temporary name {name} is taken by a container orun does not manage");

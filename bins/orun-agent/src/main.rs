@@ -69,10 +69,38 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let status = Status::new(Snapshot::default());
     let once = cfg.once;
     let status_addr = cfg.status_addr;
+    let signals = {
+        let shutdown = Arc::clone(&shutdown);
+        let wake = Arc::clone(&wake);
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                if shutdown.swap(true, Ordering::SeqCst) {
+                    // A second signal: the operator does not want to wait for the step.
+                    warn!("second signal: exiting now; containers keep running");
+                    std::process::exit(1);
+                }
+                info!("signal received: finishing the current step, then stopping");
+                wake.notify_one();
+            }
+        })
+    };
     let mut agent = agent::Agent::start(cfg, status.clone(), Arc::clone(&shutdown)).await?;
 
     if once {
         let outcome = agent.pass(true).await;
+        signals.abort();
         return Ok(if outcome.converged {
             ExitCode::SUCCESS
         } else {
@@ -94,27 +122,6 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         Limits::default(),
         async move { stop.notified().await },
     ));
-
-    let signals = {
-        let shutdown = Arc::clone(&shutdown);
-        let wake = Arc::clone(&wake);
-        tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        error!(error = %e, "cannot listen for SIGTERM");
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM: finishing the current step"),
-                _ = tokio::signal::ctrl_c() => info!("interrupted: finishing the current step"),
-            }
-            shutdown.store(true, Ordering::SeqCst);
-            wake.notify_one();
-        })
-    };
 
     let result = agent.run(wake).await;
     signals.abort();

@@ -100,8 +100,10 @@ impl DataDir {
 }
 
 /// What the agent remembers across restarts.
+// Unknown fields are ignored and missing ones default, so a binary rolled back after an
+// upgrade still starts from a newer state file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 pub(crate) struct State {
     /// The last commit converged without error.
     pub(crate) last_applied: Option<String>,
@@ -110,7 +112,6 @@ pub(crate) struct State {
     /// Failed rollouts, for backoff across restarts.
     pub(crate) history: History,
     /// The commit at which each `pull: always` image was last pulled.
-    #[serde(default)]
     pub(crate) pulled_at: BTreeMap<String, String>,
 }
 

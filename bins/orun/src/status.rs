@@ -54,8 +54,7 @@ fn text(v: &Value, key: &str) -> String {
 fn render(doc: &Value, ready: bool) -> String {
     let node = &doc["node"];
     let mut out = String::new();
-    let head = text(node, "git_head");
-    let head = &head[..head.len().min(12)];
+    let head: String = text(node, "git_head").chars().take(12).collect();
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
@@ -92,7 +91,7 @@ fn render(doc: &Value, ready: bool) -> String {
                 text(d, "state"),
                 text(d, "health"),
                 text(d, "image"),
-                id[..id.len().min(12)].to_owned(),
+                id.chars().take(12).collect(),
             ]);
             if let Some(e) = d.get("last_error").and_then(Value::as_str) {
                 errors.push(format!("{name}: {e}"));

@@ -272,6 +272,8 @@ impl Mirror {
         fo.remote_callbacks(callbacks(&self.options, &state, started, &self.cancel));
         fo.download_tags(AutotagOption::None);
         fo.update_fetchhead(false);
+        // Credentials were checked against the configured host; do not follow it elsewhere.
+        fo.follow_redirects(git2::RemoteRedirect::None);
         let refspec = format!("+refs/heads/{}:{FETCHED}", self.options.branch);
         remote
             .fetch(&[refspec.as_str()], Some(&mut fo), Some("orun: fetch"))
@@ -364,11 +366,22 @@ fn callbacks<'a>(
             Err(git2::Error::from_str("the ssh host key is not pinned"))
         }
     });
-    cb.credentials(move |_url, user_from_url, allowed| {
+    cb.credentials(move |url, user_from_url, allowed| {
+        // Over ssh without a user in the URL, libgit2 first asks for a user name alone; that is
+        // not a rejected credential.
+        if allowed == CredentialType::USERNAME {
+            return Cred::username(user_from_url.or(options.url.ssh_user()).unwrap_or("git"));
+        }
         // libgit2 asks again after a rejection; one try per call, or it loops.
         state.auth_attempts.set(state.auth_attempts.get() + 1);
         if state.auth_attempts.get() > 1 {
             return Err(git2::Error::from_str("credentials were rejected"));
+        }
+        // A redirect to another host must not receive the token.
+        if options.url.transport() == Transport::Https && !same_host(url, options.url.as_str()) {
+            return Err(git2::Error::from_str(
+                "the remote redirected to another host; credentials are not sent there",
+            ));
         }
         match options.url.transport() {
             Transport::Ssh if allowed.contains(CredentialType::SSH_KEY) => {
@@ -393,6 +406,16 @@ fn callbacks<'a>(
         }
     });
     cb
+}
+
+/// Whether two `https://` URLs name the same host and port.
+fn same_host(a: &str, b: &str) -> bool {
+    let authority = |u: &str| {
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        let auth = rest.split('/').next().unwrap_or("");
+        auth.rsplit('@').next().unwrap_or(auth).to_ascii_lowercase()
+    };
+    authority(a) == authority(b)
 }
 
 fn repo_error(e: &git2::Error) -> GitError {

@@ -45,6 +45,11 @@ impl RemoteUrl {
                 "the repository URL contains spaces or control characters",
             ));
         }
+        if raw.contains('?') || raw.contains('#') {
+            return Err(invalid(
+                "the repository URL has a query or fragment (where tokens hide); give the token in a file",
+            ));
+        }
         if raw.starts_with('-') {
             return Err(invalid("the repository URL starts with '-'"));
         }
@@ -258,6 +263,7 @@ mod tests {
             "ssh://h",
             "https://",
             "git://h/m.git\n",
+            "https://h/m.git?access_token=abc",
         ] {
             assert!(parse(raw).is_err(), "{raw:?} should be refused");
         }
