@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+#[path = "../crates/docker-runtime/tests/common/mod.rs"]
+mod docker_support;
 #[path = "../crates/gitsync/tests/common/mod.rs"]
 mod git_support;
 
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use docker_support::{Guard, docker};
 use git_support::{Remote, Sshd, git_daemon, wait_for};
 use serde_json::Value;
 
@@ -40,34 +43,11 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn docker_ok(args: &[&str]) -> Option<String> {
     let out = Command::new("docker").args(args).output().unwrap();
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Removes every container with the label when dropped, pass or fail.
-struct Guard(String);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(ids) = docker_ok(&["ps", "-aq", "--filter", &format!("label={}", self.0)]) {
-            for id in ids.split_whitespace() {
-                let _ = docker_ok(&["rm", "-f", id]);
-            }
-        }
-    }
 }
 
 /// One running agent process, killed on drop.

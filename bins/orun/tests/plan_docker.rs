@@ -8,37 +8,19 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+#[path = "../../../crates/docker-runtime/tests/common/mod.rs"]
+mod docker_support;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use docker_support::{Guard, docker};
 
 use manifest_model::{DirSource, Limits, load, resolve};
 use reconcile_core::{
     LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, RenderedSpec,
     image_of,
 };
-
-struct Guard {
-    label: String,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label={}", self.label)]);
-        for id in ids.split_whitespace() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);
@@ -102,9 +84,7 @@ fn plan_against_real_docker() {
     let pid = std::process::id();
     let node = format!("t{pid}");
     let label = format!("orun.test=plan-{pid}");
-    let _guard = Guard {
-        label: label.clone(),
-    };
+    let _guard = Guard(label.clone());
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path();
     write(
