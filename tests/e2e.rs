@@ -181,16 +181,6 @@ fn container(name: &str) -> Option<(String, String)> {
     })
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn the_agent_converges_follows_and_survives_faults() {
     let id = std::process::id();
@@ -273,13 +263,11 @@ fn the_agent_converges_follows_and_survives_faults() {
     let agent = spawn_agent(&url, &node, &data, status_port, &[]);
     let s = agent.converged(&c1);
     assert_eq!(s["deployments"].as_object().unwrap().len(), 3, "{s}");
-    let body = wait_for("the web container to serve", WAIT, || {
-        http_get(web_port, "/health")
+    let web_addr = SocketAddr::from(([127, 0, 0, 1], web_port));
+    let answer = wait_for("the web container to serve", WAIT, || {
+        status_http::get(web_addr, "/health", Duration::from_secs(2)).ok()
     });
-    assert!(
-        body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
-        "{body}"
-    );
+    assert_eq!(answer.code, 200, "{answer:?}");
     let web1 = container(&web).expect("web runs");
     let api1 = container(&api).expect("api runs");
     let worker1 = container(&worker).expect("worker runs");

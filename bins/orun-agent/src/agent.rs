@@ -42,6 +42,10 @@ const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
 struct Loaded {
     commit: String,
     node: DesiredNode,
+    /// `node` rendered for the planner, without image ids. A revision never changes, so its
+    /// specs are rendered and hashed once here, not on every pass; each pass only fills in
+    /// the local image ids.
+    desired: Desired,
 }
 
 /// What one pass found.
@@ -323,9 +327,12 @@ impl Agent {
                     }
                     self.schedule.set_interval(wanted.max(MIN_MANIFEST_POLL));
                 }
+                let mut desired = Desired::from_node(&node, Some(commit.to_owned()), |_| None);
+                desired.allow_empty = self.cfg.allow_remove_all;
                 self.current = Some(Loaded {
                     commit: commit.to_owned(),
                     node,
+                    desired,
                 });
                 self.refused = None;
                 self.load_error = None;
@@ -376,10 +383,11 @@ impl Agent {
             .observe()
             .await
             .context("cannot observe Docker")?;
-        let refs: Vec<String> = node
-            .containers
+        let mut desired = loaded.desired.clone();
+        let refs: Vec<String> = desired
+            .deployments
             .iter()
-            .map(reconcile_core::image_of)
+            .map(|d| d.spec.image.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -392,18 +400,16 @@ impl Agent {
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
 
         // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
-        let probe = Desired::from_node(node, Some(loaded.commit.clone()), |i| {
-            images.get(i).cloned()
-        });
-        for (c, d) in node.containers.iter().zip(&probe.deployments) {
+        // `desired.deployments` is `node.containers` rendered, in the same order.
+        for (c, d) in node.containers.iter().zip(&desired.deployments) {
             if c.spec.suspend {
                 continue;
             }
             if self.shutdown.load(Ordering::SeqCst) {
                 return Ok(Outcome::default());
             }
-            let image = reconcile_core::image_of(c);
-            let present = images.contains_key(&image);
+            let image = &d.spec.image;
+            let present = images.contains_key(image);
             let problem = match (&c.spec.source, c.spec.pull) {
                 (ImageSource::Build(_), _) if !present => Some(
                     "building images on the node is not supported by this agent yet; build and push the image, then use `image:`".to_owned(),
@@ -416,7 +422,7 @@ impl Agent {
                 (ImageSource::Image(_), policy) => {
                     let due = match policy {
                         PullPolicy::Always => {
-                            self.state.pulled_at.get(&image) != Some(&loaded.commit)
+                            self.state.pulled_at.get(image) != Some(&loaded.commit)
                         }
                         _ => !present,
                     };
@@ -424,7 +430,7 @@ impl Agent {
                         None
                     } else if due {
                         info!(deployment = %d.name, %image, "pulling");
-                        match tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(&image, &self.auth)).await {
+                        match tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(image, &self.auth)).await {
                             Ok(Ok(id)) => {
                                 images.insert(image.clone(), id);
                                 self.state.pulled_at.insert(image.clone(), loaded.commit.clone());
@@ -445,10 +451,9 @@ impl Agent {
             }
         }
 
-        let mut desired = Desired::from_node(node, Some(loaded.commit.clone()), |i| {
-            images.get(i).cloned()
-        });
-        desired.allow_empty = self.cfg.allow_remove_all;
+        for d in &mut desired.deployments {
+            d.image_id = images.get(&d.spec.image).cloned();
+        }
         let plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
         for d in &plan.diagnostics {
             match d {
@@ -516,7 +521,7 @@ impl Agent {
         } else if applied > 0 || !errors.is_empty() {
             self.save_state();
         }
-        self.publish(Some(loaded), &actual, &replan, &errors);
+        self.publish(Some((loaded, &desired)), &actual, &replan, &errors);
         Ok(Outcome {
             converged,
             wake_at: replan.wake_at,
@@ -592,24 +597,23 @@ impl Agent {
 
     fn publish(
         &self,
-        loaded: Option<&Loaded>,
+        loaded: Option<(&Loaded, &Desired)>,
         actual: &Actual,
         plan: &Plan,
         errors: &BTreeMap<String, String>,
     ) {
         let mut node_status = self.node_status();
-        if let Some(l) = loaded {
+        if let Some((l, _)) = loaded {
             node_status.git_head = Some(l.commit.clone());
         }
         let mut deployments = BTreeMap::new();
         let mut services = BTreeMap::new();
         let mut ready = loaded.is_some();
-        if let Some(l) = loaded {
+        if let Some((l, desired)) = loaded {
             let env = &l.node.environment.id;
-            for c in &l.node.containers {
-                let image = reconcile_core::image_of(c);
-                let spec_hash =
-                    reconcile_core::RenderedSpec::from_container(c, image.clone()).hash();
+            for (c, d) in l.node.containers.iter().zip(&desired.deployments) {
+                let image = d.spec.image.clone();
+                let spec_hash = d.spec_hash.clone();
                 let mine: Vec<_> = actual
                     .containers
                     .iter()

@@ -95,7 +95,7 @@ impl KnownHosts {
         if self
             .entries
             .iter()
-            .any(|e| e.revoked && e.key == offered && (e.patterns.is_empty() || matches(e, host)))
+            .any(|e| e.revoked && e.key == offered && matches(e, host))
         {
             return Verdict::Revoked;
         }
