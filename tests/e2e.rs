@@ -156,13 +156,13 @@ fn node_yaml(node: &str) -> String {
 /// A long-running container that stops at once on SIGTERM.
 fn worker_yaml(node: &str, name: &str, marker: &str) -> String {
     format!(
-        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n  env:\n    MARKER: \"{marker}\"\n"
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n  env:\n    MARKER: \"{marker}\"\n  rollout:\n    minHealthySeconds: 1\n"
     )
 }
 
 fn web_yaml(node: &str, name: &str, port: u16) -> String {
     format!(
-        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-example/hello:1\n  nodes: [{node}]\n  ports:\n    - containerPort: 80\n      port: {port}\n      hostIP: 127.0.0.1\n  env:\n    API_TOKEN: \"{SECRET}\"\n"
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-example/hello:1\n  nodes: [{node}]\n  ports:\n    - containerPort: 80\n      port: {port}\n      hostIP: 127.0.0.1\n  env:\n    API_TOKEN: \"{SECRET}\"\n  rollout:\n    minHealthySeconds: 1\n"
     )
 }
 

@@ -8,6 +8,10 @@
 mod agent;
 mod apply;
 mod config;
+mod eventlog;
+mod journal;
+mod probe;
+mod rollout;
 mod state;
 
 use std::io::IsTerminal as _;

@@ -85,18 +85,30 @@ impl DataDir {
 
     /// Writes `state` so that either the old or the new file exists whole after a crash.
     pub(crate) fn save_state(&self, state: &State) -> anyhow::Result<()> {
-        let path = self.state_path();
-        let tmp = self.root.join("state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(state)?;
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.root)?.sync_all()
-        };
-        write().with_context(|| format!("cannot write {}", path.display()))
+        write_atomic(&self.state_path(), &serde_json::to_vec_pretty(state)?)
     }
+
+    /// A file in the data dir.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+/// Replaces `path` with `bytes` so that either the old or the new content exists whole after
+/// a crash or a full disk: a temporary file beside it, fsync, rename, fsync of the folder.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// What the agent remembers across restarts.
@@ -113,6 +125,9 @@ pub(crate) struct State {
     pub(crate) history: History,
     /// The commit at which each `pull: always` image was last pulled.
     pub(crate) pulled_at: BTreeMap<String, String>,
+    /// Restarts orun made of each deployment's current container (liveness, unhealthy,
+    /// stopped), by container id; Docker counts its own.
+    pub(crate) restarts: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

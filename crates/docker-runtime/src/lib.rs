@@ -2,19 +2,22 @@
 //!
 //! This crate owns everything that talks to Docker (through `bollard`, known to no other
 //! crate): observing every container with its labels and state, looking up local image ids,
-//! and creating, starting, stopping, unpausing, renaming and removing containers. Pulls and
-//! the events stream come with the agent.
+//! and creating, starting, stopping, unpausing, restarting, renaming and removing containers;
+//! inspecting one (health, restart count, address, log tail) for health gates; pulls; and the
+//! events stream.
 //!
 //! It does not decide what to change: that is `reconcile-core`'s plan. Docker's answers are
 //! turned into `reconcile-core`'s [`Actual`] at once, so no Docker type leaves this crate, and
 //! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
 
 mod events;
+mod inspect;
 mod pull;
 
 use std::collections::{BTreeMap, HashMap};
 
 pub use events::WatchEvent;
+pub use inspect::ContainerInfo;
 pub use pull::{RegistryAuth, registry_of};
 
 use bollard::models::{

@@ -1,7 +1,7 @@
 //! The pure planner: from (desired, actual, history, now) to an ordered, explained plan.
 //!
 //! `reconcile-core` decides what to change on a Docker host so it runs what the manifests
-//! say, and says why. It performs no IO, reads no clock, spawns nothing and is never async:
+//! say, and says why; and, through [`Gate`], when a new container has earned promotion. It performs no IO, reads no clock, spawns nothing and is never async:
 //! the caller observes Docker, passes the time in, and applies the steps. That makes it
 //! property-testable against an in-memory fake, and embeddable in other tools. It knows
 //! nothing of Docker's API, Git or HTTP.
@@ -40,6 +40,7 @@
 
 mod actual;
 mod desired;
+mod gate;
 mod history;
 mod plan;
 
@@ -50,6 +51,9 @@ pub use actual::{
 pub use desired::{
     Desired, DesiredDeployment, RenderedEnv, RenderedPort, RenderedSpec, RenderedVolume,
     ReplaceStrategy, image_of, secret_digest, strategy_of,
+};
+pub use gate::{
+    Gate, GateFailure, GatePolicy, Millis, ProbePolicy, ProbeTrack, Seen, Verdict, restart_delay,
 };
 pub use history::{Backoff, Failure, History, Timestamp, next_attempt};
 pub use plan::{Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with};

@@ -27,13 +27,13 @@ impl Plan {
         self.steps.is_empty()
     }
 
-    /// Counts of steps by kind: (create, replace, start, remove).
+    /// Counts of steps by kind: (create, replace or rename, start, remove).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let mut c = (0, 0, 0, 0);
         for s in &self.steps {
             match s.action {
                 Action::Create { .. } => c.0 += 1,
-                Action::Replace { .. } => c.1 += 1,
+                Action::Replace { .. } | Action::Rename { .. } => c.1 += 1,
                 Action::Start { .. } | Action::Unpause { .. } => c.2 += 1,
                 Action::Remove { .. } => c.3 += 1,
             }
@@ -81,6 +81,18 @@ pub enum Action {
         strategy: ReplaceStrategy,
         /// The image must be pulled (or built) first.
         needs_image: bool,
+    },
+    /// Give a container that runs the current spec under another name (a temporary name
+    /// left by an interrupted rollout, or a rename by hand) its name back.
+    Rename {
+        /// The container.
+        container_id: String,
+        /// The name it has.
+        from: String,
+        /// The name it should have.
+        to: String,
+        /// It is stopped and its restart policy wants it running: start it after renaming.
+        start: bool,
     },
     /// Unpause a managed container that was paused by hand.
     Unpause {
@@ -242,10 +254,14 @@ pub fn plan_with(
                 continue;
             }
         }
-        // Keep the best container (current spec first, then running, then by id); any other
-        // container of the same deployment is a leftover to remove.
+        // Keep the best container (the deployment's own name first, then the current spec,
+        // then running, then by id); any other container of the same deployment is a leftover
+        // to remove. The name comes first because the container under it is the one serving:
+        // a current-spec container under a temporary name never passed its health gate (or
+        // the intent journal would have promoted it), so it must not displace the old one.
         existing.sort_by_key(|c| {
             (
+                c.name != d.spec.container_name,
                 !is_current(Some(c), d),
                 !matches!(c.state, ContainerState::Running),
                 c.id.as_str(),
@@ -386,6 +402,39 @@ pub fn plan_with(
                     },
                 },
             )),
+            Some(c)
+                if same_generation(c, d)
+                    && matches!(
+                        c.state,
+                        ContainerState::Running
+                            | ContainerState::Created
+                            | ContainerState::Exited { .. }
+                    ) =>
+            {
+                let start = match c.state {
+                    ContainerState::Running => false,
+                    ContainerState::Exited { code } => should_restart(&d.spec.restart, code),
+                    _ => true,
+                };
+                ordered.push((
+                    depth[i],
+                    0,
+                    Step {
+                        deployment: d.name.clone(),
+                        action: Action::Rename {
+                            container_id: c.id.clone(),
+                            from: c.name.clone(),
+                            to: d.spec.container_name.clone(),
+                            start,
+                        },
+                        reason: Reason {
+                            summary: "it runs the current spec under another name".to_owned(),
+                            changes: Vec::new(),
+                            commit: commit.clone(),
+                        },
+                    },
+                ));
+            }
             Some(c) => {
                 let changes = changes(c, d);
                 let summary = if matches!(c.state, ContainerState::Dead) && changes.is_empty() {
@@ -524,6 +573,7 @@ fn step_id(s: &Step) -> &str {
         Action::Create { container_name, .. } => container_name,
         Action::Replace { old_id, .. } => old_id,
         Action::Start { container_id, .. }
+        | Action::Rename { container_id, .. }
         | Action::Unpause { container_id, .. }
         | Action::Remove { container_id, .. } => container_id,
     }
@@ -538,6 +588,12 @@ fn is_current(c: Option<&ObservedContainer>, d: &DesiredDeployment) -> bool {
             && c.spec_hash() == Some(d.spec_hash.as_str())
             && d.image_id.as_ref().is_none_or(|id| *id == c.image_id)
     })
+}
+
+/// Whether `c` runs the desired spec and image, whatever its name.
+fn same_generation(c: &ObservedContainer, d: &DesiredDeployment) -> bool {
+    c.spec_hash() == Some(d.spec_hash.as_str())
+        && d.image_id.as_ref().is_none_or(|id| *id == c.image_id)
 }
 
 fn should_restart(policy: &str, code: i64) -> bool {
@@ -704,6 +760,13 @@ impl fmt::Display for Plan {
                     if s.reason.changes.is_empty() {
                         writeln!(f, "    {}", s.reason.summary)?;
                     }
+                }
+                Action::Rename { from, to, .. } => {
+                    writeln!(
+                        f,
+                        "~ {}: rename {from} to {to} ({})",
+                        s.deployment, s.reason.summary
+                    )?;
                 }
                 Action::Unpause { container_name, .. } => {
                     writeln!(

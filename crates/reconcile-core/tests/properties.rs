@@ -208,6 +208,23 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
                 );
                 c.state = ContainerState::Running;
             }
+            // Docker refuses a name in use: the fake does too.
+            Action::Rename {
+                container_id,
+                to,
+                start,
+                ..
+            } => {
+                assert!(
+                    cs.iter().all(|c| c.name != *to),
+                    "name already taken: {to}\n{plan}"
+                );
+                let c = cs.iter_mut().find(|c| c.id == *container_id).unwrap();
+                c.name.clone_from(to);
+                if *start {
+                    c.state = ContainerState::Running;
+                }
+            }
             Action::Unpause { container_id, .. } => {
                 let c = cs.iter_mut().find(|c| c.id == *container_id).unwrap();
                 assert_eq!(
@@ -281,6 +298,7 @@ fn step_containers(plan: &Plan) -> Vec<&str> {
         .filter_map(|s| match &s.action {
             Action::Replace { old_id, .. } => Some(old_id.as_str()),
             Action::Start { container_id, .. }
+            | Action::Rename { container_id, .. }
             | Action::Unpause { container_id, .. }
             | Action::Remove { container_id, .. } => Some(container_id.as_str()),
             Action::Create { .. } => None,

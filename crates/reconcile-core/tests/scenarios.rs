@@ -189,8 +189,7 @@ fn drift_and_removal() {
         expect![[r#"
             - old: remove old (deployment is no longer in the repository for this node) [9f8e7d6c5b4a]
             > web: start web (container is stopped (exit code 137))
-            ~ api: replace api-by-hand as api (start-first) [9f8e7d6c5b4a]
-                containerName: api-by-hand -> api
+            ~ api: rename api-by-hand to api (it runs the current spec under another name)
             Plan: 0 to create, 1 to replace, 1 to start, 1 to remove.
         "#]],
     );

@@ -1,7 +1,8 @@
 //! The agent's read-only status API on loopback.
 //!
 //! This crate owns the HTTP server (through `hyper`, known to no other crate) for REFERENCE
-//! §4: `GET|POST /healthz`, `GET|POST /status`, `GET /readyz` and `GET /metrics`; any other
+//! §4: `GET|POST /healthz`, `GET|POST /status`, `GET /readyz`, `GET /metrics` and the event
+//! history `GET /events?since=&deployment=&limit=`; any other
 //! method on those paths is 405, any other path 404. It never calls Docker or Git on a
 //! request path: the agent [`Status::publish`]es a [`Snapshot`] after each pass and every
 //! request reads the last one, in constant time. It accepts no command of any kind.
@@ -15,6 +16,7 @@
 mod client;
 mod snapshot;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -30,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use client::{Answer, ClientError, get};
-pub use snapshot::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot};
+pub use snapshot::{DeploymentStatus, Event, Metrics, NodeStatus, ServiceStatus, Snapshot};
 
 /// Everything that can go wrong serving the status API.
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +70,18 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default)]
 pub struct Status {
     current: Arc<RwLock<Arc<Snapshot>>>,
+    events: Arc<RwLock<VecDeque<Event>>>,
 }
+
+/// Most events kept in memory and served by `/events`.
+pub const EVENTS_KEPT: usize = 1000;
 
 impl Status {
     /// A status holding `initial`.
     pub fn new(initial: Snapshot) -> Self {
         Self {
             current: Arc::new(RwLock::new(Arc::new(initial))),
+            events: Arc::default(),
         }
     }
 
@@ -86,6 +93,38 @@ impl Status {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *guard = Arc::new(snapshot);
+    }
+
+    /// Adds an event to the history `/events` serves, dropping the oldest beyond
+    /// [`EVENTS_KEPT`]. The agent keeps the durable copy.
+    pub fn record(&self, event: Event) {
+        let mut ring = self
+            .events
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ring.len() == EVENTS_KEPT {
+            ring.pop_front();
+        }
+        ring.push_back(event);
+    }
+
+    /// Events with `seq > since`, optionally of one deployment: the newest `limit`, oldest
+    /// first.
+    pub fn events(&self, since: u64, deployment: Option<&str>, limit: usize) -> Vec<Event> {
+        let ring = self
+            .events
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<Event> = ring
+            .iter()
+            .rev()
+            .filter(|e| e.seq > since)
+            .filter(|e| deployment.is_none_or(|d| e.deployment.as_deref() == Some(d)))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
     }
 
     /// The last published snapshot.
@@ -134,7 +173,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let status = status.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &status.get())) }
+                async move { Ok::<_, Infallible>(respond(&req, &status)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -149,11 +188,12 @@ pub async fn serve(
 }
 
 /// Answers one request from the snapshot; the request body is never read.
-fn respond(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
+fn respond(req: &Request<Incoming>, status: &Status) -> Response<Full<Bytes>> {
+    let snap: &Snapshot = &status.get();
     let method = req.method();
     let allowed: &[Method] = match req.uri().path() {
         "/healthz" | "/status" => &[Method::GET, Method::POST],
-        "/readyz" | "/metrics" => &[Method::GET],
+        "/readyz" | "/metrics" | "/events" => &[Method::GET],
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if !allowed.contains(method) {
@@ -179,6 +219,11 @@ fn respond(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
             };
             json(code, &serde_json::json!({ "ready": snap.ready }))
         }
+        "/events" => {
+            let q = EventQuery::parse(req.uri().query().unwrap_or(""));
+            let events = status.events(q.since, q.deployment.as_deref(), q.limit);
+            json(StatusCode::OK, &serde_json::json!({ "events": events }))
+        }
         _ => {
             let mut r = text(StatusCode::OK, &snap.metrics.render(snap));
             r.headers_mut().insert(
@@ -187,6 +232,35 @@ fn respond(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
             );
             r
         }
+    }
+}
+
+/// `/events?since=SEQ&deployment=NAME&limit=N`: events after `since`, the newest `limit`
+/// (default and most [`EVENTS_KEPT`]). Unknown or malformed parameters are ignored.
+struct EventQuery {
+    since: u64,
+    deployment: Option<String>,
+    limit: usize,
+}
+
+impl EventQuery {
+    fn parse(query: &str) -> Self {
+        let mut q = Self {
+            since: 0,
+            deployment: None,
+            limit: EVENTS_KEPT,
+        };
+        for pair in query.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "since" => q.since = v.parse().unwrap_or(0),
+                "limit" => q.limit = v.parse().unwrap_or(EVENTS_KEPT).min(EVENTS_KEPT),
+                // Deployment names are DNS labels: nothing to percent-decode.
+                "deployment" if !v.is_empty() => q.deployment = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        q
     }
 }
 

@@ -56,6 +56,34 @@ pub struct DeploymentStatus {
     pub spec_hash: Option<String>,
     /// The last error, as orun wrote it (no values).
     pub last_error: Option<String>,
+    /// Restarts of the current container since it was promoted: Docker's restart policy
+    /// and orun's supervision (liveness, unhealthy, stopped) together.
+    pub restarts: u64,
+    /// The rollout in progress, in words (`waiting for health: 3s of minHealthySeconds 10`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+}
+
+/// One entry of the event history (`GET /events`): something orun did or saw, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub struct Event {
+    /// Position in the history; grows by one per event, across restarts.
+    pub seq: u64,
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The commit the agent was applying, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The deployment concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// What: `create`, `replace`, `promote`, `rollback`, `restart`, `remove`, `recover`, ...
+    pub step: String,
+    /// Why (a plan reason, a probe result, an exit code and log lines). Never a secret: the
+    /// agent writes only its own words, container output and manifest field names.
+    pub reason: String,
+    /// How it ended: `started`, `ok`, `failed`, `rolled-back`.
+    pub outcome: String,
 }
 
 /// One service's part of `/status`.
@@ -80,8 +108,10 @@ pub struct Metrics {
     pub last_success_unix: Option<f64>,
     /// Duration of the last fetch, in seconds.
     pub fetch_duration_seconds: Option<f64>,
-    /// Container restarts by supervision.
-    pub restarts_total: u64,
+    /// Container restarts by supervision, by deployment.
+    pub restarts: BTreeMap<String, u64>,
+    /// Rollouts ended, by outcome (`promoted`, `rolled-back`, `failed`).
+    pub rollouts: BTreeMap<String, u64>,
 }
 
 impl Metrics {
@@ -123,11 +153,22 @@ impl Metrics {
                 &[(String::new(), d)],
             );
         }
+        let labelled = |key: &str, m: &BTreeMap<String, u64>| -> Vec<(String, f64)> {
+            m.iter()
+                .map(|(k, v)| (format!("{{{key}=\"{}\"}}", escape(k)), *v as f64))
+                .collect()
+        };
         metric(
             "orun_restarts_total",
             "counter",
-            "Containers restarted by supervision.",
-            &[(String::new(), self.restarts_total as f64)],
+            "Container restarts (Docker's restart policy and orun's supervision), by deployment.",
+            &labelled("deployment", &self.restarts),
+        );
+        metric(
+            "orun_rollouts_total",
+            "counter",
+            "Rollouts ended, by outcome.",
+            &labelled("outcome", &self.rollouts),
         );
         let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
         for d in snap.deployments.values() {

@@ -10,7 +10,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use status_http::{DeploymentStatus, Limits, Metrics, NodeStatus, Snapshot, Status, serve};
+use status_http::{
+    DeploymentStatus, EVENTS_KEPT, Event, Limits, Metrics, NodeStatus, Snapshot, Status, serve,
+};
 
 /// Starts a server on an ephemeral loopback port; it stops when the returned sender drops.
 fn start(status: Status, limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -61,7 +63,8 @@ fn snapshot(ready: bool) -> Snapshot {
         metrics: Metrics {
             passes_total: 3,
             pass_failures_total: 1,
-            restarts_total: 2,
+            restarts: [("web".to_owned(), 2)].into(),
+            rollouts: [("rolled-back".to_owned(), 1)].into(),
             ..Default::default()
         },
         ..Default::default()
@@ -103,6 +106,7 @@ fn endpoints_and_methods() {
         ("PATCH", "/healthz"),
         ("POST", "/readyz"),
         ("POST", "/metrics"),
+        ("POST", "/events"),
     ] {
         assert_eq!(request(addr, method, path).0, 405, "{method} {path}");
     }
@@ -119,12 +123,42 @@ fn endpoints_and_methods() {
         (200, r#"{"ready":true}"#.to_owned())
     );
 
+    // The event history: newest `limit` after `since`, per deployment, oldest first.
+    for seq in 1..=1005 {
+        status.record(Event {
+            seq,
+            time: "2026-11-22T03:00:00Z".into(),
+            deployment: Some(if seq % 2 == 0 { "web" } else { "api" }.into()),
+            step: "replace".into(),
+            reason: format!("event {seq}"),
+            outcome: "ok".into(),
+            ..Default::default()
+        });
+    }
+    let events = |q: &str| -> Vec<u64> {
+        let (code, body) = request(addr, "GET", &format!("/events{q}"));
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let all = events("");
+    assert_eq!((all.len(), all[0], all[999]), (EVENTS_KEPT, 6, 1005));
+    assert_eq!(events("?since=1000"), [1001, 1002, 1003, 1004, 1005]);
+    assert_eq!(events("?deployment=web&limit=2"), [1002, 1004]);
+    assert_eq!(events("?since=1003&deployment=api&limit=x"), [1005]);
+
     let (code, metrics) = request(addr, "GET", "/metrics");
     assert_eq!(code, 200);
     for line in [
         "orun_passes_total 3",
         "orun_pass_failures_total 1",
-        "orun_restarts_total 2",
+        "orun_restarts_total{deployment=\"web\"} 2",
+        "orun_rollouts_total{outcome=\"rolled-back\"} 1",
         "orun_deployments{state=\"running\"} 1",
         "orun_ready 1",
     ] {

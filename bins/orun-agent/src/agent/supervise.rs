@@ -1,0 +1,201 @@
+//! Supervision of promoted containers: liveness probes and Docker's HEALTHCHECK verdict
+//! restart a container that stops answering, with backoff (1 s doubling to 5 min), forever;
+//! and the restart counts `/status` and `/metrics` show (Docker's restart policy plus orun's
+//! own restarts).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use manifest_model::ProbeTarget;
+use reconcile_core::{
+    Actual, ContainerState, Desired, HealthStatus, Millis, ProbePolicy, ProbeTrack, restart_delay,
+};
+use tracing::{debug, warn};
+
+use super::{Agent, Loaded};
+use crate::probe;
+use crate::rollout::STOP_GRACE;
+
+/// A promoted container with a liveness probe.
+#[derive(Debug)]
+pub(super) struct Watch {
+    container_id: String,
+    target: ProbeTarget,
+    track: ProbeTrack,
+}
+
+/// Restarts in a row of one deployment, and when the next may come.
+#[derive(Debug, Default)]
+pub(super) struct RestartBackoff {
+    in_row: u32,
+    not_before: Millis,
+}
+
+impl Agent {
+    pub(super) fn now_ms(&self) -> Millis {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// After a pass: which containers are promoted and running, their restart counts, the
+    /// liveness probes to run, and a restart for any Docker reports unhealthy.
+    pub(super) async fn supervise(&mut self, loaded: &Loaded, desired: &Desired, actual: &Actual) {
+        let now = self.now_ms();
+        let mut promoted: BTreeSet<String> = BTreeSet::new();
+        let mut counts = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        for (c, d) in loaded.node.containers.iter().zip(&desired.deployments) {
+            if c.spec.suspend {
+                continue;
+            }
+            let Some(o) = actual.containers.iter().find(|o| {
+                o.name == d.spec.container_name
+                    && o.managed_by(&desired.node, &desired.environment)
+                    && o.spec_hash() == Some(d.spec_hash.as_str())
+            }) else {
+                continue;
+            };
+            ids.insert(o.id.clone());
+            if !self.docker_restarts.contains_key(&o.id) || self.dirty.contains(&o.id) {
+                match self.docker.inspect(&o.id).await {
+                    Ok(info) => {
+                        self.docker_restarts
+                            .insert(o.id.clone(), info.restart_count);
+                    }
+                    Err(e) => debug!(container = %o.id, error = %e, "cannot inspect"),
+                }
+            }
+            let total = self.docker_restarts.get(&o.id).copied().unwrap_or(0)
+                + self.state.restarts.get(&o.id).copied().unwrap_or(0);
+            counts.insert(d.name.clone(), total);
+            if o.state != ContainerState::Running {
+                continue;
+            }
+            promoted.insert(d.name.clone());
+            match (&c.spec.health.liveness, self.watches.get(&d.name)) {
+                (Some(_), Some(w)) if w.container_id == o.id => {}
+                (Some(p), _) => {
+                    let policy = reconcile_core::GatePolicy::of(&c.spec).liveness;
+                    if let Some(policy) = policy {
+                        self.watches
+                            .insert(d.name.clone(), new_watch(&o.id, &p.http, policy, now));
+                    }
+                }
+                (None, _) => {
+                    self.watches.remove(&d.name);
+                }
+            }
+            match o.health {
+                Some(HealthStatus::Unhealthy) if c.spec.health.liveness.is_none() => {
+                    let why = "Docker's HEALTHCHECK reports it unhealthy".to_owned();
+                    self.restart(&d.name, &o.id, &why).await;
+                }
+                Some(HealthStatus::Healthy) => {
+                    self.backoffs.remove(&d.name);
+                }
+                _ => {}
+            }
+        }
+        self.watches.retain(|dep, _| promoted.contains(dep));
+        self.dirty.clear();
+        self.docker_restarts.retain(|id, _| ids.contains(id));
+        let before = self.state.restarts.len();
+        self.state.restarts.retain(|id, _| ids.contains(id));
+        if self.state.restarts.len() != before {
+            self.save_state();
+        }
+        self.metrics.restarts = counts.clone();
+        self.restart_counts = counts;
+    }
+
+    /// When the next liveness probe is due.
+    pub(super) fn next_liveness(&self) -> Option<Instant> {
+        let due = self.watches.values().map(|w| w.track.next_due()).min()?;
+        Some(self.epoch + Duration::from_millis(due))
+    }
+
+    /// Runs the liveness probes that are due; restarts a container whose probe failed its
+    /// threshold.
+    pub(super) async fn check_liveness(&mut self) {
+        let now = self.now_ms();
+        let due: Vec<String> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| w.track.due(now))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for dep in due {
+            let Some(w) = self.watches.get(&dep) else {
+                continue;
+            };
+            let (id, target, timeout) = (
+                w.container_id.clone(),
+                w.target.clone(),
+                Duration::from_millis(w.track.timeout()),
+            );
+            let info = match self.docker.inspect(&id).await {
+                Ok(i) if i.state == ContainerState::Running => i,
+                // Not running: Docker's restart policy or the next pass deals with it.
+                _ => {
+                    let now = self.now_ms();
+                    if let Some(w) = self.watches.get_mut(&dep) {
+                        w.track.reset(now);
+                    }
+                    continue;
+                }
+            };
+            let (ok, detail) = probe::http(&target, &info, timeout).await;
+            let now = self.now_ms();
+            let Some(w) = self.watches.get_mut(&dep) else {
+                continue;
+            };
+            let failed = w.track.record(now, ok, detail.clone());
+            let failures = w.track.failures();
+            if ok {
+                self.backoffs.remove(&dep);
+            } else if failed {
+                w.track.reset(now);
+                let why =
+                    format!("the liveness probe failed {failures} time(s) in a row: {detail}");
+                self.restart(&dep, &id, &why).await;
+            }
+        }
+    }
+
+    /// Restarts a promoted container unless its backoff says wait.
+    async fn restart(&mut self, dep: &str, id: &str, why: &str) {
+        let now = self.now_ms();
+        let b = self.backoffs.entry(dep.to_owned()).or_default();
+        if now < b.not_before {
+            debug!(deployment = %dep, "restart backing off");
+            return;
+        }
+        b.in_row = b.in_row.saturating_add(1);
+        b.not_before = now + restart_delay(b.in_row);
+        warn!(deployment = %dep, reason = %why, "restarting");
+        match self.docker.restart(id, STOP_GRACE).await {
+            Ok(()) => {
+                *self.state.restarts.entry(id.to_owned()).or_default() += 1;
+                *self.restart_counts.entry(dep.to_owned()).or_default() += 1;
+                *self.metrics.restarts.entry(dep.to_owned()).or_default() += 1;
+                self.save_state();
+                self.event(Some(dep), "restart", why, "ok");
+            }
+            Err(e) => {
+                self.event(
+                    Some(dep),
+                    "restart",
+                    &format!("{why}; the restart failed: {e}"),
+                    "failed",
+                );
+            }
+        }
+    }
+}
+
+fn new_watch(id: &str, target: &ProbeTarget, policy: ProbePolicy, now: Millis) -> Watch {
+    Watch {
+        container_id: id.to_owned(),
+        target: target.clone(),
+        track: ProbeTrack::new(policy, now),
+    }
+}

@@ -1,0 +1,147 @@
+//! The intent journal: before each mutating step of a rollout the agent writes what it is
+//! about to do, durably (temporary file, fsync, rename), so that after a crash at any moment
+//! it can find the containers it made or moved and finish or undo the rollout (RELIABILITY E9).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::state::write_atomic;
+
+/// How a rollout overlaps old and new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Kind {
+    /// No previous container.
+    Create,
+    /// New beside old under a temporary name.
+    StartFirst,
+    /// Old stopped and moved aside first.
+    StopFirst,
+}
+
+/// Where a rollout stands. Every phase but `Promoting` is undone after a crash: the new
+/// container has not earned promotion, so the old one serves again and the rollout starts
+/// over. `Promoting` is finished: the new container passed its gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Phase {
+    /// Stop-first: stopping the old container and moving it aside.
+    StoppingOld,
+    /// Creating and starting the new container.
+    Starting,
+    /// Waiting for the new container to earn promotion.
+    Verifying,
+    /// The new container passed: retiring the old one and renaming the new.
+    Promoting,
+    /// The new container failed: removing it and restoring the old one.
+    RollingBack,
+}
+
+/// One rollout in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    pub(crate) kind: Kind,
+    pub(crate) phase: Phase,
+    /// The spec hash being rolled out: with the name, identifies the new container even when
+    /// the crash came before its id was written down.
+    pub(crate) spec_hash: String,
+    /// The name the deployment's container ends up with.
+    pub(crate) name: String,
+    /// The name the new container is created under.
+    pub(crate) new_name: String,
+    pub(crate) new_id: Option<String>,
+    pub(crate) old_id: Option<String>,
+    /// The old container's name before the rollout.
+    pub(crate) old_name: Option<String>,
+    /// The old container ran: an undo starts it again.
+    #[serde(default)]
+    pub(crate) old_running: bool,
+    /// Stop-first: the name the old container is parked under.
+    pub(crate) aside: Option<String>,
+    pub(crate) commit: Option<String>,
+}
+
+/// The journal file and its entries, by deployment.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    intents: BTreeMap<String, Intent>,
+}
+
+impl Journal {
+    /// Reads the journal; a missing file is an empty journal.
+    pub(crate) fn load(path: PathBuf) -> anyhow::Result<Self> {
+        let intents = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is damaged; containers left by interrupted rollouts are then cleaned up by their labels",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Ok(Self { path, intents })
+    }
+
+    /// Records `intent` for `deployment` durably before the step it announces.
+    pub(crate) fn set(&mut self, deployment: &str, intent: Intent) -> anyhow::Result<()> {
+        self.intents.insert(deployment.to_owned(), intent);
+        self.write()
+    }
+
+    /// Forgets `deployment`'s rollout: it is finished or undone.
+    pub(crate) fn clear(&mut self, deployment: &str) -> anyhow::Result<()> {
+        if self.intents.remove(deployment).is_some() {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    /// The rollouts in progress (after a crash: the ones to resolve).
+    pub(crate) fn entries(&self) -> &BTreeMap<String, Intent> {
+        &self.intents
+    }
+
+    fn write(&self) -> anyhow::Result<()> {
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&self.intents)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn intents_survive_a_reload_and_clearing_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intents.json");
+        let mut j = Journal::load(path.clone()).unwrap();
+        let intent = Intent {
+            kind: Kind::StopFirst,
+            phase: Phase::StoppingOld,
+            spec_hash: "ab".into(),
+            name: "web".into(),
+            new_name: "web".into(),
+            new_id: None,
+            old_id: Some("c1".into()),
+            old_name: Some("web".into()),
+            old_running: true,
+            aside: Some("web.orun-old".into()),
+            commit: None,
+        };
+        j.set("web", intent.clone()).unwrap();
+        let again = Journal::load(path.clone()).unwrap();
+        assert_eq!(again.entries().get("web"), Some(&intent));
+        j.clear("web").unwrap();
+        assert!(Journal::load(path.clone()).unwrap().entries().is_empty());
+        fs::write(&path, "{").unwrap();
+        assert!(Journal::load(path).is_err());
+    }
+}

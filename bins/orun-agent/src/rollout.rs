@@ -1,0 +1,621 @@
+//! Rollouts: create or replace one deployment's container, hold the new container to its
+//! promotion gate, then promote it or put the previous one back; and resolving the rollouts a
+//! crash interrupted, from the intent journal.
+//!
+//! The order of every rollout (docs/rollouts.md):
+//! - create: journal, create, start, gate; on failure remove the new container.
+//! - start-first: journal, create `<name>.orun-next` beside the old one, start, gate; on
+//!   success stop and remove the old one and rename the new; on failure remove the new one.
+//!   The old container serves throughout.
+//! - stop-first: journal, stop the old one and rename it `<name>.orun-old`, create the new one
+//!   under its name, start, gate; on success remove the old one; on failure remove the new
+//!   one, rename the old one back and start it.
+//!
+//! Every step is preceded by a journal write naming it, so a crash at any moment leaves
+//! either a rollout to undo (any phase before `promoting`) or one to finish.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use docker_runtime::{Docker, Owner, RuntimeError};
+use manifest_model::ProbeTarget;
+use reconcile_core::{
+    Action, ContainerState, Desired, DesiredDeployment, Gate, GatePolicy, Millis, ProbeTrack,
+    ReplaceStrategy, Seen, Step, Verdict,
+};
+use status_http::Status;
+use tracing::{info, warn};
+
+use crate::eventlog::EventLog;
+use crate::journal::{Intent, Journal, Kind, Phase};
+use crate::probe;
+
+/// Seconds a container gets to stop before it is killed.
+pub(crate) const STOP_GRACE: i32 = 10;
+/// How often a new container is looked at while it waits for its gate.
+const GATE_POLL: Duration = Duration::from_millis(500);
+/// Log lines quoted in a failure report.
+const LOG_LINES: usize = 5;
+
+/// What a rollout needs from the pass that runs it. Rollouts of one pass run concurrently
+/// on one thread; the journal and history are shared through mutexes never held across an
+/// await.
+pub(crate) struct Ctx<'a> {
+    pub(crate) docker: &'a Docker,
+    pub(crate) desired: &'a Desired,
+    pub(crate) journal: &'a Mutex<Journal>,
+    pub(crate) events: &'a Mutex<EventLog>,
+    pub(crate) status: &'a Status,
+    pub(crate) shutdown: &'a AtomicBool,
+    /// Bounds concurrent creates and starts: the daemon is slower with many at once.
+    pub(crate) slots: &'a tokio::sync::Semaphore,
+    pub(crate) epoch: Instant,
+}
+
+/// What the gate checks for one deployment.
+pub(crate) struct Checks<'a> {
+    pub(crate) policy: GatePolicy,
+    pub(crate) readiness: Option<&'a ProbeTarget>,
+    pub(crate) liveness: Option<&'a ProbeTarget>,
+}
+
+/// How a rollout ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The new container passed its gate and serves.
+    Promoted,
+    /// The new container failed; the previous one serves again.
+    RolledBack(String),
+    /// The new container failed and there was nothing to roll back to.
+    Failed(String),
+    /// Shutdown came first: undone, and not the spec's fault.
+    Cancelled,
+}
+
+/// Why a new container is not promoted.
+enum Fail {
+    Reason(String),
+    Cancelled,
+}
+
+impl Ctx<'_> {
+    fn now(&self) -> Millis {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn journal(&self, deployment: &str, intent: &Intent) -> anyhow::Result<()> {
+        lock(self.journal).set(deployment, intent.clone())
+    }
+
+    fn forget(&self, deployment: &str) -> anyhow::Result<()> {
+        lock(self.journal).clear(deployment)
+    }
+
+    fn event(&self, deployment: &str, step: &str, reason: &str, outcome: &str) {
+        lock(self.events).record(
+            self.desired.commit.as_deref(),
+            Some(deployment),
+            step,
+            reason,
+            outcome,
+        );
+    }
+
+    /// Shows the rollout's progress in `/status` between passes.
+    fn progress(&self, deployment: &str, text: String) {
+        let mut snap = (*self.status.get()).clone();
+        if let Some(d) = snap.deployments.get_mut(deployment) {
+            d.rollout = Some(text);
+            d.state = "rolling out".to_owned();
+            snap.ready = false;
+            self.status.publish(snap);
+        }
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves plain data, still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs a `Create` or `Replace` step as a gated rollout. `Err` means Docker failed part-way
+/// in a way that could not be undone now: the journal keeps the rollout, and the next pass
+/// resolves it first.
+pub(crate) async fn run(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    d: &DesiredDeployment,
+    checks: &Checks<'_>,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let outcome = match &step.action {
+        Action::Create { container_name, .. } => {
+            let intent = Intent {
+                kind: Kind::Create,
+                phase: Phase::Starting,
+                spec_hash: d.spec_hash.clone(),
+                name: container_name.clone(),
+                new_name: container_name.clone(),
+                new_id: None,
+                old_id: None,
+                old_name: None,
+                old_running: false,
+                aside: None,
+                commit: ctx.desired.commit.clone(),
+            };
+            create(ctx, d, intent, checks).await?
+        }
+        Action::Replace {
+            old_id,
+            old_name,
+            container_name,
+            strategy,
+            ..
+        } => {
+            let old_running = ctx
+                .docker
+                .inspect(old_id)
+                .await
+                .map(|c| c.state == ContainerState::Running)
+                .unwrap_or(false);
+            let mut intent = Intent {
+                kind: Kind::StartFirst,
+                phase: Phase::Starting,
+                spec_hash: d.spec_hash.clone(),
+                name: container_name.clone(),
+                new_name: format!("{container_name}.orun-next"),
+                new_id: None,
+                old_id: Some(old_id.clone()),
+                old_name: Some(old_name.clone()),
+                old_running,
+                aside: None,
+                commit: ctx.desired.commit.clone(),
+            };
+            match strategy {
+                ReplaceStrategy::StartFirst => start_first(ctx, d, intent, checks).await?,
+                ReplaceStrategy::StopFirst => {
+                    intent.kind = Kind::StopFirst;
+                    intent.new_name = container_name.clone();
+                    // A leftover already parked aside stays where it is.
+                    intent.aside = Some(if old_name.ends_with(".orun-old") {
+                        old_name.clone()
+                    } else {
+                        format!("{old_name}.orun-old")
+                    });
+                    stop_first(ctx, d, intent, checks).await?
+                }
+            }
+        }
+        other => anyhow::bail!("not a rollout: {other:?}"),
+    };
+    let secs = started.elapsed().as_secs_f32();
+    match &outcome {
+        Outcome::Promoted => {
+            info!(deployment = %d.name, seconds = secs, "promoted");
+            ctx.event(
+                &d.name,
+                "promote",
+                &format!("healthy; promoted after {secs:.1}s"),
+                "ok",
+            );
+        }
+        Outcome::RolledBack(why) => {
+            warn!(deployment = %d.name, reason = %why, "failed, rolled back");
+            ctx.event(&d.name, "rollback", why, "rolled-back");
+        }
+        Outcome::Failed(why) => {
+            warn!(deployment = %d.name, reason = %why, "failed; nothing to roll back to");
+            ctx.event(&d.name, "rollback", why, "failed");
+        }
+        Outcome::Cancelled => {
+            info!(deployment = %d.name, "rollout cancelled by shutdown; undone");
+            ctx.event(
+                &d.name,
+                "rollback",
+                "the agent is shutting down; the rollout was undone",
+                "cancelled",
+            );
+        }
+    }
+    Ok(outcome)
+}
+
+async fn create(
+    ctx: &Ctx<'_>,
+    d: &DesiredDeployment,
+    mut intent: Intent,
+    checks: &Checks<'_>,
+) -> anyhow::Result<Outcome> {
+    let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
+        Ok(()) => {
+            ctx.forget(&d.name)?;
+            return Ok(Outcome::Promoted);
+        }
+        Err(f) => f,
+    };
+    intent.phase = Phase::RollingBack;
+    ctx.journal(&d.name, &intent)?;
+    if let Some(id) = &intent.new_id {
+        ctx.docker.remove(id).await?;
+    }
+    ctx.forget(&d.name)?;
+    Ok(match fail {
+        Fail::Reason(r) => Outcome::Failed(r),
+        Fail::Cancelled => Outcome::Cancelled,
+    })
+}
+
+async fn start_first(
+    ctx: &Ctx<'_>,
+    d: &DesiredDeployment,
+    mut intent: Intent,
+    checks: &Checks<'_>,
+) -> anyhow::Result<Outcome> {
+    let old_id = intent.old_id.clone().unwrap_or_default();
+    if let Err(why) = clear_leftover(ctx, &intent.new_name, &old_id).await? {
+        return Ok(Outcome::RolledBack(why));
+    }
+    let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
+        Ok(()) => {
+            intent.phase = Phase::Promoting;
+            ctx.journal(&d.name, &intent)?;
+            finish_start_first(ctx.docker, &intent).await?;
+            ctx.forget(&d.name)?;
+            return Ok(Outcome::Promoted);
+        }
+        Err(f) => f,
+    };
+    intent.phase = Phase::RollingBack;
+    ctx.journal(&d.name, &intent)?;
+    if let Some(id) = &intent.new_id {
+        ctx.docker.remove(id).await?;
+    }
+    ctx.forget(&d.name)?;
+    Ok(match fail {
+        Fail::Reason(r) => Outcome::RolledBack(r),
+        Fail::Cancelled => Outcome::Cancelled,
+    })
+}
+
+async fn stop_first(
+    ctx: &Ctx<'_>,
+    d: &DesiredDeployment,
+    mut intent: Intent,
+    checks: &Checks<'_>,
+) -> anyhow::Result<Outcome> {
+    let old_id = intent.old_id.clone().unwrap_or_default();
+    let old_name = intent.old_name.clone().unwrap_or_default();
+    let aside = intent.aside.clone().unwrap_or_default();
+    if aside != old_name
+        && let Err(why) = clear_leftover(ctx, &aside, &old_id).await?
+    {
+        return Ok(Outcome::RolledBack(why));
+    }
+    intent.phase = Phase::StoppingOld;
+    ctx.journal(&d.name, &intent)?;
+    stop_gone_ok(ctx.docker, &old_id).await?;
+    if aside != old_name {
+        ctx.docker.rename(&old_id, &aside).await?;
+    }
+    let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
+        Ok(()) => {
+            intent.phase = Phase::Promoting;
+            ctx.journal(&d.name, &intent)?;
+            ctx.docker.remove(&old_id).await?;
+            ctx.forget(&d.name)?;
+            return Ok(Outcome::Promoted);
+        }
+        Err(f) => f,
+    };
+    intent.phase = Phase::RollingBack;
+    ctx.journal(&d.name, &intent)?;
+    undo(ctx.docker, &intent, None).await?;
+    ctx.forget(&d.name)?;
+    Ok(match fail {
+        Fail::Reason(r) => Outcome::RolledBack(r),
+        Fail::Cancelled => Outcome::Cancelled,
+    })
+}
+
+/// Creates and starts the new container, then holds it to its gate. The outer `Err` is a
+/// Docker failure the caller cannot judge; the inner one is the new container's failure.
+async fn start_and_gate(
+    ctx: &Ctx<'_>,
+    d: &DesiredDeployment,
+    intent: &mut Intent,
+    checks: &Checks<'_>,
+) -> anyhow::Result<Result<(), Fail>> {
+    intent.phase = Phase::Starting;
+    ctx.journal(&d.name, intent)?;
+    let owner = Owner {
+        node: &ctx.desired.node,
+        environment: &ctx.desired.environment,
+        deployment: &d.name,
+        commit: ctx.desired.commit.as_deref(),
+    };
+    // SOPS values are not decrypted by this agent yet: `create` refuses a spec whose secret
+    // has no value, naming the key, before Docker sees anything.
+    let secrets = BTreeMap::new();
+    let id = {
+        let _slot = ctx.slots.acquire().await;
+        let id = match ctx
+            .docker
+            .create(&intent.new_name, &d.spec, owner, &secrets)
+            .await
+        {
+            Ok(id) => id,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                return Ok(Err(Fail::Reason(format!(
+                    "cannot create the new container: {e}"
+                ))));
+            }
+        };
+        intent.new_id = Some(id.clone());
+        intent.phase = Phase::Verifying;
+        ctx.journal(&d.name, intent)?;
+        match ctx.docker.start(&id).await {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(e.into()),
+            // A host port taken by someone else (E5), a missing mount source...
+            Err(e) => {
+                return Ok(Err(Fail::Reason(format!(
+                    "cannot start the new container: {e}"
+                ))));
+            }
+        }
+        id
+    };
+    ctx.event(
+        &d.name,
+        "start",
+        &format!("new container {} started; waiting for health", short(&id)),
+        "started",
+    );
+    gate(ctx, d, &id, checks).await
+}
+
+/// Watches the new container until its gate decides.
+async fn gate(
+    ctx: &Ctx<'_>,
+    d: &DesiredDeployment,
+    id: &str,
+    checks: &Checks<'_>,
+) -> anyhow::Result<Result<(), Fail>> {
+    let started = ctx.now();
+    let mut gate = Gate::new(checks.policy, started);
+    loop {
+        if ctx.shutdown.load(Ordering::SeqCst) {
+            return Ok(Err(Fail::Cancelled));
+        }
+        let info = match ctx.docker.inspect(id).await {
+            Ok(i) => i,
+            Err(RuntimeError::NotFound(_)) => {
+                return Ok(Err(Fail::Reason(
+                    "the new container was removed by someone else".to_owned(),
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if info.state == ContainerState::Running {
+            for (target, track) in [
+                (checks.readiness, gate.readiness.as_mut()),
+                (checks.liveness, gate.liveness.as_mut()),
+            ] {
+                if let (Some(target), Some(track)) = (target, track) {
+                    probe_if_due(ctx, target, track, &info).await;
+                }
+            }
+        }
+        let seen = Seen {
+            state: info.state,
+            health: info.health,
+            health_output: info.health_output.clone(),
+            restart_count: info.restart_count,
+        };
+        let now = ctx.now();
+        match gate.judge(now, seen) {
+            Verdict::Promote => return Ok(Ok(())),
+            Verdict::Fail(f) => {
+                let mut reason = f.to_string();
+                if let Some(err) = &info.error {
+                    reason.push_str(&format!("; docker: {err}"));
+                }
+                if info.oom_killed {
+                    reason.push_str("; it ran out of memory (OOM-killed)");
+                }
+                reason.push_str(&log_lines(ctx.docker, id).await);
+                return Ok(Err(Fail::Reason(reason)));
+            }
+            Verdict::Wait { until } => {
+                let waited = (now - started) / 1000;
+                let text = match gate.healthy_since() {
+                    Some(since) => format!(
+                        "healthy for {}s of minHealthySeconds {}",
+                        (now - since) / 1000,
+                        checks.policy.min_healthy / 1000
+                    ),
+                    None => format!(
+                        "waiting for health ({waited}s of healthyDeadlineSeconds {}): {}",
+                        checks.policy.deadline / 1000,
+                        gate.last_seen()
+                            .map(|s| gate.obstacle(s))
+                            .unwrap_or_default()
+                    ),
+                };
+                ctx.progress(&d.name, text);
+                let pause = Duration::from_millis(until.saturating_sub(now).clamp(50, 500));
+                tokio::time::sleep(pause.min(GATE_POLL)).await;
+            }
+        }
+    }
+}
+
+/// Runs a probe if it is due, recording its result.
+pub(crate) async fn probe_if_due(
+    ctx: &Ctx<'_>,
+    target: &ProbeTarget,
+    track: &mut ProbeTrack,
+    info: &docker_runtime::ContainerInfo,
+) {
+    if track.due(ctx.now()) {
+        let (ok, detail) = probe::http(target, info, Duration::from_millis(track.timeout())).await;
+        track.record(ctx.now(), ok, detail);
+    }
+}
+
+/// `; last log lines: a | b` for a failure report, or nothing.
+async fn log_lines(docker: &Docker, id: &str) -> String {
+    match docker.logs_tail(id, LOG_LINES).await {
+        Ok(lines) if !lines.is_empty() => format!("; last log lines: {}", lines.join(" | ")),
+        _ => String::new(),
+    }
+}
+
+/// Removes a container orun left under `name` by an interrupted rollout, so the name is free.
+/// `Ok(Err)` when the name is held by something orun must not touch.
+async fn clear_leftover(
+    ctx: &Ctx<'_>,
+    name: &str,
+    keep: &str,
+) -> anyhow::Result<Result<(), String>> {
+    let actual = ctx.docker.observe().await?;
+    if let Some(c) = actual.containers.iter().find(|c| c.name == name) {
+        if c.id == keep {
+            return Ok(Err(format!(
+                "the container being replaced holds the temporary name {name}"
+            )));
+        }
+        if !c.managed_by(&ctx.desired.node, &ctx.desired.environment) {
+            return Ok(Err(format!(
+                "the temporary name {name} is taken by a container orun does not manage"
+            )));
+        }
+        ctx.docker.remove(&c.id).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// Start-first promotion: the old container goes, the new one takes the name.
+async fn finish_start_first(docker: &Docker, intent: &Intent) -> anyhow::Result<()> {
+    if let Some(old) = &intent.old_id {
+        stop_gone_ok(docker, old).await?;
+        docker.remove(old).await?;
+    }
+    if let Some(new) = &intent.new_id {
+        let actual = docker.observe().await?;
+        // It may have its name already: the crash came after the rename.
+        if let Some(c) = actual.containers.iter().find(|c| c.id == *new)
+            && c.name != intent.name
+        {
+            docker
+                .rename(new, &intent.name)
+                .await
+                .context("cannot give the new container its name")?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes a rollout: removes the new container (`found`, or the one the intent names) and
+/// puts the old one back under its name, running if it ran.
+async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> anyhow::Result<()> {
+    if let Some(new) = found.or(intent.new_id.as_deref()) {
+        docker.remove(new).await?;
+    }
+    let (Some(old), Some(old_name)) = (&intent.old_id, &intent.old_name) else {
+        return Ok(());
+    };
+    let info = match docker.inspect(old).await {
+        Ok(i) => i,
+        Err(RuntimeError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let actual = docker.observe().await?;
+    let name_now = actual
+        .containers
+        .iter()
+        .find(|c| c.id == *old)
+        .map(|c| c.name.clone());
+    if name_now.as_deref() != Some(old_name.as_str()) {
+        docker
+            .rename(old, old_name)
+            .await
+            .context("cannot give the previous container its name back")?;
+    }
+    if intent.old_running && info.state != ContainerState::Running {
+        docker
+            .start(old)
+            .await
+            .context("cannot start the previous container again")?;
+    }
+    Ok(())
+}
+
+/// Resolves the rollouts a crash (or a Docker failure) left in the journal: a promotion is
+/// finished, anything earlier is undone, so the old container serves and the next plan
+/// starts the rollout over.
+pub(crate) async fn recover(
+    docker: &Docker,
+    node: &str,
+    environment: &str,
+    journal: &Mutex<Journal>,
+    events: &Mutex<EventLog>,
+) -> anyhow::Result<()> {
+    let entries = lock(journal).entries().clone();
+    for (deployment, intent) in entries {
+        let actual = docker.observe().await?;
+        // The new container: by id when it was written down, else by name, ownership and
+        // spec hash (a crash between create and the journal write, RELIABILITY E9).
+        let new = match &intent.new_id {
+            Some(id) => actual.containers.iter().find(|c| c.id == *id),
+            None => actual.containers.iter().find(|c| {
+                c.name == intent.new_name
+                    && c.managed_by(node, environment)
+                    && c.spec_hash() == Some(intent.spec_hash.as_str())
+                    && intent.old_id.as_deref() != Some(c.id.as_str())
+            }),
+        }
+        .map(|c| c.id.clone());
+        let what = if intent.phase == Phase::Promoting {
+            match intent.kind {
+                Kind::StartFirst => finish_start_first(docker, &intent).await?,
+                Kind::StopFirst => {
+                    if let Some(old) = &intent.old_id {
+                        docker.remove(old).await?;
+                    }
+                }
+                Kind::Create => {}
+            }
+            "finished an interrupted promotion"
+        } else {
+            undo(docker, &intent, new.as_deref()).await?;
+            "undid an interrupted rollout; it starts over"
+        };
+        info!(%deployment, phase = ?intent.phase, "{what}");
+        lock(events).record(
+            intent.commit.as_deref(),
+            Some(&deployment),
+            "recover",
+            &format!("{what} (it was {:?})", intent.phase).to_lowercase(),
+            "ok",
+        );
+        lock(journal).clear(&deployment)?;
+    }
+    Ok(())
+}
+
+/// Stops a container; one that is already gone counts as stopped.
+pub(crate) async fn stop_gone_ok(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    match docker.stop(id, STOP_GRACE).await {
+        Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
