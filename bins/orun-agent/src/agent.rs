@@ -98,8 +98,9 @@ pub(crate) struct Agent {
     backoffs: BTreeMap<String, supervise::RestartBackoff>,
     /// Liveness probes of promoted containers, by deployment.
     watches: BTreeMap<String, supervise::Watch>,
-    /// Docker's restart count of each current container, refreshed when it dies.
-    docker_restarts: BTreeMap<String, u64>,
+    /// Docker's restart count and the address of each current container, by id; read again
+    /// when it dies.
+    inspected: BTreeMap<String, (u64, Option<String>)>,
     /// Containers Docker reported dying since the last pass.
     dirty: BTreeSet<String>,
     /// Restarts of each deployment's current container, for status.
@@ -180,7 +181,7 @@ impl Agent {
             epoch: Instant::now(),
             backoffs: BTreeMap::new(),
             watches: BTreeMap::new(),
-            docker_restarts: BTreeMap::new(),
+            inspected: BTreeMap::new(),
             dirty: BTreeSet::new(),
             restart_counts: BTreeMap::new(),
             current_commit: None,
@@ -694,6 +695,7 @@ impl Agent {
                                 policy: GatePolicy::of(&c.spec),
                                 readiness: c.spec.health.readiness.as_ref().map(|p| &p.http),
                                 liveness: c.spec.health.liveness.as_ref().map(|p| &p.http),
+                                drain: Duration::from_secs(c.spec.rollout.drain_seconds.into()),
                             };
                             rollout::run(ctx, step, d, &checks).await.map(Some)
                         });
@@ -921,6 +923,9 @@ impl Agent {
                         spec_hash: Some(spec_hash),
                         last_error,
                         restarts: self.restart_counts.get(&c.deployment).copied().unwrap_or(0),
+                        address: observed
+                            .and_then(|o| self.inspected.get(&o.id))
+                            .and_then(|(_, a)| a.clone()),
                         rollout: None,
                     },
                 );
@@ -1006,7 +1011,7 @@ impl Agent {
             WatchEvent::Reconnected => {
                 info!("docker event stream reconnected; re-observing");
                 // Deaths may have been missed while the stream was down.
-                self.docker_restarts.clear();
+                self.inspected.clear();
             }
         }
     }

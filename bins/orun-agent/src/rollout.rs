@@ -60,6 +60,8 @@ pub(crate) struct Checks<'a> {
     pub(crate) policy: GatePolicy,
     pub(crate) readiness: Option<&'a ProbeTarget>,
     pub(crate) liveness: Option<&'a ProbeTarget>,
+    /// Start-first: how long the old container keeps serving after the switch.
+    pub(crate) drain: Duration,
 }
 
 /// How a rollout ended.
@@ -102,6 +104,22 @@ impl Ctx<'_> {
             reason,
             outcome,
         );
+    }
+
+    /// Start-first promotion: `/status` names the new container and its address, so clients
+    /// that follow it move over while the old one still serves.
+    async fn switch(&self, deployment: &str, new_id: &str) {
+        let address = match self.docker.inspect(new_id).await {
+            Ok(i) => i.address.map(|a| a.to_string()),
+            Err(_) => None,
+        };
+        let mut snap = (*self.status.get()).clone();
+        if let Some(d) = snap.deployments.get_mut(deployment) {
+            d.container_id = Some(new_id.to_owned());
+            d.address = address;
+            d.rollout = Some("promoted; the old container drains".to_owned());
+            self.status.publish(snap);
+        }
     }
 
     /// Shows the rollout's progress in `/status` between passes.
@@ -262,6 +280,14 @@ async fn start_first(
         Ok(()) => {
             intent.phase = Phase::Promoting;
             ctx.journal(&d.name, &intent)?;
+            if let Some(new) = &intent.new_id {
+                ctx.switch(&d.name, new).await;
+            }
+            // A shutdown cuts the drain short: the promotion itself must still finish.
+            let drain_until = Instant::now() + checks.drain;
+            while Instant::now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100).min(checks.drain)).await;
+            }
             finish_start_first(ctx.docker, &intent).await?;
             ctx.forget(&d.name)?;
             return Ok(Outcome::Promoted);

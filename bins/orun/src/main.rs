@@ -10,6 +10,7 @@
     reason = "a CLI prints its results"
 )]
 
+mod events;
 mod plan;
 mod status;
 mod validate;
@@ -34,6 +35,8 @@ enum Command {
     Plan(plan::Args),
     /// Show the local agent's node and deployments (from its status API).
     Status(status::Args),
+    /// Show the agent's event history: what it did, why, and how it ended.
+    Events(events::Args),
     /// Print the version.
     Version,
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Events(args) => events::run(&args),
         Command::Version => {
             emit(&format!("orun {}\n", env!("CARGO_PKG_VERSION"))).map(|()| ExitCode::SUCCESS)
         }

@@ -39,7 +39,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let ready = status_http::get(args.addr, "/readyz", timeout)
         .map(|a| a.code == 200)
         .unwrap_or(false);
-    crate::emit(&render(&doc, ready))?;
+    let mut out = render(&doc, ready);
+    // The last few events say what just happened; `orun events` has the rest.
+    if let Ok(events) = crate::events::fetch(args.addr, None, 5)
+        && !events.is_empty()
+    {
+        out.push_str("\nrecent events (orun events for more):\n");
+        out.push_str(&crate::events::render(&events));
+    }
+    crate::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,6 +87,7 @@ fn render(doc: &Value, ready: bool) -> String {
         "DEPLOYMENT".to_owned(),
         "STATE".to_owned(),
         "HEALTH".to_owned(),
+        "RESTARTS".to_owned(),
         "IMAGE".to_owned(),
         "CONTAINER".to_owned(),
     ]];
@@ -90,15 +99,19 @@ fn render(doc: &Value, ready: bool) -> String {
                 name.clone(),
                 text(d, "state"),
                 text(d, "health"),
+                text(d, "restarts"),
                 text(d, "image"),
                 id.chars().take(12).collect(),
             ]);
+            if let Some(r) = d.get("rollout").and_then(Value::as_str) {
+                errors.push(format!("{name}: rolling out: {r}"));
+            }
             if let Some(e) = d.get("last_error").and_then(Value::as_str) {
                 errors.push(format!("{name}: {e}"));
             }
         }
     }
-    let widths: Vec<usize> = (0..5)
+    let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     out.push('\n');
@@ -130,9 +143,10 @@ mod tests {
                 "git_head":"fbf4cd18513e66989ab9e74b3c0f9b71dfce52d2","sync_error":"fetch failed: x",
                 "stale_since":"2026-11-22T10:01:00Z"},
                "deployments":{"api":{"name":"api","image":"reg/api:2","container_id":null,
-                 "state":"failed","health":null,"spec_hash":"ab","last_error":"cannot pull reg/api:2: denied"},
+                 "state":"failed","health":null,"spec_hash":"ab","last_error":"cannot pull reg/api:2: denied","restarts":0},
                  "web":{"name":"web","image":"nginx:1","container_id":"0123456789abcdef",
-                 "state":"running","health":"healthy","spec_hash":"cd","last_error":null}},
+                 "state":"rolling out","health":"healthy","spec_hash":"cd","last_error":null,"restarts":3,
+                 "rollout":"healthy for 2s of minHealthySeconds 10"}},
                "services":{}}"#,
         )
         .unwrap_or_default();
@@ -142,10 +156,11 @@ mod tests {
             remote unreachable since 2026-11-22T10:01:00Z
             sync error: fetch failed: x
 
-            DEPLOYMENT  STATE    HEALTH   IMAGE      CONTAINER
-            api         failed   -        reg/api:2  -
-            web         running  healthy  nginx:1    0123456789ab
+            DEPLOYMENT  STATE        HEALTH   RESTARTS  IMAGE      CONTAINER
+            api         failed       -        0         reg/api:2  -
+            web         rolling out  healthy  3         nginx:1    0123456789ab
             ! api: cannot pull reg/api:2: denied
+            ! web: rolling out: healthy for 2s of minHealthySeconds 10
         "#]]
         .assert_eq(&render(&doc, false));
     }

@@ -330,6 +330,9 @@ pub struct Rollout {
     pub min_healthy_seconds: u32,
     /// Seconds after which a new container that is not healthy is rolled back (default 300).
     pub healthy_deadline_seconds: u32,
+    /// Start-first: seconds the old container keeps serving after the new one is promoted,
+    /// so clients that looked up the old address finish with it (default 2).
+    pub drain_seconds: u32,
 }
 
 impl Default for Rollout {
@@ -338,6 +341,7 @@ impl Default for Rollout {
             strategy: RolloutStrategy::Auto,
             min_healthy_seconds: 10,
             healthy_deadline_seconds: 300,
+            drain_seconds: 2,
         }
     }
 }

@@ -211,6 +211,7 @@ pub(crate) struct Rollout {
     pub strategy: Option<Sp<String>>,
     pub min_healthy_seconds: Option<Sp<i64>>,
     pub healthy_deadline_seconds: Option<Sp<i64>>,
+    pub drain_seconds: Option<Sp<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

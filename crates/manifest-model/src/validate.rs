@@ -625,10 +625,18 @@ pub(crate) fn deployment(
                     (None, None) => {}
                 }
             }
+            let drain = seconds(
+                cx,
+                "spec.rollout.drainSeconds",
+                &r.drain_seconds,
+                d.drain_seconds,
+                0,
+            );
             Rollout {
                 strategy,
                 min_healthy_seconds: min,
                 healthy_deadline_seconds: deadline,
+                drain_seconds: drain,
             }
         }
     };

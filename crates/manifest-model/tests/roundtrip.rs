@@ -249,6 +249,7 @@ fn deployment_spec() -> impl Strategy<Value = DeploymentSpec> {
                     strategy,
                     min_healthy_seconds: min,
                     healthy_deadline_seconds: (min + extra).min(86_400).max(min + 1),
+                    drain_seconds: extra % 7,
                 },
                 labels,
                 suspend,

@@ -59,6 +59,11 @@ pub struct DeploymentStatus {
     /// Restarts of the current container since it was promoted: Docker's restart policy
     /// and orun's supervision (liveness, unhealthy, stopped) together.
     pub restarts: u64,
+    /// The current container's address on its network (no port): where clients that follow
+    /// `/status` send requests. During a start-first switch it moves to the new container
+    /// before the old one drains and stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The rollout in progress, in words (`waiting for health: 3s of minHealthySeconds 10`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,

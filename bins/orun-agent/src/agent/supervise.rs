@@ -55,16 +55,17 @@ impl Agent {
                 continue;
             };
             ids.insert(o.id.clone());
-            if !self.docker_restarts.contains_key(&o.id) || self.dirty.contains(&o.id) {
+            if !self.inspected.contains_key(&o.id) || self.dirty.contains(&o.id) {
                 match self.docker.inspect(&o.id).await {
                     Ok(info) => {
-                        self.docker_restarts
-                            .insert(o.id.clone(), info.restart_count);
+                        let address = info.address.map(|a| a.to_string());
+                        self.inspected
+                            .insert(o.id.clone(), (info.restart_count, address));
                     }
                     Err(e) => debug!(container = %o.id, error = %e, "cannot inspect"),
                 }
             }
-            let total = self.docker_restarts.get(&o.id).copied().unwrap_or(0)
+            let total = self.inspected.get(&o.id).map_or(0, |(n, _)| *n)
                 + self.state.restarts.get(&o.id).copied().unwrap_or(0);
             counts.insert(d.name.clone(), total);
             if o.state != ContainerState::Running {
@@ -97,7 +98,7 @@ impl Agent {
         }
         self.watches.retain(|dep, _| promoted.contains(dep));
         self.dirty.clear();
-        self.docker_restarts.retain(|id, _| ids.contains(id));
+        self.inspected.retain(|id, _| ids.contains(id));
         let before = self.state.restarts.len();
         self.state.restarts.retain(|id, _| ids.contains(id));
         if self.state.restarts.len() != before {
