@@ -12,146 +12,17 @@
 mod docker_support;
 #[path = "../crates/gitsync/tests/common/mod.rs"]
 mod git_support;
+mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use docker_support::{Guard, docker};
 use git_support::{Remote, Sshd, git_daemon, wait_for};
-use serde_json::Value;
+use support::{Agent, WAIT, bin, container, node_yaml, spawn_agent};
 
 const SECRET: &str = "e2e-hunter2-value";
-const WAIT: Duration = Duration::from_secs(90);
-
-fn bin(name: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(format!(
-        "ORUN_{}_BIN",
-        name.to_uppercase().replace('-', "_")
-    )) {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    let p = target.join("debug").join(name);
-    assert!(
-        p.exists(),
-        "{} is not built; run `cargo xtask e2e`",
-        p.display()
-    );
-    p
-}
-
-fn docker_ok(args: &[&str]) -> Option<String> {
-    let out = Command::new("docker").args(args).output().unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// One running agent process, killed on drop.
-struct Agent {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_agent(url: &str, node: &str, data: &Path, port: u16, extra: &[&str]) -> Agent {
-    let log = data.with_extension("log");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let child = Command::new(bin("orun-agent"))
-        .args(["--repo", url, "--node", node, "--poll-interval", "300ms"])
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--status-addr", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env("ORUN_LOG", "debug")
-        .env("ORUN_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    Agent {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        log,
-    }
-}
-
-impl Agent {
-    fn get(&self, path: &str) -> Option<status_http::Answer> {
-        status_http::get(self.addr, path, Duration::from_secs(2)).ok()
-    }
-
-    fn status(&self) -> Option<Value> {
-        serde_json::from_str(&self.get("/status")?.body).ok()
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `/readyz` is 200 with `commit` applied, returning `/status`.
-    fn converged(&self, commit: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            if let (Some(r), Some(s)) = (self.get("/readyz"), self.status())
-                && r.code == 200
-                && s["node"]["git_head"] == commit
-            {
-                return s;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "not converged to {commit}: {:?}\n--- agent log ---\n{}",
-                self.status(),
-                tail(&self.logs())
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn wait_status(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.status()
-                && f(&s)
-            {
-                return s;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "timed out waiting for {what}: {:?}\n--- agent log ---\n{}",
-                self.status(),
-                tail(&self.logs())
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn node_yaml(node: &str) -> String {
-    format!(
-        "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  host: 127.0.0.1\n  gitRepo: git@example.invalid:org/manifests.git\n  gitBranch: main\n  pollInterval: 5s\n"
-    )
-}
 
 /// A long-running container that stops at once on SIGTERM.
 fn worker_yaml(node: &str, name: &str, marker: &str) -> String {
@@ -164,21 +35,6 @@ fn web_yaml(node: &str, name: &str, port: u16) -> String {
     format!(
         "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-example/hello:1\n  nodes: [{node}]\n  ports:\n    - containerPort: 80\n      port: {port}\n      hostIP: 127.0.0.1\n  env:\n    API_TOKEN: \"{SECRET}\"\n  rollout:\n    minHealthySeconds: 1\n"
     )
-}
-
-fn container(name: &str) -> Option<(String, String)> {
-    docker_ok(&[
-        "inspect",
-        "-f",
-        "{{.Id}} {{.State.StartedAt}} {{.State.Running}}",
-        name,
-    ])
-    .and_then(|s| {
-        let mut f = s.split_whitespace();
-        let id = f.next()?.to_owned();
-        let started = f.next()?.to_owned();
-        (f.next()? == "true").then_some((id, started))
-    })
 }
 
 #[test]

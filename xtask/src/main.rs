@@ -163,7 +163,15 @@ fn e2e_steps() -> Vec<Step> {
         build_binaries(),
         Step::cargo(
             "end-to-end suite",
-            &["test", "-p", "orun-tests", "--test", "e2e"],
+            &[
+                "test",
+                "-p",
+                "orun-tests",
+                "--test",
+                "e2e",
+                "--test",
+                "rollouts",
+            ],
         ),
     ]
 }
@@ -715,6 +723,16 @@ fn start_dockerd(
             return Ok(Err(status));
         }
         if docker_answers() {
+            // Tests that restart the daemon (RELIABILITY E6) may do so only to one xtask
+            // started: they read how from here and check the pid is still dockerd.
+            let record = format!(
+                "{}\n{}\n{}\n",
+                child.id(),
+                dockerd.display(),
+                flags.join(" ")
+            );
+            fs::write(log.with_file_name("dockerd.started"), record)
+                .context("recording the started dockerd")?;
             // The child is not waited for: it is meant to outlive xtask.
             return Ok(Ok(started.elapsed()));
         }

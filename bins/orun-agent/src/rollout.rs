@@ -447,6 +447,11 @@ async fn gate(
             Verdict::Promote => return Ok(Ok(())),
             Verdict::Fail(f) => {
                 let mut reason = f.to_string();
+                if let (reconcile_core::GateFailure::Restarted { .. }, Some(code)) =
+                    (&f, info.last_exit_code)
+                {
+                    reason.push_str(&format!("; it exited with code {code}"));
+                }
                 if let Some(err) = &info.error {
                     reason.push_str(&format!("; docker: {err}"));
                 }

@@ -28,6 +28,8 @@ pub struct ContainerInfo {
     pub health: Option<HealthStatus>,
     /// The output of the last HEALTHCHECK run, trimmed.
     pub health_output: Option<String>,
+    /// The exit code of its last run, while it is restarting or after it exited.
+    pub last_exit_code: Option<i64>,
     /// How often Docker's restart policy restarted it.
     pub restart_count: u64,
     /// Killed for running out of memory.
@@ -102,6 +104,7 @@ impl Docker {
             state,
             health,
             health_output,
+            last_exit_code: s.exit_code.filter(|_| state != ContainerState::Running),
             restart_count: c
                 .restart_count
                 .and_then(|n| u64::try_from(n).ok())

@@ -1,0 +1,505 @@
+//! End to end, health-gated rollouts: the real `orun-agent` against real Docker. A release
+//! whose readiness never passes and one that crash-loops are rolled back with the old
+//! version serving; a healthy start-first switch loses no request; the agent SIGKILLed at
+//! random moments of 20 rollouts converges every time with no leftovers; and a dockerd
+//! restart in the middle of a rollout is survived.
+//!
+//! Run with `cargo xtask e2e`. Every wait polls with a deadline; containers are removed by
+//! label when a test ends, pass or fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+#[path = "../crates/docker-runtime/tests/common/mod.rs"]
+mod docker_support;
+#[path = "../crates/gitsync/tests/common/mod.rs"]
+mod git_support;
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use docker_support::{Guard, docker};
+use git_support::{Remote, free_port};
+use serde_json::Value;
+use support::{Agent, WAIT, docker_ok, node_yaml, spawn_agent, tail};
+
+/// A busybox web server answering `v<version>` on `/`, and `ok` on `/health` when `healthy`;
+/// it stops at once on SIGTERM (httpd as PID 1 would ignore it for the whole stop grace).
+/// `extra` is appended to the spec (ports, rollout, health).
+fn web(node: &str, name: &str, version: u32, healthy: bool, extra: &str) -> String {
+    let health = if healthy {
+        "echo ok > /www/health && "
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"mkdir -p /www && echo v{version} > /www/index.html && {health}httpd -f -p 80 -h /www & trap 'kill $!; exit 0' TERM; wait\"]\n  health:\n    readiness:\n      http: localhost:80/health\n      periodSeconds: 1\n      timeoutSeconds: 1\n      failureThreshold: 1\n{extra}"
+    )
+}
+
+/// A release that prints a line and exits 3 at once, so Docker keeps restarting it.
+fn crashing(node: &str, name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"echo boom: missing config; exit 3\"]\n{extra}"
+    )
+}
+
+/// Commits `files` (added or changed; others kept) and pushes: the new head.
+fn commit(remote: &Remote, files: &[(&str, &str)], message: &str) -> String {
+    remote.commit(message, files)
+}
+
+/// Names of the containers of `node`, sorted.
+fn names(node: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=orun.node={node}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .unwrap_or_default();
+    let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+fn id_of(name: &str) -> Option<String> {
+    docker_ok(&["inspect", "-f", "{{.Id}}", name])
+}
+
+/// GET `http://addr/` with a short timeout: the body, or why not.
+fn fetch(addr: SocketAddr) -> Result<String, String> {
+    match status_http::get(addr, "/", Duration::from_secs(2)) {
+        Ok(a) if a.code == 200 => Ok(a.body.trim().to_owned()),
+        Ok(a) => Err(format!("HTTP {}", a.code)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn events(agent: &Agent, deployment: &str) -> Vec<Value> {
+    agent
+        .get(&format!("/events?deployment={deployment}"))
+        .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+        .and_then(|v| v["events"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, agent: &Agent, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {what}: {:?}\n--- agent log ---\n{}",
+            agent.status(),
+            tail(&agent.logs())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test's node name, its cleanup guard and its repository.
+fn setup(tag: &str) -> (String, Guard, Remote) {
+    let node = format!("ro-{tag}-{}", std::process::id());
+    let guard = Guard(format!("orun.node={node}"));
+    let remote = Remote::new();
+    commit(&remote, &[("nodes/n.yaml", &node_yaml(&node))], "node");
+    (node, guard, remote)
+}
+
+#[test]
+fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
+    let (node, _guard, remote) = setup("ready");
+    let port = free_port();
+    let ports = format!(
+        "  ports:\n    - containerPort: 80\n      port: {port}\n      hostIP: 127.0.0.1\n  rollout:\n    minHealthySeconds: 1\n    healthyDeadlineSeconds: 4\n"
+    );
+    let c1 = commit(
+        &remote,
+        &[("deployments/app.yaml", &web(&node, "app", 1, true, &ports))],
+        "v1",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(&remote.file_url(), &node, data.path(), free_port(), &[]);
+    agent.converged(&c1);
+    let host = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(fetch(host).unwrap(), "v1");
+    let v1 = id_of("app").unwrap();
+
+    // v2 never creates /health: its readiness probe answers 404 until the deadline.
+    let c2 = commit(
+        &remote,
+        &[("deployments/app.yaml", &web(&node, "app", 2, false, &ports))],
+        "v2",
+    );
+    let s = agent.wait_status("app failed, rolled back", |s| {
+        s["node"]["git_head"] == c2.as_str()
+            && s["deployments"]["app"]["state"] == "failed, rolled back"
+    });
+    let error = s["deployments"]["app"]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("not healthy within 4s") && error.contains("readiness probe: HTTP 404"),
+        "{error}"
+    );
+    // The same container as before serves v1 again, under its own name, alone.
+    assert_eq!(id_of("app").as_deref(), Some(v1.as_str()));
+    assert_eq!(fetch(host).unwrap(), "v1");
+    assert_eq!(names(&node), ["app"]);
+    let history = events(&agent, "app");
+    let rollback = history
+        .iter()
+        .find(|e| e["step"] == "rollback")
+        .expect("a rollback event");
+    assert_eq!(rollback["outcome"], "rolled-back");
+    assert_eq!(rollback["commit"], c2.as_str());
+    assert!(
+        rollback["reason"].as_str().unwrap().contains("HTTP 404"),
+        "{rollback}"
+    );
+    // Backoff: no second attempt of the same spec right away (a minute at the least).
+    std::thread::sleep(Duration::from_secs(2));
+    let attempts = events(&agent, "app")
+        .iter()
+        .filter(|e| e["step"] == "replace" && e["outcome"] == "started")
+        .count();
+    assert_eq!(attempts, 1, "{:#?}", events(&agent, "app"));
+    let metrics = agent.get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains("orun_rollouts_total{outcome=\"rolled-back\"} 1"),
+        "{metrics}"
+    );
+
+    // A fix in Git is tried at once, whatever the backoff.
+    let c3 = commit(
+        &remote,
+        &[("deployments/app.yaml", &web(&node, "app", 3, true, &ports))],
+        "v3",
+    );
+    agent.converged(&c3);
+    assert_eq!(fetch(host).unwrap(), "v3");
+    assert_eq!(names(&node), ["app"]);
+}
+
+#[test]
+fn a_crash_looping_release_is_rolled_back_with_its_exit_code_and_log() {
+    let (node, _guard, remote) = setup("crash");
+    let gate = "  rollout:\n    minHealthySeconds: 3\n    healthyDeadlineSeconds: 30\n";
+    let c1 = commit(
+        &remote,
+        &[("deployments/svc.yaml", &web(&node, "svc", 1, true, gate))],
+        "v1",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(&remote.file_url(), &node, data.path(), free_port(), &[]);
+    agent.converged(&c1);
+    let v1 = id_of("svc").unwrap();
+
+    let c2 = commit(
+        &remote,
+        &[("deployments/svc.yaml", &crashing(&node, "svc", gate))],
+        "v2 crashes",
+    );
+    let s = agent.wait_status("svc failed, rolled back", |s| {
+        s["node"]["git_head"] == c2.as_str()
+            && s["deployments"]["svc"]["state"] == "failed, rolled back"
+    });
+    let error = s["deployments"]["svc"]["last_error"].as_str().unwrap();
+    assert!(error.contains("code 3"), "{error}");
+    assert!(error.contains("boom: missing config"), "{error}");
+    // Start-first: the old container was never stopped.
+    assert_eq!(id_of("svc").as_deref(), Some(v1.as_str()));
+    assert_eq!(
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.RestartCount}}",
+            "svc"
+        ])
+        .unwrap(),
+        "true 0"
+    );
+    assert_eq!(names(&node), ["svc"]);
+    assert_eq!(s["deployments"]["svc"]["container_id"], v1.as_str());
+}
+
+#[test]
+fn a_healthy_start_first_switch_fails_no_request() {
+    let (node, _guard, remote) = setup("switch");
+    let gate = "  rollout:\n    minHealthySeconds: 2\n    drainSeconds: 2\n";
+    let c1 = commit(
+        &remote,
+        &[("deployments/site.yaml", &web(&node, "site", 1, true, gate))],
+        "v1",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let agent = Arc::new(spawn_agent(
+        &remote.file_url(),
+        &node,
+        data.path(),
+        free_port(),
+        &[],
+    ));
+    agent.converged(&c1);
+
+    // A client that follows /status for the address (refreshing it every 500 ms, within the
+    // drain) and sends requests back to back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let client = {
+        let (agent, stop, ok, failed) = (agent.clone(), stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            let mut failures = Vec::new();
+            let mut addr: Option<(SocketAddr, Instant)> = None;
+            while !stop.load(Ordering::SeqCst) {
+                if addr.is_none_or(|(_, at)| at.elapsed() > Duration::from_millis(500)) {
+                    let found = agent.status().and_then(|s| {
+                        let ip = s["deployments"]["site"]["address"].as_str()?.parse().ok()?;
+                        Some(SocketAddr::new(ip, 80))
+                    });
+                    addr = found.map(|a| (a, Instant::now())).or(addr);
+                }
+                let Some((a, _)) = addr else { continue };
+                match fetch(a) {
+                    Ok(body) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        seen.insert(body);
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        failures.push(format!("{a}: {e}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (seen, failures)
+        })
+    };
+    wait_until("the client's first answers", &agent, || {
+        ok.load(Ordering::SeqCst) > 20
+    });
+    let old = id_of("site").unwrap();
+    let c2 = commit(
+        &remote,
+        &[("deployments/site.yaml", &web(&node, "site", 2, true, gate))],
+        "v2",
+    );
+    // While the new container waits for its gate, both run.
+    wait_until("both containers running", &agent, || {
+        names(&node) == ["site", "site.orun-next"]
+    });
+    agent.converged(&c2);
+    let after = ok.load(Ordering::SeqCst);
+    wait_until("answers after the switch", &agent, || {
+        ok.load(Ordering::SeqCst) > after + 20
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (seen, failures) = client.join().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    assert_eq!(seen, BTreeSet::from(["v1".to_owned(), "v2".to_owned()]));
+    assert_ne!(id_of("site").unwrap(), old);
+    assert_eq!(names(&node), ["site"]);
+    let history = events(&agent, "site");
+    assert!(
+        history
+            .iter()
+            .any(|e| e["step"] == "promote" && e["outcome"] == "ok" && e["commit"] == c2.as_str()),
+        "{history:#?}"
+    );
+}
+
+/// xorshift: random enough to pick kill moments, reproducible from the printed seed.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn sigkill_at_random_moments_of_twenty_rollouts_always_converges_cleanly() {
+    let (node, _guard, remote) = setup("kill");
+    let port = free_port();
+    let fast = "  rollout:\n    minHealthySeconds: 1\n    drainSeconds: 0\n";
+    let steady = web(&node, "steady", 1, true, fast);
+    let roll = |v: u32| {
+        // Odd versions publish a host port: stop-first; even ones start-first.
+        let extra = if v % 2 == 1 {
+            format!(
+                "  ports:\n    - containerPort: 80\n      port: {port}\n      hostIP: 127.0.0.1\n{fast}"
+            )
+        } else {
+            fast.to_owned()
+        };
+        web(&node, "roll", v, true, &extra)
+    };
+    let c0 = commit(
+        &remote,
+        &[
+            ("deployments/steady.yaml", &steady),
+            ("deployments/roll.yaml", &roll(0)),
+        ],
+        "v0",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let status_port = free_port();
+    let mut agent = spawn_agent(&remote.file_url(), &node, data.path(), status_port, &[]);
+    agent.converged(&c0);
+    let steady_id =
+        docker_ok(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "steady"]).unwrap();
+
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}");
+    let mut phases = BTreeSet::new();
+    for v in 1..=20 {
+        let commit = commit(
+            &remote,
+            &[("deployments/roll.yaml", &roll(v))],
+            &format!("v{v}"),
+        );
+        // A rollout here takes about 1.5-3 s; kill anywhere in the first 3.5 s.
+        let delay = Duration::from_millis(next(&mut seed) % 3500);
+        std::thread::sleep(delay);
+        if let Ok(j) = std::fs::read_to_string(data.path().join("intents.json"))
+            && let Some(phase) = serde_json::from_str::<Value>(&j)
+                .ok()
+                .and_then(|v| v["roll"]["phase"].as_str().map(str::to_owned))
+        {
+            phases.insert(phase);
+        }
+        let _ = agent.child.kill();
+        let _ = agent.child.wait();
+        drop(agent);
+        agent = spawn_agent(&remote.file_url(), &node, data.path(), status_port, &[]);
+        let s = agent.converged(&commit);
+        assert_eq!(
+            names(&node),
+            ["roll", "steady"],
+            "after a kill at {delay:?} of v{v} (seed {seed})\n{}",
+            tail(&agent.logs())
+        );
+        let served = docker(&["exec", "roll", "cat", "/www/index.html"]);
+        assert_eq!(served, format!("v{v}"), "kill at {delay:?}");
+        assert_eq!(s["deployments"]["roll"]["state"], "running");
+        assert_eq!(
+            docker_ok(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "steady"]).unwrap(),
+            steady_id,
+            "the untouched deployment was restarted"
+        );
+        assert!(
+            std::fs::read_to_string(data.path().join("intents.json"))
+                .map(|j| j.trim() == "{}")
+                .unwrap_or(true),
+            "the journal is not empty after convergence"
+        );
+    }
+    println!("phases the kills interrupted: {phases:?}");
+}
+
+/// How to restart the dockerd `cargo xtask` started, if it did.
+fn restartable_dockerd() -> Option<(u32, String, Vec<String>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), std::path::PathBuf::from);
+    let record = std::fs::read_to_string(target.join("dockerd.started")).ok()?;
+    let mut lines = record.lines();
+    let pid: u32 = lines.next()?.parse().ok()?;
+    let path = lines.next()?.to_owned();
+    let flags = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "dockerd").then_some((pid, path, flags))
+}
+
+#[test]
+fn a_dockerd_restart_during_a_rollout_is_survived() {
+    let Some((pid, path, flags)) = restartable_dockerd() else {
+        assert!(
+            std::env::var_os("ORUN_REQUIRE_ALL").is_none(),
+            "ORUN_REQUIRE_ALL is set but the running dockerd was not started by cargo xtask"
+        );
+        println!(
+            "skipped: the running dockerd was not started by cargo xtask, so it is not ours to restart"
+        );
+        return;
+    };
+    let (node, _guard, remote) = setup("dockerd");
+    let slow = "  rollout:\n    minHealthySeconds: 4\n";
+    let c1 = commit(
+        &remote,
+        &[
+            ("deployments/a.yaml", &web(&node, "a", 1, true, slow)),
+            ("deployments/b.yaml", &web(&node, "b", 1, true, slow)),
+        ],
+        "v1",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(&remote.file_url(), &node, data.path(), free_port(), &[]);
+    agent.converged(&c1);
+    let c2 = commit(
+        &remote,
+        &[("deployments/a.yaml", &web(&node, "a", 2, true, slow))],
+        "v2",
+    );
+    agent.wait_status("a rolling out", |s| {
+        s["deployments"]["a"]["state"] == "rolling out"
+    });
+
+    // Stop the daemon (containers stop with it) and start it again the same way.
+    let status = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(start.elapsed() < WAIT, "dockerd did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), std::path::PathBuf::from);
+    let log = std::fs::File::create(target.join("dockerd.log")).unwrap();
+    let child = {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new(&path)
+            .args(&flags)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    std::fs::write(
+        target.join("dockerd.started"),
+        format!("{}\n{path}\n{}\n", child.id(), flags.join(" ")),
+    )
+    .unwrap();
+    wait_until("dockerd answering again", &agent, || {
+        docker_ok(&["info", "--format", "{{.ID}}"]).is_some()
+    });
+
+    let s = agent.converged(&c2);
+    assert_eq!(names(&node), ["a", "b"], "{}", tail(&agent.logs()));
+    assert_eq!(
+        docker(&["exec", "a", "cat", "/www/index.html"]),
+        "v2"
+    );
+    for d in ["a", "b"] {
+        assert_eq!(s["deployments"][d]["state"], "running", "{s}");
+    }
+}

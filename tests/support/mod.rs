@@ -1,0 +1,156 @@
+//! Helpers shared by the end-to-end suites: the built binaries, one agent process with its
+//! status API and log, and Docker lookups. Every wait polls with a deadline.
+
+#![allow(dead_code, reason = "each suite uses a different subset")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
+
+pub(crate) fn bin(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!(
+        "ORUN_{}_BIN",
+        name.to_uppercase().replace('-', "_")
+    )) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    let p = target.join("debug").join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo xtask e2e`",
+        p.display()
+    );
+    p
+}
+
+pub(crate) fn docker_ok(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// One running agent process, killed on drop.
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn spawn_agent(url: &str, node: &str, data: &Path, port: u16, extra: &[&str]) -> Agent {
+    let log = data.with_extension("log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let child = Command::new(bin("orun-agent"))
+        .args(["--repo", url, "--node", node, "--poll-interval", "300ms"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("ORUN_LOG", "debug")
+        .env("ORUN_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Agent {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        log,
+    }
+}
+
+impl Agent {
+    pub(crate) fn get(&self, path: &str) -> Option<status_http::Answer> {
+        status_http::get(self.addr, path, Duration::from_secs(2)).ok()
+    }
+
+    pub(crate) fn status(&self) -> Option<Value> {
+        serde_json::from_str(&self.get("/status")?.body).ok()
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` is 200 with `commit` applied, returning `/status`.
+    pub(crate) fn converged(&self, commit: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            if let (Some(r), Some(s)) = (self.get("/readyz"), self.status())
+                && r.code == 200
+                && s["node"]["git_head"] == commit
+            {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "not converged to {commit}: {:?}\n--- agent log ---\n{}",
+                self.status(),
+                tail(&self.logs())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub(crate) fn wait_status(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status()
+                && f(&s)
+            {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for {what}: {:?}\n--- agent log ---\n{}",
+                self.status(),
+                tail(&self.logs())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub(crate) fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+pub(crate) fn node_yaml(node: &str) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  host: 127.0.0.1\n  gitRepo: git@example.invalid:org/manifests.git\n  gitBranch: main\n  pollInterval: 5s\n"
+    )
+}
+
+pub(crate) fn container(name: &str) -> Option<(String, String)> {
+    docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Id}} {{.State.StartedAt}} {{.State.Running}}",
+        name,
+    ])
+    .and_then(|s| {
+        let mut f = s.split_whitespace();
+        let id = f.next()?.to_owned();
+        let started = f.next()?.to_owned();
+        (f.next()? == "true").then_some((id, started))
+    })
+}
