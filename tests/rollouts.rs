@@ -17,8 +17,8 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use docker_support::{Guard, docker};
@@ -102,6 +102,10 @@ fn wait_until(what: &str, agent: &Agent, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The dockerd restart test takes this for writing: no other test of this suite may run
+/// while the daemon goes away.
+static DAEMON: RwLock<()> = RwLock::new(());
+
 /// A test's node name, its cleanup guard and its repository.
 fn setup(tag: &str) -> (String, Guard, Remote) {
     let node = format!("ro-{tag}-{}", std::process::id());
@@ -113,6 +117,9 @@ fn setup(tag: &str) -> (String, Guard, Remote) {
 
 #[test]
 fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
+    let _daemon = DAEMON
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (node, _guard, remote) = setup("ready");
     let port = free_port();
     let ports = format!(
@@ -186,6 +193,9 @@ fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
 
 #[test]
 fn a_crash_looping_release_is_rolled_back_with_its_exit_code_and_log() {
+    let _daemon = DAEMON
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (node, _guard, remote) = setup("crash");
     let gate = "  rollout:\n    minHealthySeconds: 3\n    healthyDeadlineSeconds: 30\n";
     let c1 = commit(
@@ -228,6 +238,9 @@ fn a_crash_looping_release_is_rolled_back_with_its_exit_code_and_log() {
 
 #[test]
 fn a_healthy_start_first_switch_fails_no_request() {
+    let _daemon = DAEMON
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (node, _guard, remote) = setup("switch");
     let gate = "  rollout:\n    minHealthySeconds: 2\n    drainSeconds: 2\n";
     let c1 = commit(
@@ -323,6 +336,9 @@ fn next(seed: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_of_twenty_rollouts_always_converges_cleanly() {
+    let _daemon = DAEMON
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (node, _guard, remote) = setup("kill");
     let port = free_port();
     let fast = "  rollout:\n    minHealthySeconds: 1\n    drainSeconds: 0\n";
@@ -436,13 +452,19 @@ fn a_dockerd_restart_during_a_rollout_is_survived() {
         );
         return;
     };
+    let _daemon = DAEMON
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (node, _guard, remote) = setup("dockerd");
     let slow = "  rollout:\n    minHealthySeconds: 4\n";
     let c1 = commit(
         &remote,
         &[
-            ("deployments/a.yaml", &web(&node, "a", 1, true, slow)),
-            ("deployments/b.yaml", &web(&node, "b", 1, true, slow)),
+            (
+                "deployments/alpha.yaml",
+                &web(&node, "alpha", 1, true, slow),
+            ),
+            ("deployments/beta.yaml", &web(&node, "beta", 1, true, slow)),
         ],
         "v1",
     );
@@ -451,11 +473,14 @@ fn a_dockerd_restart_during_a_rollout_is_survived() {
     agent.converged(&c1);
     let c2 = commit(
         &remote,
-        &[("deployments/a.yaml", &web(&node, "a", 2, true, slow))],
+        &[(
+            "deployments/alpha.yaml",
+            &web(&node, "alpha", 2, true, slow),
+        )],
         "v2",
     );
-    agent.wait_status("a rolling out", |s| {
-        s["deployments"]["a"]["state"] == "rolling out"
+    agent.wait_status("alpha rolling out", |s| {
+        s["deployments"]["alpha"]["state"] == "rolling out"
     });
 
     // Stop the daemon (containers stop with it) and start it again the same way.
@@ -494,12 +519,9 @@ fn a_dockerd_restart_during_a_rollout_is_survived() {
     });
 
     let s = agent.converged(&c2);
-    assert_eq!(names(&node), ["a", "b"], "{}", tail(&agent.logs()));
-    assert_eq!(
-        docker(&["exec", "a", "cat", "/www/index.html"]),
-        "v2"
-    );
-    for d in ["a", "b"] {
+    assert_eq!(names(&node), ["alpha", "beta"], "{}", tail(&agent.logs()));
+    assert_eq!(docker(&["exec", "alpha", "cat", "/www/index.html"]), "v2");
+    for d in ["alpha", "beta"] {
         assert_eq!(s["deployments"][d]["state"], "running", "{s}");
     }
 }

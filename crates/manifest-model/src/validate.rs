@@ -326,6 +326,14 @@ pub(crate) fn deployment(
     stem: &str,
 ) -> Option<(Deployment, Origin)> {
     let name = envelope(cx, &env, "Deployment", stem);
+    if name.as_ref().is_some_and(|n| n.len() < 2) {
+        // The name becomes the container's name, and Docker refuses one-character names.
+        cx.err(
+            pos(&env.metadata.name.referenced),
+            "metadata.name",
+            "a Deployment name needs at least 2 characters: it names the container, and Docker refuses shorter names",
+        );
+    }
     let s = env.spec;
     let mut origin = Origin::new(cx.file, pos(&env.metadata.name.referenced));
 

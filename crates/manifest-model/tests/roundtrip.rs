@@ -15,7 +15,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
-    "[a-z]([a-z0-9-]{0,10}[a-z0-9])?"
+    "[a-z][a-z0-9-]{0,10}[a-z0-9]"
 }
 
 /// Arbitrary text, including quotes, colons, `#`, tabs, newlines and non-ASCII.
