@@ -106,9 +106,21 @@ fn wait_until(what: &str, agent: &Agent, mut f: impl FnMut() -> bool) {
 /// while the daemon goes away.
 static DAEMON: RwLock<()> = RwLock::new(());
 
-/// A test's node name, its cleanup guard and its repository.
+/// A test's node name, its cleanup guard and its repository. Containers a killed earlier
+/// run of the same test left behind (its node is `ro-<tag>-<another pid>`) would hold the
+/// fixed deployment names: they are removed first.
 fn setup(tag: &str) -> (String, Guard, Remote) {
     let node = format!("ro-{tag}-{}", std::process::id());
+    let stale = docker_ok(&["ps", "-a", "--format", "{{.ID}} {{.Label \"orun.node\"}}"])
+        .unwrap_or_default();
+    for line in stale.lines() {
+        if let Some((id, owner)) = line.split_once(' ')
+            && owner.starts_with(&format!("ro-{tag}-"))
+            && owner != node
+        {
+            docker(&["rm", "-f", id]);
+        }
+    }
     let guard = Guard(format!("orun.node={node}"));
     let remote = Remote::new();
     commit(&remote, &[("nodes/n.yaml", &node_yaml(&node))], "node");
@@ -421,6 +433,60 @@ fn sigkill_at_random_moments_of_twenty_rollouts_always_converges_cleanly() {
     println!("phases the kills interrupted: {phases:?}");
 }
 
+/// Starts dockerd as `cargo xtask` did; on drop, if the daemon does not answer.
+struct Revive {
+    path: String,
+    flags: Vec<String>,
+}
+
+impl Revive {
+    #[allow(clippy::zombie_processes, reason = "the daemon is meant to outlive the test")]
+    fn start(&self) {
+        use std::os::unix::process::CommandExt as _;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or(root.join("target"), std::path::PathBuf::from);
+        let log = std::fs::File::create(target.join("dockerd.log")).unwrap();
+        let child = std::process::Command::new(&self.path)
+            .args(&self.flags)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            target.join("dockerd.started"),
+            format!("{}\n{}\n{}\n", child.id(), self.path, self.flags.join(" ")),
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Revive {
+    fn drop(&mut self) {
+        if docker_ok(&["info", "--format", "{{.ID}}"]).is_none() {
+            self.start();
+            let start = Instant::now();
+            while docker_ok(&["info", "--format", "{{.ID}}"]).is_none() && start.elapsed() < WAIT {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Whether a process runs: a zombie (dockerd's parent, `cargo xtask`, may not have reaped it
+/// yet) has stopped.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+}
+
 /// How to restart the dockerd `cargo xtask` started, if it did.
 fn restartable_dockerd() -> Option<(u32, String, Vec<String>)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -437,7 +503,7 @@ fn restartable_dockerd() -> Option<(u32, String, Vec<String>)> {
         .map(str::to_owned)
         .collect();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "dockerd").then_some((pid, path, flags))
+    (comm.trim() == "dockerd" && alive(pid)).then_some((pid, path, flags))
 }
 
 #[test]
@@ -483,37 +549,20 @@ fn a_dockerd_restart_during_a_rollout_is_survived() {
         s["deployments"]["alpha"]["state"] == "rolling out"
     });
 
-    // Stop the daemon (containers stop with it) and start it again the same way.
+    // Stop the daemon (containers stop with it) and start it again the same way. Should
+    // anything here fail, the daemon is started again anyway, for the tests that follow.
+    let revive = Revive { path, flags };
     let status = std::process::Command::new("kill")
         .arg(pid.to_string())
         .status()
         .unwrap();
     assert!(status.success());
     let start = Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while alive(pid) {
         assert!(start.elapsed() < WAIT, "dockerd did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), std::path::PathBuf::from);
-    let log = std::fs::File::create(target.join("dockerd.log")).unwrap();
-    let child = {
-        use std::os::unix::process::CommandExt as _;
-        std::process::Command::new(&path)
-            .args(&flags)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
-    std::fs::write(
-        target.join("dockerd.started"),
-        format!("{}\n{path}\n{}\n", child.id(), flags.join(" ")),
-    )
-    .unwrap();
+    revive.start();
     wait_until("dockerd answering again", &agent, || {
         docker_ok(&["info", "--format", "{{.ID}}"]).is_some()
     });

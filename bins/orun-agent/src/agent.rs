@@ -542,9 +542,7 @@ impl Agent {
                 _ => warn!("{d:?}"),
             }
         }
-        let applied = self
-            .apply(loaded, &desired, &plan, &mut errors, now)
-            .await?;
+        let applied = self.apply(loaded, &desired, &plan, &mut errors).await?;
         let (actual, replan) = if plan.steps.is_empty() {
             (actual, plan)
         } else {
@@ -589,7 +587,6 @@ impl Agent {
         desired: &Desired,
         plan: &Plan,
         errors: &mut BTreeMap<String, String>,
-        now: Timestamp,
     ) -> anyhow::Result<usize> {
         let mut applied = 0;
         let (quick, changes): (Vec<&Step>, Vec<&Step>) = plan.steps.iter().partition(|s| {
@@ -725,12 +722,14 @@ impl Agent {
                     }
                     Ok(Some(rollout::Outcome::RolledBack(why))) => {
                         count(&mut self.metrics, "rolled-back");
-                        self.record_failure(dep, &hash, &why, now);
+                        // The backoff runs from the failure, not from the pass's start:
+                        // a gate may have taken minutes.
+                        self.record_failure(dep, &hash, &why, now_ts());
                         errors.insert(dep.to_owned(), format!("failed, rolled back: {why}"));
                     }
                     Ok(Some(rollout::Outcome::Failed(why))) => {
                         count(&mut self.metrics, "failed");
-                        self.record_failure(dep, &hash, &why, now);
+                        self.record_failure(dep, &hash, &why, now_ts());
                         errors.insert(dep.to_owned(), format!("failed: {why}"));
                     }
                     Ok(Some(rollout::Outcome::Cancelled)) => {}
@@ -744,6 +743,8 @@ impl Agent {
                     }
                 }
             }
+            // A crash later in this pass must not forget a failure (and retry at once).
+            self.save_state();
         }
         Ok(applied)
     }
@@ -871,8 +872,11 @@ impl Agent {
                     _ => None,
                 });
                 let last_error = errors.get(&c.deployment).cloned().or(diag_error);
-                let current =
-                    observed.is_some_and(|o| o.labels.get(LABEL_SPEC_HASH) == Some(&spec_hash));
+                // The planner's test: the spec and, when the image is here, its id.
+                let current = observed.is_some_and(|o| {
+                    o.labels.get(LABEL_SPEC_HASH) == Some(&spec_hash)
+                        && d.image_id.as_ref().is_none_or(|id| *id == o.image_id)
+                });
                 let failed_spec = self
                     .state
                     .history

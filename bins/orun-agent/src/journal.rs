@@ -90,14 +90,17 @@ impl Journal {
 
     /// Records `intent` for `deployment` durably before the step it announces.
     pub(crate) fn set(&mut self, deployment: &str, intent: Intent) -> anyhow::Result<()> {
-        self.intents.insert(deployment.to_owned(), intent);
-        self.write()
+        let mut next = self.intents.clone();
+        next.insert(deployment.to_owned(), intent);
+        self.commit(next)
     }
 
     /// Forgets `deployment`'s rollout: it is finished or undone.
     pub(crate) fn clear(&mut self, deployment: &str) -> anyhow::Result<()> {
-        if self.intents.remove(deployment).is_some() {
-            self.write()?;
+        if self.intents.contains_key(deployment) {
+            let mut next = self.intents.clone();
+            next.remove(deployment);
+            self.commit(next)?;
         }
         Ok(())
     }
@@ -107,8 +110,12 @@ impl Journal {
         &self.intents
     }
 
-    fn write(&self) -> anyhow::Result<()> {
-        write_atomic(&self.path, &serde_json::to_vec_pretty(&self.intents)?)
+    /// Memory follows the disk, never leads it: after a failed write both still hold the
+    /// previous entries.
+    fn commit(&mut self, next: BTreeMap<String, Intent>) -> anyhow::Result<()> {
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&next)?)?;
+        self.intents = next;
+        Ok(())
     }
 }
 

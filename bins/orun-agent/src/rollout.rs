@@ -173,18 +173,21 @@ pub(crate) async fn run(
             strategy,
             ..
         } => {
-            let old_running = ctx
-                .docker
-                .inspect(old_id)
-                .await
-                .map(|c| c.state == ContainerState::Running)
-                .unwrap_or(false);
+            // An error here must not be taken for "it was stopped": a rollback would then
+            // leave the serving container down.
+            let old_running = ctx.docker.inspect(old_id).await?.state == ContainerState::Running;
             let mut intent = Intent {
                 kind: Kind::StartFirst,
                 phase: Phase::Starting,
                 spec_hash: d.spec_hash.clone(),
                 name: container_name.clone(),
-                new_name: format!("{container_name}.orun-next"),
+                // A leftover under the temporary name, being replaced itself, keeps it: the
+                // new container takes another.
+                new_name: if *old_name == format!("{container_name}.orun-next") {
+                    format!("{container_name}.orun-next-2")
+                } else {
+                    format!("{container_name}.orun-next")
+                },
                 new_id: None,
                 old_id: Some(old_id.clone()),
                 old_name: Some(old_name.clone()),
@@ -249,6 +252,9 @@ async fn create(
 ) -> anyhow::Result<Outcome> {
     let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
         Ok(()) => {
+            // Written down before it is forgotten: a crash in between must not undo it.
+            intent.phase = Phase::Promoting;
+            ctx.journal(&d.name, &intent)?;
             ctx.forget(&d.name)?;
             return Ok(Outcome::Promoted);
         }
@@ -385,7 +391,7 @@ async fn start_and_gate(
         ctx.journal(&d.name, intent)?;
         match ctx.docker.start(&id).await {
             Ok(()) => {}
-            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) if unreachable(&e) => return Err(e.into()),
             // A host port taken by someone else (E5), a missing mount source...
             Err(e) => {
                 return Ok(Err(Fail::Reason(format!(
@@ -413,6 +419,8 @@ async fn gate(
 ) -> anyhow::Result<Result<(), Fail>> {
     let started = ctx.now();
     let mut gate = Gate::new(checks.policy, started);
+    // A fresh container has never been restarted: a crash before the first look counts.
+    gate.expect_restarts(0);
     loop {
         if ctx.shutdown.load(Ordering::SeqCst) {
             return Ok(Err(Fail::Cancelled));
@@ -577,11 +585,15 @@ async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> anyhow::
             .await
             .context("cannot give the previous container its name back")?;
     }
-    if intent.old_running && info.state != ContainerState::Running {
-        docker
-            .start(old)
-            .await
-            .context("cannot start the previous container again")?;
+    if intent.old_running
+        && info.state != ContainerState::Running
+        && let Err(e) = docker.start(old).await
+    {
+        if unreachable(&e) {
+            return Err(e.into());
+        }
+        // It is back under its name; the planner starts it (or reports why not).
+        warn!(container = %old, error = %e, "cannot start the previous container again");
     }
     Ok(())
 }
@@ -598,45 +610,75 @@ pub(crate) async fn recover(
 ) -> anyhow::Result<()> {
     let entries = lock(journal).entries().clone();
     for (deployment, intent) in entries {
-        let actual = docker.observe().await?;
-        // The new container: by id when it was written down, else by name, ownership and
-        // spec hash (a crash between create and the journal write, RELIABILITY E9).
-        let new = match &intent.new_id {
-            Some(id) => actual.containers.iter().find(|c| c.id == *id),
-            None => actual.containers.iter().find(|c| {
-                c.name == intent.new_name
-                    && c.managed_by(node, environment)
-                    && c.spec_hash() == Some(intent.spec_hash.as_str())
-                    && intent.old_id.as_deref() != Some(c.id.as_str())
-            }),
-        }
-        .map(|c| c.id.clone());
-        let what = if intent.phase == Phase::Promoting {
-            match intent.kind {
-                Kind::StartFirst => finish_start_first(docker, &intent).await?,
-                Kind::StopFirst => {
-                    if let Some(old) = &intent.old_id {
-                        docker.remove(old).await?;
-                    }
-                }
-                Kind::Create => {}
+        match resolve(docker, node, environment, &intent).await {
+            Ok(what) => {
+                info!(%deployment, phase = ?intent.phase, "{what}");
+                lock(events).record(
+                    intent.commit.as_deref(),
+                    Some(&deployment),
+                    "recover",
+                    &format!("{what} (it was {:?})", intent.phase).to_lowercase(),
+                    "ok",
+                );
             }
-            "finished an interrupted promotion"
-        } else {
-            undo(docker, &intent, new.as_deref()).await?;
-            "undid an interrupted rollout; it starts over"
-        };
-        info!(%deployment, phase = ?intent.phase, "{what}");
-        lock(events).record(
-            intent.commit.as_deref(),
-            Some(&deployment),
-            "recover",
-            &format!("{what} (it was {:?})", intent.phase).to_lowercase(),
-            "ok",
-        );
+            // Docker is away: try again on the next pass, entry kept.
+            Err(e) if e.downcast_ref::<RuntimeError>().is_some_and(unreachable) => {
+                return Err(e);
+            }
+            // Anything else would fail the same way forever and hold up every deployment:
+            // say so and let the planner take this one from what it observes.
+            Err(e) => {
+                let why = format!("{e:#}");
+                warn!(%deployment, error = %why, "cannot resolve an interrupted rollout; the planner takes over");
+                lock(events).record(
+                    intent.commit.as_deref(),
+                    Some(&deployment),
+                    "recover",
+                    &format!("could not resolve an interrupted rollout: {why}"),
+                    "failed",
+                );
+            }
+        }
         lock(journal).clear(&deployment)?;
     }
     Ok(())
+}
+
+/// Finishes or undoes one interrupted rollout; says which.
+async fn resolve(
+    docker: &Docker,
+    node: &str,
+    environment: &str,
+    intent: &Intent,
+) -> anyhow::Result<&'static str> {
+    let actual = docker.observe().await?;
+    // The new container: by id when it was written down, else by name, ownership and spec
+    // hash (a crash between create and the journal write, RELIABILITY E9).
+    let new = match &intent.new_id {
+        Some(id) => actual.containers.iter().find(|c| c.id == *id),
+        None => actual.containers.iter().find(|c| {
+            c.name == intent.new_name
+                && c.managed_by(node, environment)
+                && c.spec_hash() == Some(intent.spec_hash.as_str())
+                && intent.old_id.as_deref() != Some(c.id.as_str())
+        }),
+    }
+    .map(|c| c.id.clone());
+    if intent.phase == Phase::Promoting {
+        match intent.kind {
+            Kind::StartFirst => finish_start_first(docker, intent).await?,
+            Kind::StopFirst => {
+                if let Some(old) = &intent.old_id {
+                    docker.remove(old).await?;
+                }
+            }
+            Kind::Create => {}
+        }
+        Ok("finished an interrupted promotion")
+    } else {
+        undo(docker, intent, new.as_deref()).await?;
+        Ok("undid an interrupted rollout; it starts over")
+    }
 }
 
 /// Stops a container; one that is already gone counts as stopped.
@@ -645,6 +687,15 @@ pub(crate) async fn stop_gone_ok(docker: &Docker, id: &str) -> anyhow::Result<()
         Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Docker could not be asked at all. Any answer it gave (even a 500, which is how it reports
+/// a host port already allocated) is about this container: a reason to roll back.
+fn unreachable(e: &RuntimeError) -> bool {
+    matches!(
+        e,
+        RuntimeError::Connect { .. } | RuntimeError::Transport { .. }
+    )
 }
 
 fn short(id: &str) -> &str {

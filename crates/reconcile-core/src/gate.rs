@@ -146,6 +146,12 @@ impl ProbeTrack {
         self.last.as_deref()
     }
 
+    /// Puts the next probe off by one period (the container is not running, or cannot be
+    /// looked at): no probing in a loop meanwhile.
+    pub fn defer(&mut self, now: Millis) {
+        self.next_due = now.saturating_add(self.policy.period);
+    }
+
     /// Starts counting afresh (after a restart), waiting the initial delay again.
     pub fn reset(&mut self, now: Millis) {
         *self = Self::new(self.policy, now);
@@ -258,6 +264,12 @@ impl Gate {
             liveness: policy.liveness.map(|p| ProbeTrack::new(p, started)),
             last_seen: None,
         }
+    }
+
+    /// Sets the restart count the container starts from (0 for one just created), so a crash
+    /// before the first look is not missed.
+    pub fn expect_restarts(&mut self, count: u64) {
+        self.baseline_restarts = Some(count);
     }
 
     /// Since when it has been healthy without interruption.

@@ -16,6 +16,9 @@ use super::{Agent, Loaded};
 use crate::probe;
 use crate::rollout::STOP_GRACE;
 
+/// How long a restarted container must do well before its restart backoff is forgotten.
+const CALM: Millis = 60_000;
+
 /// A promoted container with a liveness probe.
 #[derive(Debug)]
 pub(super) struct Watch {
@@ -90,9 +93,7 @@ impl Agent {
                     let why = "Docker's HEALTHCHECK reports it unhealthy".to_owned();
                     self.restart(&d.name, &o.id, &why).await;
                 }
-                Some(HealthStatus::Healthy) => {
-                    self.backoffs.remove(&d.name);
-                }
+                Some(HealthStatus::Healthy) => self.calm_down(&d.name, now),
                 _ => {}
             }
         }
@@ -139,7 +140,7 @@ impl Agent {
                 _ => {
                     let now = self.now_ms();
                     if let Some(w) = self.watches.get_mut(&dep) {
-                        w.track.reset(now);
+                        w.track.defer(now);
                     }
                     continue;
                 }
@@ -152,13 +153,25 @@ impl Agent {
             let failed = w.track.record(now, ok, detail.clone());
             let failures = w.track.failures();
             if ok {
-                self.backoffs.remove(&dep);
+                self.calm_down(&dep, now);
             } else if failed {
                 w.track.reset(now);
                 let why =
                     format!("the liveness probe failed {failures} time(s) in a row: {detail}");
                 self.restart(&dep, &id, &why).await;
             }
+        }
+    }
+
+    /// Forgets the restarts in a row once the container has answered well for a minute past
+    /// its backoff: one good answer after each restart must not keep the delay at 1 s.
+    fn calm_down(&mut self, dep: &str, now: Millis) {
+        if self
+            .backoffs
+            .get(dep)
+            .is_some_and(|b| now >= b.not_before.saturating_add(CALM))
+        {
+            self.backoffs.remove(dep);
         }
     }
 
