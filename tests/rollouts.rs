@@ -440,7 +440,10 @@ struct Revive {
 }
 
 impl Revive {
-    #[allow(clippy::zombie_processes, reason = "the daemon is meant to outlive the test")]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the daemon is meant to outlive the test"
+    )]
     fn start(&self) {
         use std::os::unix::process::CommandExt as _;
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -83,6 +83,16 @@ enum Fail {
     Cancelled,
 }
 
+impl Fail {
+    /// The rollout's outcome: `failed` for a failure, or cancelled.
+    fn into_outcome(self, failed: fn(String) -> Outcome) -> Outcome {
+        match self {
+            Fail::Reason(r) => failed(r),
+            Fail::Cancelled => Outcome::Cancelled,
+        }
+    }
+}
+
 impl Ctx<'_> {
     fn now(&self) -> Millis {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -260,16 +270,8 @@ async fn create(
         }
         Err(f) => f,
     };
-    intent.phase = Phase::RollingBack;
-    ctx.journal(&d.name, &intent)?;
-    if let Some(id) = &intent.new_id {
-        ctx.docker.remove(id).await?;
-    }
-    ctx.forget(&d.name)?;
-    Ok(match fail {
-        Fail::Reason(r) => Outcome::Failed(r),
-        Fail::Cancelled => Outcome::Cancelled,
-    })
+    discard_new(ctx, d, intent).await?;
+    Ok(fail.into_outcome(Outcome::Failed))
 }
 
 async fn start_first(
@@ -300,16 +302,22 @@ async fn start_first(
         }
         Err(f) => f,
     };
+    discard_new(ctx, d, intent).await?;
+    Ok(fail.into_outcome(Outcome::RolledBack))
+}
+
+/// Rolls back a rollout whose old container was never touched: the new one goes.
+async fn discard_new(
+    ctx: &Ctx<'_>,
+    d: &DesiredDeployment,
+    mut intent: Intent,
+) -> anyhow::Result<()> {
     intent.phase = Phase::RollingBack;
     ctx.journal(&d.name, &intent)?;
     if let Some(id) = &intent.new_id {
         ctx.docker.remove(id).await?;
     }
-    ctx.forget(&d.name)?;
-    Ok(match fail {
-        Fail::Reason(r) => Outcome::RolledBack(r),
-        Fail::Cancelled => Outcome::Cancelled,
-    })
+    ctx.forget(&d.name)
 }
 
 async fn stop_first(
@@ -346,10 +354,7 @@ async fn stop_first(
     ctx.journal(&d.name, &intent)?;
     undo(ctx.docker, &intent, None).await?;
     ctx.forget(&d.name)?;
-    Ok(match fail {
-        Fail::Reason(r) => Outcome::RolledBack(r),
-        Fail::Cancelled => Outcome::Cancelled,
-    })
+    Ok(fail.into_outcome(Outcome::RolledBack))
 }
 
 /// Creates and starts the new container, then holds it to its gate. The outer `Err` is a
