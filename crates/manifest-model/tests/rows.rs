@@ -643,3 +643,19 @@ fn positions_and_no_cascading_errors() {
     "#]],
     );
 }
+
+#[test]
+fn a_one_character_deployment_name_is_refused_where_docker_would_refuse_it() {
+    let mut src = fixture("base");
+    src.insert(
+        "deployments/a.yaml".to_owned(),
+        b"apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: a\nspec:\n  image: nginx:1.27\n".to_vec(),
+    );
+    check_source(
+        &src,
+        expect![[r#"
+        deployments/a.yaml:4:9: error: metadata.name: a Deployment name needs at least 2 characters: it names the container, and Docker refuses shorter names
+        refused
+    "#]],
+    );
+}
