@@ -179,8 +179,19 @@ fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
         rollback["reason"].as_str().unwrap().contains("HTTP 404"),
         "{rollback}"
     );
-    // Backoff: no second attempt of the same spec right away (a minute at the least).
-    std::thread::sleep(Duration::from_secs(2));
+    // Backoff: no second attempt of the same spec in the next passes (a minute at least).
+    let passes = || -> u64 {
+        agent
+            .get("/metrics")
+            .and_then(|m| {
+                m.body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("orun_passes_total ")?.parse::<f64>().ok())
+            })
+            .map_or(0, |n| n as u64)
+    };
+    let before = passes();
+    wait_until("five more passes", &agent, || passes() >= before + 5);
     let attempts = events(&agent, "app")
         .iter()
         .filter(|e| e["step"] == "replace" && e["outcome"] == "started")

@@ -103,8 +103,6 @@ pub(crate) struct Agent {
     inspected: BTreeMap<String, (u64, Option<String>)>,
     /// Containers Docker reported dying since the last pass.
     dirty: BTreeSet<String>,
-    /// Restarts of each deployment's current container, for status.
-    restart_counts: BTreeMap<String, u64>,
     /// The commit being applied, for events.
     current_commit: Option<String>,
 }
@@ -183,7 +181,6 @@ impl Agent {
             watches: BTreeMap::new(),
             inspected: BTreeMap::new(),
             dirty: BTreeSet::new(),
-            restart_counts: BTreeMap::new(),
             current_commit: None,
         };
         // Resume from the revision that was running, so a restart with the remote down still
@@ -926,7 +923,12 @@ impl Agent {
                         health,
                         spec_hash: Some(spec_hash),
                         last_error,
-                        restarts: self.restart_counts.get(&c.deployment).copied().unwrap_or(0),
+                        restarts: self
+                            .metrics
+                            .restarts
+                            .get(&c.deployment)
+                            .copied()
+                            .unwrap_or(0),
                         address: observed
                             .and_then(|o| self.inspected.get(&o.id))
                             .and_then(|(_, a)| a.clone()),

@@ -384,7 +384,7 @@ async fn start_and_gate(
             .await
         {
             Ok(id) => id,
-            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) if e.is_unreachable() => return Err(e.into()),
             Err(e) => {
                 return Ok(Err(Fail::Reason(format!(
                     "cannot create the new container: {e}"
@@ -396,7 +396,7 @@ async fn start_and_gate(
         ctx.journal(&d.name, intent)?;
         match ctx.docker.start(&id).await {
             Ok(()) => {}
-            Err(e) if unreachable(&e) => return Err(e.into()),
+            Err(e) if e.is_unreachable() => return Err(e.into()),
             // A host port taken by someone else (E5), a missing mount source...
             Err(e) => {
                 return Ok(Err(Fail::Reason(format!(
@@ -499,7 +499,7 @@ async fn gate(
 }
 
 /// Runs a probe if it is due, recording its result.
-pub(crate) async fn probe_if_due(
+async fn probe_if_due(
     ctx: &Ctx<'_>,
     target: &ProbeTarget,
     track: &mut ProbeTrack,
@@ -594,7 +594,7 @@ async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> anyhow::
         && info.state != ContainerState::Running
         && let Err(e) = docker.start(old).await
     {
-        if unreachable(&e) {
+        if e.is_unreachable() {
             return Err(e.into());
         }
         // It is back under its name; the planner starts it (or reports why not).
@@ -627,7 +627,10 @@ pub(crate) async fn recover(
                 );
             }
             // Docker is away: try again on the next pass, entry kept.
-            Err(e) if e.downcast_ref::<RuntimeError>().is_some_and(unreachable) => {
+            Err(e)
+                if e.downcast_ref::<RuntimeError>()
+                    .is_some_and(RuntimeError::is_unreachable) =>
+            {
                 return Err(e);
             }
             // Anything else would fail the same way forever and hold up every deployment:
@@ -692,15 +695,6 @@ pub(crate) async fn stop_gone_ok(docker: &Docker, id: &str) -> anyhow::Result<()
         Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Docker could not be asked at all. Any answer it gave (even a 500, which is how it reports
-/// a host port already allocated) is about this container: a reason to roll back.
-fn unreachable(e: &RuntimeError) -> bool {
-    matches!(
-        e,
-        RuntimeError::Connect { .. } | RuntimeError::Transport { .. }
-    )
 }
 
 fn short(id: &str) -> &str {

@@ -100,6 +100,16 @@ impl RuntimeError {
         }
     }
 
+    /// Whether Docker could not be asked at all. Any answer it gave, even a 500 (how it
+    /// reports a host port already allocated), is about the request: a rollout rolls back on
+    /// it rather than waiting for Docker to come back.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Connect { .. } | RuntimeError::Transport { .. }
+        )
+    }
+
     fn from_bollard(e: bollard::errors::Error) -> Self {
         use bollard::errors::Error as B;
         match e {
@@ -510,5 +520,10 @@ mod tests {
         );
         assert!(!RuntimeError::NotFound("x".into()).is_transient());
         assert!(!RuntimeError::Conflict("x".into()).is_transient());
+        let port_taken = RuntimeError::Api {
+            status: 500,
+            message: "port is already allocated".into(),
+        };
+        assert!(port_taken.is_transient() && !port_taken.is_unreachable());
     }
 }

@@ -105,8 +105,7 @@ impl Agent {
         if self.state.restarts.len() != before {
             self.save_state();
         }
-        self.metrics.restarts = counts.clone();
-        self.restart_counts = counts;
+        self.metrics.restarts = counts;
     }
 
     /// When the next liveness probe is due.
@@ -189,7 +188,6 @@ impl Agent {
         match self.docker.restart(id, STOP_GRACE).await {
             Ok(()) => {
                 *self.state.restarts.entry(id.to_owned()).or_default() += 1;
-                *self.restart_counts.entry(dep.to_owned()).or_default() += 1;
                 *self.metrics.restarts.entry(dep.to_owned()).or_default() += 1;
                 self.save_state();
                 self.event(Some(dep), "restart", why, "ok");
