@@ -115,11 +115,14 @@ pub fn sync_with_deadline(
     std::thread::Builder::new()
         .name("orun-git".to_owned())
         .spawn(move || {
-            let mut m = shared
+            let result = shared
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sync();
+            // The guard is dropped above, before the caller wakes: a caller that uses the
+            // mirror straight after a successful sync must never find it still held.
             // The receiver may be gone after a timeout; nothing to do then.
-            let _ = tx.send(m.sync());
+            let _ = tx.send(result);
         })
         .map_err(|e| GitError::Repository {
             reason: format!("cannot start the fetch thread: {e}"),

@@ -249,3 +249,19 @@ fn ssh_without_pinned_keys_is_refused_at_open() {
     o.branch = "-evil".to_owned();
     assert!(Mirror::open(data.path(), o).is_err());
 }
+
+/// A sync that has returned has let go of the mirror: the caller reads the new revision at
+/// once. The fetch thread used to send its result while still holding the lock, so a caller
+/// quick enough found the mirror "busy with a stuck fetch" after a successful sync (seen in
+/// CI as an `--once` run that never loaded its revision).
+#[test]
+fn a_finished_sync_has_released_the_mirror() {
+    let remote = Remote::new();
+    remote.commit("one", &[("nodes/a.yaml", "a: 1\n")]);
+    let data = tempfile::tempdir().unwrap();
+    let m = Arc::new(Mutex::new(mirror(&data, options(&remote.file_url()))));
+    for round in 0..300 {
+        sync_with_deadline(&m, Duration::from_secs(10)).unwrap();
+        assert!(m.try_lock().is_ok(), "still held after sync {round}");
+    }
+}
