@@ -194,7 +194,13 @@ impl Agent {
     /// Runs passes until shutdown.
     pub(crate) async fn run(mut self, wake: Arc<Notify>) -> anyhow::Result<()> {
         let mut events = Some(self.docker.watch(&self.cfg.node));
+        // A node that resumed a revision repairs its host at once but polls Git only after a
+        // random part of one interval, so a fleet restarted together does not poll its Git
+        // host in the same instant (docs/SCALING.md). A node with nothing to run polls now.
         let mut next_poll = Instant::now();
+        if self.current.is_some() {
+            next_poll += self.schedule.splay();
+        }
         loop {
             let git_due = Instant::now() >= next_poll;
             let outcome = self.pass(git_due).await;

@@ -25,11 +25,16 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule polling every `interval`; `seed` varies the jitter between agents.
     pub fn new(interval: Duration, seed: u64) -> Self {
+        // xorshift's first outputs from a small seed (a pid, a few nanoseconds) are tiny: every
+        // agent would draw a splay and jitter near zero, together. splitmix64 spreads the
+        // seed's bits first; xorshift must not start at zero.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         Self {
             interval,
             failures: 0,
-            // xorshift must not start at zero.
-            rng: seed | 1,
+            rng: (z ^ (z >> 31)) | 1,
         }
     }
 
@@ -60,12 +65,24 @@ impl Schedule {
     /// The delay before the next poll: backoff, then ±10 % jitter.
     pub fn next_delay(&mut self) -> Duration {
         let base = backoff(self.interval, self.failures);
+        base.mul_f64(0.9 + 0.2 * self.unit())
+    }
+
+    /// A random fraction of one interval, `[0, interval)`: how long an agent that already has
+    /// a revision to run waits before its first poll. A fleet restarted together (a power
+    /// cut, an upgrade) would otherwise poll in the same instant, and ±10 % jitter takes
+    /// dozens of intervals to spread it (docs/SCALING.md measures the herd).
+    pub fn splay(&mut self) -> Duration {
+        self.interval.mul_f64(self.unit())
+    }
+
+    /// The next number in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
         // xorshift64: a fleet-spreading jitter, not a secret.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
-        base.mul_f64(0.9 + 0.2 * unit)
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -100,5 +117,21 @@ mod tests {
         let min = delays.iter().min().copied().unwrap_or_default();
         let max = delays.iter().max().copied().unwrap_or_default();
         assert!(max - min > Duration::from_millis(1500), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn splay_spreads_a_fleet_over_one_interval() {
+        let interval = Duration::from_secs(10);
+        // Seeds as agents make them: small numbers (a pid mixed with a few nanoseconds).
+        let splays: Vec<Duration> = (0..1000u64)
+            .map(|agent| Schedule::new(interval, 4000 + agent).splay())
+            .collect();
+        assert!(splays.iter().all(|d| *d < interval));
+        // Every tenth of the interval gets some of the fleet: no clump at the start.
+        let mut tenths = [0u32; 10];
+        for d in &splays {
+            tenths[(d.as_millis() / 1000) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|n| (50..150).contains(n)), "{tenths:?}");
     }
 }
