@@ -107,8 +107,10 @@ pub(crate) struct Agent {
     current_commit: Option<String>,
 }
 
-/// Creates and starts at once: INFRA measured 2-way near the daemon's floor, 16-way far worse.
-const CREATE_SLOTS: usize = 2;
+/// Creates and starts at once. Docker does the work of each container mostly under its own
+/// locks: 30 containers with host ports took ≈ 170 ms each 2-way and ≈ 145 ms 4- to 8-way
+/// here (docs/BENCHMARKS.md, the daemon's floor), and 16-way was far worse (INFRA).
+const CREATE_SLOTS: usize = 6;
 
 impl Agent {
     pub(crate) async fn start(

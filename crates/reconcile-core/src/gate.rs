@@ -69,6 +69,9 @@ impl GatePolicy {
     }
 }
 
+/// The first retry of a readiness probe that has not passed yet; it doubles up to the period.
+const EAGER_RETRY: Millis = 100;
+
 /// A probe's consecutive results, as Kubernetes counts them: one success makes it pass, and
 /// `failure_threshold` failures in a row make it fail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,10 +81,14 @@ pub struct ProbeTrack {
     failures: u32,
     passing: bool,
     last: Option<String>,
+    /// Until the first success, the wait after a failure (`None`: always the period).
+    eager: Option<Millis>,
+    /// A readiness probe: eager again after a reset.
+    readiness: bool,
 }
 
 impl ProbeTrack {
-    /// A probe for a container started at `started`.
+    /// A probe for a container started at `started`, run every period.
     pub fn new(policy: ProbePolicy, started: Millis) -> Self {
         Self {
             policy,
@@ -89,6 +96,20 @@ impl ProbeTrack {
             failures: 0,
             passing: false,
             last: None,
+            eager: None,
+            readiness: false,
+        }
+    }
+
+    /// A readiness probe: until it first passes, a failure is retried after
+    /// `EAGER_RETRY`, doubling up to the period, so a server that listens 20 ms after its
+    /// start is promoted then and not a whole period later. Only readiness may be eager: its
+    /// failures never fail a rollout, while liveness failures count toward a restart.
+    pub fn readiness(policy: ProbePolicy, started: Millis) -> Self {
+        Self {
+            eager: Some(EAGER_RETRY),
+            readiness: true,
+            ..Self::new(policy, started)
         }
     }
 
@@ -110,9 +131,17 @@ impl ProbeTrack {
     /// Records a result at `now`; `detail` says what was seen (a status line, an error).
     /// Returns true when this result makes the probe fail (the threshold is reached now).
     pub fn record(&mut self, now: Millis, ok: bool, detail: String) -> bool {
-        self.next_due = now.saturating_add(self.policy.period);
+        let wait = match self.eager {
+            Some(retry) if !ok => {
+                self.eager = Some(retry.saturating_mul(2));
+                retry.min(self.policy.period)
+            }
+            _ => self.policy.period,
+        };
+        self.next_due = now.saturating_add(wait);
         self.last = Some(detail);
         if ok {
+            self.eager = None;
             self.failures = 0;
             self.passing = true;
             false
@@ -154,7 +183,11 @@ impl ProbeTrack {
 
     /// Starts counting afresh (after a restart), waiting the initial delay again.
     pub fn reset(&mut self, now: Millis) {
-        *self = Self::new(self.policy, now);
+        *self = if self.readiness {
+            Self::readiness(self.policy, now)
+        } else {
+            Self::new(self.policy, now)
+        };
     }
 }
 
@@ -260,7 +293,7 @@ impl Gate {
             started,
             healthy_since: None,
             baseline_restarts: None,
-            readiness: policy.readiness.map(|p| ProbeTrack::new(p, started)),
+            readiness: policy.readiness.map(|p| ProbeTrack::readiness(p, started)),
             liveness: policy.liveness.map(|p| ProbeTrack::new(p, started)),
             last_seen: None,
         }
@@ -494,6 +527,38 @@ mod tests {
         }
         assert!(matches!(g.judge(3000, running()), Verdict::Wait { .. }));
         assert_eq!(g.healthy_since(), None);
+    }
+
+    #[test]
+    fn readiness_is_retried_soon_until_it_first_passes_then_every_period() {
+        let probe = ProbePolicy {
+            period: 5000,
+            timeout: 1000,
+            failure_threshold: 3,
+            initial_delay: 0,
+        };
+        let mut r = ProbeTrack::readiness(probe, 0);
+        // A server not listening yet: 100 ms, then doubling, never beyond the period.
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            r.record(now, false, "refused".into());
+            waits.push(r.next_due() - now);
+            now = r.next_due();
+        }
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        r.record(now, true, "HTTP 200".into());
+        assert_eq!(r.next_due() - now, 5000);
+        // Once it has passed, a failure waits the period: it is no longer starting up.
+        r.record(now + 5000, false, "HTTP 500".into());
+        assert_eq!(r.next_due() - (now + 5000), 5000);
+        // A restarted container starts eager again; liveness never is.
+        r.reset(now);
+        r.record(now, false, "refused".into());
+        assert_eq!(r.next_due() - now, 100);
+        let mut l = ProbeTrack::new(probe, 0);
+        l.record(0, false, "refused".into());
+        assert_eq!(l.next_due(), 5000);
     }
 
     #[test]

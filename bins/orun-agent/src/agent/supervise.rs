@@ -58,7 +58,10 @@ impl Agent {
                 continue;
             };
             ids.insert(o.id.clone());
-            if !self.inspected.contains_key(&o.id) || self.dirty.contains(&o.id) {
+            // Restart counts and addresses are for `/status` and `/metrics`, which `--once`
+            // does not serve: one inspect per container would double its no-op pass.
+            let details = !self.cfg.once;
+            if details && (!self.inspected.contains_key(&o.id) || self.dirty.contains(&o.id)) {
                 match self.docker.inspect(&o.id).await {
                     Ok(info) => {
                         let address = info.address.map(|a| a.to_string());
