@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 /// The fuzz target `cargo xtask fuzz` runs when none is named.
 const DEFAULT_FUZZ_TARGET: &str = "parse_revision";
 /// How long `cargo xtask fuzz` runs when `--seconds` is not given.
@@ -54,8 +56,10 @@ Commands:
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
   fuzz [--seconds N] [TARGET]   fuzz TARGET (default parse_revision) for N seconds (default 60)
   demo                          serve examples/ from a local Git repo and run the agent on it
-  bench                         run the benchmarks (results: docs/BENCHMARKS.md)
-  bench-agent                   only the agent part of `bench` (real Docker, 30 deployments)
+  bench [--quick] [--only PARTS] [--services N] [--rounds N] [--commits N]
+        [--idle-seconds N] [--pollers N] [--out FILE]
+                                measure everything and write docs/BENCHMARKS.md
+                                (PARTS: planner,parser,workload,git)
   docker                        make a Docker daemon and the test images available
   help                          show this message
 ";
@@ -100,15 +104,7 @@ fn run(args: Vec<String>) -> Result<()> {
             run_all(&lint_steps())
         }
         "fuzz" => fuzz(rest),
-        "bench" => {
-            no_arguments(command, rest)?;
-            run_all(&bench_steps())?;
-            bench_agent()
-        }
-        "bench-agent" => {
-            no_arguments(command, rest)?;
-            bench_agent()
-        }
+        "bench" => bench::run(rest),
         "docker" => {
             no_arguments(command, rest)?;
             ensure_docker()?;
@@ -206,169 +202,6 @@ fn lint_steps() -> Vec<Step> {
         );
     }
     steps
-}
-
-/// The benchmarks whose results docs/BENCHMARKS.md records.
-fn bench_steps() -> Vec<Step> {
-    vec![Step::cargo(
-        "planner benchmark",
-        &["bench", "-p", "reconcile-core", "--bench", "plan"],
-    )]
-}
-
-/// How many deployments the agent benchmark converges.
-const BENCH_DEPLOYMENTS: usize = 30;
-
-/// `cargo xtask bench` part two: the release `orun-agent` against real Docker and a `file://`
-/// repository of [`BENCH_DEPLOYMENTS`] deployments. Measures a cold `--once` converge, then the
-/// daemon's CPU per no-op pass (poll + observe + plan, from `/proc` CPU ticks over many passes)
-/// and its resident memory when idle. Prints a Markdown table for docs/BENCHMARKS.md.
-fn bench_agent() -> Result<()> {
-    ensure_docker()?;
-    ensure_images()?;
-    ensure_git()?;
-    Step::cargo("release agent", &["build", "--release", "-p", "orun-agent"]).run()?;
-    let agent = workspace_root().join("target/release/orun-agent");
-    let dir = workspace_root().join("target/bench-agent");
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    let (repo, work) = (dir.join("repo.git"), dir.join("work"));
-    fs::create_dir_all(&repo)?;
-    fs::create_dir_all(work.join("nodes"))?;
-    fs::create_dir_all(work.join("deployments"))?;
-    let node = format!("bench-{}", std::process::id());
-    fs::write(
-        work.join(format!("nodes/{node}.yaml")),
-        format!(
-            "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  host: 127.0.0.1\n  gitRepo: git@example.invalid:o/m.git\n"
-        ),
-    )?;
-    for i in 0..BENCH_DEPLOYMENTS {
-        fs::write(
-            work.join(format!("deployments/bench-{i:02}.yaml")),
-            format!(
-                "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {node}-{i:02}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 5; done\"]\n  env:\n    INDEX: \"{i}\"\n"
-            ),
-        )?;
-    }
-    git(&repo, &["init", "-q", "--bare", "-b", "main"])?;
-    git(&work, &["init", "-q", "-b", "main"])?;
-    git(&work, &["add", "-A"])?;
-    git(&work, &["commit", "-q", "-m", "bench"])?;
-    let url = format!("file://{}", repo.display());
-    git(&work, &["push", "-q", &url, "main"])?;
-    let cleanup = || {
-        let ids = docker_output(&["ps", "-aq", "--filter", &format!("label=orun.node={node}")])
-            .unwrap_or_default();
-        for id in ids.split_whitespace() {
-            let _ = docker_output(&["rm", "-f", id]);
-        }
-    };
-    let result = (|| -> Result<()> {
-        let base = |cmd: &mut Command| {
-            cmd.args(["--repo", &url, "--node", &node, "--data-dir"])
-                .arg(dir.join("data"))
-                .env("ORUN_LOG", "warn");
-        };
-        let started = Instant::now();
-        let mut once = Command::new(&agent);
-        base(&mut once);
-        let status = once
-            .arg("--once")
-            .status()
-            .context("running orun-agent --once")?;
-        let cold = started.elapsed();
-        if !status.success() {
-            bail!("orun-agent --once did not converge ({status})");
-        }
-
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let mut daemon = Command::new(&agent);
-        base(&mut daemon);
-        let mut child = daemon
-            .args(["--status-addr", &addr, "--poll-interval", "250ms"])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting orun-agent")?;
-        let measured = (|| -> Result<(f64, f64, u64, u64)> {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while http_status(&addr, "/readyz") != Some(200) {
-                if Instant::now() > deadline {
-                    bail!("the daemon did not report ready");
-                }
-                thread::sleep(POLL_INTERVAL);
-            }
-            let passes = || -> f64 {
-                http_get(&addr, "/metrics")
-                    .and_then(|m| {
-                        m.lines()
-                            .find_map(|l| l.strip_prefix("orun_passes_total ")?.trim().parse().ok())
-                    })
-                    .unwrap_or(0.0)
-            };
-            let (p0, c0) = (passes(), cpu_ticks(child.id())?);
-            thread::sleep(Duration::from_secs(30));
-            let (p1, c1) = (passes(), cpu_ticks(child.id())?);
-            let ticks_per_s = 100.0; // USER_HZ on Linux
-            let cpu_s = (c1 - c0) as f64 / ticks_per_s;
-            let per_pass_ms = cpu_s * 1000.0 / (p1 - p0).max(1.0);
-            let per_min_at_5s = per_pass_ms / 1000.0 * 12.0;
-            let (rss, hwm) = rss_kib(child.id())?;
-            Ok((per_pass_ms, per_min_at_5s, rss, hwm))
-        })();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-        let (per_pass_ms, per_min, rss, hwm) = measured?;
-        println!("\n| measure ({BENCH_DEPLOYMENTS} deployments, release build) | value |");
-        println!("|---|---:|");
-        println!(
-            "| cold converge, `orun-agent --once` (pull-free, {BENCH_DEPLOYMENTS} creates) | {:.2} s |",
-            cold.as_secs_f64()
-        );
-        println!(
-            "| CPU per no-op pass (file:// head check + observe + plan) | {per_pass_ms:.2} ms |"
-        );
-        println!("| CPU per minute at a 5 s poll (no-op passes) | {per_min:.3} s |");
-        println!(
-            "| idle RSS / peak RSS | {:.1} MiB / {:.1} MiB |",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
-        Ok(())
-    })();
-    cleanup();
-    result
-}
-
-/// User plus system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// Current and peak resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> Result<(u64, u64)> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Where the demo keeps its repository, data dir, log and pid file.

@@ -1,0 +1,223 @@
+//! `cargo xtask bench`: every figure in docs/BENCHMARKS.md, measured in one run and written
+//! there with the machine, the date and the exact command.
+//!
+//! Parts (each can be run alone with `--only PART[,PART]`):
+//! - `planner`, `parser`: criterion benchmarks of `reconcile_core::plan` and
+//!   `manifest_model::load`/`resolve` at 10 … 10 000 deployments;
+//! - `workload`: orun side by side with `git pull && docker compose up -d` on N small HTTP
+//!   servers (`workload.rs`): cold converge, no-op pass, idle daemon, commit-to-serving;
+//! - `git`: the cost of a poll that finds nothing over `file://`, `git://`, `ssh://`, and a
+//!   fleet of pollers against one `git daemon` (gitsync's `poll` benchmark).
+//!
+//! A run with `--only` or `--quick` writes to `target/bench/BENCHMARKS.md` unless `--out`
+//! says otherwise, so a partial run never replaces the published figures.
+
+mod measure;
+mod report;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+pub(crate) use report::Report;
+
+/// What `cargo xtask bench` was asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    services: usize,
+    rounds: usize,
+    commits: usize,
+    idle_seconds: u64,
+    pass_seconds: u64,
+    pollers: usize,
+    quick: bool,
+    only: Option<Vec<String>>,
+    out: PathBuf,
+    /// The command line, for the report.
+    command: String,
+}
+
+const PARTS: [&str; 4] = ["planner", "parser", "workload", "git"];
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut o = Self {
+            services: 30,
+            rounds: 5,
+            commits: 20,
+            idle_seconds: 60,
+            pass_seconds: 20,
+            pollers: 200,
+            quick: false,
+            only: None,
+            out: super::workspace_root().join("docs/BENCHMARKS.md"),
+            command: std::iter::once("cargo xtask bench".to_owned())
+                .chain(args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let mut out = None;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().with_context(|| format!("`{arg}` needs a value"));
+            let number = |v: &String| -> Result<u64> {
+                v.parse()
+                    .with_context(|| format!("`{arg}` wants a whole number, got `{v}`"))
+            };
+            match arg.as_str() {
+                "--services" => o.services = number(value()?)? as usize,
+                "--rounds" => o.rounds = number(value()?)? as usize,
+                "--commits" => o.commits = number(value()?)? as usize,
+                "--idle-seconds" => o.idle_seconds = number(value()?)?,
+                "--pollers" => o.pollers = number(value()?)? as usize,
+                "--quick" => o.quick = true,
+                "--only" => {
+                    let parts: Vec<String> = value()?.split(',').map(str::to_owned).collect();
+                    if let Some(p) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                        bail!("unknown part `{p}`; parts: {}", PARTS.join(", "));
+                    }
+                    o.only = Some(parts);
+                }
+                "--out" => out = Some(PathBuf::from(value()?)),
+                other => bail!("unknown option `{other}` for `bench`"),
+            }
+        }
+        if o.services == 0 || o.services > 500 || o.rounds == 0 || o.commits == 0 {
+            bail!("--services must be 1..=500, --rounds and --commits at least 1");
+        }
+        if o.quick {
+            o.rounds = o.rounds.min(2);
+            o.commits = o.commits.min(4);
+            o.idle_seconds = o.idle_seconds.min(15);
+            o.pass_seconds = 10;
+            o.pollers = o.pollers.min(50);
+        }
+        o.out = match out {
+            Some(p) => p,
+            None if o.quick || o.only.is_some() => {
+                super::workspace_root().join("target/bench/BENCHMARKS.md")
+            }
+            None => o.out,
+        };
+        Ok(o)
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|parts| parts.iter().any(|p| p == part))
+    }
+}
+
+/// Runs the benchmarks `args` ask for and writes the report.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let opts = Options::parse(args)?;
+    let mut report = Report::new(&opts);
+    if opts.wants("planner") {
+        criterion("reconcile-core", "plan")?;
+        report.planner = estimates("plan", &["converged", "fresh", "all-changed"])?;
+    }
+    if opts.wants("parser") {
+        criterion("manifest-model", "load")?;
+        report.parser = estimates("load", &["load", "resolve"])?;
+    }
+    if opts.wants("workload") || opts.wants("git") {
+        super::ensure_git()?;
+    }
+    if opts.wants("workload") {
+        super::ensure_docker()?;
+        super::ensure_images()?;
+        workload::run(&opts, &mut report)?;
+    }
+    if opts.wants("git") {
+        report.git = git_polls(&opts)?;
+    }
+    let text = report.render(&opts);
+    if let Some(dir) = opts.out.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(&opts.out, text).with_context(|| format!("writing {}", opts.out.display()))?;
+    println!("bench: wrote {}", opts.out.display());
+    Ok(())
+}
+
+/// Runs one criterion benchmark with settings that keep the whole run to minutes.
+fn criterion(package: &str, bench: &str) -> Result<()> {
+    super::Step::cargo(
+        "criterion benchmark",
+        &[
+            "bench",
+            "-p",
+            package,
+            "--bench",
+            bench,
+            "--",
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "3",
+        ],
+    )
+    .run()
+}
+
+/// Criterion's median estimates, nanoseconds, by function and size.
+pub(crate) type Estimates = BTreeMap<String, BTreeMap<u64, f64>>;
+
+fn estimates(group: &str, functions: &[&str]) -> Result<Estimates> {
+    let root = super::workspace_root().join("target/criterion").join(group);
+    let mut out = Estimates::new();
+    for f in functions {
+        for n in [10u64, 100, 1_000, 10_000] {
+            let path = root.join(f).join(n.to_string()).join("new/estimates.json");
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("reading criterion's {}", path.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)?;
+            let ns = json["median"]["point_estimate"]
+                .as_f64()
+                .with_context(|| format!("no median in {}", path.display()))?;
+            out.entry((*f).to_owned()).or_default().insert(n, ns);
+        }
+    }
+    Ok(out)
+}
+
+/// gitsync's `poll` benchmark: its `orun-bench KEY VALUE` lines.
+fn git_polls(opts: &Options) -> Result<BTreeMap<String, String>> {
+    let mut args = vec![
+        "bench".to_owned(),
+        "-q".to_owned(),
+        "-p".to_owned(),
+        "gitsync".to_owned(),
+        "--bench".to_owned(),
+        "poll".to_owned(),
+        "--".to_owned(),
+        "--pollers".to_owned(),
+        opts.pollers.to_string(),
+    ];
+    if opts.quick {
+        args.extend(["--seconds", "20", "--fast-seconds", "5", "--polls", "10"].map(str::to_owned));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("$ cargo {}", super::shell_words(&args));
+    let out = Command::new(cargo)
+        .args(&args)
+        .current_dir(super::workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the poll benchmark")?;
+    if !out.status.success() {
+        bail!("the poll benchmark exited with {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("orun-bench ")?.splitn(2, ' ');
+            Some((f.next()?.to_owned(), f.next()?.trim().to_owned()))
+        })
+        .collect())
+}

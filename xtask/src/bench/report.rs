@@ -1,0 +1,477 @@
+//! The figures of one `cargo xtask bench` run and their rendering as docs/BENCHMARKS.md.
+//!
+//! The tables are filled from the run; the verdicts are computed against the targets of
+//! issue 6; the notes at the end explain what bounds each figure, from the profiles taken
+//! when the targets were set, and are kept here so the file is produced whole by one command.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+use super::Options;
+use super::workload::{Latency, Pair};
+
+/// Everything one run measured; parts not run stay empty and are left out.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(super) planner: super::Estimates,
+    pub(super) parser: super::Estimates,
+    pub(super) compose_version: String,
+    /// Median seconds.
+    pub(super) cold: Pair,
+    pub(super) cold_samples: (Vec<f64>, Vec<f64>),
+    pub(super) noop: Pair,
+    /// CPU seconds per minute: (orun's own, dockerd's), (the loop's own, dockerd's).
+    pub(super) idle: ((f64, f64), (f64, f64)),
+    pub(super) rss: (f64, f64),
+    pub(super) pass_cpu_ms: f64,
+    pub(super) pass_count: u64,
+    pub(super) cron_pass_cpu_ms: f64,
+    pub(super) latency: Latency,
+    pub(super) git: BTreeMap<String, String>,
+    services: usize,
+    rounds: usize,
+}
+
+/// Targets of issue 6.
+const COLD_RATIO: f64 = 1.0;
+const NOOP_RATIO: f64 = 0.5;
+const IDLE_CPU_PER_MIN: f64 = 0.3;
+const RSS_MIB: f64 = 30.0;
+const PLANNER_10K_MS: f64 = 10.0;
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// One line naming the machine and the software measured on it.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "?".to_owned(),
+            |kib| format!("{:.0}", kib / 1024.0 / 1024.0),
+        );
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {mem} GiB; {os}, Linux {kernel}; Docker {}; {}; {}",
+        output("docker", &["version", "--format", "{{.Server.Version}}"]),
+        output("git", &["--version"]),
+        output("rustc", &["--version"]),
+    )
+}
+
+impl Report {
+    pub(crate) fn new(opts: &Options) -> Self {
+        Self {
+            services: opts.services,
+            rounds: opts.rounds,
+            ..Self::default()
+        }
+    }
+
+    fn g(&self, key: &str) -> &str {
+        self.git.get(key).map_or("–", String::as_str)
+    }
+
+    fn gf(&self, key: &str) -> Option<f64> {
+        self.git.get(key)?.parse().ok()
+    }
+
+    pub(crate) fn render(&self, opts: &Options) -> String {
+        let mut s = String::new();
+        let date = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let _ = writeln!(s, "# Benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Every figure below comes from one run of **`{}`** on {date}. This file is written by \
+             that command; re-run it to refresh the figures (the notes at the end live in \
+             `xtask/src/bench/report.rs`). Speed targets are checked here, never in timed tests.\n",
+            opts.command
+        );
+        let _ = writeln!(s, "Machine: {}.\n", machine());
+        if opts.quick || opts.only.is_some() {
+            let _ = writeln!(
+                s,
+                "**A partial or quick run** (`--quick` shortens every part): not the published figures.\n"
+            );
+        }
+        self.targets(&mut s);
+        self.core(&mut s);
+        self.workload(&mut s);
+        self.git_section(&mut s);
+        s.push_str(NOTES);
+        s
+    }
+
+    fn targets(&self, s: &mut String) {
+        let _ = writeln!(s, "## Targets\n");
+        let _ = writeln!(s, "| measure | measured | target | |\n|---|---:|---:|---|");
+        if self.cold.compose > 0.0 {
+            let n = self.services;
+            let r = self.cold.ratio();
+            let _ = writeln!(
+                s,
+                "| cold converge of {n} services, orun / compose | {r:.2}× | ≤ {COLD_RATIO:.1}× (aim 0.8×) | {} |",
+                verdict(r <= COLD_RATIO)
+            );
+            let r = self.noop.ratio();
+            let _ = writeln!(
+                s,
+                "| no-op pass, orun / compose | {r:.2}× | ≤ {NOOP_RATIO}× | {} |",
+                verdict(r <= NOOP_RATIO)
+            );
+            let idle = self.idle.0.0;
+            let _ = writeln!(
+                s,
+                "| daemon idle at a 5 s poll, CPU | {idle:.3} s/min | ≤ {IDLE_CPU_PER_MIN} s/min | {} |",
+                verdict(idle <= IDLE_CPU_PER_MIN)
+            );
+            let _ = writeln!(
+                s,
+                "| daemon idle, RSS (peak) | {:.1} MiB ({:.1}) | ≤ {RSS_MIB:.0} MiB | {} |",
+                self.rss.0,
+                self.rss.1,
+                verdict(self.rss.1 <= RSS_MIB)
+            );
+        }
+        if let Some(ns) = self.planner.get("converged").and_then(|m| m.get(&10_000)) {
+            let ms = ns / 1e6;
+            let _ = writeln!(
+                s,
+                "| planner, 10 000 deployments converged | {ms:.2} ms | < {PLANNER_10K_MS:.0} ms | {} |",
+                verdict(ms < PLANNER_10K_MS)
+            );
+        }
+        for (name, est, f) in [
+            ("planner", &self.planner, "converged"),
+            ("parser", &self.parser, "load"),
+        ] {
+            if let Some(g) = growth(est, f) {
+                let _ = writeln!(
+                    s,
+                    "| {name}: cost per deployment at 10 000 / at 1 000 | {g:.2}× | ≈ 1× (linear) | {} |",
+                    verdict(g < 2.0)
+                );
+            }
+        }
+        s.push('\n');
+    }
+
+    fn core(&self, s: &mut String) {
+        if self.planner.is_empty() && self.parser.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "## 1. Planner and parser\n");
+        let _ = writeln!(
+            s,
+            "Criterion's median (`cargo bench -p reconcile-core --bench plan`, `cargo bench -p \
+             manifest-model --bench load`, 1 s warm-up, 3 s measurement), and per deployment.\n"
+        );
+        let mut table = |title: &str, est: &super::Estimates, fns: &[(&str, &str)]| {
+            if est.is_empty() {
+                return;
+            }
+            let _ = writeln!(s, "{title}\n");
+            let _ = write!(s, "| deployments |");
+            for (_, label) in fns {
+                let _ = write!(s, " {label} | per deployment |");
+            }
+            let _ = write!(s, "\n|---:|");
+            for _ in fns {
+                s.push_str("---:|---:|");
+            }
+            s.push('\n');
+            for n in [10u64, 100, 1_000, 10_000] {
+                let _ = write!(s, "| {n} |");
+                for (f, _) in fns {
+                    let ns = est.get(*f).and_then(|m| m.get(&n)).copied().unwrap_or(0.0);
+                    let _ = write!(s, " {} | {} |", time(ns), time(ns / n as f64));
+                }
+                s.push('\n');
+            }
+            s.push('\n');
+        };
+        table(
+            "**Planner** (`plan`): each deployment has five env vars, a port, a volume, a label and limits; ten unmanaged containers sit beside them.",
+            &self.planner,
+            &[
+                ("converged", "converged (no steps)"),
+                ("fresh", "fresh (all create)"),
+                ("all-changed", "all changed (replace, with diffs)"),
+            ],
+        );
+        table(
+            "**Parser** (`load`: read, parse and validate every file of a revision; `resolve`: for one node): each deployment file has an image, a port, a volume, five env vars, two probes, limits and a rollout; one Service per ten deployments.",
+            &self.parser,
+            &[("load", "load"), ("resolve", "resolve")],
+        );
+    }
+
+    fn workload(&self, s: &mut String) {
+        if self.cold.compose == 0.0 {
+            return;
+        }
+        let n = self.services;
+        let _ = writeln!(s, "## 2. orun and docker compose, {n} services\n");
+        let _ = writeln!(
+            s,
+            "{n} busybox httpd servers from the locally built `orun-example/hello:1`, each on its \
+             own host port, exiting on SIGTERM. orun's deployments have a readiness probe \
+             (`localhost:80/health`) and `minHealthySeconds: 0`: `orun-agent --once` (release \
+             build, `file://` repository) returns only when every container has answered it. \
+             `docker compose up -d` (Compose {}) returns once the containers are started. Each \
+             round runs both, alternating which goes first; every cold start begins from no \
+             container and a flushed disk.\n",
+            self.compose_version
+        );
+        let _ = writeln!(
+            s,
+            "| {} rounds | orun | compose | orun / compose |\n|---|---:|---:|---:|",
+            self.rounds
+        );
+        let _ = writeln!(
+            s,
+            "| cold converge, median | {:.2} s | {:.2} s | {:.2}× |",
+            self.cold.orun,
+            self.cold.compose,
+            self.cold.ratio()
+        );
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| cold converge, each round (s) | {} | {} | |",
+            list(&self.cold_samples.0),
+            list(&self.cold_samples.1)
+        );
+        let _ = writeln!(
+            s,
+            "| no-op pass (`--once` / `up -d` with nothing to do), median | {:.0} ms | {:.0} ms | {:.2}× |\n",
+            self.noop.orun * 1000.0,
+            self.noop.compose * 1000.0,
+            self.noop.ratio()
+        );
+        let ((oo, od), (co, cd)) = self.idle;
+        let _ = writeln!(
+            s,
+            "**Idle**: both daemons with their {n} services converged, polling every 5 s; orun's \
+             `orun-agent` against a shell loop running `git pull -q --ff-only && docker compose \
+             up -d` then `sleep 5`, as a cron job or timer would, each measured alone (the other \
+             stopped), in the order orun, loop, loop, orun.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| | orun-agent | git pull && compose up -d loop |\n|---|---:|---:|"
+        );
+        let _ = writeln!(
+            s,
+            "| CPU per minute, the tool itself | {oo:.3} s | {co:.2} s |"
+        );
+        let _ = writeln!(
+            s,
+            "| CPU per minute, dockerd answering it | {od:.3} s | {cd:.2} s |"
+        );
+        let _ = writeln!(
+            s,
+            "| CPU per pass, the tool itself | {:.2} ms (over {} passes at a 250 ms poll) | {:.0} ms |",
+            self.pass_cpu_ms, self.pass_count, self.cron_pass_cpu_ms
+        );
+        let _ = writeln!(
+            s,
+            "| resident memory, now / peak | {:.1} / {:.1} MiB | (a new process per pass) |\n",
+            self.rss.0, self.rss.1
+        );
+        let l = &self.latency;
+        let _ = writeln!(
+            s,
+            "**Commit to serving**: both daemons running at a 5 s poll; {} commits, alternating, \
+             each changing one service's `VERSION`; the clock runs from `git push` until that \
+             service's host port answers the new version. orun replaces it stop-first (it has a \
+             host port), compose recreates it.\n",
+            l.commits
+        );
+        let _ = writeln!(s, "| | p50 | p95 |\n|---|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| orun: the new version answers | {:.2} s | {:.2} s |",
+            l.orun.0, l.orun.1
+        );
+        let _ = writeln!(
+            s,
+            "| orun: promoted, `/readyz` 200 | {:.2} s | {:.2} s |",
+            l.orun_ready.0, l.orun_ready.1
+        );
+        let _ = writeln!(
+            s,
+            "| compose loop: the new version answers | {:.2} s | {:.2} s |\n",
+            l.compose.0, l.compose.1
+        );
+    }
+
+    fn git_section(&self, s: &mut String) {
+        if self.git.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "## 3. Git polls\n");
+        let _ = writeln!(
+            s,
+            "A poll that finds nothing new, against a repository of one node and 30 deployments: \
+             gitsync's `Mirror::sync` (what the agent runs) and `git fetch` of the branch (what a \
+             cron job runs), in alternating blocks. Medians of wall time; CPU per poll from \
+             `/proc` (the client's, and the server's with the children it reaped: `git daemon` \
+             forks `git upload-pack`, sshd a session); bytes both ways through a counting proxy, \
+             in a separate pass.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| transport | orun wall | orun CPU, client / server | orun bytes | git fetch wall | git fetch CPU, client / server | git fetch bytes |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for t in ["file", "git", "ssh"] {
+            if !self.git.contains_key(&format!("poll.{t}.orun.wall_ms")) {
+                continue;
+            }
+            let k = |side: &str, m: &str| self.g(&format!("poll.{t}.{side}.{m}")).to_owned();
+            let _ = writeln!(
+                s,
+                "| `{t}://` | {} ms | {} / {} ms | {} | {} ms | {} / {} ms | {} |",
+                k("orun", "wall_ms"),
+                k("orun", "client_cpu_ms"),
+                k("orun", "server_cpu_ms"),
+                k("orun", "bytes"),
+                k("git", "wall_ms"),
+                k("git", "client_cpu_ms"),
+                k("git", "server_cpu_ms"),
+                k("git", "bytes"),
+            );
+        }
+        let pollers = self.g("fleet.pollers");
+        let _ = writeln!(
+            s,
+            "\n## 4. A fleet against one Git remote\n\n{pollers} pollers, each a gitsync mirror on \
+             gitsync's `Schedule` (±10 % jitter) polling one `git daemon` (max 32 connections, \
+             listen backlog 5) on this machine, which also runs the pollers. **herd**: all start \
+             in the same instant; **steady**: each first waits a random part of an interval, as \
+             the agent does when it resumes, and a commit lands half-way; **fast**: the steady \
+             fleet at a 1 s interval, to find what the daemon can serve.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| run | interval | polls/s | wall p50 / p95 / p99 | errors | daemon CPU (cores) | busiest 100 ms, first / last interval (even: {}) |\n|---|---:|---:|---:|---:|---:|---:|",
+            self.g("fleet.even_per_100ms")
+        );
+        for (key, name) in [
+            ("herd", "herd"),
+            ("fleet", "steady"),
+            ("fleet_fast", "fast"),
+        ] {
+            let k = |m: &str| self.g(&format!("{key}.{m}")).to_owned();
+            let _ = writeln!(
+                s,
+                "| {name} | {} ms | {} | {} / {} / {} ms | {} | {} | {} / {} |",
+                k("interval_ms"),
+                k("polls_per_s"),
+                k("wall_p50_ms"),
+                k("wall_p95_ms"),
+                k("wall_p99_ms"),
+                k("errors"),
+                k("server_cores"),
+                k("peak_per_100ms_first"),
+                k("peak_per_100ms_last"),
+            );
+        }
+        let poll_ms = self.gf("fleet.server_cpu_per_poll_ms").unwrap_or(0.0);
+        let fetch_ms = self.gf("fleet.server_cpu_per_fetch_ms").unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "\nThe commit reached {} of {pollers} pollers: half within {} ms, all within {} ms. \
+             Serving cost the daemon {poll_ms:.2} ms of CPU per no-op poll and {fetch_ms:.2} ms \
+             per fetch of the new commit.\n",
+            self.g("fleet.got_commit"),
+            self.g("fleet.commit_p50_ms"),
+            self.g("fleet.commit_max_ms"),
+        );
+        let _ = writeln!(
+            s,
+            "**10 000 nodes**, extrapolated from those two costs (one core of this machine; see \
+             docs/SCALING.md):\n\n| poll interval | no-op polls/s | daemon cores for polling | \
+             one commit: fetches/s during one interval |\n|---:|---:|---:|---:|"
+        );
+        for secs in [5.0f64, 30.0, 60.0, 300.0] {
+            let rate = 10_000.0 / secs;
+            let _ = writeln!(
+                s,
+                "| {secs:.0} s | {rate:.0} | {:.2} | {rate:.0} ({:.2} cores) |",
+                rate * poll_ms / 1000.0,
+                rate * fetch_ms / 1000.0
+            );
+        }
+        s.push('\n');
+    }
+}
+
+/// Per-deployment cost at 10 000 over that at 1 000: 1 for linear growth, 10 for quadratic.
+fn growth(est: &super::Estimates, f: &str) -> Option<f64> {
+    let m = est.get(f)?;
+    Some((m.get(&10_000)? / 10_000.0) / (m.get(&1_000)? / 1_000.0))
+}
+
+fn time(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// What bounds each figure: from the profiles behind the targets.
+const NOTES: &str = "## Notes: what bounds each figure
+
+(to be written after the first full run)
+";
