@@ -201,11 +201,12 @@ struct Transport {
 }
 
 impl Transport {
-    fn options(&self, url: &str) -> RemoteOptions {
+    /// gitsync's options for `url`; `known_hosts` replaces the pinned keys (the proxy's port).
+    fn options(&self, url: &str, known_hosts: Option<&str>) -> RemoteOptions {
         let mut o = RemoteOptions::new(RemoteUrl::parse(url, Path::new("/")).unwrap(), "main");
         if let Some((key, known)) = &self.ssh {
             o.ssh_key = Some(key.clone());
-            o.known_hosts = Some(KnownHosts::parse(known));
+            o.known_hosts = Some(KnownHosts::parse(known_hosts.unwrap_or(known)));
         }
         o
     }
@@ -312,7 +313,7 @@ fn poll_costs(opts: &Options, remote: &Remote) {
     }
     for t in &transports {
         let dir = tempfile::tempdir().unwrap();
-        let mut mirror = Mirror::open(&dir.path().join("mirror"), t.options(&t.url)).unwrap();
+        let mut mirror = Mirror::open(&dir.path().join("mirror"), t.options(&t.url, None)).unwrap();
         assert!(mirror.sync().unwrap().fetched);
         let known = dir.path().join("known_hosts");
         if let Some((_, k)) = &t.ssh {
@@ -362,14 +363,20 @@ fn poll_costs(opts: &Options, remote: &Remote) {
             .url
             .replace(&format!(":{upstream}/"), &format!(":{}/", proxy.port));
         let proxied_known = dir.path().join("known_hosts.proxy");
-        if let Some((_, k)) = &t.ssh {
-            let entry = k.replace(
+        let entry = t.ssh.as_ref().map(|(_, k)| {
+            k.replace(
                 &format!("[127.0.0.1]:{upstream}"),
                 &format!("[127.0.0.1]:{}", proxy.port),
-            );
+            )
+        });
+        if let Some(entry) = &entry {
             std::fs::write(&proxied_known, entry).unwrap();
         }
-        let mut m = Mirror::open(&dir.path().join("mirror"), t.options(&via)).unwrap();
+        let mut m = Mirror::open(
+            &dir.path().join("mirror"),
+            t.options(&via, entry.as_deref()),
+        )
+        .unwrap();
         let polls = 5;
         let before = proxy.bytes.load(Ordering::SeqCst);
         for _ in 0..polls {

@@ -328,9 +328,10 @@ impl Report {
         let _ = writeln!(
             s,
             "**Commit to serving**: both daemons running at a 5 s poll; {} commits, alternating, \
-             each changing one service's `VERSION`; the clock runs from `git push` until that \
-             service's host port answers the new version. orun replaces it stop-first (it has a \
-             host port), compose recreates it.\n",
+             each pushed at a random moment of a poll period and changing one service's \
+             `VERSION`; the clock runs from `git push` until that service's host port answers \
+             the new version. orun replaces it stop-first (it has a host port), compose \
+             recreates it. Waiting for the next poll is on average half the period for both.\n",
             l.commits
         );
         let _ = writeln!(s, "| | p50 | p95 |\n|---|---:|---:|");
@@ -475,3 +476,64 @@ const NOTES: &str = "## Notes: what bounds each figure
 
 (to be written after the first full run)
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options::parse(&["--quick".to_owned()]).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_figures() {
+        let opts = options();
+        let mut r = Report::new(&opts);
+        r.cold = Pair {
+            orun: 4.0,
+            compose: 5.0,
+        };
+        r.noop = Pair {
+            orun: 0.06,
+            compose: 0.1,
+        };
+        r.idle = ((0.04, 0.2), (1.5, 0.3));
+        r.rss = (16.0, 31.0);
+        let mut table = String::new();
+        r.targets(&mut table);
+        assert!(
+            table.contains(
+                "| cold converge of 30 services, orun / compose | 0.80× | ≤ 1.0× (aim 0.8×) | met |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| no-op pass, orun / compose | 0.60× | ≤ 0.5× | **missed** |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 16.0 MiB (31.0) | ≤ 30 MiB | **missed** |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn growth_tells_linear_from_quadratic() {
+        let linear: super::super::Estimates = [(
+            "load".to_owned(),
+            [(1_000, 1e6), (10_000, 1.1e7)].into_iter().collect(),
+        )]
+        .into_iter()
+        .collect();
+        assert!((growth(&linear, "load").unwrap_or(0.0) - 1.1).abs() < 1e-9);
+        let quadratic: super::super::Estimates = [(
+            "load".to_owned(),
+            [(1_000, 1e6), (10_000, 1e8)].into_iter().collect(),
+        )]
+        .into_iter()
+        .collect();
+        assert!((growth(&quadratic, "load").unwrap_or(0.0) - 10.0).abs() < 1e-9);
+        assert_eq!(time(1.5e6), "1.50 ms");
+        assert_eq!(time(850.0), "850 ns");
+    }
+}

@@ -123,6 +123,7 @@ impl Bench {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         fs::create_dir_all(&dir)?;
+        clear_earlier_runs()?;
         for base in [ORUN_PORTS, COMPOSE_PORTS] {
             for i in 0..n {
                 let port = base + i as u16;
@@ -430,8 +431,12 @@ impl Bench {
         })?;
         let cron = self.spawn_cron_loop()?;
         let (mut orun_lat, mut orun_ready, mut compose_lat) = (Vec::new(), Vec::new(), Vec::new());
+        // Commits arrive at random moments of a poll period, as real ones do: without this,
+        // each push would come at the same phase of the poll that served the last one.
+        let mut arrival = Arrival::seeded();
         for c in 1..=opts.commits {
             for orun_turn in [c % 2 == 1, c % 2 == 0] {
+                std::thread::sleep(POLL.mul_f64(arrival.next()));
                 if orun_turn {
                     self.write_orun(c)?;
                     git(&self.orun_work, &["commit", "-q", "-am", &format!("v{c}")])?;
@@ -534,6 +539,58 @@ impl Bench {
             .spawn()
             .context("starting the compose loop")?;
         Ok(Guard(child))
+    }
+}
+
+/// Removes what an interrupted earlier run left: containers of its `bench-PID` node or its
+/// `orunbenchPID` project, which would hold the ports. Nothing else is touched.
+fn clear_earlier_runs() -> Result<()> {
+    let rows = super::super::docker_output(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.ID}} {{.Label \"orun.node\"}} {{.Label \"com.docker.compose.project\"}}",
+    ])?;
+    let ids: Vec<&str> = rows
+        .lines()
+        .filter_map(|row| {
+            let mut f = row.split_whitespace();
+            let id = f.next()?;
+            let ours = f.any(|label| {
+                let pid = label
+                    .strip_prefix("bench-")
+                    .or_else(|| label.strip_prefix("orunbench"));
+                pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            });
+            ours.then_some(id)
+        })
+        .collect();
+    if !ids.is_empty() {
+        eprintln!("bench: removing {} containers of an earlier run", ids.len());
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        super::super::docker_output(&args)?;
+    }
+    Ok(())
+}
+
+/// Random moments for commits: xorshift64, seeded from the clock.
+struct Arrival(u64);
+
+impl Arrival {
+    fn seeded() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Self(nanos.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next number in `[0, 1)`.
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
