@@ -1,6 +1,7 @@
 //! What runs: containers as observed on the host, and the labels that make one ours.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,13 +56,26 @@ impl ObservedContainer {
     /// copied `orun.node`, say) is not ours and is never touched (REFERENCE §2, RELIABILITY
     /// E13).
     pub fn managed_by(&self, node: &str, environment: &str) -> bool {
-        self.labels.get(LABEL_NODE).is_some_and(|n| n == node)
-            && self
-                .labels
-                .get(LABEL_ENVIRONMENT)
-                .is_some_and(|e| e == environment)
-            && self.labels.contains_key(LABEL_DEPLOYMENT)
-            && self.labels.contains_key(LABEL_SPEC_HASH)
+        self.ownership(node, environment).is_some()
+    }
+
+    /// The deployment and spec hash of a container this agent manages (see
+    /// [`ObservedContainer::managed_by`]), read in one walk over the `orun.` labels, which
+    /// sort together: every key a lookup compares is a separate string, and at 10 000
+    /// containers each is a cache miss (docs/BENCHMARKS.md).
+    pub fn ownership(&self, node: &str, environment: &str) -> Option<(&str, &str)> {
+        let (mut n, mut e, mut deployment, mut hash) = (false, false, None, None);
+        let orun = (Bound::Included("orun."), Bound::Excluded("orun/"));
+        for (key, value) in self.labels.range::<str, _>(orun) {
+            match key.as_str() {
+                LABEL_NODE => n = value == node,
+                LABEL_ENVIRONMENT => e = value == environment,
+                LABEL_DEPLOYMENT => deployment = Some(value.as_str()),
+                LABEL_SPEC_HASH => hash = Some(value.as_str()),
+                _ => {}
+            }
+        }
+        if n && e { deployment.zip(hash) } else { None }
     }
 
     /// The Deployment it belongs to, per its label.

