@@ -386,9 +386,18 @@ impl Bench {
                 cron_pass.push(own * 1000.0 / runs.max(1) as f64);
             }
         }
+        // What dockerd spends with nobody asking (both stopped): subtracted from each side.
+        signal(pid, "STOP")?;
+        let before = dockerd.map(cpu_seconds).transpose()?.unwrap_or(0.0);
+        std::thread::sleep(window);
+        let after = dockerd.map(cpu_seconds).transpose()?.unwrap_or(0.0);
+        signal(pid, "CONT")?;
+        let baseline = (after - before) * 60.0 / window.as_secs_f64();
+        let net = |v: (f64, f64)| (v.0, (v.1 - baseline).max(0.0));
         let (rss, hwm) = rss_mib(pid)?;
         report.rss = (rss, hwm);
-        report.idle = (mean_pair(&orun_idle), mean_pair(&cron_idle));
+        report.idle = (net(mean_pair(&orun_idle)), net(mean_pair(&cron_idle)));
+        report.dockerd_baseline = baseline;
         report.cron_pass_cpu_ms = median(&cron_pass);
 
         // One pass's CPU, precisely: the agent polling every 250 ms for a while.
