@@ -211,12 +211,14 @@ pub fn plan_with(
     // Our containers sorted by deployment, walked beside the deployments sorted by name (a
     // merge join). A map of one vector per deployment cost an allocation and a tree walk
     // each, which at 10 000 deployments was most of a steady-state plan.
-    let mut ours: Vec<(&str, &ObservedContainer)> = actual
+    // (deployment, spec hash, container): the hash is kept from the one walk over its labels,
+    // which would otherwise be searched again, long after they left the cache.
+    let mut ours: Vec<(&str, &str, &ObservedContainer)> = actual
         .containers
         .iter()
         .filter_map(|c| {
-            let (deployment, _) = c.ownership(&desired.node, &desired.environment)?;
-            Some((deployment, c))
+            let (deployment, hash) = c.ownership(&desired.node, &desired.environment)?;
+            Some((deployment, hash, c))
         })
         .collect();
     ours.sort_by(|a, b| a.0.cmp(b.0));
@@ -232,7 +234,7 @@ pub fn plan_with(
     let mut changes_wanted: Vec<(&DesiredDeployment, Option<&ObservedContainer>)> = Vec::new();
     for d in &wanted {
         while next < ours.len() && ours[next].0 < d.name.as_str() {
-            orphans.push(ours[next]);
+            orphans.push((ours[next].0, ours[next].2));
             next += 1;
         }
         let first = next;
@@ -256,7 +258,7 @@ pub fn plan_with(
             // failed spec itself and must not be started again early.
             let running_current = existing
                 .iter()
-                .any(|(_, c)| is_current(Some(c), d) && c.state == ContainerState::Running);
+                .any(|&(_, h, c)| is_current(c, h, d) && c.state == ContainerState::Running);
             if now < until && !running_current {
                 out.diagnostics.push(Diagnostic::BackingOff {
                     deployment: d.name.clone(),
@@ -272,17 +274,17 @@ pub fn plan_with(
         // to remove. The name comes first because the container under it is the one serving:
         // a current-spec container under a temporary name never passed its health gate (or
         // the intent journal would have promoted it), so it must not displace the old one.
-        existing.sort_by_key(|&(_, c)| {
+        existing.sort_by_key(|&(_, h, c)| {
             (
                 c.name != d.spec.container_name,
-                !is_current(Some(c), d),
+                !is_current(c, h, d),
                 !matches!(c.state, ContainerState::Running),
                 c.id.as_str(),
             )
         });
-        let mut rest = existing.iter().map(|&(_, c)| c);
+        let mut rest = existing.iter().map(|&(_, h, c)| (c, h));
         let keep = rest.next();
-        for extra in rest {
+        for (extra, _) in rest {
             gone.insert(&extra.id);
             removes.push(remove_step(
                 d.name.clone(),
@@ -292,7 +294,7 @@ pub fn plan_with(
             ));
         }
         match keep {
-            Some(c) if is_current(Some(c), d) => match c.state {
+            Some((c, h)) if is_current(c, h, d) => match c.state {
                 ContainerState::Running
                 | ContainerState::Restarting
                 | ContainerState::Removing
@@ -331,12 +333,12 @@ pub fn plan_with(
                     },
                 }),
             },
-            keep => changes_wanted.push((d, keep)),
+            keep => changes_wanted.push((d, keep.map(|(c, _)| c))),
         }
     }
 
     // What is left is ours and wanted by nobody.
-    orphans.extend_from_slice(&ours[next..]);
+    orphans.extend(ours[next..].iter().map(|&(dep, _, c)| (dep, c)));
     if wanted.is_empty() && !orphans.is_empty() && !desired.allow_empty {
         out.diagnostics.push(Diagnostic::RefusedRemoveAll {
             containers: orphans.len(),
@@ -597,12 +599,11 @@ fn step_id(s: &Step) -> &str {
 /// Whether `c` runs exactly the desired generation: same spec hash, same name (a container
 /// renamed by hand is drift) and, when the desired image is on the host, the same image id
 /// (a re-tagged image is a change).
-fn is_current(c: Option<&ObservedContainer>, d: &DesiredDeployment) -> bool {
-    c.is_some_and(|c| {
-        c.name == d.spec.container_name
-            && c.spec_hash() == Some(d.spec_hash.as_str())
-            && d.image_id.as_ref().is_none_or(|id| *id == c.image_id)
-    })
+/// `spec_hash` is `c`'s, read with its ownership.
+fn is_current(c: &ObservedContainer, spec_hash: &str, d: &DesiredDeployment) -> bool {
+    c.name == d.spec.container_name
+        && spec_hash == d.spec_hash
+        && d.image_id.as_ref().is_none_or(|id| *id == c.image_id)
 }
 
 /// Whether `c` runs the desired spec and image, whatever its name.
