@@ -377,7 +377,7 @@ fn poll_costs(opts: &Options, remote: &Remote) {
             t.options(&via, entry.as_deref()),
         )
         .unwrap();
-        let polls = 5;
+        let polls = if opts.full { 5 } else { 1 };
         let before = proxy.bytes.load(Ordering::SeqCst);
         for _ in 0..polls {
             m.sync().unwrap();

@@ -200,7 +200,8 @@ fn planner_instructions() -> Result<BTreeMap<(String, u64), f64>> {
                 ])
                 .arg(format!("--callgrind-out-file={}", out_file.display()))
                 .arg(&binary)
-                .args(["--test", &format!("plan/{case}/{n}$")])
+                // `--bench` asks for every size, `--test` for one run of each.
+                .args(["--bench", "--test", &format!("plan/{case}/{n}$")])
                 .stdout(Stdio::null())
                 .output()
                 .context("running valgrind")?;
