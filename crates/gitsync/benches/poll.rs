@@ -157,38 +157,33 @@ fn manifest_repository(remote: &Remote, n: usize) {
     remote.commit("manifests", &refs);
 }
 
-/// CPU seconds a process used, its own and that of the children it has reaped.
-fn cpu_seconds(pid: u32, children: bool) -> f64 {
+/// Fields 14 to 17 of `/proc/PID/stat`, in seconds: utime, stime, and the children's
+/// cutime and cstime (the children it has waited for).
+fn cpu_fields(pid: &str) -> [f64; 4] {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap();
-    let fields: Vec<u64> = rest
+    let mut f = rest
         .split_whitespace()
         .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    let ticks = if children {
-        fields.iter().sum::<u64>()
-    } else {
-        fields[0] + fields[1]
-    };
-    ticks as f64 / TICKS_PER_SECOND
+        .map(|f| f.parse::<f64>().unwrap() / TICKS_PER_SECOND);
+    [(); 4].map(|()| f.next().unwrap())
+}
+
+/// CPU seconds a process used, its own and, with `children`, that of those it has reaped.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    let [u, s, cu, cs] = cpu_fields(&pid.to_string());
+    if children { u + s + cu + cs } else { u + s }
 }
 
 fn self_cpu() -> f64 {
-    cpu_seconds(std::process::id(), false)
+    let [u, s, ..] = cpu_fields("self");
+    u + s
 }
 
+/// CPU seconds of this process's reaped children (the `git` commands it ran).
 fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap();
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(13)
-        .take(2)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    (f[0] + f[1]) as f64 / TICKS_PER_SECOND
+    let [.., cu, cs] = cpu_fields("self");
+    cu + cs
 }
 
 /// One transport's remote, as gitsync and as the `git` CLI reach it.

@@ -223,6 +223,22 @@ impl Bench {
         cmd
     }
 
+    /// Starts the agent as a daemon polling every `poll` and waits until it reports ready
+    /// (converged); it stops when the guard drops.
+    fn daemon(&self, data: &Path, poll: &str) -> Result<Guard> {
+        let agent = Guard(
+            self.agent(data)
+                .args(["--status-addr", &self.status_addr, "--poll-interval", poll])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting orun-agent")?,
+        );
+        wait_for("orun-agent to converge", Duration::from_secs(120), || {
+            (http(&self.status_addr, "/readyz")?.0 == 200).then_some(())
+        })?;
+        Ok(agent)
+    }
+
     fn compose(&self, dir: &Path) -> Command {
         let mut cmd = Command::new(&self.compose);
         cmd.current_dir(dir).args(["-p", &self.project]);
@@ -339,17 +355,8 @@ impl Bench {
         let data = self.dir.join("orun-daemon");
         let _ = fs::remove_dir_all(&data);
         let poll = format!("{}ms", POLL.as_millis());
-        let agent = Guard(
-            self.agent(&data)
-                .args(["--status-addr", &self.status_addr, "--poll-interval", &poll])
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting orun-agent")?,
-        );
+        let agent = self.daemon(&data, &poll)?;
         let pid = agent.0.id();
-        wait_for("orun-agent to converge", Duration::from_secs(120), || {
-            (http(&self.status_addr, "/readyz")?.0 == 200).then_some(())
-        })?;
         timed(
             self.compose(&self.compose_work).args(["up", "-d"]),
             "docker compose up -d",
@@ -403,22 +410,8 @@ impl Bench {
         // One pass's CPU, precisely: the agent polling every 250 ms for a while.
         drop(agent);
         let fast = Duration::from_secs(opts.pass_seconds);
-        let agent = Guard(
-            self.agent(&data)
-                .args([
-                    "--status-addr",
-                    &self.status_addr,
-                    "--poll-interval",
-                    "250ms",
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting orun-agent")?,
-        );
+        let agent = self.daemon(&data, "250ms")?;
         let pid = agent.0.id();
-        wait_for("orun-agent to answer", Duration::from_secs(60), || {
-            (http(&self.status_addr, "/readyz")?.0 == 200).then_some(())
-        })?;
         let (p0, c0) = (passes(&self.status_addr), cpu_seconds(pid)?);
         std::thread::sleep(fast);
         let (p1, c1) = (passes(&self.status_addr), cpu_seconds(pid)?);
@@ -428,16 +421,7 @@ impl Bench {
 
         // Commit to serving: both daemons running at the default 5 s poll; each commit
         // changes web-00's VERSION; the clock stops when its host port answers the new one.
-        let agent = Guard(
-            self.agent(&data)
-                .args(["--status-addr", &self.status_addr, "--poll-interval", &poll])
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting orun-agent")?,
-        );
-        wait_for("orun-agent to answer", Duration::from_secs(60), || {
-            (http(&self.status_addr, "/readyz")?.0 == 200).then_some(())
-        })?;
+        let agent = self.daemon(&data, &poll)?;
         let cron = self.spawn_cron_loop()?;
         let (mut orun_lat, mut orun_ready, mut compose_lat) = (Vec::new(), Vec::new(), Vec::new());
         // Commits arrive at random moments of a poll period, as real ones do: without this,
