@@ -120,7 +120,6 @@ impl Agent {
     ) -> anyhow::Result<Self> {
         let dir = DataDir::lock(&cfg.data_dir)?;
         let state = dir.load_state()?;
-        let mirror = Mirror::open(&dir.git_dir(), cfg.remote.clone())?;
         let journal = match Journal::load(dir.path("intents.json")) {
             Ok(j) => j,
             Err(e) => {
@@ -135,6 +134,8 @@ impl Agent {
         let docker = Docker::connect(cfg.docker_host.as_deref())
             .await
             .context("cannot start without Docker")?;
+        // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
+        let mirror = Mirror::open(&dir.git_dir(), cfg.remote.clone())?;
         let auth = match cfg
             .registry_config
             .clone()
@@ -464,11 +465,6 @@ impl Agent {
             .await
             .context("cannot resolve the rollouts left by the last run")?;
         }
-        let actual = self
-            .docker
-            .observe()
-            .await
-            .context("cannot observe Docker")?;
         let mut desired = loaded.desired.clone();
         let refs: Vec<String> = desired
             .deployments
@@ -477,11 +473,11 @@ impl Agent {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut images = self
-            .docker
-            .image_ids(&refs)
-            .await
-            .context("cannot list images")?;
+        // Both listings at once: dockerd answers them in parallel, and a no-op pass is
+        // mostly waiting for these two answers.
+        let (actual, images) = tokio::join!(self.docker.observe(), self.docker.image_ids(&refs));
+        let actual = actual.context("cannot observe Docker")?;
+        let mut images = images.context("cannot list images")?;
         let now = now_ts();
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
 

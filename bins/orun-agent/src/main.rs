@@ -46,6 +46,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // libgit2's start-up (OpenSSL parsing the CA bundle) runs while the agent locks its data
+    // dir and connects to Docker; the mirror is opened after those.
+    gitsync::warm_up();
     init_logging(cfg.log_format);
     // One thread is plenty for an agent that mostly waits; Git runs on its own thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()

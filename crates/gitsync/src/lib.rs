@@ -94,6 +94,17 @@ pub enum GitError {
     },
 }
 
+/// Initialises libgit2 on a thread of its own and returns at once. libgit2's start-up sets up
+/// OpenSSL, which parses every certificate of the system's CA bundle (about 30 ms here, even
+/// for a `file://` remote); a process that starts with this overlaps that with its other
+/// start-up work, and its first libgit2 call waits only for what is left.
+pub fn warm_up() {
+    // Any libgit2 call initialises it once; a failure to spawn only loses the overlap.
+    let _ = std::thread::Builder::new()
+        .name("orun-git-init".to_owned())
+        .spawn(|| git2::Reference::is_valid_name("refs/heads/main"));
+}
+
 /// Runs [`Mirror::sync`] on its own thread and gives up waiting after `deadline`.
 ///
 /// libgit2 offers no way to interrupt a socket read that never returns (a remote that accepts

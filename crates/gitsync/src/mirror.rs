@@ -61,6 +61,24 @@ pub struct RemoteOptions {
     pub max_bytes: u64,
 }
 
+/// Whether `refs/heads/<branch>` is a reference name Git accepts (`git check-ref-format`),
+/// checked without libgit2: settings are validated before libgit2 has initialised, which
+/// the agent lets happen on another thread ([`crate::warm_up`]) because it parses the
+/// system's CA bundle. A test holds this to `git2::Reference::is_valid_name`.
+pub(crate) fn valid_branch_name(branch: &str) -> bool {
+    !branch.is_empty()
+        && !branch.ends_with('/')
+        && !branch.ends_with('.')
+        && !branch.contains("..")
+        && !branch.contains("@{")
+        && !branch
+            .chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
+        && branch
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.ends_with(".lock"))
+}
+
 impl RemoteOptions {
     /// Options with the defaults: 60 s deadline (Flux's), 256 MiB pack cap, no credentials.
     pub fn new(url: RemoteUrl, branch: impl Into<String>) -> Self {
@@ -82,10 +100,7 @@ impl RemoteOptions {
                 reason: reason.to_owned(),
             })
         };
-        if self.branch.is_empty()
-            || self.branch.starts_with('-')
-            || !git2::Reference::is_valid_name(&format!("refs/heads/{}", self.branch))
-        {
+        if self.branch.starts_with('-') || !valid_branch_name(&self.branch) {
             return config("the branch name is not a valid Git branch name");
         }
         match self.url.transport() {
@@ -421,5 +436,58 @@ fn same_host(a: &str, b: &str) -> bool {
 fn repo_error(e: &git2::Error) -> GitError {
     GitError::Repository {
         reason: e.message().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_branch_name;
+
+    /// The check made without libgit2 agrees with libgit2's on every short name over the
+    /// characters Git's rules treat specially, and on the longer cases those rules name.
+    #[test]
+    fn branch_names_are_judged_as_libgit2_judges_them() {
+        let alphabet: Vec<char> = "a./@{-~^:?* [\\\u{7f}\u{1}é".chars().collect();
+        let mut names: Vec<String> = vec![String::new()];
+        let mut short = vec![String::new()];
+        for _ in 0..3 {
+            short = short
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            names.extend(short.iter().cloned());
+        }
+        names.extend(
+            [
+                "main",
+                "a.lock",
+                "a.lock/b",
+                "a/b.lock",
+                "a/.b",
+                "a..b",
+                "a/b/",
+                "release/1.2",
+                "x@{y",
+                "@",
+                "a.lockx",
+                ".lock",
+                "feature/new-ui",
+                "a//b",
+                "a/./b",
+            ]
+            .map(str::to_owned),
+        );
+        let mut wrong = Vec::new();
+        for name in &names {
+            let libgit2 = git2::Reference::is_valid_name(&format!("refs/heads/{name}"));
+            if valid_branch_name(name) != libgit2 {
+                wrong.push((name.clone(), libgit2));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "disagreements (name, libgit2's verdict): {wrong:?}"
+        );
+        assert!(names.len() > 3000);
     }
 }
