@@ -159,6 +159,9 @@ pub(crate) async fn run(
     checks: &Checks<'_>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
+    // `/readyz` turns 503 from the first step: a stop-first replace has the service down
+    // before any probe has run, and a gate that passes at once never reports progress.
+    ctx.progress(&d.name, "starting the new container".to_owned());
     let outcome = match &step.action {
         Action::Create { container_name, .. } => {
             let intent = Intent {
