@@ -126,13 +126,17 @@ pub fn resolve(
                 .collect(),
         })
         .collect();
+    // Looked up by name: a search of the list per service made resolving 10 000 deployments
+    // quadratic (docs/BENCHMARKS.md).
+    let by_deployment: BTreeMap<&str, &DesiredContainer> = containers
+        .iter()
+        .map(|c| (c.deployment.as_str(), c))
+        .collect();
     let services: Vec<ResolvedService> = rev
         .services
         .values()
         .filter_map(|s| {
-            let c = containers
-                .iter()
-                .find(|c| c.deployment == s.spec.deployment)?;
+            let c = *by_deployment.get(s.spec.deployment.as_str())?;
             let container_port = s
                 .spec
                 .port
