@@ -62,12 +62,14 @@ fn desired(n: usize, version: &str) -> Desired {
     }
 }
 
-/// Containers created from `d`, plus a few unmanaged ones.
+/// Containers created from `d`, plus a few unmanaged ones, listed newest first as Docker lists
+/// them (and allocated in that order, as a listing is parsed).
 fn actual_from(d: &Desired) -> Actual {
     let mut containers: Vec<ObservedContainer> = d
         .deployments
         .iter()
         .enumerate()
+        .rev()
         .map(|(i, x)| ObservedContainer {
             id: format!("{i:064x}"),
             name: x.spec.container_name.clone(),

