@@ -363,6 +363,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "| orun: promoted, after the new version first answers | {:.0} ms | {:.0} ms |",
+            l.promoted_after.0 * 1000.0,
+            l.promoted_after.1 * 1000.0
+        );
+        let _ = writeln!(
+            s,
             "| compose loop: the new version answers | {:.2} s | {:.2} s |\n",
             l.compose.0, l.compose.1
         );
@@ -565,7 +571,7 @@ earlier runs, on this machine, that explain them.
   puts 60 % of a converged plan of 10 000 in the walk over each container's `orun.` labels
   (a B-tree node, then key and value strings that are each an allocation of their own),
   and a twentieth in reading the deployments, which lie in order. On this shared VM the
-  converged figure for 10 000 moved between 5 and 13 ms within one day with the same
+  converged figure for 10 000 moved between 5 and 15 ms within one day with the same
   binary, and fresh between 5 and 10.5 ms (it also allocates three strings for each step
   it returns). The first profile of that plan counted 39 million instructions: a
   map of one vector per deployment, four label lookups per container and a name index built
@@ -577,14 +583,17 @@ earlier runs, on this machine, that explain them.
 - **Parser.** 75 to 130 µs per deployment file over the runs, nearly all of it in
   serde-saphyr's event parser; at 10 000 files the figure per file was 1.1× to 1.5× that at 1 000 in two
   runs of the same binary on this VM, where the measurement has time for only a few
-  samples of over a second each. Resolving for a node looked each Service's deployment up
-  by a search of the whole list, quadratic at 10 000 (9.5 µs per deployment against 2.5 at
-  1 000); it is a map lookup now. Tracking field paths (`serde_path_to_error`) cost another third, so a file
+  samples of over a second each. Resolving for a node copies every deployment's spec into
+  the node's desired state: `perf` puts about half of a resolve of 10 000 in the allocator
+  (malloc, free, consolidation) and a tenth in moving the copies as the list grows, so its
+  time per deployment grows with the heap, 2 to 2.5× from 1 000 to 10 000. (It also
+  searched the whole list for each Service's deployment, quadratic at 10 000; that is a map
+  lookup now.) Tracking field paths (`serde_path_to_error`) cost another third, so a file
   is parsed plainly first and again with tracking only when it fails. A revision is parsed
   once per new commit, never per pass.
 - **Git polls.** A `git://` no-op poll costs `git daemon` 5 to 7 ms of CPU, nearly all of it
-  forking and exec'ing `git upload-pack`; an ssh poll costs the server 150 to 165 ms (key
-  exchange and session set-up), twenty-five to thirty times more. gitsync answers a no-op poll from the ref
+  forking and exec'ing `git upload-pack`; an ssh poll costs the server 150 to 190 ms (key
+  exchange and session set-up), about thirty times more. gitsync answers a no-op poll from the ref
   advertisement alone and is ten times faster than `git fetch` on the client: no process, no
   negotiation. libgit2 speaks protocol v0, whose advertisement lists every branch and tag,
   so a repository with many refs costs more per poll.

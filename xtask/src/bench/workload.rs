@@ -505,6 +505,14 @@ impl Bench {
         report.latency = Latency {
             orun: (quantile(&orun_lat, 0.5), quantile(&orun_lat, 0.95)),
             orun_ready: (quantile(&orun_ready, 0.5), quantile(&orun_ready, 0.95)),
+            promoted_after: {
+                let after: Vec<f64> = orun_ready
+                    .iter()
+                    .zip(&orun_lat)
+                    .map(|(r, l)| r - l)
+                    .collect();
+                (quantile(&after, 0.5), quantile(&after, 0.95))
+            },
             compose: (quantile(&compose_lat, 0.5), quantile(&compose_lat, 0.95)),
             commits: opts.commits,
         };
@@ -728,6 +736,8 @@ impl Pair {
 pub(super) struct Latency {
     pub(super) orun: (f64, f64),
     pub(super) orun_ready: (f64, f64),
+    /// From the new version answering to promotion, per commit (s).
+    pub(super) promoted_after: (f64, f64),
     pub(super) compose: (f64, f64),
     pub(super) commits: usize,
 }
