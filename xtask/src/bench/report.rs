@@ -647,20 +647,17 @@ mod tests {
 
     #[test]
     fn growth_tells_linear_from_quadratic() {
-        let linear: super::super::Estimates = [(
-            "load".to_owned(),
-            [(1_000, 1e6), (10_000, 1.1e7)].into_iter().collect(),
-        )]
-        .into_iter()
-        .collect();
-        assert!((growth(&linear, "load").unwrap_or(0.0) - 1.1).abs() < 1e-9);
-        let quadratic: super::super::Estimates = [(
-            "load".to_owned(),
-            [(1_000, 1e6), (10_000, 1e8)].into_iter().collect(),
-        )]
-        .into_iter()
-        .collect();
-        assert!((growth(&quadratic, "load").unwrap_or(0.0) - 10.0).abs() < 1e-9);
+        // `load` taking 1 ms at 1 000 deployments and `at_10k` ns at 10 000.
+        let load = |at_10k: f64| -> super::super::Estimates {
+            [(
+                "load".to_owned(),
+                [(1_000, 1e6), (10_000, at_10k)].into_iter().collect(),
+            )]
+            .into_iter()
+            .collect()
+        };
+        assert!((growth(&load(1.1e7), "load").unwrap_or(0.0) - 1.1).abs() < 1e-9);
+        assert!((growth(&load(1e8), "load").unwrap_or(0.0) - 10.0).abs() < 1e-9);
         assert_eq!(time(1.5e6), "1.50 ms");
         assert_eq!(time(850.0), "850 ns");
     }
