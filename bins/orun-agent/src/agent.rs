@@ -107,6 +107,99 @@ pub(crate) struct Agent {
     current_commit: Option<String>,
 }
 
+/// Problems of a refused revision written to the log; the rest are counted.
+const LOGGED_PROBLEMS: usize = 20;
+
+/// Why a revision was not loaded.
+struct Refusal {
+    /// Refused for what it says (stays refused until the branch moves), not for a read
+    /// failure worth retrying.
+    permanent: bool,
+    /// The first problems, each naming file, line and field.
+    problems: Vec<String>,
+    /// How many there were in all.
+    total: usize,
+}
+
+/// A revision's warnings: the first few, and a count of the rest.
+struct Warnings {
+    shown: Vec<String>,
+    more: usize,
+}
+
+/// Reads, validates and resolves `commit` for `node` from the mirror; blocking (run it on
+/// the blocking pool). `None` when the mirror is held by a stuck fetch.
+fn read_revision(
+    mirror: &Mutex<Mirror>,
+    commit: &str,
+    current: Option<&str>,
+    node: &str,
+    branch: &str,
+) -> Option<Result<(DesiredNode, Warnings), Refusal>> {
+    let mirror = mirror.try_lock().ok()?;
+    if let Some(current) = current
+        && !mirror.descends_from(commit, current)
+    {
+        warn!(from = %current, to = %commit, "the branch was force-pushed: following it");
+    }
+    let src = match mirror.source(commit) {
+        Ok(src) => src,
+        Err(e) => {
+            return Some(Err(Refusal {
+                permanent: false,
+                problems: vec![e.to_string()],
+                total: 1,
+            }));
+        }
+    };
+    let report = manifest_model::load(&src, &Limits::default());
+    let refused = |diagnostics: Vec<manifest_model::Diagnostic>, total: usize| Refusal {
+        permanent: true,
+        problems: diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .take(LOGGED_PROBLEMS)
+            .map(ToString::to_string)
+            .collect(),
+        total,
+    };
+    let (total, total_warnings) = (report.error_count(), report.warning_count());
+    let (rev, warnings) = match report.into_result() {
+        Ok(ok) => ok,
+        Err(manifest_model::ModelError::Invalid { diagnostics, .. }) => {
+            return Some(Err(refused(diagnostics, total)));
+        }
+        // Reading failed (I/O): worth trying again on the next tick.
+        Err(other) => {
+            return Some(Err(Refusal {
+                permanent: false,
+                problems: vec![other.to_string()],
+                total: 1,
+            }));
+        }
+    };
+    let warnings = Warnings {
+        more: total_warnings.saturating_sub(LOGGED_PROBLEMS.min(warnings.len())),
+        shown: warnings
+            .iter()
+            .take(LOGGED_PROBLEMS)
+            .map(ToString::to_string)
+            .collect(),
+    };
+    Some(match manifest_model::resolve(&rev, node, Some(branch)) {
+        Ok(node) => Ok((node, warnings)),
+        Err(manifest_model::ModelError::Unfit { diagnostics }) => {
+            let total = diagnostics.len();
+            Err(refused(diagnostics, total))
+        }
+        Err(e) => Err(Refusal {
+            permanent: true,
+            problems: vec![e.to_string()],
+            total: 1,
+        }),
+    })
+}
+
 /// Creates and starts at once. Docker does the work of each container mostly under its own
 /// locks: 30 containers with host ports took ≈ 170 ms each 2-way and ≈ 145 ms 4- to 8-way
 /// here (docs/BENCHMARKS.md, the daemon's floor), and 16-way was far worse (INFRA).
@@ -189,7 +282,7 @@ impl Agent {
         // Resume from the revision that was running, so a restart with the remote down still
         // keeps (and repairs) the last good state.
         if let Some(commit) = agent.state.current.clone() {
-            agent.load(&commit, "resuming");
+            agent.load(&commit, "resuming").await;
         }
         Ok(agent)
     }
@@ -319,7 +412,7 @@ impl Agent {
                     .is_some_and(|c| c.commit == synced.head)
                     || self.refused.as_deref() == Some(synced.head.as_str());
                 if !known {
-                    self.load(&synced.head, "fetched");
+                    self.load(&synced.head, "fetched").await;
                 }
             }
             Err(e) => {
@@ -352,44 +445,43 @@ impl Agent {
     }
 
     /// Loads `commit` from the mirror; on success it becomes current, otherwise it is refused.
-    fn load(&mut self, commit: &str, why: &str) {
-        let short = &commit[..commit.len().min(12)];
-        let result = {
-            let Ok(mirror) = self.mirror.try_lock() else {
+    ///
+    /// Reading, parsing and resolving a revision runs on the blocking pool, never on the
+    /// runtime's thread: a large (or hostile) revision may take a while, and meanwhile
+    /// `/healthz` and Docker events must still be served.
+    async fn load(&mut self, commit: &str, why: &str) {
+        let short = commit[..commit.len().min(12)].to_owned();
+        let mirror = Arc::clone(&self.mirror);
+        let (node, branch) = (self.cfg.node.clone(), self.cfg.remote.branch.clone());
+        let (target, current) = (
+            commit.to_owned(),
+            self.current.as_ref().map(|c| c.commit.clone()),
+        );
+        let read = tokio::task::spawn_blocking(move || {
+            read_revision(&mirror, &target, current.as_deref(), &node, &branch)
+        })
+        .await;
+        let result = match read {
+            Ok(Some(result)) => result,
+            Ok(None) => {
                 warn!("the mirror is busy with a stuck fetch; loading later");
                 return;
-            };
-            let forced = self
-                .current
-                .as_ref()
-                .is_some_and(|c| !mirror.descends_from(commit, &c.commit));
-            if forced {
-                warn!(from = %self.current.as_ref().map(|c| c.commit.as_str()).unwrap_or(""), to = %commit, "the branch was force-pushed: following it");
             }
-            mirror
-                .source(commit)
-                .map_err(|e| (false, vec![e.to_string()]))
-                .and_then(|src| {
-                    let report = manifest_model::load(&src, &Limits::default());
-                    let (rev, warnings) = report.into_result().map_err(|e| match e {
-                        manifest_model::ModelError::Invalid { diagnostics } => (
-                            true,
-                            diagnostics
-                                .iter()
-                                .filter(|d| d.is_error())
-                                .map(ToString::to_string)
-                                .collect(),
-                        ),
-                        // Reading failed (I/O): worth trying again on the next tick.
-                        other => (false, vec![other.to_string()]),
-                    })?;
-                    for w in &warnings {
-                        warn!(commit = %short, "{w}");
-                    }
-                    manifest_model::resolve(&rev, &self.cfg.node, Some(&self.cfg.remote.branch))
-                        .map_err(|e| (true, vec![e.to_string()]))
-                })
+            Err(e) => Err(Refusal {
+                permanent: false,
+                problems: vec![format!("loading the revision failed: {e}")],
+                total: 1,
+            }),
         };
+        let result = result.map(|(node, warnings)| {
+            for w in &warnings.shown {
+                warn!(commit = %short, "{w}");
+            }
+            if warnings.more > 0 {
+                warn!(commit = %short, more = warnings.more, "more warnings not shown");
+            }
+            node
+        });
         match result {
             Ok(node) => {
                 info!(commit = %short, why, deployments = node.containers.len(), "revision accepted");
@@ -415,20 +507,26 @@ impl Agent {
                     self.save_state();
                 }
             }
-            Err((permanent, problems)) => {
-                for p in &problems {
+            Err(Refusal {
+                permanent,
+                problems,
+                total,
+            }) => {
+                // The log gets the first few; a revision wrong a million times must not
+                // write a million lines (`orun validate` shows them all, capped too).
+                for p in problems.iter().take(LOGGED_PROBLEMS) {
                     error!(commit = %short, "{p}");
                 }
                 let mut shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
-                let more = problems.len().saturating_sub(shown.len());
+                let more = total.saturating_sub(shown.len());
                 let tail = format!("and {more} more");
                 if more > 0 {
                     shown.push(&tail);
                 }
                 if self.current.is_some() {
-                    error!(commit = %short, errors = problems.len(), "revision refused; the previous one keeps running");
+                    error!(commit = %short, errors = total, "revision refused; the previous one keeps running");
                 } else {
-                    error!(commit = %short, errors = problems.len(), "revision refused; no revision is running yet");
+                    error!(commit = %short, errors = total, "revision refused; no revision is running yet");
                 }
                 self.load_error = Some(format!("revision {short} refused: {}", shown.join("; ")));
                 // A commit's content never changes: a revision refused for what it says stays

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use manifest_model::{DirSource, Limits};
+use manifest_model::{DirSource, ModelError};
 use reconcile_core::{Actual, Desired, History, Plan, Timestamp};
 use serde_json::json;
 
@@ -34,29 +34,44 @@ pub(crate) struct Args {
     /// Exit 2 when the plan has steps, 0 when there is nothing to do, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+    #[command(flatten)]
+    limits: crate::validate::LimitArgs,
 }
+
+/// The largest snapshot `--actual` reads: a listing of 10 000 containers with their spec
+/// labels is a few tens of MiB.
+const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source = DirSource::new(&args.repo)
         .with_context(|| format!("cannot open manifest repository {}", args.repo.display()))?;
-    let report = manifest_model::load(&source, &Limits::default());
+    let report = manifest_model::load(&source, &args.limits.limits());
     for d in &report.diagnostics {
         eprintln!("{d}");
+    }
+    if let Some(line) = crate::validate::omitted_line(&report.omitted) {
+        eprintln!("{line}");
     }
     let Some(revision) = &report.revision else {
         bail!(
             "the manifests are invalid (see above); the agent would refuse this revision and keep the last good one"
         );
     };
-    let node = manifest_model::resolve(revision, &args.node, args.branch.as_deref())?;
+    let node = match manifest_model::resolve(revision, &args.node, args.branch.as_deref()) {
+        Ok(node) => node,
+        Err(ModelError::Unfit { diagnostics }) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            bail!("the revision does not fit this node (see above); the agent would refuse it");
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     let mut actual = if args.actual == "docker" {
         observe_docker(args.docker_host.as_deref(), &node)?
     } else {
-        let text = std::fs::read_to_string(&args.actual)
-            .with_context(|| format!("cannot read {}", args.actual))?;
-        serde_json::from_str::<Actual>(&text)
-            .with_context(|| format!("{} is not a snapshot of actual state", args.actual))?
+        read_snapshot(&args.actual)?
     };
     actual.containers.sort_by(|a, b| a.id.cmp(&b.id));
     let desired = Desired::from_node(&node, None, |image| actual.images.get(image).cloned());
@@ -83,6 +98,25 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reads a JSON snapshot, refusing anything but a regular file (a FIFO would block, a
+/// device never end) and anything over [`MAX_SNAPSHOT_BYTES`].
+fn read_snapshot(path: &str) -> anyhow::Result<Actual> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
+    if !meta.is_file() {
+        bail!("{path} is not a regular file");
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SNAPSHOT_BYTES + 1).read_to_string(&mut text))
+        .with_context(|| format!("cannot read {path}"))?;
+    if text.len() as u64 > MAX_SNAPSHOT_BYTES {
+        bail!("{path} is larger than {MAX_SNAPSHOT_BYTES} bytes; that is no snapshot");
+    }
+    serde_json::from_str::<Actual>(&text)
+        .with_context(|| format!("{path} is not a snapshot of actual state"))
 }
 
 fn observe_docker(

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use manifest_model::{Diagnostic, DirSource, ImageSource, Limits, Report, Severity};
+use manifest_model::{
+    Diagnostic, DirSource, ImageSource, Limits, ModelError, Omitted, Report, Severity,
+};
 use serde_json::json;
 
 /// Arguments of `orun validate`.
@@ -20,6 +22,38 @@ pub(crate) struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The loader's caps, as flags. The agent uses the defaults; these let a repository be
+/// checked against other ones (or measured: `cargo xtask bench`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Largest manifest file, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_file_bytes, value_name = "BYTES")]
+    max_file_bytes: u64,
+    /// Largest sum of all manifest files, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_total_bytes, value_name = "BYTES")]
+    max_total_bytes: u64,
+    /// Most manifest files in a revision.
+    #[arg(long, default_value_t = Limits::default().max_files, value_name = "N")]
+    max_files: usize,
+    /// Most diagnostics shown; the rest are counted. Reading stops once this many are found
+    /// and one is an error.
+    #[arg(long, default_value_t = Limits::default().max_diagnostics, value_name = "N")]
+    max_diagnostics: usize,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_total_bytes: self.max_total_bytes,
+            max_files: self.max_files,
+            max_diagnostics: self.max_diagnostics,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +65,7 @@ enum Format {
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source = DirSource::new(&args.dir)
         .with_context(|| format!("cannot open manifest repository {}", args.dir.display()))?;
-    let report = manifest_model::load(&source, &Limits::default());
+    let report = manifest_model::load(&source, &args.limits.limits());
     let resolved = match (&report.revision, &args.node) {
         (Some(rev), Some(node)) => Some(manifest_model::resolve(rev, node, None)),
         _ => None,
@@ -58,8 +92,8 @@ fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
         .iter()
         .map(|d| paint(d, colour))
         .collect();
-    let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = report.diagnostics.len() - errors;
+    lines.extend(omitted_line(&report.omitted));
+    let (errors, warnings) = (report.error_count(), report.warning_count());
     lines.push(match &report.revision {
         Some(rev) => format!(
             "valid: {} node(s), {} deployment(s), {} service(s); {warnings} warning(s)",
@@ -99,10 +133,35 @@ fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
                 ));
             }
         }
+        Some(Err(ModelError::Unfit { diagnostics })) => {
+            lines.push("error: the revision is valid, but not for this node:".to_owned());
+            lines.extend(diagnostics.iter().map(|d| paint(d, colour)));
+        }
         Some(Err(e)) => lines.push(format!("error: {e}")),
         None => {}
     }
     lines.join("\n") + "\n"
+}
+
+/// What a capped report left out, in one line; `None` when nothing was.
+pub(crate) fn omitted_line(o: &Omitted) -> Option<String> {
+    if o.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if o.errors + o.warnings > 0 {
+        parts.push(format!(
+            "{} more error(s) and {} more warning(s) not shown",
+            o.errors, o.warnings
+        ));
+    }
+    if o.unchecked_files > 0 {
+        parts.push(format!(
+            "{} file(s) not checked: the revision is refused whatever they say",
+            o.unchecked_files
+        ));
+    }
+    Some(format!("… {}", parts.join("; ")))
 }
 
 fn source_text(s: &ImageSource) -> String {
@@ -145,6 +204,7 @@ fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow
                 "ssl": s.ssl,
             })).collect::<Vec<_>>(),
         }),
+        Err(ModelError::Unfit { diagnostics }) => json!({ "diagnostics": diagnostics }),
         Err(e) => json!({ "error": e.to_string() }),
     });
     let counts = report.revision.as_ref().map(|r| {
@@ -153,6 +213,9 @@ fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow
     let out = json!({
         "valid": ok,
         "diagnostics": report.diagnostics,
+        "omitted": report.omitted,
+        "errors": report.error_count(),
+        "warnings": report.warning_count(),
         "counts": counts,
         "node": node,
     });

@@ -127,7 +127,7 @@ fn warnings_do_not_fail() {
     );
     let out = orun(&["validate", &tmp.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).starts_with("deployments/web.yaml:4:9: warning: metadata.name: name `website` differs from the file name `web`\n"));
+    assert!(stdout(&out).starts_with("deployments/web.yaml:4:9: warning: metadata.name: name differs from the file name (without .yaml)\n"));
 }
 
 /// `orun plan --actual FILE.json` plans without Docker, from a snapshot of actual state.

@@ -72,9 +72,15 @@ pub enum RuntimeError {
     /// A configuration file (the Docker client config) cannot be used.
     #[error("{0}")]
     Config(String),
-    /// A secret the spec needs was not supplied; the key is named, the value never.
-    #[error("no value supplied for secret env `{0}`")]
+    /// A secret the spec needs was not supplied. The key is kept for the caller, and left out
+    /// of the message, which may reach a log or `/status`: a key is manifest text.
+    #[error("no value supplied for a secret env var")]
     MissingSecret(String),
+    /// The spec holds a value Docker would misread or drop (a `:` in a bind path, a memory
+    /// limit beyond its range, a NUL): refused before Docker sees it, never passed on
+    /// altered. Validation refuses these in manifests; this guards specs built otherwise.
+    #[error("the spec cannot be given to Docker: {0}")]
+    Unrepresentable(&'static str),
     /// The request failed on the way (socket closed, timeout, bad response).
     #[error("request to Docker failed")]
     Transport {
@@ -96,7 +102,8 @@ impl RuntimeError {
             RuntimeError::Config(_)
             | RuntimeError::NotFound(_)
             | RuntimeError::Conflict(_)
-            | RuntimeError::MissingSecret(_) => false,
+            | RuntimeError::MissingSecret(_)
+            | RuntimeError::Unrepresentable(_) => false,
         }
     }
 
@@ -254,11 +261,13 @@ impl Docker {
     /// Creates (does not start) a container for `spec` under `name`, labelled for `owner`.
     ///
     /// `secrets` holds the plaintext of every env entry that `spec` knows only as a secret
-    /// digest; the values go to Docker and nowhere else (not into labels, logs or errors).
+    /// digest, and of every `secrets.yaml` key it is offered; the values go to Docker and
+    /// nowhere else (not into labels, logs or errors).
     ///
     /// # Errors
-    /// [`RuntimeError::NotFound`] when the image is not on the host, [`RuntimeError::Conflict`]
-    /// when the name is taken, or what else Docker says.
+    /// [`RuntimeError::MissingSecret`] or [`RuntimeError::Unrepresentable`] before Docker is
+    /// asked; [`RuntimeError::NotFound`] when the image is not on the host,
+    /// [`RuntimeError::Conflict`] when the name is taken, or what else Docker says.
     pub async fn create(
         &self,
         name: &str,
@@ -272,10 +281,21 @@ impl Docker {
                 RenderedEnv::Plain(p) => env.push(format!("{k}={p}")),
                 RenderedEnv::Secret(_) => match secrets.get(k) {
                     Some(p) => env.push(format!("{k}={p}")),
-                    // Name the key, never a value: the error may reach a log.
                     None => return Err(RuntimeError::MissingSecret(k.clone())),
                 },
             }
+        }
+        // Every `secrets.yaml` key the container's own env does not set.
+        if let Some(offered) = &spec.offered_secrets {
+            for k in offered.keys.iter().filter(|k| !spec.env.contains_key(*k)) {
+                match secrets.get(k) {
+                    Some(p) => env.push(format!("{k}={p}")),
+                    None => return Err(RuntimeError::MissingSecret(k.clone())),
+                }
+            }
+        }
+        if env.iter().any(|e| e.contains('\0')) {
+            return Err(RuntimeError::Unrepresentable("an env var holds a NUL"));
         }
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         labels.insert(LABEL_NODE.to_owned(), owner.node.to_owned());
@@ -304,6 +324,18 @@ impl Docker {
                     });
             }
         }
+        if spec.volumes.iter().any(|v| {
+            v.host_path.contains([':', ','])
+                || v.container_path.contains([':', ','])
+                || v.host_path.is_empty()
+                || v.container_path.is_empty()
+        }) {
+            // Docker splits `host:container:options` on `:`: a path holding one would set
+            // mount options (SELinux relabel, propagation) no manifest may set.
+            return Err(RuntimeError::Unrepresentable(
+                "a bind path is empty or holds `:` or `,`",
+            ));
+        }
         let binds = spec
             .volumes
             .iter()
@@ -316,6 +348,11 @@ impl Docker {
                 )
             })
             .collect();
+        let memory = spec
+            .memory
+            .map(i64::try_from)
+            .transpose()
+            .map_err(|_| RuntimeError::Unrepresentable("the memory limit is out of range"))?;
         let restart = match spec.restart.as_str() {
             "never" => RestartPolicyNameEnum::NO,
             "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
@@ -335,7 +372,7 @@ impl Docker {
                     name: Some(restart),
                     maximum_retry_count: None,
                 }),
-                memory: spec.memory.and_then(|m| i64::try_from(m).ok()),
+                memory,
                 nano_cpus: spec.millicpus.map(|m| i64::from(m) * 1_000_000),
                 ..Default::default()
             }),

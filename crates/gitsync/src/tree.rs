@@ -1,15 +1,17 @@
 //! A commit's tree as a `manifest-model` [`Source`]: files are read straight from Git objects.
 //!
-//! There is no checkout, so a half-written work tree, a file swapped for a link mid-read or a
-//! link pointing out of the tree cannot change what is loaded (REFERENCE §3.3). Symbolic links
-//! and submodules (gitlinks) are listed as refused entries; sizes come from the object header,
-//! so an oversized blob is refused before it is inflated.
+//! There is no checkout, so a half-written work tree or a file swapped for a link mid-read
+//! cannot change what is loaded (REFERENCE §3.3). Like every source it only reports what each
+//! name is (a link with its stored target, a submodule as something else) and the loader's
+//! one set of rules decides, so a tree reads the same here as checked out under
+//! `orun validate`. Sizes come from the object header, so an oversized blob is refused before
+//! it is inflated.
 
 use std::io;
 use std::path::Path;
 
 use git2::{ObjectType, Repository, Tree};
-use manifest_model::{Entry, EntryKind, ReadError, Source};
+use manifest_model::{Entry, EntryKind, MAX_LINK_TARGET, ReadError, Source};
 
 const MODE_TREE: i32 = 0o040_000;
 const MODE_BLOB: i32 = 0o100_644;
@@ -56,6 +58,22 @@ impl<'r> TreeSource<'r> {
         }
     }
 
+    /// A link's stored target, read only when it is no longer than a path may be.
+    fn link(&self, id: git2::Oid) -> io::Result<EntryKind> {
+        if self.blob_size(id)? > MAX_LINK_TARGET as u64 {
+            return Ok(EntryKind::Other {
+                what: "a symbolic link with an over-long target",
+            });
+        }
+        let blob = self
+            .repo
+            .find_blob(id)
+            .map_err(|e| io::Error::other(e.message().to_owned()))?;
+        Ok(EntryKind::Link {
+            target: blob.content().to_vec(),
+        })
+    }
+
     fn blob_size(&self, id: git2::Oid) -> io::Result<u64> {
         let odb = self
             .repo
@@ -80,24 +98,21 @@ impl Source for TreeSource<'_> {
         };
         let mut out = Vec::with_capacity(tree.len());
         for entry in tree.iter() {
-            // Git allows any bytes in names; the loader only wants UTF-8 `.yaml` names.
-            let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
             let kind = match entry.filemode() {
                 MODE_BLOB | MODE_EXEC => EntryKind::File {
                     size: self.blob_size(entry.id())?,
                 },
                 MODE_TREE => EntryKind::Dir,
-                MODE_LINK => EntryKind::Refused {
-                    reason: "symbolic links are not followed in a Git revision".to_owned(),
+                MODE_LINK => self.link(entry.id())?,
+                MODE_GITLINK => EntryKind::Other {
+                    what: "a submodule",
                 },
-                MODE_GITLINK => EntryKind::Refused {
-                    reason: "submodules are not read".to_owned(),
-                },
-                _ => EntryKind::Refused {
-                    reason: "unknown Git file mode".to_owned(),
+                _ => EntryKind::Other {
+                    what: "an unknown Git file mode",
                 },
             };
-            out.push(Entry { name, kind });
+            // Git allows any bytes in names; `Entry::new` marks those that are not UTF-8.
+            out.push(Entry::new(entry.name_bytes(), kind));
         }
         Ok(Some(out))
     }
@@ -107,14 +122,10 @@ impl Source for TreeSource<'_> {
             .root
             .get_path(Path::new(path))
             .map_err(|e| ReadError::Io(io::Error::other(e.message().to_owned())))?;
-        match entry.filemode() {
-            MODE_BLOB | MODE_EXEC => {}
-            MODE_LINK => {
-                return Err(ReadError::Refused(
-                    "symbolic links are not followed in a Git revision".to_owned(),
-                ));
-            }
-            _ => return Err(ReadError::Refused("not a regular file".to_owned())),
+        if !matches!(entry.filemode(), MODE_BLOB | MODE_EXEC) {
+            return Err(ReadError::Refused(
+                "is a symbolic link or something else, not a regular file".to_owned(),
+            ));
         }
         let size = self.blob_size(entry.id()).map_err(ReadError::Io)?;
         if size > limit {

@@ -26,11 +26,15 @@ impl fmt::Display for Severity {
 /// One problem found in a revision.
 ///
 /// # Guarantees
-/// The message never quotes a value from the input that could be a secret: env values, secret
-/// values and scalars that failed to parse are described by their kind, never echoed.
+/// Neither the message nor the field quotes text from a manifest: values, keys, names and
+/// scalars that failed to parse are described by their kind and located by line and column,
+/// never echoed, so a secret pasted in the wrong place cannot reach a log through a
+/// diagnostic (RELIABILITY A15). The one exception is file names, which are shown escaped to
+/// a single line without control characters ([`escape_file_name`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Diagnostic {
-    /// Path of the file relative to the repository root, `/`-separated.
+    /// Path of the file relative to the repository root, `/`-separated, escaped by
+    /// [`escape_file_name`].
     pub file: String,
     /// 1-based line, or 0 when the problem concerns the whole file.
     pub line: u64,
@@ -63,7 +67,7 @@ impl Diagnostic {
         message: impl Into<String>,
     ) -> Self {
         Self {
-            file: file.to_owned(),
+            file: escape_file_name(file),
             line: at.line,
             column: at.column,
             severity,
@@ -120,13 +124,120 @@ pub(crate) fn sort(diagnostics: &mut [Diagnostic]) {
     });
 }
 
-/// A mapping key as diagnostics show it: cut at the first `=` (a key holding `=` is invalid
-/// and is usually a pasted `NAME=value`, whose value must not be echoed) and at 64 characters.
-pub(crate) fn shown_key(k: &str) -> String {
-    let k = k.split('=').next().unwrap_or("");
-    if k.chars().count() > 64 {
-        format!("{}…", k.chars().take(64).collect::<String>())
-    } else {
-        k.to_owned()
+/// How a field path names a mapping key the author chose (an env name, a label key, an `x-`
+/// template): keys are where a pasted `NAME=value` ends up, so they are never echoed; the
+/// line and column point at the key instead.
+pub(crate) const KEY: &str = "<key>";
+
+/// The longest file name a diagnostic shows, in characters.
+const MAX_FILE_CHARS: usize = 200;
+
+/// A file name as diagnostics show it: one line, no control characters, bounded.
+///
+/// File names are the one piece of repository text a diagnostic quotes, so they are made
+/// unable to forge output: control characters (newlines, escape sequences), Unicode line and
+/// paragraph separators and bidirectional overrides are written as `\u{..}` escapes, and a
+/// backslash as `\\`, so the shown name is unambiguous. Names longer than 200 characters
+/// are cut with `…`.
+pub fn escape_file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(MAX_FILE_CHARS * 4));
+    for (n, c) in name.chars().enumerate() {
+        if n == MAX_FILE_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if is_unsafe_char(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that could change how a line of output reads: controls, line and paragraph
+/// separators, and the bidirectional formatting characters (trojan-source).
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Diagnostics as the loader collects them: at most `cap` are kept, the rest only counted,
+/// so a repository that is wrong a million times costs memory for `cap` of them.
+#[derive(Debug)]
+pub(crate) struct Diags {
+    kept: Vec<Diagnostic>,
+    cap: usize,
+    errors: usize,
+    omitted: Omitted,
+}
+
+/// What a capped [`crate::Report`] left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    /// Errors found but not kept.
+    pub errors: usize,
+    /// Warnings found but not kept.
+    pub warnings: usize,
+    /// Manifest files never read: the loader stops once it has kept its cap of diagnostics
+    /// and at least one is an error, since the revision is refused whatever the rest says.
+    pub unchecked_files: usize,
+}
+
+impl Omitted {
+    /// Whether anything was left out.
+    pub fn is_empty(&self) -> bool {
+        *self == Omitted::default()
+    }
+}
+
+impl Diags {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            cap,
+            errors: 0,
+            omitted: Omitted::default(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, d: Diagnostic) {
+        if d.is_error() {
+            self.errors += 1;
+        }
+        if self.kept.len() < self.cap {
+            self.kept.push(d);
+        } else if d.is_error() {
+            self.omitted.errors += 1;
+        } else {
+            self.omitted.warnings += 1;
+        }
+    }
+
+    /// Errors found so far, kept or not.
+    pub(crate) fn errors(&self) -> usize {
+        self.errors
+    }
+
+    /// Whether the cap is reached with an error among what was found: reading on cannot
+    /// change the verdict, only the count of what is not shown.
+    pub(crate) fn full_of_errors(&self) -> bool {
+        self.kept.len() >= self.cap && self.errors > 0
+    }
+
+    pub(crate) fn skip_files(&mut self, n: usize) {
+        self.omitted.unchecked_files += n;
+    }
+
+    pub(crate) fn finish(mut self) -> (Vec<Diagnostic>, Omitted) {
+        sort(&mut self.kept);
+        (self.kept, self.omitted)
     }
 }

@@ -1,15 +1,18 @@
 //! The crate's one error type.
 
-use crate::diag::Diagnostic;
+use crate::diag::{Diagnostic, Omitted};
 
 /// Everything that can go wrong in `manifest-model`.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The revision has at least one error diagnostic and was refused whole.
-    #[error("revision refused: {} error(s), first: {}", count_errors(.diagnostics), first_error(.diagnostics))]
+    #[error("revision refused: {} error(s), first: {}", count_errors(.diagnostics) + .omitted.errors, first_error(.diagnostics))]
     Invalid {
-        /// Every diagnostic found, errors and warnings, in stable order.
+        /// The diagnostics kept (at most `Limits::max_diagnostics`), errors and warnings, in
+        /// stable order.
         diagnostics: Vec<Diagnostic>,
+        /// What was found beyond the cap, or not read.
+        omitted: Omitted,
     },
     /// Reading the repository failed outside any one manifest (e.g. the root is unreadable).
     #[error("cannot read repository at {path}")]
@@ -28,8 +31,15 @@ pub enum ModelError {
     InvalidValue {
         /// What kind of value it was.
         what: &'static str,
-        /// Why it was refused; never contains secret input.
+        /// Why it was refused; never quotes the value.
         reason: String,
+    },
+    /// The revision is valid, but not for this node: a Service's domain does not fit this
+    /// node's environment, say.
+    #[error("{}", .diagnostics.first().map_or_else(String::new, ToString::to_string))]
+    Unfit {
+        /// Where and why, each naming a file, line and field.
+        diagnostics: Vec<Diagnostic>,
     },
 }
 

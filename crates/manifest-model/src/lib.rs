@@ -31,21 +31,25 @@ mod secret;
 mod source;
 mod validate;
 pub mod values;
+mod walk;
 mod yaml;
 
-pub use diag::{Diagnostic, Pos, Severity};
+pub use diag::{Diagnostic, Omitted, Pos, Severity, escape_file_name};
 pub use error::ModelError;
 pub use model::*;
 pub use render::{render_file, render_revision};
 pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve};
 pub use secret::{AgeStanza, EnvValue, Secret, SecretsFile, SopsValue};
-pub use source::{DirSource, Entry, EntryKind, MemSource, ReadError, Source};
+pub use source::{DirSource, Entry, EntryKind, MAX_LINK_TARGET, MemSource, ReadError, Source};
 pub use validate::targets;
 pub use values::{ImageRef, ProbeTarget};
+pub use yaml::replay_budget;
 
+use diag::Diags;
 use validate::{Ctx, Origins};
+use walk::{Found, Tree};
 
-/// Caps checked before any file is read (RELIABILITY A5).
+/// Caps checked before any file is read (RELIABILITY A5), and on what a report keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest manifest file, in bytes (default 1 MiB).
@@ -54,6 +58,10 @@ pub struct Limits {
     pub max_total_bytes: u64,
     /// Most manifest files in a revision (default 20 000).
     pub max_files: usize,
+    /// Most diagnostics a [`Report`] keeps (default 1 000); the rest are counted in
+    /// [`Report::omitted`]. Once this many are kept and one is an error, the loader stops
+    /// reading files: the revision is refused whatever they say.
+    pub max_diagnostics: usize,
 }
 
 impl Default for Limits {
@@ -62,37 +70,51 @@ impl Default for Limits {
             max_file_bytes: 1 << 20,
             max_total_bytes: 64 << 20,
             max_files: 20_000,
+            max_diagnostics: 1_000,
         }
     }
 }
 
-/// The outcome of loading a revision: the revision when it has no errors, and every
-/// diagnostic in stable order.
+/// The outcome of loading a revision: the revision when it has no errors, and the
+/// diagnostics in stable order, at most [`Limits::max_diagnostics`] of them.
 #[derive(Debug)]
 pub struct Report {
     /// `Some` only when no diagnostic is an error.
     pub revision: Option<Revision>,
     /// Errors and warnings, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
+    /// What was found beyond the cap, or not read at all.
+    pub omitted: Omitted,
 }
 
 impl Report {
     /// The revision and its warnings, or the refusal.
     ///
     /// # Errors
-    /// [`ModelError::Invalid`] with all diagnostics when any is an error.
+    /// [`ModelError::Invalid`] with the diagnostics when any is an error.
     pub fn into_result(self) -> Result<(Revision, Vec<Diagnostic>), ModelError> {
         match self.revision {
             Some(rev) => Ok((rev, self.diagnostics)),
             None => Err(ModelError::Invalid {
                 diagnostics: self.diagnostics,
+                omitted: self.omitted,
             }),
         }
     }
 
-    /// Whether any diagnostic is an error.
+    /// Whether any diagnostic is an error, shown or not.
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
+        self.omitted.errors > 0 || self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Errors found, shown or not.
+    pub fn error_count(&self) -> usize {
+        self.omitted.errors + self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Warnings found, shown or not.
+    pub fn warning_count(&self) -> usize {
+        self.omitted.warnings + self.diagnostics.iter().filter(|d| !d.is_error()).count()
     }
 }
 
@@ -120,47 +142,58 @@ fn stem(name: &str) -> &str {
 
 /// Loads and validates one revision from `source`.
 ///
-/// Never panics on any input and never stops at the first problem. The revision is accepted
-/// or refused whole (REFERENCE §1).
+/// Never panics on any input and never stops at the first problem, but stops reading files
+/// once [`Limits::max_diagnostics`] are kept and one is an error. The revision is accepted or
+/// refused whole (REFERENCE §1).
+///
+/// # Cost
+/// Time and memory are linear in the bytes read: every check across files groups by key
+/// instead of comparing pairs, each diagnostic site reports an input item at most once, and
+/// YAML aliases may replay at most [`replay_budget`] events per file (docs/BENCHMARKS.md
+/// measures each hostile shape).
 pub fn load(source: &dyn Source, limits: &Limits) -> Report {
-    let mut diags = Vec::new();
+    let mut diags = Diags::new(limits.max_diagnostics);
     let revision = load_inner(source, limits, &mut diags);
-    diag::sort(&mut diags);
-    let revision = revision.filter(|_| !diags.iter().any(Diagnostic::is_error));
+    let refused = diags.errors() > 0;
+    let (diagnostics, omitted) = diags.finish();
     Report {
-        revision,
-        diagnostics: diags,
+        revision: revision.filter(|_| !refused),
+        diagnostics,
+        omitted,
     }
 }
 
 /// A manifest file found by listing, not yet read.
-struct Found {
-    folder: &'static str,
+struct Manifest {
     kind: &'static str,
-    name: String,
+    /// The file stem, which the manifest's name should match.
+    stem: String,
+    /// Where the loader found it: what diagnostics name.
     path: String,
+    /// Where its bytes are (itself, or the target of its links).
+    read_path: String,
     size: u64,
 }
 
-fn load_inner(
-    source: &dyn Source,
-    limits: &Limits,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<Revision> {
-    let (found, secrets_size) = list_manifests(source, limits, diags)?;
+fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option<Revision> {
+    let mut tree = Tree::new(source);
+    let (found, secrets) = list_manifests(&mut tree, limits, diags)?;
 
     let mut rev = Revision::default();
     let mut origins = Origins::default();
-    for f in &found {
-        if f.size > limits.max_file_bytes {
-            diags.push(too_large(&f.path, f.size, limits));
-            continue;
+    for (i, f) in found.iter().enumerate() {
+        if diags.full_of_errors() {
+            diags.skip_files(found.len() - i + usize::from(secrets.is_some()));
+            return None;
         }
-        let Some(text) = read_text(source, &f.path, limits.max_file_bytes, diags) else {
+        let Some(text) = read_text(source, f, limits.max_file_bytes, diags) else {
+            if f.kind == "Deployment" {
+                origins.broken_deployments.insert(f.stem.clone());
+            }
             continue;
         };
         let mut cx = Ctx::new(&f.path, diags);
-        let stem = stem(&f.name);
+        let stem = f.stem.as_str();
         let parsed = match f.kind {
             "Node" => parse_into(&mut cx, &text, |cx, env| {
                 validate::node(cx, env, stem).map(|(n, o)| {
@@ -201,23 +234,25 @@ fn load_inner(
             if f.kind == "Deployment" {
                 origins.broken_deployments.insert(stem.to_owned());
             }
-            if f.kind != "Node" {
-                hint_kind_mismatch(&mut cx, &text, f.folder);
+            hint_kind_mismatch(&mut cx, &text, f.kind);
+        }
+    }
+    if let Some(f) = &secrets {
+        if diags.full_of_errors() {
+            diags.skip_files(1);
+            return None;
+        }
+        if let Some(text) = read_text(source, f, limits.max_file_bytes, diags) {
+            let mut cx = Ctx::new(SECRETS_FILE, diags);
+            match yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text) {
+                Ok(raw) => rev.secrets = validate::secrets(&mut cx, raw).map(std::sync::Arc::new),
+                Err(d) => cx.diags.push(d),
             }
         }
     }
-    if let Some(size) = secrets_size
-        && size > limits.max_file_bytes
-    {
-        diags.push(too_large(SECRETS_FILE, size, limits));
-    } else if secrets_size.is_some()
-        && let Some(text) = read_text(source, SECRETS_FILE, limits.max_file_bytes, diags)
-    {
-        let mut cx = Ctx::new(SECRETS_FILE, diags);
-        match yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text) {
-            Ok(raw) => rev.secrets = validate::secrets(&mut cx, raw),
-            Err(d) => cx.diags.push(d),
-        }
+    if diags.full_of_errors() {
+        // Refused already, and every check across files would only add to what is not shown.
+        return None;
     }
     validate::cross_file(&rev, &origins, diags);
     Some(rev)
@@ -246,19 +281,27 @@ fn insert<T>(
     if let Some(first) = origins.get(&name) {
         // Two files, one name: refuse both rather than let file order pick (A7). The item
         // leaves the revision but its origin stays, so cross-file checks know the name exists
-        // and do not pile "not found" errors on top.
+        // and do not pile "not found" errors on top. A third file with the name is reported
+        // against the first only, so n files cost n diagnostics, not n².
         cx.err(
             origin.name_at,
             "metadata.name",
-            format!("name `{name}` is also declared by {}", first.file),
+            format!(
+                "this name is also declared by {}",
+                escape_file_name(&first.file)
+            ),
         );
-        cx.diags.push(Diagnostic::error(
-            &first.file,
-            first.name_at,
-            "metadata.name",
-            format!("name `{name}` is also declared by {}", origin.file),
-        ));
-        items.remove(&name);
+        if items.remove(&name).is_some() {
+            cx.diags.push(Diagnostic::error(
+                &first.file,
+                first.name_at,
+                "metadata.name",
+                format!(
+                    "this name is also declared by {}",
+                    escape_file_name(&origin.file)
+                ),
+            ));
+        }
         return;
     }
     items.insert(name.clone(), item);
@@ -283,37 +326,44 @@ fn parse_into<S: serde::de::DeserializeOwned>(
 }
 
 /// When a file fails to parse, say so if its `kind` belongs to another folder: "unknown
-/// field `deployment`" alone would send the user looking in the wrong place.
-fn hint_kind_mismatch(cx: &mut Ctx<'_>, text: &str, folder: &str) {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        kind: Option<String>,
-    }
-    let Ok(head) = yaml::parse::<Head>(cx.file, text) else {
-        return;
-    };
-    let Some(kind) = head.kind else { return };
-    let expected = FOLDERS.iter().find(|(f, _)| *f == folder).map(|(_, k)| *k);
-    if Some(kind.as_str()) != expected && FOLDERS.iter().any(|(_, k)| *k == kind) {
+/// field" alone would send the user looking in the wrong place.
+///
+/// Read from the text, not by parsing again: a file that failed may be one built to make
+/// the parser work hard. Only a top-level `kind:` line naming one of the three kinds counts.
+fn hint_kind_mismatch(cx: &mut Ctx<'_>, text: &str, expected: &str) {
+    let found = text.lines().find_map(|l| {
+        let v = l.strip_prefix("kind:")?.trim();
+        let v = v
+            .split(" #")
+            .next()
+            .unwrap_or(v)
+            .trim()
+            .trim_matches(['"', '\'']);
+        FOLDERS.iter().map(|(_, k)| *k).find(|k| *k == v)
+    });
+    if let Some(kind) = found
+        && kind != expected
+    {
+        let folder = FOLDERS
+            .iter()
+            .find(|(_, k)| *k == expected)
+            .map_or("?", |(f, _)| *f);
         cx.err(
             Pos::FILE,
             "kind",
-            format!(
-                "this file declares kind `{kind}`, but {folder}/ holds `{}`",
-                expected.unwrap_or("?")
-            ),
+            format!("this file declares kind `{kind}`, but {folder}/ holds `{expected}`"),
         );
     }
 }
 
-/// Lists the manifest files, applying name filters and the count and size caps before any
-/// file is read. Returns `None` when the revision cannot even be listed.
+/// Lists the manifest files by the rules of [`walk`], applying the count and size caps
+/// before any file is read. Returns `None` when the revision cannot even be listed.
 fn list_manifests(
-    source: &dyn Source,
+    tree: &mut Tree<'_>,
     limits: &Limits,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<(Vec<Found>, Option<u64>)> {
-    let root = match source.list("") {
+    diags: &mut Diags,
+) -> Option<(Vec<Manifest>, Option<Manifest>)> {
+    let root = match tree.list("") {
         Ok(Some(entries)) => entries,
         Ok(None) => {
             diags.push(Diagnostic::error(
@@ -329,7 +379,7 @@ fn list_manifests(
                 ".",
                 Pos::FILE,
                 "",
-                format!("cannot list repository root: {e}"),
+                format!("cannot list repository root: {}", io_reason(&e)),
             ));
             return None;
         }
@@ -338,67 +388,111 @@ fn list_manifests(
     let mut total: u64 = 0;
     let mut any_folder = false;
     for (folder, kind) in FOLDERS {
-        let entries = match source.list(folder) {
+        let Some(entry) = root.iter().find(|e| e.utf8 && e.name == folder) else {
+            continue;
+        };
+        // A manifest folder that is anything but a folder is an error, never an empty
+        // folder: that would silently empty the desired state (A12, B3).
+        let not_a_folder = match &entry.kind {
+            EntryKind::Dir => None,
+            EntryKind::Link { .. } => {
+                Some("is a symbolic link; manifest folders must be real folders")
+            }
+            EntryKind::File { .. } => Some("is a file, not a folder"),
+            EntryKind::Other { .. } => Some("is not a folder"),
+        };
+        if let Some(why) = not_a_folder {
+            any_folder = true;
+            diags.push(Diagnostic::error(folder, Pos::FILE, "", why));
+            continue;
+        }
+        let entries = match tree.list(folder) {
             Ok(Some(e)) => {
                 any_folder = true;
                 e
             }
             Ok(None) => continue,
             Err(e) => {
+                any_folder = true;
                 diags.push(Diagnostic::error(
                     folder,
                     Pos::FILE,
                     "",
-                    format!("cannot list folder: {e}"),
+                    format!("cannot list folder: {}", io_reason(&e)),
                 ));
                 continue;
             }
         };
         for entry in entries {
             let path = format!("{folder}/{}", entry.name);
-            match entry.kind {
-                EntryKind::Dir => {
-                    if !entry.name.starts_with('.') {
-                        diags.push(Diagnostic::warning(
-                            &path,
-                            Pos::FILE,
-                            "",
-                            "subfolders are not read; move manifests up one level",
-                        ));
-                    }
+            if matches!(entry.kind, EntryKind::Dir) {
+                if !entry.name.starts_with('.') {
+                    diags.push(Diagnostic::warning(
+                        &path,
+                        Pos::FILE,
+                        "",
+                        "subfolders are not read; move manifests up one level",
+                    ));
                 }
-                _ if !is_manifest_name(&entry.name) => {}
-                EntryKind::Refused { reason } => {
-                    diags.push(Diagnostic::error(&path, Pos::FILE, "", reason))
-                }
-                EntryKind::File { size } => {
-                    total = total.saturating_add(size);
-                    found.push(Found {
-                        folder,
+                continue;
+            }
+            if !is_manifest_name(&entry.name) {
+                continue;
+            }
+            if !entry.utf8 {
+                diags.push(Diagnostic::error(
+                    &path,
+                    Pos::FILE,
+                    "",
+                    "file name is not valid UTF-8",
+                ));
+                continue;
+            }
+            match tree.classify(folder, &entry.name, &entry.kind) {
+                Found::File(r) => {
+                    total = total.saturating_add(r.size);
+                    found.push(Manifest {
                         kind,
-                        name: entry.name,
+                        stem: stem(&entry.name).to_owned(),
                         path,
-                        size,
+                        read_path: r.read_path,
+                        size: r.size,
                     });
                 }
+                Found::Dir => diags.push(Diagnostic::error(
+                    &path,
+                    Pos::FILE,
+                    "",
+                    "symbolic link to a folder is not followed",
+                )),
+                Found::Refused(why) => diags.push(Diagnostic::error(&path, Pos::FILE, "", why)),
             }
         }
     }
-    let secrets_size = root
+    let secrets = root
         .iter()
-        .find(|e| e.name == SECRETS_FILE)
-        .and_then(|e| match &e.kind {
-            EntryKind::File { size } => Some(*size),
-            EntryKind::Refused { reason } => {
+        .find(|e| e.utf8 && e.name == SECRETS_FILE)
+        .and_then(|e| match tree.classify("", &e.name, &e.kind) {
+            Found::File(r) => Some(Manifest {
+                kind: "Secrets",
+                stem: "secrets".to_owned(),
+                path: SECRETS_FILE.to_owned(),
+                read_path: r.read_path,
+                size: r.size,
+            }),
+            Found::Dir => {
                 diags.push(Diagnostic::error(
                     SECRETS_FILE,
                     Pos::FILE,
                     "",
-                    reason.clone(),
+                    "is a folder, not a SOPS file",
                 ));
                 None
             }
-            EntryKind::Dir => None,
+            Found::Refused(why) => {
+                diags.push(Diagnostic::error(SECRETS_FILE, Pos::FILE, "", why));
+                None
+            }
         });
     if !any_folder {
         diags.push(Diagnostic::error(
@@ -409,7 +503,7 @@ fn list_manifests(
         ));
         return None;
     }
-    total = total.saturating_add(secrets_size.unwrap_or(0));
+    total = total.saturating_add(secrets.as_ref().map_or(0, |s| s.size));
     if found.len() > limits.max_files {
         diags.push(Diagnostic::error(
             ".",
@@ -435,17 +529,25 @@ fn list_manifests(
         ));
         return None;
     }
-    Some((found, secrets_size))
+    for f in found.iter().chain(&secrets) {
+        if f.size > limits.max_file_bytes {
+            diags.push(too_large(&f.path, f.size, limits));
+        }
+    }
+    found.retain(|f| f.size <= limits.max_file_bytes);
+    let secrets = secrets.filter(|f| f.size <= limits.max_file_bytes);
+    Some((found, secrets))
+}
+
+/// An I/O error in plain words: its kind (`permission denied`), never a path or detail.
+fn io_reason(e: &std::io::Error) -> String {
+    e.kind().to_string()
 }
 
 /// Reads a file as UTF-8 text, reporting size, encoding and LFS problems as diagnostics.
-fn read_text(
-    source: &dyn Source,
-    path: &str,
-    limit: u64,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<String> {
-    let bytes = match source.read(path, limit) {
+fn read_text(source: &dyn Source, f: &Manifest, limit: u64, diags: &mut Diags) -> Option<String> {
+    let path = f.path.as_str();
+    let bytes = match source.read(&f.read_path, limit) {
         Ok(b) => b,
         Err(ReadError::TooLarge { limit }) => {
             diags.push(Diagnostic::error(
@@ -465,7 +567,7 @@ fn read_text(
                 path,
                 Pos::FILE,
                 "",
-                format!("cannot read file: {e}"),
+                format!("cannot read file: {}", io_reason(&e)),
             ));
             return None;
         }

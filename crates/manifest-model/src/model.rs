@@ -25,7 +25,7 @@ pub struct Revision {
     /// Services by name, from `services/`.
     pub services: BTreeMap<String, Service>,
     /// `secrets.yaml`, still encrypted.
-    pub secrets: Option<SecretsFile>,
+    pub secrets: Option<std::sync::Arc<SecretsFile>>,
 }
 
 /// A server that runs an agent.
@@ -33,6 +33,9 @@ pub struct Revision {
 pub struct Node {
     /// `metadata.name`.
     pub name: String,
+    /// The file it was read from, relative to the repository root: what messages about it
+    /// name (never its text).
+    pub file: String,
     /// `spec`.
     pub spec: NodeSpec,
 }
@@ -81,6 +84,9 @@ impl NodeSpec {
 pub struct Deployment {
     /// `metadata.name`.
     pub name: String,
+    /// The file it was read from, relative to the repository root: what messages about it
+    /// name (never its text).
+    pub file: String,
     /// `spec`.
     pub spec: DeploymentSpec,
 }
@@ -364,6 +370,9 @@ pub enum RolloutStrategy {
 pub struct Service {
     /// `metadata.name`.
     pub name: String,
+    /// The file it was read from, relative to the repository root: what messages about it
+    /// name (never its text).
+    pub file: String,
     /// `spec`.
     pub spec: ServiceSpec,
 }

@@ -97,10 +97,9 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
                     // The parser tells `1` from `"1"`; as names they are one key, and the
                     // second must not silently win (RELIABILITY A6).
                     if !seen.insert(k.clone()) {
-                        return Err(de::Error::custom(format_args!(
-                            "duplicate key `{}`: a key may appear only once",
-                            crate::diag::shown_key(&k)
-                        )));
+                        return Err(de::Error::custom(
+                            "duplicate key: a key may appear only once",
+                        ));
                     }
                     out.push((k, map.next_value()?));
                 }
@@ -140,8 +139,8 @@ pub(crate) struct DeploymentSpec {
     pub env: Entries<Sp<String>>,
     pub health: Option<Health>,
     pub pull: Option<Sp<String>>,
-    pub command: Option<Vec<String>>,
-    pub args: Option<Vec<String>>,
+    pub command: Option<Vec<Sp<String>>>,
+    pub args: Option<Vec<Sp<String>>>,
     pub nodes: Option<Vec<Sp<String>>>,
     #[serde(default)]
     pub node_selector: Entries<Sp<String>>,

@@ -5,12 +5,14 @@
 
 use serde::Serialize;
 
-use crate::error::ModelError;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::model::{DeploymentSpec, Node, Revision};
-use crate::secret::EnvValue;
-use crate::validate::targets;
+use crate::diag::{Diagnostic, Pos, escape_file_name};
+use crate::error::ModelError;
+use crate::model::{DeploymentSpec, Node, Protocol, Revision};
+use crate::secret::SecretsFile;
+use crate::validate::{HostPorts, targets};
 use crate::values;
 
 /// The environment a node belongs to, from the branch it tracks.
@@ -31,9 +33,6 @@ pub struct DesiredContainer {
     pub container_name: String,
     /// The deployment's spec.
     pub spec: DeploymentSpec,
-    /// `secrets.yaml` entries offered to it as env vars (keys its own `env` sets excluded).
-    #[serde(skip)]
-    pub secret_env: BTreeMap<String, EnvValue>,
 }
 
 /// One route the node's ingress should serve.
@@ -66,6 +65,11 @@ pub struct DesiredNode {
     pub containers: Vec<DesiredContainer>,
     /// Routes, ordered by service name.
     pub services: Vec<ResolvedService>,
+    /// `secrets.yaml`, whose every entry is offered to every container as an env var (its
+    /// own `env` wins on a shared key). Held once for the node, never copied per container:
+    /// n entries and m deployments cost n + m, not n × m.
+    #[serde(skip)]
+    pub secrets: Option<Arc<SecretsFile>>,
 }
 
 impl Serialize for Node {
@@ -95,8 +99,7 @@ pub fn resolve(
         .get(node)
         .ok_or_else(|| ModelError::UnknownNode(node.to_owned()))?;
     let branch = branch.unwrap_or(&n.spec.git_branch).to_owned();
-    values::check_branch(&branch)
-        .map_err(|r| ModelError::invalid("branch", format!("`{branch}` {r}")))?;
+    values::check_branch(&branch).map_err(|r| ModelError::invalid("branch", r))?;
     let id = values::environment_id(&branch).map_err(|r| ModelError::invalid("branch", r))?;
     let environment = Environment {
         production: branch == n.spec.production_branch,
@@ -117,15 +120,9 @@ pub fn resolve(
             deployment: d.name.clone(),
             container_name: container_name(&d.name),
             spec: d.spec.clone(),
-            secret_env: rev
-                .secrets
-                .iter()
-                .flat_map(|s| s.entries.iter())
-                .filter(|(k, _)| !d.spec.env.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
         })
         .collect();
+    host_port_clashes(rev, &containers)?;
     // Looked up by name: a search of the list per service made resolving 10 000 deployments
     // quadratic (docs/BENCHMARKS.md).
     let by_deployment: BTreeMap<&str, &DesiredContainer> = containers
@@ -162,18 +159,20 @@ pub fn resolve(
         })
         .collect();
     // A template can be valid for short branch names and too long for this one.
-    for s in &services {
-        if let Some(domain) = &s.domain {
-            values::check_domain(domain).map_err(|r| {
-                ModelError::invalid(
-                    "domain",
-                    format!(
-                        "service `{}` in environment `{}`: {r}",
-                        s.name, environment.id
-                    ),
-                )
-            })?;
-        }
+    let unfit: Vec<Diagnostic> = services
+        .iter()
+        .filter_map(|s| {
+            let r = values::check_domain(s.domain.as_ref()?).err()?;
+            Some(Diagnostic::error(
+                &rev.services[&s.name].file,
+                Pos::FILE,
+                "spec.ingress.domain.environment",
+                format!("in this node's environment the domain is not valid: {r}"),
+            ))
+        })
+        .collect();
+    if !unfit.is_empty() {
+        return Err(ModelError::Unfit { diagnostics: unfit });
     }
     Ok(DesiredNode {
         node: n.clone(),
@@ -181,5 +180,39 @@ pub fn resolve(
         environment,
         containers,
         services,
+        secrets: rev.secrets.clone(),
     })
+}
+
+/// Refuses two containers of this node that publish one host port (and protocol) on
+/// colliding addresses: the exact check for one node, linear in its ports, which holds even
+/// when the fleet-wide check in `load` gave up on a pathological revision.
+fn host_port_clashes(rev: &Revision, containers: &[DesiredContainer]) -> Result<(), ModelError> {
+    let mut claims: HostPorts<(u16, Protocol), (&str, usize)> = HostPorts::default();
+    let mut clashes = Vec::new();
+    for c in containers {
+        for (i, p) in c.spec.ports.iter().enumerate() {
+            let Some(hp) = p.host_port else { continue };
+            if let Some((other, _)) = claims.claim((hp, p.protocol), p.host_ip, (&c.deployment, i))
+                && other != c.deployment
+            {
+                clashes.push(Diagnostic::error(
+                    &rev.deployments[&c.deployment].file,
+                    Pos::FILE,
+                    &format!("spec.ports[{i}].port"),
+                    format!(
+                        "this host port is also published on this node by {}",
+                        escape_file_name(&rev.deployments[other].file)
+                    ),
+                ));
+            }
+        }
+    }
+    if clashes.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::Unfit {
+            diagnostics: clashes,
+        })
+    }
 }

@@ -1,39 +1,70 @@
 //! Where a revision's files come from: an abstract [`Source`], an in-memory one and a
-//! directory reader that refuses to be led outside its root.
+//! directory reader that never leaves its root.
 //!
-//! The agent feeds revisions straight from Git objects through its own `Source`; the CLI reads
-//! a working tree through [`DirSource`]. Either way the loader only ever sees repo-relative,
-//! `/`-separated paths and never follows a link out of the tree.
+//! A source only reports facts (this name is a file of so many bytes, a folder, a link with
+//! this target, something else) and reads regular files. Every rule about what those facts
+//! mean (which links are followed, what a folder that is a file means, which names count)
+//! lives in the loader (`tree.rs`), so the CLI reading a working tree and the agent reading
+//! Git objects read a repository the same way.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+/// The longest symbolic-link target a source reports, in bytes (Linux's `PATH_MAX`); a
+/// longer one is reported as [`EntryKind::Other`].
+pub const MAX_LINK_TARGET: usize = 4096;
 
 /// One name inside a listed folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// The file name, without any folder.
+    /// The name, without any folder; invalid UTF-8 replaced by `U+FFFD`.
     pub name: String,
+    /// Whether the name as stored was valid UTF-8 (if not, `name` is only an approximation
+    /// and the loader refuses to treat it as a manifest).
+    pub utf8: bool,
     /// What the name is.
     pub kind: EntryKind,
 }
 
-/// What a listed name is, as far as the loader cares.
+impl Entry {
+    /// An entry from a name as the file system or Git stores it (any bytes).
+    pub fn new(name: &[u8], kind: EntryKind) -> Self {
+        match std::str::from_utf8(name) {
+            Ok(n) => Self {
+                name: n.to_owned(),
+                utf8: true,
+                kind,
+            },
+            Err(_) => Self {
+                name: String::from_utf8_lossy(name).into_owned(),
+                utf8: false,
+                kind,
+            },
+        }
+    }
+}
+
+/// What a listed name is. Sources report it without following anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
-    /// A regular file (or a link resolving to one inside the root) of this many bytes.
+    /// A regular file of this many bytes.
     File {
         /// Size in bytes, known before reading.
         size: u64,
     },
-    /// A folder. Manifest folders are not read recursively.
+    /// A folder.
     Dir,
-    /// Something the source will not read, with the reason (a link leaving the tree, a loop,
-    /// a link to a folder, a device or socket).
-    Refused {
-        /// Why; names no content of the target.
-        reason: String,
+    /// A symbolic link, with its target exactly as stored (at most [`MAX_LINK_TARGET`]
+    /// bytes).
+    Link {
+        /// The target, not resolved.
+        target: Vec<u8>,
+    },
+    /// Anything else: a device, socket or FIFO, a submodule, an over-long link.
+    Other {
+        /// What it is, in a few words.
+        what: &'static str,
     },
 }
 
@@ -45,28 +76,40 @@ pub enum ReadError {
         /// The limit in bytes.
         limit: u64,
     },
-    /// The source refused the file (see [`EntryKind::Refused`]).
+    /// The source refused the file: it is not a regular file (any more).
     Refused(String),
-    /// An operating-system error.
+    /// An operating-system or object-store error.
     Io(io::Error),
 }
 
 /// A tree of files the loader can list and read.
 ///
-/// Paths are repo-relative and `/`-separated; `""` is the root. Implementations must not follow
-/// links that leave the tree and must not read more than `limit` bytes of a file.
+/// Paths are repo-relative and `/`-separated; `""` is the root.
+///
+/// # Contract
+/// - `list` reports each name as it is, never following a link, and is only asked about
+///   folders (the root, or a name a listing reported as [`EntryKind::Dir`]).
+/// - `read` reads a regular file and follows no link on any component of its path: a path
+///   that meets a link (say, a folder swapped for one since it was listed) is refused.
+/// - Neither reads more than `limit` bytes of a file.
 pub trait Source {
     /// Lists the names directly inside `dir`, or `Ok(None)` when `dir` does not exist.
     fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>>;
 
-    /// Reads the file at `path`, refusing it when it holds more than `limit` bytes.
+    /// Reads the regular file at `path`, refusing it when it holds more than `limit` bytes.
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError>;
 }
 
 /// An in-memory tree, for tests, fuzzing and sources that already hold the bytes.
 #[derive(Clone, Debug, Default)]
 pub struct MemSource {
-    files: BTreeMap<String, Vec<u8>>,
+    files: BTreeMap<String, MemEntry>,
+}
+
+#[derive(Clone, Debug)]
+enum MemEntry {
+    File(Vec<u8>),
+    Link(Vec<u8>),
 }
 
 impl MemSource {
@@ -77,7 +120,13 @@ impl MemSource {
 
     /// Adds (or replaces) a file; its folders exist implicitly.
     pub fn insert(&mut self, path: impl Into<String>, bytes: impl Into<Vec<u8>>) {
-        self.files.insert(path.into(), bytes.into());
+        self.files.insert(path.into(), MemEntry::File(bytes.into()));
+    }
+
+    /// Adds (or replaces) a symbolic link to `target`, stored as written.
+    pub fn insert_link(&mut self, path: impl Into<String>, target: impl Into<Vec<u8>>) {
+        self.files
+            .insert(path.into(), MemEntry::Link(target.into()));
     }
 
     /// Builder form of [`MemSource::insert`].
@@ -96,7 +145,7 @@ impl Source for MemSource {
             format!("{dir}/")
         };
         let mut entries: BTreeMap<&str, EntryKind> = BTreeMap::new();
-        for (path, bytes) in self.files.range(prefix.clone()..) {
+        for (path, entry) in self.files.range(prefix.clone()..) {
             let Some(rest) = path.strip_prefix(&prefix) else {
                 break;
             };
@@ -105,12 +154,15 @@ impl Source for MemSource {
                     entries.insert(sub, EntryKind::Dir);
                 }
                 None => {
-                    entries.insert(
-                        rest,
-                        EntryKind::File {
+                    let kind = match entry {
+                        MemEntry::File(bytes) => EntryKind::File {
                             size: bytes.len() as u64,
                         },
-                    );
+                        MemEntry::Link(target) => EntryKind::Link {
+                            target: target.clone(),
+                        },
+                    };
+                    entries.insert(rest, kind);
                 }
             }
         }
@@ -120,44 +172,37 @@ impl Source for MemSource {
         Ok(Some(
             entries
                 .into_iter()
-                .map(|(name, kind)| Entry {
-                    name: name.to_owned(),
-                    kind,
-                })
+                .map(|(name, kind)| Entry::new(name.as_bytes(), kind))
                 .collect(),
         ))
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
-        let bytes = self
-            .files
-            .get(path)
-            .ok_or_else(|| ReadError::Io(io::Error::from(io::ErrorKind::NotFound)))?;
-        if bytes.len() as u64 > limit {
-            return Err(ReadError::TooLarge { limit });
+        match self.files.get(path) {
+            None => Err(ReadError::Io(io::Error::from(io::ErrorKind::NotFound))),
+            Some(MemEntry::Link(_)) => Err(ReadError::Refused(
+                "is a symbolic link, not a regular file".to_owned(),
+            )),
+            Some(MemEntry::File(bytes)) if bytes.len() as u64 > limit => {
+                Err(ReadError::TooLarge { limit })
+            }
+            Some(MemEntry::File(bytes)) => Ok(bytes.clone()),
         }
-        Ok(bytes.clone())
     }
 }
 
 /// A working tree on disk.
 ///
 /// # Guarantees
-/// - A symbolic link is followed only when its fully resolved target lies inside the root and
-///   is a regular file; its target is never opened otherwise (RELIABILITY B1, B2).
-/// - Link loops and over-long chains are reported as refused entries, not errors (B3).
-/// - Links to folders are never followed (B3).
+/// - Folders and files are opened from a handle on the root, one path component at a time,
+///   with `O_NOFOLLOW` at each: no link is ever followed by the operating system, so a file
+///   or folder swapped for a link after it was listed (RELIABILITY B4) makes the open fail
+///   instead of leaving the tree. Links are reported with their target; the loader decides.
 /// - No more than `limit` bytes of a file are read, even if it grows while being read (A5).
-/// - Files are opened from a handle on the root, one path component at a time, with
-///   `O_NOFOLLOW` at each: a file or folder swapped for a link after it was checked
-///   (RELIABILITY B4) makes the open fail instead of leaving the tree.
-/// - A manifest folder that is itself a link is an error, never an empty folder (B3, A12).
-/// - Entries that cannot be resolved are refused entries, so an odd link among files the
-///   loader ignores cannot fail the revision.
+/// - A FIFO swapped in for a file does not block the reader.
 #[derive(Clone, Debug)]
 pub struct DirSource {
     root: PathBuf,
-    canonical_root: PathBuf,
 }
 
 impl DirSource {
@@ -166,180 +211,41 @@ impl DirSource {
     /// # Errors
     /// When the root cannot be resolved (it does not exist or is unreadable).
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
-        let canonical_root = fs::canonicalize(&root)?;
-        Ok(Self {
-            root,
-            canonical_root,
-        })
+        // The root itself may be reached through links (a user's `~/repo` may be one); what
+        // lies beneath it is never followed.
+        let root = std::fs::canonicalize(root.into())?;
+        Ok(Self { root })
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(rel)
-        }
-    }
-
-    /// Classifies one directory entry without reading any file's content.
-    fn classify(&self, path: &Path) -> io::Result<EntryKind> {
-        self.inspect(path).map(|(kind, _)| kind)
-    }
-
-    /// Classifies an entry and, for files, says where inside the root its content lives
-    /// (itself, or the in-tree target of its link), relative to the canonical root.
-    fn inspect(&self, path: &Path) -> io::Result<(EntryKind, Option<PathBuf>)> {
-        let meta = fs::symlink_metadata(path)?;
-        if meta.file_type().is_file() {
-            let rel = path.strip_prefix(&self.root).map(Path::to_path_buf).ok();
-            return Ok((EntryKind::File { size: meta.len() }, rel));
-        }
-        let kind = self
-            .classify_other(path, &meta)
-            .unwrap_or_else(|e| EntryKind::Refused {
-                reason: format!("cannot resolve symbolic link: {}", e.kind()),
-            });
-        let rel = match kind {
-            EntryKind::File { .. } => fs::canonicalize(path).ok().and_then(|t| {
-                t.strip_prefix(&self.canonical_root)
-                    .map(Path::to_path_buf)
-                    .ok()
-            }),
-            _ => None,
-        };
-        Ok((kind, rel))
-    }
-
-    /// Opens `rel` beneath the root without following any link on the way.
-    fn open_beneath(&self, rel: &Path) -> Result<fs::File, ReadError> {
+    /// Opens the folder `rel` beneath the root without following any link on the way.
+    fn open_dir(&self, rel: &str) -> Result<Option<rustix::fd::OwnedFd>, rustix::io::Errno> {
         use rustix::fs::{CWD, Mode, OFlags, openat};
-        use std::path::Component;
-        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let swapped = |_| {
-            ReadError::Refused(
-                "file changed while being read: a symbolic link appeared on its path".to_owned(),
-            )
-        };
-        let mut dir = openat(CWD, &self.canonical_root, dir_flags, Mode::empty())
-            .map_err(|e| ReadError::Io(e.into()))?;
-        let parts: Vec<Component<'_>> = rel.components().collect();
-        let Some((Component::Normal(last), parents)) = parts.split_last() else {
-            return Err(ReadError::Refused(
-                "not a file in the repository".to_owned(),
-            ));
-        };
-        for part in parents {
-            let Component::Normal(name) = part else {
-                return Err(ReadError::Refused("path leaves the repository".to_owned()));
-            };
-            dir = openat(&dir, *name, dir_flags | OFlags::NOFOLLOW, Mode::empty())
-                .map_err(swapped)?;
-        }
-        // NONBLOCK: a FIFO swapped in must not hang the reader.
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let file = fs::File::from(openat(&dir, *last, flags, Mode::empty()).map_err(swapped)?);
-        if !file.metadata().map_err(ReadError::Io)?.is_file() {
-            return Err(ReadError::Refused(
-                "file changed while being read: not a regular file".to_owned(),
-            ));
-        }
-        Ok(file)
-    }
-
-    fn classify_other(&self, path: &Path, meta: &fs::Metadata) -> io::Result<EntryKind> {
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            return Ok(EntryKind::Dir);
-        }
-        if !ft.is_symlink() {
-            return Ok(EntryKind::Refused {
-                reason: "not a regular file".to_owned(),
-            });
-        }
-        // canonicalize resolves every link in the chain; the kernel stops loops and chains
-        // longer than 40 links with ELOOP, which we report as a refusal.
-        let target = match fs::canonicalize(path) {
-            Ok(t) => t,
-            Err(e) if e.raw_os_error() == Some(40) => {
-                return Ok(EntryKind::Refused {
-                    reason: "symbolic link loop or chain too long".to_owned(),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(EntryKind::Refused {
-                    reason: "dangling symbolic link".to_owned(),
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        if !target.starts_with(&self.canonical_root) {
-            return Ok(EntryKind::Refused {
-                reason: "symbolic link points outside the repository".to_owned(),
-            });
-        }
-        let meta = fs::metadata(&target)?;
-        if meta.is_dir() {
-            return Ok(EntryKind::Refused {
-                reason: "symbolic link to a folder is not followed".to_owned(),
-            });
-        }
-        if !meta.is_file() {
-            return Ok(EntryKind::Refused {
-                reason: "symbolic link to something that is not a regular file".to_owned(),
-            });
-        }
-        Ok(EntryKind::File { size: meta.len() })
-    }
-}
-
-impl Source for DirSource {
-    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
-        let path = self.path(dir);
-        if !dir.is_empty() {
-            // A manifest folder that is itself a link is not followed, and not taken for an
-            // absent (empty) one either: that would silently empty the desired state.
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "is a symbolic link; manifest folders are not followed",
-                    ));
-                }
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut dir = openat(CWD, &self.root, flags, Mode::empty())?;
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            dir = match openat(&dir, part, flags | OFlags::NOFOLLOW, Mode::empty()) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
                 Err(e) => return Err(e),
-            }
-        }
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&path)? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                // A name that is not UTF-8 cannot be a manifest name; skip it like any
-                // other non-manifest file.
-                continue;
             };
-            let kind = self
-                .classify(&entry.path())
-                .unwrap_or_else(|e| EntryKind::Refused {
-                    reason: format!("cannot inspect: {}", e.kind()),
-                });
-            out.push(Entry { name, kind });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Some(out))
+        Ok(Some(dir))
     }
 
-    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
-        let full = self.path(path);
-        let rel = match self.inspect(&full).map_err(ReadError::Io)? {
-            (EntryKind::File { size }, _) if size > limit => {
-                return Err(ReadError::TooLarge { limit });
-            }
-            (EntryKind::File { .. }, Some(rel)) => rel,
-            (EntryKind::Refused { reason }, _) => return Err(ReadError::Refused(reason)),
-            _ => return Err(ReadError::Refused("not a regular file".to_owned())),
+    /// Opens the file `rel` beneath the root without following any link on the way.
+    fn open_file(&self, rel: &str) -> Result<std::fs::File, ReadError> {
+        use rustix::fs::{Mode, OFlags, openat};
+        let swapped = |e: rustix::io::Errno| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => ReadError::Refused(
+                "file changed while being read: a symbolic link appeared on its path".to_owned(),
+            ),
+            e => ReadError::Io(e.into()),
+        };
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dir = match self.open_dir(parent) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(ReadError::Io(io::ErrorKind::NotFound.into())),
+            Err(e) => return Err(swapped(e)),
         };
         #[cfg(test)]
         tests::BEFORE_OPEN.with(|hook| {
@@ -347,9 +253,71 @@ impl Source for DirSource {
                 f();
             }
         });
-        let file = self.open_beneath(&rel)?;
+        // NONBLOCK: a FIFO swapped in must not hang the reader.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let file = std::fs::File::from(openat(&dir, name, flags, Mode::empty()).map_err(swapped)?);
+        if !file.metadata().map_err(ReadError::Io)?.is_file() {
+            return Err(ReadError::Refused(
+                "file changed while being read: not a regular file".to_owned(),
+            ));
+        }
+        Ok(file)
+    }
+}
+
+/// What one name in an open folder is, by `lstat` (never following it).
+fn entry_kind(dir: &rustix::fd::OwnedFd, name: &std::ffi::CStr) -> io::Result<EntryKind> {
+    use rustix::fs::{AtFlags, FileType, readlinkat, statat};
+    let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => EntryKind::File {
+            size: u64::try_from(st.st_size).unwrap_or(0),
+        },
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => {
+            let target = readlinkat(dir, name, Vec::new())?.into_bytes();
+            if target.len() > MAX_LINK_TARGET {
+                EntryKind::Other {
+                    what: "a symbolic link with an over-long target",
+                }
+            } else {
+                EntryKind::Link { target }
+            }
+        }
+        _ => EntryKind::Other {
+            what: "a device, socket or FIFO",
+        },
+    })
+}
+
+impl Source for DirSource {
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
+        let Some(fd) = self.open_dir(dir)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            // A name that vanished or cannot be inspected is something the loader cannot
+            // read; it decides whether that matters (only for manifest names).
+            let kind = entry_kind(&fd, name).unwrap_or(EntryKind::Other {
+                what: "a name that cannot be inspected",
+            });
+            out.push(Entry::new(bytes, kind));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(out))
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let file = self.open_file(path)?;
         let mut bytes = Vec::new();
-        // Read one byte past the limit so a file that grew after the size check is caught.
+        // Read one byte past the limit so a file that grew after it was listed is caught.
         file.take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(ReadError::Io)?;
@@ -360,19 +328,33 @@ impl Source for DirSource {
     }
 }
 
+impl DirSource {
+    /// The root this source reads, resolved.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test helpers: a panic is the failure report"
+    )]
+
     use std::cell::RefCell;
+    use std::fs;
 
     use super::*;
 
     thread_local! {
-        /// Runs once between a read's check and its open, to stage a race deterministically.
+        /// Runs once between a read's folder walk and its open, to stage a race
+        /// deterministically.
         pub(super) static BEFORE_OPEN: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
     }
 
-    /// B4: the file is swapped for a link out of the tree after the read checked it but before
-    /// it opened it. The open follows the link; the identity check refuses what it opened.
+    /// B4: the file is swapped for a link out of the tree after it was listed but before it
+    /// is opened. The open does not follow the link.
     #[test]
     fn swap_between_check_and_open_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
@@ -408,7 +390,7 @@ mod tests {
     }
 
     /// B4: the manifest folder itself is swapped for a link to a folder outside after the
-    /// file in it was checked. Opening component by component without following links
+    /// file in it was listed. Opening component by component without following links
     /// refuses it.
     #[test]
     fn folder_swapped_for_link_is_refused() {
@@ -420,14 +402,11 @@ mod tests {
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("web.yaml"), "outside").unwrap();
         let src = DirSource::new(&repo).unwrap();
+        assert!(src.list("deployments").unwrap().is_some());
 
-        let (folder, out) = (repo.join("deployments"), outside.clone());
-        BEFORE_OPEN.with(|h| {
-            *h.borrow_mut() = Some(Box::new(move || {
-                fs::rename(&folder, folder.with_extension("old")).unwrap();
-                std::os::unix::fs::symlink(&out, &folder).unwrap();
-            }));
-        });
+        let folder = repo.join("deployments");
+        fs::rename(&folder, folder.with_extension("old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &folder).unwrap();
         match src.read("deployments/web.yaml", 1024) {
             Err(ReadError::Refused(reason)) => {
                 assert!(
@@ -437,5 +416,34 @@ mod tests {
             }
             other => panic!("read through the swapped folder: {other:?}"),
         }
+        // Listing does not follow it either: the folder is reported as absent, never
+        // as the outside folder's content.
+        assert!(
+            src.list("deployments").is_err(),
+            "a linked folder must not be listed"
+        );
+    }
+
+    /// Links are reported, not followed: the loader decides what they mean.
+    #[test]
+    fn links_are_reported_with_their_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("deployments")).unwrap();
+        std::os::unix::fs::symlink("../x.yaml", tmp.path().join("deployments/a.yaml")).unwrap();
+        let src = DirSource::new(tmp.path()).unwrap();
+        let entries = src.list("deployments").unwrap().unwrap();
+        assert_eq!(
+            entries,
+            vec![Entry::new(
+                b"a.yaml",
+                EntryKind::Link {
+                    target: b"../x.yaml".to_vec()
+                }
+            )]
+        );
+        assert!(matches!(
+            src.read("deployments/a.yaml", 1024),
+            Err(ReadError::Refused(_))
+        ));
     }
 }

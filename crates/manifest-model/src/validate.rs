@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::diag::{Diagnostic, Pos, shown_key};
+use crate::diag::{Diagnostic, Diags, KEY, Pos, escape_file_name};
 use crate::model::*;
 use crate::raw::{self, Entries, Envelope, Sp};
 use crate::secret::{AgeStanza, EnvValue, SecretsFile, SopsValue};
@@ -17,12 +17,12 @@ use crate::yaml::pos;
 /// Collects diagnostics for one file.
 pub(crate) struct Ctx<'a> {
     pub file: &'a str,
-    pub diags: &'a mut Vec<Diagnostic>,
+    pub diags: &'a mut Diags,
     errors: usize,
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(file: &'a str, diags: &'a mut Vec<Diagnostic>) -> Self {
+    pub(crate) fn new(file: &'a str, diags: &'a mut Diags) -> Self {
         Self {
             file,
             diags,
@@ -83,14 +83,14 @@ fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> O
         );
     }
     if env.kind.value != kind {
-        let msg = if crate::FOLDERS.iter().any(|(_, k)| *k == env.kind.value) {
-            format!(
-                "kind `{}` does not belong in this folder, which holds `{kind}`",
-                env.kind.value
-            )
-        } else {
-            format!("unknown kind, expected `{kind}` in this folder")
-        };
+        // A kind is named back only when it is one of ours: then it is our word, not the
+        // author's text.
+        let msg =
+            if let Some((_, other)) = crate::FOLDERS.iter().find(|(_, k)| *k == env.kind.value) {
+                format!("kind `{other}` does not belong in this folder, which holds `{kind}`")
+            } else {
+                format!("unknown kind, expected `{kind}` in this folder")
+            };
         cx.err(pos(&env.kind.referenced), "kind", msg);
     }
     let name = &env.metadata.name;
@@ -102,7 +102,7 @@ fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> O
         cx.warn(
             pos(&name.referenced),
             "metadata.name",
-            format!("name `{}` differs from the file name `{stem}`", name.value),
+            "name differs from the file name (without .yaml)",
         );
     }
     Some(name.value.clone())
@@ -121,7 +121,10 @@ fn labels(
     let mut out = BTreeMap::new();
     for (k, v) in &entries.0 {
         if let Err(r) = values::check_label_key(k) {
-            cx.err(pos(&v.referenced), &format!("{field}.{}", shown_key(k)), r);
+            cx.err(pos(&v.referenced), &format!("{field}.{KEY}"), r);
+        }
+        if let Err(r) = values::check_docker_string(&v.value) {
+            cx.err(pos(&v.referenced), &format!("{field}.{KEY}"), r);
         }
         out.insert(k.clone(), v.value.clone());
     }
@@ -206,7 +209,8 @@ pub(crate) fn node(
     };
     let name = name?;
     let origin = Origin::new(cx.file, pos(&env.metadata.name.referenced));
-    cx.ok().then_some((Node { name, spec }, origin))
+    let file = cx.file.to_owned();
+    cx.ok().then_some((Node { name, file, spec }, origin))
 }
 
 fn seconds(cx: &mut Ctx<'_>, field: &str, v: &Option<Sp<i64>>, default: u32, min: u32) -> u32 {
@@ -307,7 +311,12 @@ fn keyword<T: Copy>(
 
 fn env_value(cx: &mut Ctx<'_>, field: &str, v: &Sp<String>) -> EnvValue {
     match SopsValue::parse(&v.value) {
-        Ok(None) => EnvValue::Plain(v.value.clone()),
+        Ok(None) => {
+            if let Err(r) = values::check_docker_string(&v.value) {
+                cx.err(pos(&v.referenced), field, r);
+            }
+            EnvValue::Plain(v.value.clone())
+        }
         Ok(Some(enc)) => EnvValue::Encrypted(enc),
         Err(r) => {
             cx.err(
@@ -406,26 +415,26 @@ pub(crate) fn deployment(
             protocol,
         });
     }
-    for i in 0..ports.len() {
-        for j in 0..i {
-            if let (Some(a), Some(b)) = (ports[i].host_port, ports[j].host_port)
-                && a == b
-                && ports[i].protocol == ports[j].protocol
-                && ips_overlap(ports[i].host_ip, ports[j].host_ip)
-            {
-                cx.err(
-                    origin.ports_at[i],
-                    &format!("spec.ports[{i}].port"),
-                    format!("host port {a} is already published by spec.ports[{j}]"),
-                );
-            }
+    // One host port published twice: grouped by (port, protocol), each mapping compared with
+    // the first that could collide, so n ports cost n lookups and at most n diagnostics.
+    let mut published = HostPorts::default();
+    for (i, p) in ports.iter().enumerate() {
+        if let Some(hp) = p.host_port
+            && let Some(j) = published.claim((hp, p.protocol), p.host_ip, i)
+        {
+            cx.err(
+                origin.ports_at[i],
+                &format!("spec.ports[{i}].port"),
+                format!("this host port is already published by spec.ports[{j}]"),
+            );
         }
     }
 
     let mut volumes = Vec::with_capacity(s.volumes.len());
+    let mut mounted = std::collections::HashSet::with_capacity(s.volumes.len());
     for (i, v) in s.volumes.iter().enumerate() {
         let f = format!("spec.volumes[{i}]");
-        let host_path = values::normalize_abs_path(&v.value.host_path.value).unwrap_or_else(|r| {
+        let host_path = values::bind_path(&v.value.host_path.value).unwrap_or_else(|r| {
             cx.err(
                 pos(&v.value.host_path.referenced),
                 &format!("{f}.hostPath"),
@@ -433,7 +442,7 @@ pub(crate) fn deployment(
             );
             String::new()
         });
-        let container_path = match values::normalize_abs_path(&v.value.container_path.value) {
+        let container_path = match values::bind_path(&v.value.container_path.value) {
             Ok(p) if p == "/" => {
                 cx.err(
                     pos(&v.value.container_path.referenced),
@@ -452,10 +461,7 @@ pub(crate) fn deployment(
                 String::new()
             }
         };
-        if volumes
-            .iter()
-            .any(|m: &VolumeMount| m.container_path == container_path)
-        {
+        if !mounted.insert(container_path.clone()) {
             cx.err(
                 pos(&v.referenced),
                 &format!("{f}.containerPath"),
@@ -470,12 +476,12 @@ pub(crate) fn deployment(
     }
 
     let mut env_map = BTreeMap::new();
+    let env_field = format!("spec.env.{KEY}");
     for (k, v) in &s.env.0 {
-        let f = format!("spec.env.{}", shown_key(k));
         if let Err(r) = values::check_env_name(k) {
-            cx.err(pos(&v.referenced), &f, r);
+            cx.err(pos(&v.referenced), &env_field, r);
         }
-        env_map.insert(k.clone(), env_value(cx, &f, v));
+        env_map.insert(k.clone(), env_value(cx, &env_field, v));
     }
 
     let health = match &s.health {
@@ -557,12 +563,22 @@ pub(crate) fn deployment(
                 .memory
                 .as_ref()
                 .and_then(|m| match values::parse_bytes(&m.value) {
-                    Ok(b) if b >= 6 << 20 => Some(b),
-                    Ok(_) => {
+                    Ok(b) if (6 << 20..=values::MAX_MEMORY).contains(&b) => Some(b),
+                    Ok(b) if b < 6 << 20 => {
                         cx.err(
                             pos(&m.referenced),
                             "spec.resources.memory",
                             "memory limit must be at least 6Mi (Docker's minimum)",
+                        );
+                        None
+                    }
+                    Ok(_) => {
+                        // Docker takes a signed 64-bit count; a larger one would be dropped,
+                        // and a limit silently dropped is no limit.
+                        cx.err(
+                            pos(&m.referenced),
+                            "spec.resources.memory",
+                            "memory limit must be at most 1Pi",
                         );
                         None
                     }
@@ -650,6 +666,8 @@ pub(crate) fn deployment(
     };
 
     let labels_map = labels(cx, "spec.labels", &s.labels);
+    let command = words(cx, "spec.command", &s.command);
+    let args = words(cx, "spec.args", &s.args);
     let (Some(name), Some(source)) = (name, source) else {
         return None;
     };
@@ -660,8 +678,8 @@ pub(crate) fn deployment(
         env: env_map,
         health,
         pull,
-        command: s.command,
-        args: s.args,
+        command,
+        args,
         nodes,
         node_selector,
         restart,
@@ -682,7 +700,22 @@ pub(crate) fn deployment(
             "`start-first` cannot be used with published host ports: old and new containers would clash; use `stop-first` or `auto`",
         );
     }
-    cx.ok().then_some((Deployment { name, spec }, origin))
+    let file = cx.file.to_owned();
+    cx.ok().then_some((Deployment { name, file, spec }, origin))
+}
+
+/// A `command` or `args` list: each word goes to Docker as it is, so it must be a string
+/// Docker can carry (no NUL).
+fn words(cx: &mut Ctx<'_>, field: &str, list: &Option<Vec<Sp<String>>>) -> Option<Vec<String>> {
+    let list = list.as_ref()?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, w) in list.iter().enumerate() {
+        if let Err(r) = values::check_docker_string(&w.value) {
+            cx.err(pos(&w.referenced), &format!("{field}[{i}]"), r);
+        }
+        out.push(w.value.clone());
+    }
+    Some(out)
 }
 
 fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
@@ -719,12 +752,10 @@ fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
     );
     let mut args = BTreeMap::new();
     for (k, v) in &b.args.0 {
-        if let Err(r) = values::check_env_name(k) {
-            cx.err(
-                pos(&v.referenced),
-                &format!("spec.build.args.{}", shown_key(k)),
-                r,
-            );
+        if let Err(r) =
+            values::check_env_name(k).and_then(|()| values::check_docker_string(&v.value))
+        {
+            cx.err(pos(&v.referenced), &format!("spec.build.args.{KEY}"), r);
         }
         args.insert(k.clone(), v.value.clone());
     }
@@ -786,7 +817,8 @@ pub(crate) fn service(
         port,
     };
     let name = name?;
-    cx.ok().then_some((Service { name, spec }, origin))
+    let file = cx.file.to_owned();
+    cx.ok().then_some((Service { name, file, spec }, origin))
 }
 
 pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<SecretsFile> {
@@ -848,15 +880,14 @@ pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<Secrets
         .unwrap_or_else(|| "_unencrypted".to_owned());
     let mut entries = BTreeMap::new();
     for (k, v) in raw.entries {
-        let f = shown_key(&k);
         if let Err(r) = values::check_env_name(&k) {
-            cx.err(pos(&v.referenced), &f, r);
+            cx.err(pos(&v.referenced), KEY, r);
         }
-        let value = env_value(cx, &f, &v);
+        let value = env_value(cx, KEY, &v);
         if matches!(value, EnvValue::Plain(_)) && !k.ends_with(&suffix) {
             cx.err(
                 pos(&v.referenced),
-                &f,
+                KEY,
                 "value is not encrypted; run `sops --encrypt` on secrets.yaml",
             );
         }
@@ -872,9 +903,75 @@ pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<Secrets
     })
 }
 
-/// Whether two bind addresses can collide: equal, or either is the wildcard.
-pub(crate) fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
-    a == b || a.is_unspecified() || b.is_unspecified()
+/// Who published a host port, by bind address, for one key (a port and protocol, or a node):
+/// the wildcard address collides with every address, a specific one with itself and the
+/// wildcard. Each claim is one lookup, so n ports cost n lookups however they collide.
+#[derive(Debug)]
+pub(crate) struct Claims<U> {
+    any: Option<U>,
+    wildcard: Option<U>,
+    by_ip: HashMap<IpAddr, U>,
+}
+
+impl<U> Default for Claims<U> {
+    fn default() -> Self {
+        Self {
+            any: None,
+            wildcard: None,
+            by_ip: HashMap::new(),
+        }
+    }
+}
+
+impl<U: Copy> Claims<U> {
+    /// The first claim `ip` would collide with.
+    fn conflict(&self, ip: IpAddr) -> Option<U> {
+        if ip.is_unspecified() {
+            self.any
+        } else {
+            self.wildcard.or_else(|| self.by_ip.get(&ip).copied())
+        }
+    }
+
+    /// Records `who` on `ip`, or returns whom it collides with (and records nothing).
+    fn claim(&mut self, ip: IpAddr, who: U) -> Option<U> {
+        if let Some(c) = self.conflict(ip) {
+            return Some(c);
+        }
+        self.record(ip, who);
+        None
+    }
+
+    /// Records `who` on `ip` whatever it collides with, keeping the first claim of each
+    /// address: for a summary across nodes, where claims on different nodes never collide.
+    fn record(&mut self, ip: IpAddr, who: U) {
+        self.any.get_or_insert(who);
+        if ip.is_unspecified() {
+            self.wildcard.get_or_insert(who);
+        } else {
+            self.by_ip.entry(ip).or_insert(who);
+        }
+    }
+}
+
+/// [`Claims`] by key.
+pub(crate) struct HostPorts<K, U> {
+    by_key: HashMap<K, Claims<U>>,
+}
+
+impl<K, U> Default for HostPorts<K, U> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, U: Copy> HostPorts<K, U> {
+    /// Records `who` on `ip` under `key`, or returns whom it collides with.
+    pub(crate) fn claim(&mut self, key: K, ip: IpAddr, who: U) -> Option<U> {
+        self.by_key.entry(key).or_default().claim(ip, who)
+    }
 }
 
 /// Whether `deployment` runs on `node` by its `nodes` list and `nodeSelector`.
@@ -888,7 +985,11 @@ pub fn targets(spec: &DeploymentSpec, node: &Node) -> bool {
 }
 
 /// Checks across files, once every file validated on its own.
-pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diagnostic>) {
+///
+/// Every check groups by key (a name, a domain, a host port) instead of comparing pairs, and
+/// reports each offending item once, against the first it collides with: a repository that
+/// repeats one mistake n times gets n diagnostics, not n².
+pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Diags) {
     // Services → Deployments, ports, and domains routed twice.
     let mut domains: HashMap<&str, &str> = HashMap::new();
     for (name, svc) in &rev.services {
@@ -901,12 +1002,10 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
                 &o.file,
                 o.deployment_at,
                 "spec.deployment",
-                format!(
-                    "no deployment named `{}` in deployments/",
-                    svc.spec.deployment
-                ),
+                "no deployment with this name in deployments/",
             )),
             Some(dep) => {
+                let dep_file = escape_file_name(&origins.deployments[&dep.name].file);
                 if let Some(p) = svc.spec.port
                     && !dep.spec.ports.iter().any(|m| m.container_port == p)
                 {
@@ -914,7 +1013,7 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
                         &o.file,
                         o.port_at,
                         "spec.port",
-                        format!("deployment `{}` declares no containerPort {p}", dep.name),
+                        format!("the deployment ({dep_file}) declares no such containerPort"),
                     ));
                 }
                 if svc.spec.port.is_none() && dep.spec.ports.is_empty() {
@@ -922,21 +1021,23 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
                         &o.file,
                         o.deployment_at,
                         "spec.deployment",
-                        format!("deployment `{}` declares no ports to route to", dep.name),
+                        format!("the deployment ({dep_file}) declares no ports to route to"),
                     ));
                 }
             }
         }
-        if let Some(other) = domains.insert(&svc.spec.ingress.domain.default, name) {
+        if let Some(first) = domains.get(svc.spec.ingress.domain.default.as_str()) {
             diags.push(Diagnostic::error(
                 &o.file,
                 o.domain_at,
                 "spec.ingress.domain.default",
                 format!(
-                    "domain `{}` is also routed by {}",
-                    svc.spec.ingress.domain.default, origins.services[other].file
+                    "this domain is also routed by {}",
+                    escape_file_name(&origins.services[*first].file)
                 ),
             ));
+        } else {
+            domains.insert(&svc.spec.ingress.domain.default, name);
         }
     }
 
@@ -950,7 +1051,7 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
                         &o.file,
                         o.nodes_at.get(i).copied().unwrap_or(Pos::FILE),
                         &format!("spec.nodes[{i}]"),
-                        format!("no node named `{n}` in nodes/"),
+                        "no node with this name in nodes/",
                     ));
                 }
             }
@@ -960,59 +1061,187 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Vec<Diag
     host_port_clashes(rev, origins, diags);
 }
 
-/// A published port: (deployment, index in its `ports`, bind address).
-type PortUse<'a> = (&'a str, usize, IpAddr);
+/// The nodes of a revision, indexed so the nodes a deployment targets are found without
+/// looking at every node.
+struct NodeIndex<'a> {
+    names: Vec<&'a str>,
+    by_name: HashMap<&'a str, usize>,
+    /// Nodes carrying each `label=value`.
+    by_label: HashMap<(&'a str, &'a str), Vec<usize>>,
+    nodes: Vec<&'a Node>,
+}
+
+/// Where a deployment lands.
+enum Landing {
+    /// On every node (no `nodes` list, no selector).
+    Everywhere,
+    /// On these nodes.
+    Some(Vec<usize>),
+}
+
+impl<'a> NodeIndex<'a> {
+    fn new(rev: &'a Revision) -> Self {
+        let nodes: Vec<&Node> = rev.nodes.values().collect();
+        let mut by_label: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for (k, v) in &n.spec.labels {
+                by_label.entry((k, v)).or_default().push(i);
+            }
+        }
+        Self {
+            names: nodes.iter().map(|n| n.name.as_str()).collect(),
+            by_name: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.as_str(), i))
+                .collect(),
+            by_label,
+            nodes,
+        }
+    }
+
+    /// The nodes `spec` lands on. The work is the length of its `nodes` list, or the size of
+    /// the smallest set of nodes carrying one of its selector's labels.
+    fn landing(&self, spec: &DeploymentSpec) -> Landing {
+        let candidates: Vec<usize> = if let Some(list) = &spec.nodes {
+            list.iter()
+                .filter_map(|n| self.by_name.get(n.as_str()).copied())
+                .collect()
+        } else if spec.node_selector.is_empty() {
+            return Landing::Everywhere;
+        } else {
+            spec.node_selector
+                .iter()
+                .map(|(k, v)| {
+                    self.by_label
+                        .get(&(k.as_str(), v.as_str()))
+                        .map_or(&[][..], Vec::as_slice)
+                })
+                .min_by_key(|s| s.len())
+                .unwrap_or(&[])
+                .to_vec()
+        };
+        Landing::Some(
+            candidates
+                .into_iter()
+                .filter(|i| targets(spec, self.nodes[*i]))
+                .collect(),
+        )
+    }
+}
+
+/// Landings the fleet-wide host-port check may walk: a base, plus this many per node and per
+/// published port of the revision.
+const LANDING_BUDGET_BASE: usize = 100_000;
+const LANDING_BUDGET_PER_ITEM: usize = 16;
+
+/// A host port published by a deployment: (deployment, index in its `ports`).
+type Publisher<'a> = (&'a str, usize);
 
 /// Two deployments that can land on one node must not publish the same host port.
-fn host_port_clashes(rev: &Revision, origins: &Origins, diags: &mut Vec<Diagnostic>) {
-    // Group published ports by (port, protocol); only groups of two or more need a look.
-    let mut by_port: BTreeMap<(u16, Protocol), Vec<PortUse<'_>>> = BTreeMap::new();
+///
+/// Ports are grouped by (port, protocol); within a group each deployment claims the port on
+/// every node it lands on, and the first claim it collides with is reported. A deployment
+/// that lands everywhere claims once for all nodes. The work is the number of (deployment,
+/// node) landings among deployments that share a host port: linear for `nodes` lists (their
+/// length is in the repository), but deployments selecting many nodes by label on distinct
+/// addresses could multiply. So the walk has a budget linear in the revision; past it the
+/// fleet-wide check stops with a warning, and [`crate::resolve()`] still refuses a clash on
+/// the one node it resolves, which is all an agent runs.
+fn host_port_clashes(rev: &Revision, origins: &Origins, diags: &mut Diags) {
+    let mut by_port: HashMap<(u16, Protocol), Vec<(Publisher<'_>, IpAddr)>> = HashMap::new();
+    let mut published = 0usize;
     for (name, dep) in &rev.deployments {
+        // A port published twice by one deployment was reported with its file; here each
+        // (port, protocol, address) of a deployment counts once.
+        let mut own = std::collections::HashSet::new();
         for (i, p) in dep.spec.ports.iter().enumerate() {
-            if let Some(hp) = p.host_port {
+            if let Some(hp) = p.host_port
+                && own.insert((hp, p.protocol, p.host_ip))
+            {
                 by_port
                     .entry((hp, p.protocol))
                     .or_default()
-                    .push((name, i, p.host_ip));
+                    .push(((name.as_str(), i), p.host_ip));
+                published += 1;
             }
         }
     }
-    let co_located = |a: &Deployment, b: &Deployment| -> Option<String> {
-        if rev.nodes.is_empty() {
-            // Without Node manifests, assume any two deployments may share a host.
-            return Some("a node".to_owned());
-        }
-        rev.nodes
-            .values()
-            .find(|n| targets(&a.spec, n) && targets(&b.spec, n))
-            .map(|n| format!("node `{}`", n.name))
-    };
-    for ((port, proto), users) in by_port {
-        for j in 1..users.len() {
-            for i in 0..j {
-                let (a_name, _, a_ip) = users[i];
-                let (b_name, b_idx, b_ip) = users[j];
-                if a_name == b_name || !ips_overlap(a_ip, b_ip) {
-                    continue;
+    let index = NodeIndex::new(rev);
+    let mut groups: Vec<_> = by_port.into_iter().filter(|(_, u)| u.len() > 1).collect();
+    // Diagnostics come out sorted; the walk is in a stable order so which of two colliding
+    // deployments is reported does not depend on hashing.
+    groups.sort_by_key(|(k, _)| *k);
+    let mut budget = LANDING_BUDGET_BASE + LANDING_BUDGET_PER_ITEM * (rev.nodes.len() + published);
+    for ((_, proto), users) in groups {
+        let proto = match proto {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        // Claims per node, claims of deployments landing everywhere, and one claim per
+        // address across all nodes (to judge a newcomer landing everywhere in one lookup).
+        let mut per_node: HostPorts<usize, (Publisher<'_>, Option<usize>)> = HostPorts::default();
+        let mut everywhere: Claims<(Publisher<'_>, Option<usize>)> = Claims::default();
+        let mut anywhere: Claims<(Publisher<'_>, Option<usize>)> = Claims::default();
+        for (who, ip) in users {
+            let spec = &rev.deployments[who.0].spec;
+            let clash = if rev.nodes.is_empty() {
+                // Without Node manifests, any two deployments may share a host.
+                everywhere.claim(ip, (who, None))
+            } else {
+                match index.landing(spec) {
+                    Landing::Everywhere => everywhere
+                        .conflict(ip)
+                        .or_else(|| anywhere.conflict(ip))
+                        .or_else(|| everywhere.claim(ip, (who, Some(0))))
+                        .map(|(other, node)| (other, node.or(Some(0)))),
+                    Landing::Some(nodes) => {
+                        let mut clash = None;
+                        if budget < nodes.len() {
+                            diags.push(Diagnostic::warning(
+                                ".",
+                                Pos::FILE,
+                                "",
+                                "host-port clashes across nodes were not all checked: too many deployments share a host port on too many nodes; each node still refuses a clash among its own deployments",
+                            ));
+                            return;
+                        }
+                        budget -= nodes.len();
+                        for n in nodes {
+                            if let Some((other, _)) = everywhere.conflict(ip) {
+                                clash = Some((other, Some(n)));
+                                break;
+                            }
+                            if let Some(c) = per_node.claim(n, ip, (who, Some(n))) {
+                                clash = Some(c);
+                                break;
+                            }
+                            anywhere.record(ip, (who, Some(n)));
+                        }
+                        clash
+                    }
                 }
-                let (a, b) = (&rev.deployments[a_name], &rev.deployments[b_name]);
-                if let Some(where_) = co_located(a, b) {
-                    let o = &origins.deployments[b_name];
-                    diags.push(Diagnostic::error(
-                        &o.file,
-                        o.ports_at.get(b_idx).copied().unwrap_or(Pos::FILE),
-                        &format!("spec.ports[{b_idx}].port"),
-                        format!(
-                            "host port {port}/{} is also published by {} on {where_}",
-                            match proto {
-                                Protocol::Tcp => "tcp",
-                                Protocol::Udp => "udp",
-                            },
-                            origins.deployments[a_name].file
-                        ),
-                    ));
-                }
-            }
+            };
+            let Some(((other, _), node)) = clash else {
+                continue;
+            };
+            let o = &origins.deployments[who.0];
+            let where_ = match node {
+                Some(n) => format!(
+                    "the node of {}",
+                    escape_file_name(&origins.nodes[index.names[n]].file)
+                ),
+                None => "a node (there are no Node manifests)".to_owned(),
+            };
+            diags.push(Diagnostic::error(
+                &o.file,
+                o.ports_at.get(who.1).copied().unwrap_or(Pos::FILE),
+                &format!("spec.ports[{}].port", who.1),
+                format!(
+                    "this host port ({proto}) is also published by {} on {where_}",
+                    escape_file_name(&origins.deployments[other].file)
+                ),
+            ));
         }
     }
 }

@@ -24,14 +24,10 @@ pub fn check_dns_label(s: &str) -> Result<(), Reason> {
             s.len()
         ));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    if s.chars()
+        .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
     {
-        return Err(format!(
-            "contains `{}`; use lowercase letters, digits and `-` only",
-            c.escape_default()
-        ));
+        return Err("may hold only lowercase letters, digits and `-`".into());
     }
     if s.starts_with('-') || s.ends_with('-') {
         return Err("must start and end with a letter or digit".into());
@@ -62,8 +58,8 @@ impl ImageRef {
         if s.len() > 512 {
             return Err("image reference is longer than 512 characters".into());
         }
-        if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("image reference contains `{}`", c.escape_default()));
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("image reference contains a space or control character".into());
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (r, Some(parse_digest(d)?)),
@@ -129,7 +125,7 @@ fn parse_digest(d: &str) -> Result<String, Reason> {
     let want = match algo {
         "sha256" => 64,
         "sha512" => 128,
-        _ => return Err(format!("unsupported digest algorithm `{algo}`; use sha256")),
+        _ => return Err("unsupported digest algorithm; use sha256 (or sha512)".into()),
     };
     if hex.len() != want
         || !hex
@@ -217,7 +213,9 @@ fn check_path_component(c: &str) -> Result<(), Reason> {
         let sep = &c[start..i];
         let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
         if !ok {
-            return Err(format!("repository path has an invalid separator `{sep}`"));
+            return Err(
+                "repository path has an invalid separator (use `.`, `_`, `__` or `-`)".into(),
+            );
         }
     }
     Ok(())
@@ -423,8 +421,8 @@ pub fn check_domain(d: &str) -> Result<(), Reason> {
     if bare.len() > 253 {
         return Err("domain is longer than 253 characters".into());
     }
-    for label in bare.split('.') {
-        check_dns_label(label).map_err(|r| format!("domain label `{label}` {r}"))?;
+    for (i, label) in bare.split('.').enumerate() {
+        check_dns_label(label).map_err(|r| format!("domain label {} {r}", i + 1))?;
     }
     Ok(())
 }
@@ -437,6 +435,34 @@ pub fn normalize_abs_path(p: &str) -> Result<String, Reason> {
     }
     let parts = path_components(p)?;
     Ok(format!("/{}", parts.join("/")))
+}
+
+/// The largest memory limit a manifest may set: 1 PiB. Docker takes a signed 64-bit count;
+/// anything near that is a typo, and a limit Docker cannot take must be refused, not dropped.
+pub const MAX_MEMORY: u64 = 1 << 50;
+
+/// Normalises a bind-mount path (host or container side) as [`normalize_abs_path`] does, and
+/// refuses what Docker would read as syntax rather than path: a `:` (Docker splits
+/// `host:container:options` on it, so a manifest could smuggle in options such as `Z` or
+/// `rshared`), a `,` (the `--mount` separator) and control characters.
+pub fn bind_path(p: &str) -> Result<String, Reason> {
+    if p.contains([':', ',']) {
+        return Err("must not contain `:` or `,` (Docker reads them as mount options)".into());
+    }
+    if p.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    normalize_abs_path(p)
+}
+
+/// Checks a string that reaches Docker as it is (an env value, a command word, a label
+/// value): Docker's API carries C strings, so a NUL would be cut or refused there.
+pub fn check_docker_string(s: &str) -> Result<(), Reason> {
+    if s.contains('\0') {
+        Err("must not contain a NUL character".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// Normalises a relative path that must stay inside its base: no leading `/`, no `..`.
@@ -652,7 +678,9 @@ pub fn environment_id(branch: &str) -> Result<String, Reason> {
     let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
     let id = trimmed.trim_end_matches('-').to_owned();
     if id.is_empty() {
-        return Err(format!("branch `{branch}` gives an empty environment id"));
+        return Err(
+            "the branch name gives an empty environment id (it needs a letter or digit)".into(),
+        );
     }
     Ok(id)
 }
@@ -719,13 +747,13 @@ mod tests {
                 "nginx:" => error: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
                 "nginx:.hidden" => error: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
                 "app@sha256:abc" => error: sha256 digest must be exactly 64 lowercase hex digits (got 3 characters)
-                "app@md5:0123" => error: unsupported digest algorithm `md5`; use sha256
+                "app@md5:0123" => error: unsupported digest algorithm; use sha256 (or sha512)
                 "reg.example.com:99999/app" => error: registry port must be a number from 1 to 65535
                 "reg.io:+5000/app" => error: registry port must be a number from 1 to 65535
                 "a//b" => error: repository path has an empty component
-                "a_-b" => error: repository path has an invalid separator `_-`
+                "a_-b" => error: repository path has an invalid separator (use `.`, `_`, `__` or `-`)
                 "-app" => error: repository path components must start and end with a letter or digit
-                "app:1 2" => error: image reference contains ` `
+                "app:1 2" => error: image reference contains a space or control character
                 "" => error: image reference is empty
             "#]],
         );
@@ -920,10 +948,10 @@ mod tests {
                 "web" => "ok"
                 "web-01" => "ok"
                 "a" => "ok"
-                "Web" => error: contains `W`; use lowercase letters, digits and `-` only
+                "Web" => error: may hold only lowercase letters, digits and `-`
                 "-web" => error: must start and end with a letter or digit
                 "web-" => error: must start and end with a letter or digit
-                "web_1" => error: contains `_`; use lowercase letters, digits and `-` only
+                "web_1" => error: may hold only lowercase letters, digits and `-`
                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" => error: is 64 characters long; at most 63 are allowed
             "#]],
         );
@@ -941,8 +969,8 @@ mod tests {
                 "hello-world.example.com" => "ok"
                 "*.example.com" => "ok"
                 "hello.staging.example.com" => "ok"
-                "Hello.com" => error: domain label `Hello` contains `H`; use lowercase letters, digits and `-` only
-                "a..b" => error: domain label `` must not be empty
+                "Hello.com" => error: domain label 1 may hold only lowercase letters, digits and `-`
+                "a..b" => error: domain label 2 must not be empty
                 "" => error: domain is empty
             "#]],
         );

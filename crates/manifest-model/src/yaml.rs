@@ -7,16 +7,31 @@
 use serde::de::DeserializeOwned;
 use serde_saphyr::{DuplicateKeyPolicy, Error, Location, Options};
 
-use crate::diag::{Diagnostic, Pos, shown_key};
+use crate::diag::{Diagnostic, KEY, Pos};
 
 /// Deepest nesting a manifest may use; real manifests need fewer than 10 levels.
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Alias uses per file; compose-style templates use tens (A3), bombs need millions (A2).
 pub(crate) const MAX_ALIASES: usize = 1_000;
-/// Events replayed through aliases per file: bounds the memory an alias bomb can claim.
+/// Events replayed through aliases per file, at most: bounds the memory an alias bomb can
+/// claim. Smaller files get less (see [`replay_budget`]).
 pub(crate) const MAX_REPLAYED_EVENTS: usize = 100_000;
 
-fn options() -> Options {
+/// Events aliases may replay in a file of `len` bytes: 256 plus one per four bytes, at most
+/// [`MAX_REPLAYED_EVENTS`].
+///
+/// An alias costs a few bytes to write and replays its anchor's every event, so without a
+/// budget tied to size a 3 KB file could cost the parser as much as 100 KB of plain YAML,
+/// and twenty thousand such files minutes (RELIABILITY A2). A replayed event costs the
+/// parser about as much as a few bytes of plain YAML, so one per four bytes keeps the work
+/// linear in the bytes of the revision, within a small factor of parsing it plainly
+/// (docs/BENCHMARKS.md), while templates (tens of aliases of a few-line anchor, which
+/// replay far fewer events than their file has bytes) stay inside it (A3).
+pub fn replay_budget(len: usize) -> usize {
+    (len / 4).saturating_add(256).min(MAX_REPLAYED_EVENTS)
+}
+
+fn options(len: usize) -> Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: MAX_DEPTH,
@@ -25,7 +40,7 @@ fn options() -> Options {
             max_anchors: MAX_ALIASES,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: MAX_REPLAYED_EVENTS,
+            max_total_replayed_events: replay_budget(len),
             max_replay_stack_depth: 16,
             max_alias_expansions_per_anchor: MAX_ALIASES,
         },
@@ -39,19 +54,26 @@ fn options() -> Options {
 /// Parses one YAML document into `T`, or says where and why it could not.
 ///
 /// Tracking the field path costs about a third of the parse, and only a failure needs it: a
-/// file is parsed plainly first and again with tracking only when it fails. Parsing is
-/// deterministic, so the second run fails at the same place.
+/// file is parsed plainly first and again with tracking only when it fails for what it says
+/// (not for breaking a budget: that file is built to make the parser work, and its path would
+/// tell the author nothing new). Parsing is deterministic, so the second run fails at the
+/// same place.
 pub(crate) fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
-    if let Ok(value) = serde_saphyr::from_str_with_options(text, options()) {
-        return Ok(value);
+    let first = match serde_saphyr::from_str_with_options(text, options(text.len())) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    if is_budget(&first) {
+        return Err(to_diagnostic(file, String::new(), &first));
     }
     let mut path = None;
-    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            path = Some(field_path(e.path()));
-            e.into_inner()
-        })
-    });
+    let result =
+        serde_saphyr::with_deserializer_from_str_with_options(text, options(text.len()), |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                path = Some(field_path(e.path()));
+                e.into_inner()
+            })
+        });
     result.map_err(|e| to_diagnostic(file, path.unwrap_or_default(), &e))
 }
 
@@ -60,10 +82,111 @@ pub(crate) fn pos(loc: &Location) -> Pos {
     Pos::new(loc.line(), loc.column())
 }
 
+/// Whether a parse failed for breaking a budget (depth, aliases), inside an alias or not.
+fn is_budget(err: &Error) -> bool {
+    let mut err = err;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    matches!(
+        err,
+        Error::Budget { .. }
+            | Error::AliasReplayLimitExceeded { .. }
+            | Error::AliasExpansionLimitExceeded { .. }
+            | Error::AliasReplayStackDepthExceeded { .. }
+            | Error::AliasReplayCounterOverflow { .. }
+    )
+}
+
+/// Every field name the manifest schema has: a path segment that is one of these is ours
+/// and may be shown; any other is a key the author chose and shows as [`KEY`].
+const SCHEMA_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "name",
+    "spec",
+    "host",
+    "user",
+    "sshKeyPath",
+    "gitRepo",
+    "gitBranch",
+    "pollInterval",
+    "dataDir",
+    "codeDir",
+    "productionBranch",
+    "labels",
+    "image",
+    "build",
+    "ports",
+    "volumes",
+    "env",
+    "health",
+    "pull",
+    "command",
+    "args",
+    "nodes",
+    "nodeSelector",
+    "restart",
+    "resources",
+    "rollout",
+    "suspend",
+    "context",
+    "dockerfile",
+    "buildMode",
+    "containerPort",
+    "port",
+    "hostIP",
+    "protocol",
+    "hostPath",
+    "containerPath",
+    "readOnly",
+    "readiness",
+    "liveness",
+    "http",
+    "periodSeconds",
+    "timeoutSeconds",
+    "failureThreshold",
+    "initialDelaySeconds",
+    "memory",
+    "cpus",
+    "strategy",
+    "minHealthySeconds",
+    "healthyDeadlineSeconds",
+    "drainSeconds",
+    "deployment",
+    "ingress",
+    "domain",
+    "ssl",
+    "default",
+    "environment",
+    "sops",
+    "age",
+    "recipient",
+    "enc",
+    "lastmodified",
+    "mac",
+    "unencrypted_suffix",
+    "encrypted_suffix",
+    "unencrypted_regex",
+    "encrypted_regex",
+    "mac_only_encrypted",
+];
+
+/// A mapping key as a field path shows it: schema field names as they are, any other key
+/// as [`KEY`] (never echoed: RELIABILITY A15).
+pub(crate) fn shown_key(key: &str) -> &str {
+    if SCHEMA_FIELDS.contains(&key) {
+        key
+    } else {
+        KEY
+    }
+}
+
 /// Renders serde_path_to_error's path in our `spec.ports[0].port` form.
 ///
 /// `Spanned` wrappers add a `value` segment and unknown positions a `?`; both are noise to a
-/// user, so they are dropped. (An env key literally named `value` loses its last segment.)
+/// user, so they are dropped.
 fn field_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
@@ -77,12 +200,44 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(&shown_key(key));
+                out.push_str(shown_key(key));
             }
             Segment::Unknown => {}
         }
     }
     out
+}
+
+/// The schema field closest to an unknown one, when it is close enough to be a misspelling
+/// (`privilged` → `privileged`). Only names from our own list are ever shown.
+fn suggestion<'a>(unknown: &str, expected: &[&'a str]) -> Option<&'a str> {
+    // A long key is not a misspelling; bounding the length bounds the work.
+    if unknown.len() > 64 {
+        return None;
+    }
+    expected
+        .iter()
+        .map(|e| (edit_distance(unknown, e), *e))
+        .filter(|(d, e)| *d <= 2.max(e.len() / 4) && *d < e.len())
+        .min()
+        .map(|(_, e)| e)
+}
+
+/// Levenshtein distance, case-insensitive.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
+    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
 }
 
 fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
@@ -110,11 +265,15 @@ fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
             expected,
             ..
         } => {
+            // The unknown key itself is never shown: it is where a pasted secret lands.
             if expected.is_empty() {
-                format!("unknown field `{name}`: no fields are allowed here")
+                "unknown field: no fields are allowed here".to_owned()
             } else {
+                let hint = suggestion(name, expected)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
                 format!(
-                    "unknown field `{name}`, expected one of: {}",
+                    "unknown field{hint}, expected one of: {}",
                     expected.join(", ")
                 )
             }
@@ -124,19 +283,15 @@ fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
         }
         Error::InvalidScalar { ty, .. } => format!("expected {}", friendly_type(ty)),
         Error::SerdeMissingField { field: name, .. } => format!("missing required field `{name}`"),
-        Error::DuplicateMappingKey { key, .. } => match key {
-            Some(k) => {
+        Error::DuplicateMappingKey { key, .. } => {
+            if let Some(k) = key {
                 if !field.is_empty() {
                     field.push('.');
                 }
-                field.push_str(k);
-                format!(
-                    "duplicate key `{}`: a key may appear only once",
-                    shown_key(k)
-                )
+                field.push_str(shown_key(k));
             }
-            None => "duplicate key: a key may appear only once".to_owned(),
-        },
+            "duplicate key: a key may appear only once".to_owned()
+        }
         Error::NullIntoString { .. } => {
             "value is empty (null); quote it (\"\") if an empty string is meant".to_owned()
         }
@@ -153,6 +308,11 @@ fn to_diagnostic(file: &str, mut field: String, err: &Error) -> Diagnostic {
         | Error::AliasReplayStackDepthExceeded { .. }
         | Error::AliasReplayCounterOverflow { .. } => {
             "aliases expand too far: the document exceeds the alias budget".to_owned()
+        }
+        Error::SerdeInvalidLength { .. } => "wrong number of items".to_owned(),
+        Error::UnknownAnchor { .. } => "alias of an anchor that is not defined".to_owned(),
+        Error::MergeKeyNotAllowed { .. } | Error::MergeValueNotMapOrSeqOfMaps { .. } => {
+            "merge keys (`<<`) are not supported".to_owned()
         }
         other => plain_words(&strip_location(&other.to_string())),
     };
@@ -177,13 +337,41 @@ fn budget_message(breach: &str) -> String {
 }
 
 /// Rewords the parser's structural messages for manifest authors.
+///
+/// Only messages the parser writes from its own fixed text pass through (its scanner's
+/// `while parsing a block mapping, …` family, which quote YAML's own indicators, never the
+/// input); anything else could carry input text, and becomes a plain "not valid YAML".
 fn plain_words(msg: &str) -> String {
+    const FIXED: &[&str] = &[
+        "while parsing",
+        "while scanning",
+        "did not find expected",
+        "mapping values are not allowed",
+        "mapping keys are not allowed",
+        "block sequence entries are not allowed",
+        "invalid indentation",
+        "invalid trailing content",
+        "invalid content after document end",
+        "unknown anchor",
+        "invalid utf-8",
+        "invalid encoding",
+        "the handle wasn't declared",
+        // Our own, from `raw::Entries`.
+        "duplicate key: a key may appear only once",
+    ];
     match msg {
         "expected sequence start" => "expected a list (`- item` lines)".to_owned(),
         "expected mapping start" => "expected a mapping (`key: value` lines)".to_owned(),
         "expected string scalar" => "expected a string".to_owned(),
         "recursion limit exceeded" => format!("nesting is deeper than {MAX_DEPTH} levels"),
-        other => other.to_owned(),
+        other
+            if FIXED.iter().any(|f| other.starts_with(f))
+                && other.len() <= 120
+                && !other.contains(['"', '`']) =>
+        {
+            other.to_owned()
+        }
+        _ => "not valid YAML here".to_owned(),
     }
 }
 
@@ -200,17 +388,34 @@ fn friendly_type(ty: &str) -> &'static str {
     }
 }
 
-/// The kind of an unexpected value (`string`, `integer`, `map`), never the value itself.
-fn kind_of(unexpected: &str) -> &str {
-    let end = unexpected
-        .find(['"', '`', '\''])
-        .unwrap_or(unexpected.len());
-    let kind = unexpected[..end].trim();
-    if kind.is_empty() {
-        "another value"
-    } else {
-        kind
-    }
+/// The kind of an unexpected value (`string`, `integer`, `map`), never the value itself:
+/// only the kinds serde names are passed through.
+fn kind_of(unexpected: &str) -> &'static str {
+    const KINDS: &[&str] = &[
+        "boolean",
+        "integer",
+        "floating point",
+        "character",
+        "string",
+        "byte array",
+        "unit value",
+        "null",
+        "Option value",
+        "newtype struct",
+        "sequence",
+        "map",
+        "enum",
+        "unit variant",
+        "newtype variant",
+        "tuple variant",
+        "struct variant",
+    ];
+    KINDS
+        .iter()
+        .copied()
+        .filter(|k| unexpected.starts_with(k))
+        .max_by_key(|k| k.len())
+        .unwrap_or("another value")
 }
 
 /// Drops saphyr's ` at line N, column M` suffix: the diagnostic carries the position.

@@ -289,11 +289,17 @@ fn revision() -> impl Strategy<Value = Revision> {
         .prop_map(|(nodes, deployments, services)| {
             let nodes = nodes
                 .into_iter()
-                .map(|(name, spec)| (name.clone(), Node { name, spec }))
+                .map(|(name, spec)| {
+                    let file = format!("nodes/{name}.yaml");
+                    (name.clone(), Node { name, file, spec })
+                })
                 .collect();
             let mut deployments: BTreeMap<String, Deployment> = deployments
                 .into_iter()
-                .map(|(name, spec)| (name.clone(), Deployment { name, spec }))
+                .map(|(name, spec)| {
+                    let file = format!("deployments/{name}.yaml");
+                    (name.clone(), Deployment { name, file, spec })
+                })
                 .collect();
             unique_host_ports(&mut deployments);
             // Services route only to deployments with a port, each to a domain of its own.
@@ -316,7 +322,8 @@ fn revision() -> impl Strategy<Value = Revision> {
                         },
                         port: explicit_port.then(|| d.spec.ports[0].container_port),
                     };
-                    out.insert(name.clone(), Service { name, spec });
+                    let file = format!("services/{name}.yaml");
+                    out.insert(name.clone(), Service { name, file, spec });
                 }
             }
             Revision {

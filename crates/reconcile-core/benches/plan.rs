@@ -39,6 +39,7 @@ fn spec(i: usize, version: &str) -> RenderedSpec {
         millicpus: Some(500),
         labels: BTreeMap::from([("team".to_owned(), "core".to_owned())]),
         probes: BTreeMap::new(),
+        offered_secrets: None,
     }
 }
 

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 /// Label naming the node that manages a container. Only containers carrying
 /// `orun.node=<this node>` are ever touched.
 pub const LABEL_NODE: &str = "orun.node";
-/// Label naming the environment (branch) of the agent that manages a container: agents of
-/// one node name on one host, tracking different branches, never touch each other's.
+/// Label naming the environment of the agent that manages a container, by the branch it
+/// tracks exactly as Git names it: agents of one node name on one host, tracking different
+/// branches, never touch each other's, even when their environment ids (`$ENV`, the
+/// container-name prefix) fold to the same DNS label (`MAIN` and `main`, `feature/x` and
+/// `feature_x`).
 pub const LABEL_ENVIRONMENT: &str = "orun.environment";
 /// Label naming the Deployment a container belongs to.
 pub const LABEL_DEPLOYMENT: &str = "orun.deployment";

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use manifest_model::{
     DeploymentSpec, DesiredContainer, DesiredNode, EnvValue, Health, ImageSource, PortMapping,
-    Resources, RestartPolicy, RolloutStrategy, VolumeMount,
+    Resources, RestartPolicy, RolloutStrategy, SecretsFile, VolumeMount,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,6 +53,73 @@ pub struct RenderedSpec {
     /// Probe targets and timings, as `readiness`/`liveness` → `target period/timeout/failures/delay`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub probes: BTreeMap<String, String>,
+    /// The `secrets.yaml` entries offered to the container as env vars (its own `env` wins
+    /// on a shared key), by one digest of the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_secrets: Option<OfferedSecrets>,
+}
+
+/// `secrets.yaml` as every container of a node is offered it: one digest for identity, and
+/// the key names for the create call, shared by all the node's specs rather than copied into
+/// each (n entries and m deployments cost n + m, not n × m).
+///
+/// Serializes as its digest alone: two containers were offered the same secrets exactly when
+/// their digests are equal. A spec read back from a container's label has the digest only.
+#[derive(Clone, Debug)]
+pub struct OfferedSecrets {
+    /// `sha256:<hex>` over every key and the digest of its value, in key order.
+    pub digest: String,
+    /// The keys, in order.
+    pub keys: Arc<[String]>,
+}
+
+impl OfferedSecrets {
+    /// The offer made by a `secrets.yaml`.
+    pub fn of(file: &SecretsFile) -> Self {
+        let mut h = Sha256::new();
+        for (k, v) in &file.entries {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(value_digest(v).as_bytes());
+            h.update([b'\n']);
+        }
+        Self {
+            digest: format!("sha256:{}", hex(&h.finalize())),
+            keys: file.entries.keys().cloned().collect(),
+        }
+    }
+}
+
+impl PartialEq for OfferedSecrets {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for OfferedSecrets {}
+
+impl Serialize for OfferedSecrets {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.digest)
+    }
+}
+
+impl<'de> Deserialize<'de> for OfferedSecrets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            digest: String::deserialize(d)?,
+            keys: Arc::from([]),
+        })
+    }
+}
+
+/// The digest a secret value enters a spec by: of its ciphertext, so the planner never needs
+/// a key and `orun plan` agrees with the agent.
+fn value_digest(v: &EnvValue) -> String {
+    match v {
+        EnvValue::Plain(p) => secret_digest(p.as_bytes()),
+        EnvValue::Encrypted(enc) => secret_digest(enc.ciphertext().as_bytes()),
+    }
 }
 
 /// An env value as rendered: plain text, or a secret known only by its hash.
@@ -106,16 +175,19 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl RenderedSpec {
-    /// Renders a resolved container: its own env, plus the `secrets.yaml` entries offered to
-    /// it. A secret enters the spec as the digest of its ciphertext, so the planner never
-    /// needs a key and `orun plan` agrees with the agent; re-encrypting a secret (a rotation)
-    /// rolls the containers that use it.
-    pub fn from_container(c: &DesiredContainer, image: impl Into<String>) -> Self {
+    /// Renders a resolved container: its own env, plus the node's `secrets.yaml` offer. A
+    /// secret enters the spec as the digest of its ciphertext, so the planner never needs a
+    /// key and `orun plan` agrees with the agent; re-encrypting a secret (a rotation) rolls
+    /// the containers that use it.
+    pub fn from_container(
+        c: &DesiredContainer,
+        image: impl Into<String>,
+        offered: Option<&OfferedSecrets>,
+    ) -> Self {
         let s: &DeploymentSpec = &c.spec;
         let env = s
             .env
             .iter()
-            .chain(c.secret_env.iter())
             .map(|(k, v)| {
                 let r = match v {
                     EnvValue::Plain(p) => RenderedEnv::Plain(p.clone()),
@@ -157,6 +229,7 @@ impl RenderedSpec {
             millicpus,
             labels: s.labels.clone(),
             probes: render_probes(&s.health),
+            offered_secrets: offered.cloned(),
         }
     }
 
@@ -226,6 +299,10 @@ impl RenderedSpec {
         }
         for (k, v) in &self.probes {
             out.insert(format!("health.{k}"), v.clone());
+        }
+        if let Some(o) = &self.offered_secrets {
+            // Compared by digest; `plan` shows it masked, like every env value.
+            out.insert("env.(secrets.yaml)".to_owned(), o.digest.clone());
         }
         out
     }
@@ -317,7 +394,9 @@ impl DesiredDeployment {
 pub struct Desired {
     /// The node's name: containers labelled `orun.node=<node>` (and this environment) are ours.
     pub node: String,
-    /// The environment id (from the branch), written as `orun.environment`.
+    /// The environment, named by the branch the node tracks exactly as Git names it (not its
+    /// DNS-label id, which folds case and punctuation): written as `orun.environment`, so
+    /// agents of two distinct branches never own each other's containers.
     pub environment: String,
     /// The commit the desired state comes from, for reasons.
     pub commit: Option<String>,
@@ -335,6 +414,7 @@ impl Desired {
         commit: Option<String>,
         mut image_id: impl FnMut(&str) -> Option<String>,
     ) -> Self {
+        let offered = node.secrets.as_deref().map(OfferedSecrets::of);
         let deployments = node
             .containers
             .iter()
@@ -344,7 +424,7 @@ impl Desired {
                 let strategy = strategy_of(&c.spec);
                 DesiredDeployment::new(
                     c.deployment.clone(),
-                    RenderedSpec::from_container(c, image),
+                    RenderedSpec::from_container(c, image, offered.as_ref()),
                     id,
                     strategy,
                     c.spec.suspend,
@@ -353,7 +433,7 @@ impl Desired {
             .collect();
         Self {
             node: node.node.name.clone(),
-            environment: node.environment.id.clone(),
+            environment: node.branch.clone(),
             commit,
             deployments,
             allow_empty: false,

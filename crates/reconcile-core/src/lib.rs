@@ -49,8 +49,8 @@ pub use actual::{
     LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer,
 };
 pub use desired::{
-    Desired, DesiredDeployment, RenderedEnv, RenderedPort, RenderedSpec, RenderedVolume,
-    ReplaceStrategy, image_of, secret_digest, strategy_of,
+    Desired, DesiredDeployment, OfferedSecrets, RenderedEnv, RenderedPort, RenderedSpec,
+    RenderedVolume, ReplaceStrategy, image_of, secret_digest, strategy_of,
 };
 pub use gate::{
     Gate, GateFailure, GatePolicy, Millis, ProbePolicy, ProbeTrack, Seen, Verdict, restart_delay,

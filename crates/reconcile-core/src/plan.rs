@@ -1,11 +1,13 @@
 //! `plan()`: the pure function from (desired, actual, history, now) to an explained plan.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::actual::{Actual, ContainerState, LABEL_SPEC, ObservedContainer};
+use crate::actual::{
+    Actual, ContainerState, LABEL_ENVIRONMENT, LABEL_NODE, LABEL_SPEC, ObservedContainer,
+};
 use crate::desired::{Desired, DesiredDeployment, RenderedSpec, ReplaceStrategy};
 use crate::history::{Backoff, History, Timestamp, next_attempt};
 
@@ -154,6 +156,10 @@ pub enum Diagnostic {
         container_name: String,
         /// The other container.
         container_id: String,
+        /// When the holder belongs to this node's agent for another branch (whose
+        /// environment id is the same, so their containers would share names): that branch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        other_branch: Option<String>,
     },
     /// The deployment is suspended: whatever runs is left as it is.
     Suspended {
@@ -173,6 +179,12 @@ pub enum Diagnostic {
     RefusedRemoveAll {
         /// How many containers would have gone.
         containers: usize,
+    },
+    /// The observations list one container id more than once (a snapshot edited by hand):
+    /// that container is in no step.
+    DuplicateId {
+        /// The id.
+        container_id: String,
     },
     /// A managed container exited and its restart policy says to leave it.
     Exited {
@@ -221,6 +233,22 @@ pub fn plan_with(
             Some((deployment, hash, c))
         })
         .collect();
+    // An id seen twice (only a hand-made snapshot can say so) names a container the planner
+    // cannot tell apart from itself: keeping one copy and removing the other would remove
+    // what it keeps. Such a container is never in a step; its name still counts as taken.
+    let mut seen = HashSet::with_capacity(ours.len());
+    let twice: BTreeSet<&str> = ours
+        .iter()
+        .filter(|(_, _, c)| !seen.insert(c.id.as_str()))
+        .map(|(_, _, c)| c.id.as_str())
+        .collect();
+    if !twice.is_empty() {
+        ours.retain(|(_, _, c)| !twice.contains(c.id.as_str()));
+        out.diagnostics
+            .extend(twice.iter().map(|id| Diagnostic::DuplicateId {
+                container_id: (*id).to_owned(),
+            }));
+    }
     ours.sort_by(|a, b| a.0.cmp(b.0));
     let mut wanted: Vec<&DesiredDeployment> = desired.deployments.iter().collect();
     wanted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -354,38 +382,56 @@ pub fn plan_with(
     // Pass 2: a new or renamed container needs a name no surviving container holds, managed
     // or not. A replaced container's own name is free, since it goes; but a replace refused
     // for a clash leaves its old container, and so its name, in place, which can block
-    // another deployment in turn: repeat until nothing changes.
+    // another deployment in turn: blocks spread by a worklist over names, each change blocked
+    // at most once, so a chain of n costs n steps, not n².
     for (_, keep) in &changes_wanted {
         if let Some(c) = keep {
             gone.insert(&c.id);
         }
     }
     let mut blocked: BTreeMap<&str, &ObservedContainer> = BTreeMap::new();
+    // Every container by name; built only when something is to be created or renamed (the
+    // steady state has nothing to clash with, and listing every name is a tenth of its pass).
+    let names = if changes_wanted.is_empty() {
+        Names::default()
+    } else {
+        Names::of(actual)
+    };
+    block_clashes(&names, &changes_wanted, &mut gone, &mut blocked, None);
     let depth = loop {
-        block_clashes(actual, &changes_wanted, &mut gone, &mut blocked);
         // A change may take a name that another change's old container still holds: it must
         // run after that one. Each name has one holder, so these dependencies form chains;
-        // a cycle (names swapped by hand) cannot be ordered and is left to a human.
+        // a cycle (names swapped by hand) cannot be ordered and is left to a human. Blocking
+        // a cycle's members removes them from the graph, which cannot make a new cycle, so
+        // this loop runs at most twice.
         match order_changes(&changes_wanted, &blocked) {
             Ok(depth) => break depth,
-            Err(cycle) => {
+            Err(cycles) => {
                 // Members of a cycle hold each other's names: name the container that holds
                 // the one each member wants.
-                for &i in &cycle {
+                for &i in &cycles {
                     if let Some(c) = changes_wanted[i].1 {
                         gone.remove(c.id.as_str());
                     }
                 }
-                for &i in &cycle {
+                for &i in &cycles {
                     let d = changes_wanted[i].0;
-                    if let Some(holder) = actual
-                        .containers
-                        .iter()
-                        .find(|x| x.name == d.spec.container_name)
-                    {
+                    if let Some(holder) = names.holder(&d.spec.container_name, &BTreeSet::new()) {
                         blocked.insert(&d.name, holder);
                     }
                 }
+                // Their old containers stay, and their names may block others in turn.
+                let freed: Vec<&str> = cycles
+                    .iter()
+                    .filter_map(|&i| changes_wanted[i].1.map(|c| c.name.as_str()))
+                    .collect();
+                block_clashes(
+                    &names,
+                    &changes_wanted,
+                    &mut gone,
+                    &mut blocked,
+                    Some(freed),
+                );
             }
         }
     };
@@ -393,7 +439,7 @@ pub fn plan_with(
     let mut ordered: Vec<(usize, u8, Step)> = Vec::with_capacity(changes_wanted.len());
     for (i, (d, keep)) in changes_wanted.into_iter().enumerate() {
         if let Some(other) = blocked.get(d.name.as_str()) {
-            out.diagnostics.push(name_clash(d, other));
+            out.diagnostics.push(name_clash(desired, d, other));
             continue;
         }
         match keep {
@@ -503,58 +549,90 @@ pub fn plan_with(
 
 type Change<'a> = (&'a DesiredDeployment, Option<&'a ObservedContainer>);
 
+/// Every observed container by name (a snapshot may repeat a name; Docker never does).
+#[derive(Default)]
+struct Names<'a>(HashMap<&'a str, Vec<&'a ObservedContainer>>);
+
+impl<'a> Names<'a> {
+    fn of(actual: &'a Actual) -> Self {
+        let mut map: HashMap<&str, Vec<&ObservedContainer>> = HashMap::new();
+        for c in &actual.containers {
+            map.entry(c.name.as_str()).or_default().push(c);
+        }
+        Self(map)
+    }
+
+    /// The container that holds `name` and stays (is not in `gone`).
+    fn holder(&self, name: &str, gone: &BTreeSet<&str>) -> Option<&'a ObservedContainer> {
+        self.0
+            .get(name)?
+            .iter()
+            .copied()
+            .find(|c| !gone.contains(c.id.as_str()))
+    }
+}
+
 /// Blocks every change whose target name a surviving container holds, to a fixpoint: a
 /// blocked replace keeps its old container, whose name may block another change in turn.
+///
+/// `only`: the names to start from (those just taken again); `None` checks every change.
+/// Each change is blocked at most once and each name looked at once per time it is taken,
+/// so the work is linear in the changes.
 fn block_clashes<'a>(
-    actual: &'a Actual,
+    names: &Names<'a>,
     changes: &[Change<'a>],
     gone: &mut BTreeSet<&'a str>,
     blocked: &mut BTreeMap<&'a str, &'a ObservedContainer>,
+    only: Option<Vec<&'a str>>,
 ) {
-    // Nothing to create or rename (the steady state): no name can clash, and listing every
-    // container's name would be a tenth of the pass.
     if changes.is_empty() {
         return;
     }
-    loop {
-        let taken: BTreeMap<&str, &ObservedContainer> = actual
-            .containers
-            .iter()
-            .filter(|c| !gone.contains(c.id.as_str()))
-            .map(|c| (c.name.as_str(), c))
-            .collect();
-        let mut changed = false;
-        for (d, keep) in changes {
+    let mut wanting: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (d, _)) in changes.iter().enumerate() {
+        wanting
+            .entry(d.spec.container_name.as_str())
+            .or_default()
+            .push(i);
+    }
+    let mut work: Vec<&str> = match only {
+        Some(names) => names,
+        None => wanting.keys().copied().collect(),
+    };
+    while let Some(name) = work.pop() {
+        let Some(holder) = names.holder(name, gone) else {
+            continue;
+        };
+        for &i in wanting.get(name).map_or(&[][..], Vec::as_slice) {
+            let (d, keep) = changes[i];
             if blocked.contains_key(d.name.as_str()) {
                 continue;
             }
-            if let Some(other) = taken.get(d.spec.container_name.as_str()) {
-                blocked.insert(&d.name, other);
-                if let Some(c) = keep {
-                    gone.remove(c.id.as_str());
-                }
-                changed = true;
+            blocked.insert(&d.name, holder);
+            if let Some(c) = keep
+                && gone.remove(c.id.as_str())
+            {
+                // Its old container stays after all: its name is taken again.
+                work.push(&c.name);
             }
-        }
-        if !changed {
-            return;
         }
     }
 }
 
 /// For each unblocked change, how many changes must run before it (the chain of old
-/// containers holding the names wanted); `Err` with the members of a cycle.
+/// containers holding the names wanted); `Err` with the members of every cycle.
+///
+/// The "runs after" relation gives each change at most one successor, so depths are found
+/// by walking each chain once and remembering what was found: linear in the changes.
 fn order_changes<'a>(
     changes: &[Change<'a>],
     blocked: &BTreeMap<&str, &ObservedContainer>,
 ) -> Result<Vec<usize>, Vec<usize>> {
-    let active: Vec<usize> = (0..changes.len())
-        .filter(|i| !blocked.contains_key(changes[*i].0.name.as_str()))
-        .collect();
+    let active = |i: usize| !blocked.contains_key(changes[i].0.name.as_str());
     // The change whose old container holds the name change `i` wants (names are unique).
-    let by_old_name: BTreeMap<&str, usize> = active
-        .iter()
-        .filter_map(|&j| changes[j].1.map(|c| (c.name.as_str(), j)))
+    let by_old_name: HashMap<&str, usize> = (0..changes.len())
+        .filter(|&j| active(j))
+        .filter_map(|j| changes[j].1.map(|c| (c.name.as_str(), j)))
         .collect();
     let holder = |i: usize| -> Option<usize> {
         by_old_name
@@ -562,27 +640,57 @@ fn order_changes<'a>(
             .copied()
             .filter(|j| *j != i)
     };
-    let mut depth = vec![0; changes.len()];
-    for &i in &active {
-        let mut n = 0;
-        let mut at = i;
-        while let Some(next) = holder(at) {
-            n += 1;
-            if next == i || n > active.len() {
-                // Walk the cycle once more to name its members.
-                let mut cycle = vec![i];
-                let mut c = holder(i);
-                while let Some(x) = c.filter(|x| !cycle.contains(x)) {
-                    cycle.push(x);
-                    c = holder(x);
-                }
-                return Err(cycle);
-            }
-            at = next;
+    const UNSEEN: usize = usize::MAX;
+    let mut depth = vec![UNSEEN; changes.len()];
+    // Where a change sits on the walk in progress, to tell a cycle from a known chain.
+    let mut on_walk: HashMap<usize, usize> = HashMap::new();
+    let mut cycles = Vec::new();
+    for start in (0..changes.len()).filter(|&i| active(i)) {
+        if depth[start] != UNSEEN {
+            continue;
         }
-        depth[i] = n;
+        let found_before = cycles.len();
+        let mut walk = vec![start];
+        on_walk.clear();
+        on_walk.insert(start, 0);
+        // Follow holders until a known depth, the chain's end, or a change already on the walk.
+        let base = loop {
+            let at = walk[walk.len() - 1];
+            match holder(at) {
+                None => break 0,
+                Some(next) if depth[next] != UNSEEN => break depth[next] + 1,
+                Some(next) => {
+                    if let Some(&p) = on_walk.get(&next) {
+                        cycles.extend_from_slice(&walk[p..]);
+                        // What leads into a cycle waits on it; its depth does not matter,
+                        // since the cycle's members are blocked and the order recomputed.
+                        walk.truncate(p);
+                        break 0;
+                    }
+                    on_walk.insert(next, walk.len());
+                    walk.push(next);
+                }
+            }
+        };
+        for (k, &i) in walk.iter().rev().enumerate() {
+            depth[i] = base + k;
+        }
+        for &i in &cycles[found_before..] {
+            depth[i] = 0;
+        }
     }
-    Ok(depth)
+    if cycles.is_empty() {
+        for d in &mut depth {
+            if *d == UNSEEN {
+                *d = 0;
+            }
+        }
+        Ok(depth)
+    } else {
+        cycles.sort_unstable();
+        cycles.dedup();
+        Err(cycles)
+    }
 }
 
 fn step_id(s: &Step) -> &str {
@@ -633,11 +741,17 @@ fn state_word(s: ContainerState) -> String {
     }
 }
 
-fn name_clash(d: &DesiredDeployment, other: &ObservedContainer) -> Diagnostic {
+fn name_clash(desired: &Desired, d: &DesiredDeployment, other: &ObservedContainer) -> Diagnostic {
+    let other_branch = (other.labels.get(LABEL_NODE) == Some(&desired.node))
+        .then(|| other.labels.get(LABEL_ENVIRONMENT))
+        .flatten()
+        .filter(|b| **b != desired.environment)
+        .cloned();
     Diagnostic::NameClash {
         deployment: d.name.clone(),
         container_name: d.spec.container_name.clone(),
         container_id: other.id.clone(),
+        other_branch,
     }
 }
 
@@ -830,9 +944,20 @@ impl fmt::Display for Diagnostic {
                 deployment,
                 container_name,
                 container_id,
+                other_branch: None,
             } => write!(
                 f,
                 "{deployment}: name {container_name} is taken by container {}, which is left alone",
+                short_id(container_id)
+            ),
+            Diagnostic::NameClash {
+                deployment,
+                container_name,
+                container_id,
+                other_branch: Some(branch),
+            } => write!(
+                f,
+                "{deployment}: name {container_name} is taken by container {}, which this node's agent for branch `{branch}` runs: the two branches have the same environment id, so they cannot share a host; it is left alone",
                 short_id(container_id)
             ),
             Diagnostic::Suspended { deployment } => {
@@ -852,6 +977,11 @@ impl fmt::Display for Diagnostic {
             Diagnostic::RefusedRemoveAll { containers } => write!(
                 f,
                 "refusing to remove all {containers} managed container(s): the node would run nothing; allow it in the node-local config"
+            ),
+            Diagnostic::DuplicateId { container_id } => write!(
+                f,
+                "container {} is listed more than once in the observations; it is left alone",
+                short_id(container_id)
             ),
             Diagnostic::Exited { deployment, code } => {
                 write!(

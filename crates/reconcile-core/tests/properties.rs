@@ -30,6 +30,7 @@ fn spec(name: &str, image: &str, env: &str, restart: &str) -> RenderedSpec {
         millicpus: None,
         labels: BTreeMap::new(),
         probes: BTreeMap::new(),
+        offered_secrets: None,
     }
 }
 

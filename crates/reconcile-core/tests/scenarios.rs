@@ -437,7 +437,7 @@ fn rotated_secrets_file_value_rolls_the_deployment() {
         &History::default(),
         expect![[r#"
             ~ api: replace api (start-first)
-                env.DB_PASSWORD: *** -> ***
+                env.(secrets.yaml): *** -> ***
             Plan: 0 to create, 1 to replace, 0 to start, 0 to remove.
         "#]],
     );
