@@ -275,109 +275,7 @@ impl Docker {
         owner: Owner<'_>,
         secrets: &BTreeMap<String, String>,
     ) -> Result<String, RuntimeError> {
-        let mut env = Vec::with_capacity(spec.env.len());
-        for (k, v) in &spec.env {
-            match v {
-                RenderedEnv::Plain(p) => env.push(format!("{k}={p}")),
-                RenderedEnv::Secret(_) => match secrets.get(k) {
-                    Some(p) => env.push(format!("{k}={p}")),
-                    None => return Err(RuntimeError::MissingSecret(k.clone())),
-                },
-            }
-        }
-        // Every `secrets.yaml` key the container's own env does not set.
-        if let Some(offered) = &spec.offered_secrets {
-            for k in offered.keys.iter().filter(|k| !spec.env.contains_key(*k)) {
-                match secrets.get(k) {
-                    Some(p) => env.push(format!("{k}={p}")),
-                    None => return Err(RuntimeError::MissingSecret(k.clone())),
-                }
-            }
-        }
-        if env.iter().any(|e| e.contains('\0')) {
-            return Err(RuntimeError::Unrepresentable("an env var holds a NUL"));
-        }
-        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-        labels.insert(LABEL_NODE.to_owned(), owner.node.to_owned());
-        labels.insert(LABEL_ENVIRONMENT.to_owned(), owner.environment.to_owned());
-        labels.insert(LABEL_DEPLOYMENT.to_owned(), owner.deployment.to_owned());
-        labels.insert(LABEL_SPEC_HASH.to_owned(), spec.hash());
-        labels.insert(LABEL_SPEC.to_owned(), spec.canonical_json());
-        if let Some(c) = owner.commit {
-            labels.insert(LABEL_COMMIT.to_owned(), c.to_owned());
-        }
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        let mut exposed = Vec::new();
-        for p in &spec.ports {
-            let key = format!("{}/{}", p.container_port, p.protocol);
-            if !exposed.contains(&key) {
-                exposed.push(key.clone());
-            }
-            if let Some(host_port) = p.host_port {
-                bindings
-                    .entry(key)
-                    .or_insert_with(|| Some(Vec::new()))
-                    .get_or_insert_with(Vec::new)
-                    .push(PortBinding {
-                        host_ip: Some(p.host_ip.clone()),
-                        host_port: Some(host_port.to_string()),
-                    });
-            }
-        }
-        if spec.volumes.iter().any(|v| {
-            v.host_path.contains([':', ','])
-                || v.container_path.contains([':', ','])
-                || v.host_path.is_empty()
-                || v.container_path.is_empty()
-        }) {
-            // Docker splits `host:container:options` on `:`: a path holding one would set
-            // mount options (SELinux relabel, propagation) no manifest may set.
-            return Err(RuntimeError::Unrepresentable(
-                "a bind path is empty or holds `:` or `,`",
-            ));
-        }
-        let binds = spec
-            .volumes
-            .iter()
-            .map(|v| {
-                format!(
-                    "{}:{}{}",
-                    v.host_path,
-                    v.container_path,
-                    if v.read_only { ":ro" } else { "" }
-                )
-            })
-            .collect();
-        let memory = spec
-            .memory
-            .map(i64::try_from)
-            .transpose()
-            .map_err(|_| RuntimeError::Unrepresentable("the memory limit is out of range"))?;
-        let restart = match spec.restart.as_str() {
-            "never" => RestartPolicyNameEnum::NO,
-            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
-            _ => RestartPolicyNameEnum::ALWAYS,
-        };
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            entrypoint: spec.command.clone(),
-            cmd: spec.args.clone(),
-            env: Some(env),
-            labels: Some(labels),
-            exposed_ports: Some(exposed),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                binds: Some(binds),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(restart),
-                    maximum_retry_count: None,
-                }),
-                memory,
-                nano_cpus: spec.millicpus.map(|m| i64::from(m) * 1_000_000),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = create_body(spec, owner, secrets)?;
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let created = self
             .api
@@ -510,6 +408,132 @@ fn exit_code(status: &str) -> Option<i64> {
     rest[..rest.find(')')?].parse().ok()
 }
 
+/// The create request for `spec`: pure, so what reaches Docker is tested without one.
+///
+/// # Errors
+/// [`RuntimeError::MissingSecret`] when a secret has no value; [`RuntimeError::Unrepresentable`]
+/// when a value would be misread or dropped by Docker.
+fn create_body(
+    spec: &RenderedSpec,
+    owner: Owner<'_>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<ContainerCreateBody, RuntimeError> {
+    let mut env = Vec::with_capacity(spec.env.len());
+    for (k, v) in &spec.env {
+        match v {
+            RenderedEnv::Plain(p) => env.push(format!("{k}={p}")),
+            RenderedEnv::Secret(_) => match secrets.get(k) {
+                Some(p) => env.push(format!("{k}={p}")),
+                None => return Err(RuntimeError::MissingSecret(k.clone())),
+            },
+        }
+    }
+    // Every `secrets.yaml` key the container's own env does not set.
+    if let Some(offered) = &spec.offered_secrets {
+        for k in offered.keys.iter().filter(|k| !spec.env.contains_key(*k)) {
+            match secrets.get(k) {
+                Some(p) => env.push(format!("{k}={p}")),
+                None => return Err(RuntimeError::MissingSecret(k.clone())),
+            }
+        }
+    }
+    let words = spec.command.iter().chain(&spec.args).flatten();
+    let labels_text = spec.labels.iter().flat_map(|(k, v)| [k, v]);
+    if env
+        .iter()
+        .chain(words)
+        .chain(labels_text)
+        .any(|e| e.contains('\0'))
+    {
+        // Docker's API carries C strings: a NUL would cut the value short.
+        return Err(RuntimeError::Unrepresentable(
+            "an env var, command word or label holds a NUL",
+        ));
+    }
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(LABEL_NODE.to_owned(), owner.node.to_owned());
+    labels.insert(LABEL_ENVIRONMENT.to_owned(), owner.environment.to_owned());
+    labels.insert(LABEL_DEPLOYMENT.to_owned(), owner.deployment.to_owned());
+    labels.insert(LABEL_SPEC_HASH.to_owned(), spec.hash());
+    labels.insert(LABEL_SPEC.to_owned(), spec.canonical_json());
+    if let Some(c) = owner.commit {
+        labels.insert(LABEL_COMMIT.to_owned(), c.to_owned());
+    }
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in &spec.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        if let Some(host_port) = p.host_port {
+            bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(p.host_ip.clone()),
+                    host_port: Some(host_port.to_string()),
+                });
+        }
+    }
+    if spec.volumes.iter().any(|v| {
+        v.host_path.contains([':', ','])
+            || v.container_path.contains([':', ','])
+            || v.host_path.is_empty()
+            || v.container_path.is_empty()
+    }) {
+        // Docker splits `host:container:options` on `:`: a path holding one would set
+        // mount options (SELinux relabel, propagation) no manifest may set.
+        return Err(RuntimeError::Unrepresentable(
+            "a bind path is empty or holds `:` or `,`",
+        ));
+    }
+    let binds = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            format!(
+                "{}:{}{}",
+                v.host_path,
+                v.container_path,
+                if v.read_only { ":ro" } else { "" }
+            )
+        })
+        .collect();
+    let memory = spec
+        .memory
+        .map(i64::try_from)
+        .transpose()
+        .map_err(|_| RuntimeError::Unrepresentable("the memory limit is out of range"))?;
+    let restart = match spec.restart.as_str() {
+        "never" => RestartPolicyNameEnum::NO,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::ALWAYS,
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: spec.command.clone(),
+        cmd: spec.args.clone(),
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: Some(exposed),
+        host_config: Some(HostConfig {
+            port_bindings: Some(bindings),
+            binds: Some(binds),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            memory,
+            nano_cpus: spec.millicpus.map(|m| i64::from(m) * 1_000_000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,5 +586,104 @@ mod tests {
             message: "port is already allocated".into(),
         };
         assert!(port_taken.is_transient() && !port_taken.is_unreachable());
+    }
+
+    fn spec() -> RenderedSpec {
+        RenderedSpec {
+            container_name: "web".into(),
+            image: "nginx:1".into(),
+            command: None,
+            args: None,
+            env: BTreeMap::from([("A".into(), RenderedEnv::Plain("1".into()))]),
+            ports: Vec::new(),
+            volumes: vec![reconcile_core::RenderedVolume {
+                host_path: "/srv/web".into(),
+                container_path: "/data".into(),
+                read_only: true,
+            }],
+            restart: "always".into(),
+            memory: Some(256 << 20),
+            millicpus: None,
+            labels: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            offered_secrets: None,
+        }
+    }
+
+    const OWNER: Owner<'static> = Owner {
+        node: "n1",
+        environment: "main",
+        deployment: "web",
+        commit: None,
+    };
+
+    fn refused(spec: &RenderedSpec, secrets: &BTreeMap<String, String>) -> String {
+        create_body(spec, OWNER, secrets).unwrap_err().to_string()
+    }
+
+    /// Issue 12, classes 7 and 8: a spec Docker would misread is refused, never altered.
+    #[test]
+    fn what_docker_would_misread_is_refused_not_altered() {
+        let none = BTreeMap::new();
+        let body = create_body(&spec(), OWNER, &none).unwrap();
+        let host = body.host_config.unwrap();
+        assert_eq!(host.binds, Some(vec!["/srv/web:/data:ro".to_owned()]));
+        assert_eq!(host.memory, Some(256 << 20));
+
+        let mut s = spec();
+        s.volumes[0].host_path = "/srv/web:Z".into();
+        assert_eq!(
+            refused(&s, &none),
+            "the spec cannot be given to Docker: a bind path is empty or holds `:` or `,`"
+        );
+        let mut s = spec();
+        s.volumes[0].container_path = "/data,rshared".into();
+        assert!(refused(&s, &none).contains("bind path"));
+        let mut s = spec();
+        s.memory = Some(u64::MAX);
+        assert_eq!(
+            refused(&s, &none),
+            "the spec cannot be given to Docker: the memory limit is out of range"
+        );
+        let mut s = spec();
+        s.args = Some(vec!["a\0b".into()]);
+        assert!(refused(&s, &none).contains("NUL"));
+        let mut s = spec();
+        s.env.insert("B".into(), RenderedEnv::Plain("x\0".into()));
+        assert!(refused(&s, &none).contains("NUL"));
+    }
+
+    /// `secrets.yaml` is offered by key; the container's own env wins; a missing value is
+    /// refused without naming the key in the message (a key is manifest text).
+    #[test]
+    fn offered_secrets_reach_the_env_and_nothing_else() {
+        let file = manifest_model::SecretsFile {
+            entries: BTreeMap::from([
+                ("A".into(), manifest_model::EnvValue::Plain("from-file".into())),
+                ("TOKEN".into(), manifest_model::EnvValue::Plain("x".into())),
+            ]),
+            age: Vec::new(),
+            last_modified: String::new(),
+            mac: manifest_model::SopsValue::parse(
+                "ENC[AES256_GCM,data:YQ==,iv:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]",
+            )
+            .unwrap()
+            .unwrap(),
+            unencrypted_suffix: "_unencrypted".into(),
+        };
+        let mut s = spec();
+        s.offered_secrets = Some(reconcile_core::OfferedSecrets::of(&file));
+        let secrets = BTreeMap::from([("TOKEN".to_owned(), "hunter2".to_owned())]);
+        let body = create_body(&s, OWNER, &secrets).unwrap();
+        assert_eq!(
+            body.env,
+            Some(vec!["A=1".to_owned(), "TOKEN=hunter2".to_owned()])
+        );
+        let labels = format!("{:?}", body.labels);
+        assert!(!labels.contains("hunter2"), "{labels}");
+        assert_eq!(
+            refused(&s, &BTreeMap::new()),
+            "no value supplied for a secret env var"
+        );
     }
 }
