@@ -31,8 +31,8 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 
-/// The fuzz target `cargo xtask fuzz` runs when none is named.
-const DEFAULT_FUZZ_TARGET: &str = "parse_revision";
+/// The fuzz targets, each run in turn by `cargo xtask fuzz` when none is named.
+const FUZZ_TARGETS: [&str; 4] = ["parse_revision", "load_repo", "plan_actual", "values"];
 /// How long `cargo xtask fuzz` runs when `--seconds` is not given.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
 
@@ -54,7 +54,7 @@ Commands:
   test                          run all tests (unit, integration, end-to-end, doc)
   e2e                           run only the end-to-end suite (agent, real Docker and Git)
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
-  fuzz [--seconds N] [TARGET]   fuzz TARGET (default parse_revision) for N seconds (default 60)
+  fuzz [--seconds N] [TARGET]   fuzz TARGET (default: each target in turn) for N seconds (default 60)
   demo                          serve examples/ from a local Git repo and run the agent on it
   bench [--quick] [--only PARTS] [--services N] [--rounds N] [--commits N]
         [--idle-seconds N] [--pollers N] [--out FILE]
@@ -429,11 +429,22 @@ fn fuzz(args: &[String]) -> Result<()> {
             target = Some(arg);
         }
     }
-    let target = target.unwrap_or(DEFAULT_FUZZ_TARGET);
     // Say so before installing cargo-fuzz for nothing.
     if !workspace_root().join("fuzz/Cargo.toml").is_file() {
         bail!("there is no fuzz crate yet (fuzz/Cargo.toml)");
     }
+    match target {
+        Some(t) if FUZZ_TARGETS.contains(&t) => fuzz_one(t, seconds),
+        Some(t) => bail!(
+            "unknown fuzz target `{t}`; targets: {}",
+            FUZZ_TARGETS.join(", ")
+        ),
+        None => FUZZ_TARGETS.iter().try_for_each(|t| fuzz_one(t, seconds)),
+    }
+}
+
+/// Fuzzes one target for `seconds`.
+fn fuzz_one(target: &str, seconds: u64) -> Result<()> {
     let max_time = format!("-max_total_time={seconds}");
     // New inputs go to the untracked corpus; the committed seeds (valid and broken manifests
     // from the test fixtures) give libFuzzer the grammar's shape to start from.

@@ -236,11 +236,14 @@ pub fn plan_with(
     // An id seen twice (only a hand-made snapshot can say so) names a container the planner
     // cannot tell apart from itself: keeping one copy and removing the other would remove
     // what it keeps. Such a container is never in a step; its name still counts as taken.
-    let mut seen = HashSet::with_capacity(ours.len());
-    let twice: BTreeSet<&str> = ours
+    // Copies count wherever they are: an id listed once as ours and once as a stranger's is
+    // as ambiguous as one listed twice as ours.
+    let mut seen = HashSet::with_capacity(actual.containers.len());
+    let twice: BTreeSet<&str> = actual
+        .containers
         .iter()
-        .filter(|(_, _, c)| !seen.insert(c.id.as_str()))
-        .map(|(_, _, c)| c.id.as_str())
+        .filter(|c| !seen.insert(c.id.as_str()))
+        .map(|c| c.id.as_str())
         .collect();
     if !twice.is_empty() {
         ours.retain(|(_, _, c)| !twice.contains(c.id.as_str()));
@@ -435,6 +438,16 @@ pub fn plan_with(
             }
         }
     };
+    // Which of several containers holding one name (only a snapshot can repeat a name) a
+    // block names depended on the order names were looked at; named again against the final
+    // set of survivors, it does not.
+    for (d, _) in &changes_wanted {
+        if let Some(holder) = blocked.get_mut(d.name.as_str())
+            && let Some(h) = names.holder(&d.spec.container_name, &gone)
+        {
+            *holder = h;
+        }
+    }
     // (depth, replace-before-create, step); `changes_wanted` is in name order already.
     let mut ordered: Vec<(usize, u8, Step)> = Vec::with_capacity(changes_wanted.len());
     for (i, (d, keep)) in changes_wanted.into_iter().enumerate() {
@@ -558,6 +571,13 @@ impl<'a> Names<'a> {
         let mut map: HashMap<&str, Vec<&ObservedContainer>> = HashMap::new();
         for c in &actual.containers {
             map.entry(c.name.as_str()).or_default().push(c);
+        }
+        // Holders of a repeated name in id order, so which one is named does not depend on
+        // the order of the observations.
+        for holders in map.values_mut().filter(|h| h.len() > 1) {
+            holders.sort_by(|a, b| {
+                (&a.id, &a.labels, &a.image_id).cmp(&(&b.id, &b.labels, &b.image_id))
+            });
         }
         Self(map)
     }

@@ -256,3 +256,62 @@ fn many_swapped_pairs_are_all_left_to_a_human() {
     assert!(p.steps.is_empty(), "{p}");
     assert_eq!(p.diagnostics.len(), 2 * n);
 }
+
+/// Fuzzing found (plan_actual): a snapshot repeating a name, or an id with other labels,
+/// named a different holder depending on the order of the observations (and on hashing).
+/// Every order now gives one plan.
+#[test]
+fn repeated_names_and_ids_plan_the_same_in_any_order() {
+    let rev = repo(&["web", "api"]);
+    let d = desired(&rev, "feature/x");
+    let mut ours = created(&d, "c");
+    ours[0]
+        .labels
+        .insert(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
+    let stranger = |id: &str, name: &str, env: Option<&str>| {
+        let mut labels = BTreeMap::new();
+        if let Some(env) = env {
+            labels.insert(LABEL_NODE.to_owned(), "n1".to_owned());
+            labels.insert(LABEL_ENVIRONMENT.to_owned(), env.to_owned());
+        }
+        ObservedContainer {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            image_id: "sha256:x".to_owned(),
+            state: ContainerState::Running,
+            health: None,
+            labels,
+        }
+    };
+    let mut all = ours.clone();
+    all.push(stranger("z1", "feature-x.api", Some("feature_x")));
+    all.push(stranger("a1", "feature-x.api", None));
+    all.push(stranger("c0", "feature-x.web", Some("feature-x")));
+    // Every rotation of every reversal: the plan must not change.
+    let first = plan(
+        &d,
+        &Actual {
+            containers: all.clone(),
+            images: BTreeMap::new(),
+        },
+        &History::default(),
+        Timestamp(0),
+    );
+    for k in 0..all.len() {
+        for reverse in [false, true] {
+            let mut cs = all.clone();
+            cs.rotate_left(k);
+            if reverse {
+                cs.reverse();
+            }
+            let actual = Actual {
+                containers: cs,
+                images: BTreeMap::new(),
+            };
+            for _ in 0..8 {
+                assert_eq!(plan(&d, &actual, &History::default(), Timestamp(0)), first);
+            }
+        }
+    }
+    assert!(touched(&first).is_empty(), "{first}");
+}

@@ -7,11 +7,14 @@
 //! - `workload`: orun side by side with `git pull && docker compose up -d` on N small HTTP
 //!   servers (`workload.rs`): cold converge, no-op pass, idle daemon, commit-to-serving;
 //! - `git`: the cost of a poll that finds nothing over `file://`, `git://`, `ssh://`, and a
-//!   fleet of pollers against one `git daemon` (gitsync's `poll` benchmark).
+//!   fleet of pollers against one `git daemon` (gitsync's `poll` benchmark);
+//! - `hostile`: the release `orun validate` on repositories built to make it work hard, at
+//!   1 000 … 100 000 entries of each shape, and the cases issue 12 reported (`hostile.rs`).
 //!
 //! A run with `--only` or `--quick` writes to `target/bench/BENCHMARKS.md` unless `--out`
 //! says otherwise, so a partial run never replaces the published figures.
 
+mod hostile;
 mod measure;
 mod report;
 mod workload;
@@ -41,7 +44,7 @@ pub(crate) struct Options {
     command: String,
 }
 
-const PARTS: [&str; 4] = ["planner", "parser", "workload", "git"];
+const PARTS: [&str; 5] = ["planner", "parser", "workload", "git", "hostile"];
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
@@ -136,6 +139,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     if opts.wants("git") {
         report.git = git_polls(&opts)?;
+    }
+    if opts.wants("hostile") {
+        report.hostile = hostile::run(opts.quick)?;
     }
     let text = report.render(&opts);
     if let Some(dir) = opts.out.parent() {

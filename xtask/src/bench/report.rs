@@ -33,6 +33,7 @@ pub(crate) struct Report {
     pub(super) cron_pass_cpu_ms: f64,
     pub(super) latency: Latency,
     pub(super) git: BTreeMap<String, String>,
+    pub(super) hostile: super::hostile::Figures,
     services: usize,
     rounds: usize,
 }
@@ -142,6 +143,7 @@ impl Report {
         self.core(&mut s);
         self.workload(&mut s);
         self.git_section(&mut s);
+        self.hostile_section(&mut s);
         s.push_str(NOTES);
         s
     }
@@ -196,6 +198,28 @@ impl Report {
                 s,
                 "| planner: instructions per deployment at 10 000 / at 1 000 (callgrind) | {g:.2}× ({a:.0} → {b:.0}) | ≈ 1× (linear) | {} |",
                 verdict(g < 1.5)
+            );
+        }
+        for r in &self.hostile.reported {
+            let ok = r.seconds < HOSTILE_SECONDS && r.peak_mib < HOSTILE_MIB;
+            let case = if r.entries == 0 {
+                format!("hostile: {}", r.shape)
+            } else {
+                format!("hostile: {} at {}", r.shape, r.entries)
+            };
+            let _ = writeln!(
+                s,
+                "| {case} (section 5) | {:.2} s, {:.1} MiB | < {HOSTILE_SECONDS:.0} s, < {HOSTILE_MIB:.0} MiB | {} |",
+                r.seconds,
+                r.peak_mib,
+                verdict(ok)
+            );
+        }
+        for (shape, g) in self.hostile_growth() {
+            let _ = writeln!(
+                s,
+                "| hostile: {shape}, time per entry at 100 000 / at 10 000 | {g:.2}× | ≈ 1× (linear) | {} |",
+                verdict(g < 2.0)
             );
         }
         for (name, est, f) in [
@@ -470,6 +494,94 @@ impl Report {
                 "| {secs:.0} s | {rate:.0} | {:.2} | {rate:.0} ({:.2} cores) |",
                 rate * poll_ms / 1000.0,
                 rate * (poll_ms + fetch_ms) / 1000.0
+            );
+        }
+        s.push('\n');
+    }
+}
+
+/// Issue 12: every reported hostile case ends within these.
+const HOSTILE_SECONDS: f64 = 1.0;
+const HOSTILE_MIB: f64 = 100.0;
+
+impl Report {
+    /// Per-entry time at the largest size over that at the one before, by shape; shapes
+    /// whose runs are too short to judge (under 50 ms at both) are left out.
+    fn hostile_growth(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        let runs = &self.hostile.growth;
+        for shape in runs
+            .iter()
+            .map(|r| r.shape.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let mut mine: Vec<&super::hostile::Run> =
+                runs.iter().filter(|r| r.shape == shape).collect();
+            mine.sort_by_key(|r| r.entries);
+            if let [.., a, b] = mine.as_slice()
+                && b.seconds >= 0.05
+            {
+                let per = |r: &super::hostile::Run| r.seconds / r.entries as f64;
+                out.push((shape.to_owned(), per(b) / per(a)));
+            }
+        }
+        out
+    }
+
+    fn hostile_section(&self, s: &mut String) {
+        let h = &self.hostile;
+        if h.growth.is_empty() && h.reported.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## 5. Hostile repositories
+
+The release `orun validate` (`orun plan` for `chain`)              on repositories built to make it work hard (issue 12), built in `target/bench/hostile`              by `xtask/src/bench/hostile.rs`. Wall time is the median of three runs, memory the              largest peak RSS (GNU time); the verdict is the last line the command printed.              The shapes:
+"
+        );
+        for (shape, what) in super::hostile::SHAPE_NOTES {
+            let _ = writeln!(s, "- **{shape}**: {what}.");
+        }
+        let _ = writeln!(
+            s,
+            "
+**Growth**, with the size caps raised past the largest input (`--max-file-bytes              1073741824 --max-total-bytes 4294967296 --max-files 1000000`) so the checks are              measured, not the caps:
+
+| shape | entries | input | time | per entry | peak RSS | verdict |
+|---|---:|---:|---:|---:|---:|---|"
+        );
+        for r in &h.growth {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} MB | {:.3} s | {:.2} µs | {:.1} MiB | {} |",
+                r.shape,
+                r.entries,
+                r.bytes as f64 / 1e6,
+                r.seconds,
+                r.seconds / r.entries as f64 * 1e6,
+                r.peak_mib,
+                r.verdict
+            );
+        }
+        let _ = writeln!(
+            s,
+            "
+**The reported cases**, with the limits the agent uses (target: a verdict in under              {HOSTILE_SECONDS:.0} s and {HOSTILE_MIB:.0} MiB):
+
+| case | entries | input | time | peak RSS | verdict |
+|---|---:|---:|---:|---:|---|"
+        );
+        for r in &h.reported {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} MB | {:.3} s | {:.1} MiB | {} |",
+                r.shape,
+                r.entries,
+                r.bytes as f64 / 1e6,
+                r.seconds,
+                r.peak_mib,
+                r.verdict
             );
         }
         s.push('\n');
