@@ -349,10 +349,12 @@ fn measure(orun: &Path, args: &[String]) -> Result<(f64, f64, String)> {
             .and_then(|l| l.trim().parse().ok())
             .context("no peak RSS from /usr/bin/time")?;
         peak = peak.max(kib / 1024.0);
+        // `validate` ends its verdict with the node it resolved; the verdict is the line that
+        // says valid or invalid, else the last.
         let last = text
             .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
+            .find(|l| l.starts_with("valid:") || l.starts_with("invalid:"))
+            .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
             .unwrap_or_default();
         let code = out
             .status

@@ -215,10 +215,10 @@ impl Report {
                 verdict(ok)
             );
         }
-        for (shape, g) in self.hostile_growth() {
+        for (shape, (small, large), g) in self.hostile_growth() {
             let _ = writeln!(
                 s,
-                "| hostile: {shape}, time per entry at 100 000 / at 10 000 | {g:.2}× | ≈ 1× (linear) | {} |",
+                "| hostile: {shape}, time per entry at {large} / at {small} | {g:.2}× | ≈ 1× (linear) | {} |",
                 verdict(g < 2.0)
             );
         }
@@ -507,7 +507,7 @@ const HOSTILE_MIB: f64 = 100.0;
 impl Report {
     /// Per-entry time at the largest size over that at the one before, by shape; shapes
     /// whose runs are too short to judge (under 50 ms at both) are left out.
-    fn hostile_growth(&self) -> Vec<(String, f64)> {
+    fn hostile_growth(&self) -> Vec<(String, (usize, usize), f64)> {
         let mut out = Vec::new();
         let runs = &self.hostile.growth;
         for shape in runs
@@ -522,7 +522,7 @@ impl Report {
                 && b.seconds >= 0.05
             {
                 let per = |r: &super::hostile::Run| r.seconds / r.entries as f64;
-                out.push((shape.to_owned(), per(b) / per(a)));
+                out.push((shape.to_owned(), (a.entries, b.entries), per(b) / per(a)));
             }
         }
         out
@@ -537,7 +537,7 @@ impl Report {
             s,
             "## 5. Hostile repositories
 
-The release `orun validate` (`orun plan` for `chain`)              on repositories built to make it work hard (issue 12), built in `target/bench/hostile`              by `xtask/src/bench/hostile.rs`. Wall time is the median of three runs, memory the              largest peak RSS (GNU time); the verdict is the last line the command printed.              The shapes:
+The release `orun validate` (`orun plan` for `chain`) on repositories built to make it work hard (issue 12), built in `target/bench/hostile` by `xtask/src/bench/hostile.rs`. Wall time is the median of three runs, memory the largest peak RSS (GNU time); the verdict is the last line the command printed. The shapes:
 "
         );
         for (shape, what) in super::hostile::SHAPE_NOTES {
@@ -546,7 +546,7 @@ The release `orun validate` (`orun plan` for `chain`)              on repositori
         let _ = writeln!(
             s,
             "
-**Growth**, with the size caps raised past the largest input (`--max-file-bytes              1073741824 --max-total-bytes 4294967296 --max-files 1000000`) so the checks are              measured, not the caps:
+**Growth**, with the size caps raised past the largest input (`--max-file-bytes 1073741824 --max-total-bytes 4294967296 --max-files 1000000`) so the checks are measured, not the caps:
 
 | shape | entries | input | time | per entry | peak RSS | verdict |
 |---|---:|---:|---:|---:|---:|---|"
@@ -567,7 +567,7 @@ The release `orun validate` (`orun plan` for `chain`)              on repositori
         let _ = writeln!(
             s,
             "
-**The reported cases**, with the limits the agent uses (target: a verdict in under              {HOSTILE_SECONDS:.0} s and {HOSTILE_MIB:.0} MiB):
+**The reported cases**, with the limits the agent uses (target: a verdict in under {HOSTILE_SECONDS:.0} s and {HOSTILE_MIB:.0} MiB):
 
 | case | entries | input | time | peak RSS | verdict |
 |---|---:|---:|---:|---:|---|"
