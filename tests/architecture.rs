@@ -121,6 +121,7 @@ fn each_foreign_library_has_one_owner() {
         ("git2", "gitsync"),
         ("hyper", "status-http"),
         ("serde-saphyr", "manifest-model"),
+        ("granit-parser", "manifest-model"),
         ("rustix", "manifest-model"),
         ("hyper-util", "status-http"),
         ("http-body-util", "status-http"),

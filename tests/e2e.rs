@@ -443,3 +443,67 @@ fn once_over_ssh_and_file_with_exit_codes() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("man-in-the-middle"), "{log}");
 }
+
+/// Issue 12: branches whose environment ids fold to one (`feature/x` and `feature_x`) on one
+/// host. The first converges as its own environment (its status finds its containers under
+/// the branch it labels them with); the second's agent never touches them and says why.
+#[test]
+fn branches_with_one_environment_id_never_touch_each_other() {
+    let id = std::process::id();
+    let node = format!("e2b-{id}");
+    let _guard = Guard(format!("orun.node={node}"));
+    let worker = format!("e2b{id}-w");
+    let remote = Remote::new();
+    let commit = remote.commit(
+        "first",
+        &[
+            (&format!("nodes/{node}.yaml"), &node_yaml(&node)),
+            (
+                &format!("deployments/{worker}.yaml"),
+                &worker_yaml(&node, &worker, "v1"),
+            ),
+        ],
+    );
+    git_support::git(
+        &remote.work(),
+        &[
+            "push",
+            "-q",
+            &remote.file_url(),
+            "HEAD:refs/heads/feature/x",
+            "HEAD:refs/heads/feature_x",
+        ],
+    );
+    let url = remote.file_url();
+    let data_root = tempfile::tempdir().unwrap();
+
+    let first = spawn_agent(
+        &url,
+        &node,
+        &data_root.path().join("a"),
+        git_support::free_port(),
+        &["--branch", "feature/x"],
+    );
+    let s = first.converged(&commit);
+    assert_eq!(s["deployments"][&worker]["state"], "running", "{s}");
+    let name = format!("feature-x.{worker}");
+    let before = container(&name).expect("the first branch's container runs");
+
+    let second = spawn_agent(
+        &url,
+        &node,
+        &data_root.path().join("b"),
+        git_support::free_port(),
+        &["--branch", "feature_x"],
+    );
+    let s = second.wait_status("the second branch to report the clash", |s| {
+        s["deployments"][&worker]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("environment `feature/x`"))
+    });
+    assert_ne!(s["deployments"][&worker]["state"], "running", "{s}");
+    // The first branch's container is the same one, never restarted, and still its own.
+    assert_eq!(container(&name), Some(before));
+    let s = first.converged(&commit);
+    assert_eq!(s["deployments"][&worker]["state"], "running", "{s}");
+}

@@ -23,7 +23,7 @@ use gitsync::{GitError, Mirror, Schedule};
 use manifest_model::{DesiredNode, ImageSource, Limits, PullPolicy};
 use reconcile_core::{
     Action, Actual, ContainerState, Desired, Diagnostic, Failure, GatePolicy, HealthStatus,
-    LABEL_DEPLOYMENT, LABEL_SPEC_HASH, Plan, Step, Timestamp,
+    LABEL_SPEC_HASH, ObservedContainer, Plan, Step, Timestamp,
 };
 use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
 use tokio::sync::Notify;
@@ -935,39 +935,56 @@ impl Agent {
         let mut services = BTreeMap::new();
         let mut ready = loaded.is_some();
         if let Some((l, desired)) = loaded {
-            let env = &l.node.environment.id;
+            // Ours by deployment, and the planner's notes by deployment, each gathered in one
+            // pass: a lookup per deployment over every container was quadratic in the node.
+            let mut ours: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+            for o in &actual.containers {
+                if let Some((deployment, _)) = o.ownership(&desired.node, &desired.environment) {
+                    ours.entry(deployment).or_default().push(o);
+                }
+            }
+            let mut notes: BTreeMap<&str, &Diagnostic> = BTreeMap::new();
+            for d in &plan.diagnostics {
+                if let Diagnostic::NameClash { deployment, .. }
+                | Diagnostic::BackingOff { deployment, .. }
+                | Diagnostic::Exited { deployment, .. } = d
+                {
+                    notes.entry(deployment.as_str()).or_insert(d);
+                }
+            }
             for (c, d) in l.node.containers.iter().zip(&desired.deployments) {
                 let image = d.spec.image.clone();
                 let spec_hash = d.spec_hash.clone();
-                let mine: Vec<_> = actual
-                    .containers
-                    .iter()
-                    .filter(|o| o.managed_by(&self.cfg.node, env))
-                    .filter(|o| o.labels.get(LABEL_DEPLOYMENT) == Some(&c.deployment))
-                    .collect();
+                let mine = ours
+                    .get(c.deployment.as_str())
+                    .map_or(&[][..], Vec::as_slice);
                 let observed = mine
                     .iter()
                     .find(|o| o.name == c.container_name)
                     .or_else(|| mine.first());
-                let diag_error = plan.diagnostics.iter().find_map(|d| match d {
+                let diag_error = notes.get(c.deployment.as_str()).and_then(|d| match d {
                     Diagnostic::NameClash {
-                        deployment,
                         container_name,
+                        other_branch: None,
                         ..
-                    } if *deployment == c.deployment => Some(format!(
+                    } => Some(format!(
                         "the name {container_name} is taken by a container orun does not manage"
                     )),
-                    Diagnostic::BackingOff {
-                        deployment,
-                        until,
-                        reason,
-                    } if *deployment == c.deployment => Some(format!(
+                    Diagnostic::NameClash {
+                        container_name,
+                        other_branch: Some(branch),
+                        ..
+                    } => Some(format!(
+                        "the name {container_name} is taken by a container labelled for this node and environment `{}`: another branch's agent (branches with one environment id cannot share a host) or an older orun's; left alone",
+                        manifest_model::escape_file_name(branch)
+                    )),
+                    Diagnostic::BackingOff { until, reason, .. } => Some(format!(
                         "{reason} (next attempt at {})",
                         rfc3339(UNIX_EPOCH + Duration::from_secs(until.0))
                     )),
-                    Diagnostic::Exited { deployment, code } if *deployment == c.deployment => Some(
-                        format!("exited with code {code}; restart policy leaves it stopped"),
-                    ),
+                    Diagnostic::Exited { code, .. } => Some(format!(
+                        "exited with code {code}; restart policy leaves it stopped"
+                    )),
                     _ => None,
                 });
                 let last_error = errors.get(&c.deployment).cloned().or(diag_error);

@@ -428,10 +428,15 @@ fn create_body(
             },
         }
     }
-    // Every `secrets.yaml` key the container's own env does not set.
+    // Every `secrets.yaml` key the container's own env does not set: a clear value as the
+    // file holds it, an encrypted one decrypted by the caller.
     if let Some(offered) = &spec.offered_secrets {
-        for k in offered.keys.iter().filter(|k| !spec.env.contains_key(*k)) {
-            match secrets.get(k) {
+        for (k, plain) in offered
+            .entries
+            .iter()
+            .filter(|(k, _)| !spec.env.contains_key(k))
+        {
+            match plain.as_ref().or_else(|| secrets.get(k)) {
                 Some(p) => env.push(format!("{k}={p}")),
                 None => return Err(RuntimeError::MissingSecret(k.clone())),
             }
@@ -461,9 +466,10 @@ fn create_body(
     }
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in &spec.ports {
         let key = format!("{}/{}", p.container_port, p.protocol);
-        if !exposed.contains(&key) {
+        if seen.insert(key.clone()) {
             exposed.push(key.clone());
         }
         if let Some(host_port) = p.host_port {
@@ -477,6 +483,8 @@ fn create_body(
                 });
         }
     }
+    // The loader refuses these in manifests (`manifest_model::values::bind_path`); this
+    // crate does not see the loader, and a spec may be built without it: checked again here.
     if spec.volumes.iter().any(|v| {
         v.host_path.contains([':', ','])
             || v.container_path.contains([':', ','])
@@ -653,14 +661,25 @@ mod tests {
         assert!(refused(&s, &none).contains("NUL"));
     }
 
-    /// `secrets.yaml` is offered by key; the container's own env wins; a missing value is
-    /// refused without naming the key in the message (a key is manifest text).
+    /// `secrets.yaml` is offered by key; the container's own env wins; a clear entry needs no
+    /// value from the caller; a missing one is refused without naming the key in the message
+    /// (a key is manifest text).
     #[test]
     fn offered_secrets_reach_the_env_and_nothing_else() {
+        let enc = |v: &str| {
+            manifest_model::EnvValue::Encrypted(
+                manifest_model::SopsValue::parse(&format!(
+                    "ENC[AES256_GCM,data:{v},iv:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]"
+                ))
+                .unwrap()
+                .unwrap(),
+            )
+        };
         let file = manifest_model::SecretsFile {
             entries: BTreeMap::from([
-                ("A".into(), manifest_model::EnvValue::Plain("from-file".into())),
-                ("TOKEN".into(), manifest_model::EnvValue::Plain("x".into())),
+                ("A".into(), enc("YQ==")),
+                ("REGION_unencrypted".into(), manifest_model::EnvValue::Plain("eu".into())),
+                ("TOKEN".into(), enc("Yg==")),
             ]),
             age: Vec::new(),
             last_modified: String::new(),
@@ -675,9 +694,14 @@ mod tests {
         s.offered_secrets = Some(reconcile_core::OfferedSecrets::of(&file));
         let secrets = BTreeMap::from([("TOKEN".to_owned(), "hunter2".to_owned())]);
         let body = create_body(&s, OWNER, &secrets).unwrap();
+        // Its own `A` wins; the clear entry comes from the file; `TOKEN` from the caller.
         assert_eq!(
             body.env,
-            Some(vec!["A=1".to_owned(), "TOKEN=hunter2".to_owned()])
+            Some(vec![
+                "A=1".to_owned(),
+                "REGION_unencrypted=eu".to_owned(),
+                "TOKEN=hunter2".to_owned()
+            ])
         );
         let labels = format!("{:?}", body.labels);
         assert!(!labels.contains("hunter2"), "{labels}");

@@ -58,22 +58,6 @@ impl<'r> TreeSource<'r> {
         }
     }
 
-    /// A link's stored target, read only when it is no longer than a path may be.
-    fn link(&self, id: git2::Oid) -> io::Result<EntryKind> {
-        if self.blob_size(id)? > MAX_LINK_TARGET as u64 {
-            return Ok(EntryKind::Other {
-                what: "a symbolic link with an over-long target",
-            });
-        }
-        let blob = self
-            .repo
-            .find_blob(id)
-            .map_err(|e| io::Error::other(e.message().to_owned()))?;
-        Ok(EntryKind::Link {
-            target: blob.content().to_vec(),
-        })
-    }
-
     fn blob_size(&self, id: git2::Oid) -> io::Result<u64> {
         let odb = self
             .repo
@@ -103,7 +87,7 @@ impl Source for TreeSource<'_> {
                     size: self.blob_size(entry.id())?,
                 },
                 MODE_TREE => EntryKind::Dir,
-                MODE_LINK => self.link(entry.id())?,
+                MODE_LINK => EntryKind::Link,
                 MODE_GITLINK => EntryKind::Other {
                     what: "a submodule",
                 },
@@ -130,6 +114,27 @@ impl Source for TreeSource<'_> {
         let size = self.blob_size(entry.id()).map_err(ReadError::Io)?;
         if size > limit {
             return Err(ReadError::TooLarge { limit });
+        }
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(|e| ReadError::Io(io::Error::other(e.message().to_owned())))?;
+        Ok(blob.content().to_vec())
+    }
+
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, ReadError> {
+        let entry = self
+            .root
+            .get_path(Path::new(path))
+            .map_err(|e| ReadError::Io(io::Error::other(e.message().to_owned())))?;
+        if entry.filemode() != MODE_LINK {
+            return Err(ReadError::Refused("not a symbolic link".to_owned()));
+        }
+        // A link is a blob of its target: refuse one longer than a path before inflating it.
+        if self.blob_size(entry.id()).map_err(ReadError::Io)? > MAX_LINK_TARGET as u64 {
+            return Err(ReadError::TooLarge {
+                limit: MAX_LINK_TARGET as u64,
+            });
         }
         let blob = self
             .repo

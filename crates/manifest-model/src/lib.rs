@@ -43,11 +43,11 @@ pub use secret::{AgeStanza, EnvValue, Secret, SecretsFile, SopsValue};
 pub use source::{DirSource, Entry, EntryKind, MAX_LINK_TARGET, MemSource, ReadError, Source};
 pub use validate::targets;
 pub use values::{ImageRef, ProbeTarget};
-pub use yaml::replay_budget;
+pub use yaml::{copy_budget, replay_budget};
 
 use diag::Diags;
 use validate::{Ctx, Origins};
-use walk::{Found, Tree};
+use walk::Tree;
 
 /// Caps checked before any file is read (RELIABILITY A5), and on what a report keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -387,6 +387,7 @@ fn list_manifests(
     let mut found = Vec::new();
     let mut total: u64 = 0;
     let mut any_folder = false;
+    let mut named = 0usize;
     for (folder, kind) in FOLDERS {
         let Some(entry) = root.iter().find(|e| e.utf8 && e.name == folder) else {
             continue;
@@ -395,9 +396,7 @@ fn list_manifests(
         // folder: that would silently empty the desired state (A12, B3).
         let not_a_folder = match &entry.kind {
             EntryKind::Dir => None,
-            EntryKind::Link { .. } => {
-                Some("is a symbolic link; manifest folders must be real folders")
-            }
+            EntryKind::Link => Some("is a symbolic link; manifest folders must be real folders"),
             EntryKind::File { .. } => Some("is a file, not a folder"),
             EntryKind::Other { .. } => Some("is not a folder"),
         };
@@ -423,7 +422,7 @@ fn list_manifests(
                 continue;
             }
         };
-        for entry in entries {
+        for entry in entries.iter() {
             let path = format!("{folder}/{}", entry.name);
             if matches!(entry.kind, EntryKind::Dir) {
                 if !entry.name.starts_with('.') {
@@ -439,6 +438,11 @@ fn list_manifests(
             if !is_manifest_name(&entry.name) {
                 continue;
             }
+            // The count cap comes before any link is followed or file read.
+            named += 1;
+            if named > limits.max_files {
+                continue;
+            }
             if !entry.utf8 {
                 diags.push(Diagnostic::error(
                     &path,
@@ -449,7 +453,7 @@ fn list_manifests(
                 continue;
             }
             match tree.classify(folder, &entry.name, &entry.kind) {
-                Found::File(r) => {
+                Ok(r) => {
                     total = total.saturating_add(r.size);
                     found.push(Manifest {
                         kind,
@@ -459,13 +463,7 @@ fn list_manifests(
                         size: r.size,
                     });
                 }
-                Found::Dir => diags.push(Diagnostic::error(
-                    &path,
-                    Pos::FILE,
-                    "",
-                    "symbolic link to a folder is not followed",
-                )),
-                Found::Refused(why) => diags.push(Diagnostic::error(&path, Pos::FILE, "", why)),
+                Err(why) => diags.push(Diagnostic::error(&path, Pos::FILE, "", why)),
             }
         }
     }
@@ -473,23 +471,14 @@ fn list_manifests(
         .iter()
         .find(|e| e.utf8 && e.name == SECRETS_FILE)
         .and_then(|e| match tree.classify("", &e.name, &e.kind) {
-            Found::File(r) => Some(Manifest {
+            Ok(r) => Some(Manifest {
                 kind: "Secrets",
                 stem: "secrets".to_owned(),
                 path: SECRETS_FILE.to_owned(),
                 read_path: r.read_path,
                 size: r.size,
             }),
-            Found::Dir => {
-                diags.push(Diagnostic::error(
-                    SECRETS_FILE,
-                    Pos::FILE,
-                    "",
-                    "is a folder, not a SOPS file",
-                ));
-                None
-            }
-            Found::Refused(why) => {
+            Err(why) => {
                 diags.push(Diagnostic::error(SECRETS_FILE, Pos::FILE, "", why));
                 None
             }
@@ -504,14 +493,13 @@ fn list_manifests(
         return None;
     }
     total = total.saturating_add(secrets.as_ref().map_or(0, |s| s.size));
-    if found.len() > limits.max_files {
+    if named > limits.max_files {
         diags.push(Diagnostic::error(
             ".",
             Pos::FILE,
             "",
             format!(
-                "{} manifest files exceed the limit of {}",
-                found.len(),
+                "{named} manifest files exceed the limit of {}",
                 limits.max_files
             ),
         ));

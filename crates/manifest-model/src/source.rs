@@ -1,18 +1,18 @@
 //! Where a revision's files come from: an abstract [`Source`], an in-memory one and a
 //! directory reader that never leaves its root.
 //!
-//! A source only reports facts (this name is a file of so many bytes, a folder, a link with
-//! this target, something else) and reads regular files. Every rule about what those facts
-//! mean (which links are followed, what a folder that is a file means, which names count)
-//! lives in the loader (`tree.rs`), so the CLI reading a working tree and the agent reading
-//! Git objects read a repository the same way.
+//! A source only reports facts (this name is a file of so many bytes, a folder, a link,
+//! something else), reads regular files and reads a link's target when asked. Every rule
+//! about what those facts mean (which links are followed, what a folder that is a file
+//! means, which names count) lives in the loader (`walk.rs`), so the CLI reading a working
+//! tree and the agent reading Git objects read a repository the same way.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// The longest symbolic-link target a source reports, in bytes (Linux's `PATH_MAX`); a
-/// longer one is reported as [`EntryKind::Other`].
+/// The longest symbolic-link target a source reads, in bytes (Linux's `PATH_MAX`); a longer
+/// one is refused by [`Source::read_link`] unread.
 pub const MAX_LINK_TARGET: usize = 4096;
 
 /// One name inside a listed folder.
@@ -55,13 +55,10 @@ pub enum EntryKind {
     },
     /// A folder.
     Dir,
-    /// A symbolic link, with its target exactly as stored (at most [`MAX_LINK_TARGET`]
-    /// bytes).
-    Link {
-        /// The target, not resolved.
-        target: Vec<u8>,
-    },
-    /// Anything else: a device, socket or FIFO, a submodule, an over-long link.
+    /// A symbolic link; its target is read only if the loader needs it
+    /// ([`Source::read_link`]).
+    Link,
+    /// Anything else: a device, socket or FIFO, a submodule.
     Other {
         /// What it is, in a few words.
         what: &'static str,
@@ -91,13 +88,18 @@ pub enum ReadError {
 ///   folders (the root, or a name a listing reported as [`EntryKind::Dir`]).
 /// - `read` reads a regular file and follows no link on any component of its path: a path
 ///   that meets a link (say, a folder swapped for one since it was listed) is refused.
-/// - Neither reads more than `limit` bytes of a file.
+/// - `read_link` reads the stored target of the link at `path`, no more than
+///   [`MAX_LINK_TARGET`] bytes of it, following no link on the way.
+/// - None reads more than its limit.
 pub trait Source {
     /// Lists the names directly inside `dir`, or `Ok(None)` when `dir` does not exist.
     fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>>;
 
     /// Reads the regular file at `path`, refusing it when it holds more than `limit` bytes.
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError>;
+
+    /// Reads the target of the symbolic link at `path`, exactly as stored.
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, ReadError>;
 }
 
 /// An in-memory tree, for tests, fuzzing and sources that already hold the bytes.
@@ -158,9 +160,7 @@ impl Source for MemSource {
                         MemEntry::File(bytes) => EntryKind::File {
                             size: bytes.len() as u64,
                         },
-                        MemEntry::Link(target) => EntryKind::Link {
-                            target: target.clone(),
-                        },
+                        MemEntry::Link(_) => EntryKind::Link,
                     };
                     entries.insert(rest, kind);
                 }
@@ -187,6 +187,17 @@ impl Source for MemSource {
                 Err(ReadError::TooLarge { limit })
             }
             Some(MemEntry::File(bytes)) => Ok(bytes.clone()),
+        }
+    }
+
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, ReadError> {
+        match self.files.get(path) {
+            Some(MemEntry::Link(t)) if t.len() > MAX_LINK_TARGET => Err(ReadError::TooLarge {
+                limit: MAX_LINK_TARGET as u64,
+            }),
+            Some(MemEntry::Link(t)) => Ok(t.clone()),
+            Some(MemEntry::File(_)) => Err(ReadError::Refused("not a symbolic link".to_owned())),
+            None => Err(ReadError::Io(io::Error::from(io::ErrorKind::NotFound))),
         }
     }
 }
@@ -267,23 +278,14 @@ impl DirSource {
 
 /// What one name in an open folder is, by `lstat` (never following it).
 fn entry_kind(dir: &rustix::fd::OwnedFd, name: &std::ffi::CStr) -> io::Result<EntryKind> {
-    use rustix::fs::{AtFlags, FileType, readlinkat, statat};
+    use rustix::fs::{AtFlags, FileType, statat};
     let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => EntryKind::File {
             size: u64::try_from(st.st_size).unwrap_or(0),
         },
         FileType::Directory => EntryKind::Dir,
-        FileType::Symlink => {
-            let target = readlinkat(dir, name, Vec::new())?.into_bytes();
-            if target.len() > MAX_LINK_TARGET {
-                EntryKind::Other {
-                    what: "a symbolic link with an over-long target",
-                }
-            } else {
-                EntryKind::Link { target }
-            }
-        }
+        FileType::Symlink => EntryKind::Link,
         _ => EntryKind::Other {
             what: "a device, socket or FIFO",
         },
@@ -326,9 +328,32 @@ impl Source for DirSource {
         }
         Ok(bytes)
     }
+
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, ReadError> {
+        self.link_target(path)
+    }
 }
 
 impl DirSource {
+    /// Reads a link's target beneath the root, following no link on the way.
+    fn link_target(&self, rel: &str) -> Result<Vec<u8>, ReadError> {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dir = match self.open_dir(parent) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(ReadError::Io(io::ErrorKind::NotFound.into())),
+            Err(e) => return Err(ReadError::Io(e.into())),
+        };
+        let target = rustix::fs::readlinkat(&dir, name, Vec::new())
+            .map_err(|e| ReadError::Io(e.into()))?
+            .into_bytes();
+        if target.len() > MAX_LINK_TARGET {
+            return Err(ReadError::TooLarge {
+                limit: MAX_LINK_TARGET as u64,
+            });
+        }
+        Ok(target)
+    }
+
     /// The root this source reads, resolved.
     pub fn root(&self) -> &Path {
         &self.root
@@ -432,15 +457,8 @@ mod tests {
         std::os::unix::fs::symlink("../x.yaml", tmp.path().join("deployments/a.yaml")).unwrap();
         let src = DirSource::new(tmp.path()).unwrap();
         let entries = src.list("deployments").unwrap().unwrap();
-        assert_eq!(
-            entries,
-            vec![Entry::new(
-                b"a.yaml",
-                EntryKind::Link {
-                    target: b"../x.yaml".to_vec()
-                }
-            )]
-        );
+        assert_eq!(entries, vec![Entry::new(b"a.yaml", EntryKind::Link)]);
+        assert_eq!(src.read_link("deployments/a.yaml").unwrap(), b"../x.yaml");
         assert!(matches!(
             src.read("deployments/a.yaml", 1024),
             Err(ReadError::Refused(_))

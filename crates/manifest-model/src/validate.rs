@@ -524,6 +524,7 @@ pub(crate) fn deployment(
 
     let nodes = s.nodes.as_ref().map(|list| {
         let mut out: Vec<String> = Vec::with_capacity(list.len());
+        let mut listed = std::collections::HashSet::with_capacity(list.len());
         for (i, n) in list.iter().enumerate() {
             if let Err(r) = values::check_dns_label(&n.value) {
                 cx.err(
@@ -531,7 +532,7 @@ pub(crate) fn deployment(
                     &format!("spec.nodes[{i}]"),
                     format!("node name {r}"),
                 );
-            } else if out.contains(&n.value) {
+            } else if !listed.insert(n.value.as_str()) {
                 cx.warn(
                     pos(&n.referenced),
                     &format!("spec.nodes[{i}]"),
@@ -578,7 +579,7 @@ pub(crate) fn deployment(
                         cx.err(
                             pos(&m.referenced),
                             "spec.resources.memory",
-                            "memory limit must be at most 1Pi",
+                            "memory limit must be at most 1024Ti",
                         );
                         None
                     }
@@ -933,13 +934,13 @@ impl<U: Copy> Claims<U> {
         }
     }
 
-    /// Records `who` on `ip`, or returns whom it collides with (and records nothing).
+    /// Records `who` on `ip` and returns the first claim it collides with. A colliding
+    /// claim is recorded too (each address keeps its first claimant), so a later claim that
+    /// collides only with it is still reported.
     fn claim(&mut self, ip: IpAddr, who: U) -> Option<U> {
-        if let Some(c) = self.conflict(ip) {
-            return Some(c);
-        }
+        let clash = self.conflict(ip);
         self.record(ip, who);
-        None
+        clash
     }
 
     /// Records `who` on `ip` whatever it collides with, keeping the first claim of each
@@ -992,6 +993,8 @@ pub fn targets(spec: &DeploymentSpec, node: &Node) -> bool {
 pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Diags) {
     // Services → Deployments, ports, and domains routed twice.
     let mut domains: HashMap<&str, &str> = HashMap::new();
+    // The container ports of each deployment a Service names a port of, gathered once.
+    let mut declared: HashMap<&str, std::collections::HashSet<u16>> = HashMap::new();
     for (name, svc) in &rev.services {
         let o = &origins.services[name];
         match rev.deployments.get(&svc.spec.deployment) {
@@ -1007,7 +1010,12 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Diags) {
             Some(dep) => {
                 let dep_file = escape_file_name(&origins.deployments[&dep.name].file);
                 if let Some(p) = svc.spec.port
-                    && !dep.spec.ports.iter().any(|m| m.container_port == p)
+                    && !declared
+                        .entry(dep.name.as_str())
+                        .or_insert_with(|| {
+                            dep.spec.ports.iter().map(|m| m.container_port).collect()
+                        })
+                        .contains(&p)
                 {
                     diags.push(Diagnostic::error(
                         &o.file,
@@ -1072,6 +1080,7 @@ struct NodeIndex<'a> {
 }
 
 /// Where a deployment lands.
+#[derive(Clone)]
 enum Landing {
     /// On every node (no `nodes` list, no selector).
     Everywhere,
@@ -1100,15 +1109,18 @@ impl<'a> NodeIndex<'a> {
         }
     }
 
-    /// The nodes `spec` lands on. The work is the length of its `nodes` list, or the size of
-    /// the smallest set of nodes carrying one of its selector's labels.
-    fn landing(&self, spec: &DeploymentSpec) -> Landing {
+    /// The nodes `spec` lands on, and the candidates looked at to find them: its `nodes`
+    /// list (each name once), or the smallest set of nodes carrying one of its selector's
+    /// labels, each then held to the selector.
+    fn landing(&self, spec: &DeploymentSpec) -> (Landing, usize) {
         let candidates: Vec<usize> = if let Some(list) = &spec.nodes {
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
             list.iter()
                 .filter_map(|n| self.by_name.get(n.as_str()).copied())
+                .filter(|i| seen.insert(*i))
                 .collect()
         } else if spec.node_selector.is_empty() {
-            return Landing::Everywhere;
+            return (Landing::Everywhere, 0);
         } else {
             spec.node_selector
                 .iter()
@@ -1121,17 +1133,33 @@ impl<'a> NodeIndex<'a> {
                 .unwrap_or(&[])
                 .to_vec()
         };
-        Landing::Some(
-            candidates
-                .into_iter()
-                .filter(|i| targets(spec, self.nodes[*i]))
-                .collect(),
-        )
+        let looked_at = candidates.len() + spec.nodes.as_ref().map_or(0, Vec::len);
+        // Membership in the list is settled above: only the selector is left to check.
+        let selected = |n: &Node| {
+            spec.node_selector
+                .iter()
+                .all(|(k, v)| n.spec.labels.get(k) == Some(v))
+        };
+        let nodes = candidates
+            .into_iter()
+            .filter(|i| selected(self.nodes[*i]))
+            .collect();
+        (Landing::Some(nodes), looked_at)
     }
 }
 
-/// Landings the fleet-wide host-port check may walk: a base, plus this many per node and per
-/// published port of the revision.
+/// Says the fleet-wide host-port check stopped at its budget.
+fn gave_up(diags: &mut Diags) {
+    diags.push(Diagnostic::warning(
+        ".",
+        Pos::FILE,
+        "",
+        "host-port clashes across nodes were not all checked: too many deployments share a host port on too many nodes; each node still refuses a clash among its own deployments",
+    ));
+}
+
+/// Landings the fleet-wide host-port check may walk: a base, plus this many per node, per
+/// published port and per name in a `nodes` list of the revision.
 const LANDING_BUDGET_BASE: usize = 100_000;
 const LANDING_BUDGET_PER_ITEM: usize = 16;
 
@@ -1172,7 +1200,15 @@ fn host_port_clashes(rev: &Revision, origins: &Origins, diags: &mut Diags) {
     // Diagnostics come out sorted; the walk is in a stable order so which of two colliding
     // deployments is reported does not depend on hashing.
     groups.sort_by_key(|(k, _)| *k);
-    let mut budget = LANDING_BUDGET_BASE + LANDING_BUDGET_PER_ITEM * (rev.nodes.len() + published);
+    // Linear in what is written: nodes, published ports and the `nodes` lists.
+    let listed: usize = rev
+        .deployments
+        .values()
+        .map(|d| d.spec.nodes.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut budget =
+        LANDING_BUDGET_BASE + LANDING_BUDGET_PER_ITEM * (rev.nodes.len() + published + listed);
+    let mut landings: HashMap<&str, Landing> = HashMap::new();
     for ((_, proto), users) in groups {
         let proto = match proto {
             Protocol::Tcp => "tcp",
@@ -1184,27 +1220,36 @@ fn host_port_clashes(rev: &Revision, origins: &Origins, diags: &mut Diags) {
         let mut everywhere: Claims<(Publisher<'_>, Option<usize>)> = Claims::default();
         let mut anywhere: Claims<(Publisher<'_>, Option<usize>)> = Claims::default();
         for (who, ip) in users {
-            let spec = &rev.deployments[who.0].spec;
             let clash = if rev.nodes.is_empty() {
                 // Without Node manifests, any two deployments may share a host.
                 everywhere.claim(ip, (who, None))
             } else {
-                match index.landing(spec) {
-                    Landing::Everywhere => everywhere
-                        .conflict(ip)
-                        .or_else(|| anywhere.conflict(ip))
-                        .or_else(|| everywhere.claim(ip, (who, Some(0))))
-                        .map(|(other, node)| (other, node.or(Some(0)))),
+                // Each deployment's landing is found once, whatever ports it shares.
+                let landing = match landings.get(who.0) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let (l, looked_at) = index.landing(&rev.deployments[who.0].spec);
+                        if budget < looked_at {
+                            return gave_up(diags);
+                        }
+                        budget -= looked_at;
+                        landings.insert(who.0, l.clone());
+                        l
+                    }
+                };
+                match landing {
+                    Landing::Everywhere => {
+                        let clash = everywhere
+                            .conflict(ip)
+                            .or_else(|| anywhere.conflict(ip))
+                            .map(|(other, node)| (other, node.or(Some(0))));
+                        everywhere.record(ip, (who, Some(0)));
+                        clash
+                    }
                     Landing::Some(nodes) => {
                         let mut clash = None;
                         if budget < nodes.len() {
-                            diags.push(Diagnostic::warning(
-                                ".",
-                                Pos::FILE,
-                                "",
-                                "host-port clashes across nodes were not all checked: too many deployments share a host port on too many nodes; each node still refuses a clash among its own deployments",
-                            ));
-                            return;
+                            return gave_up(diags);
                         }
                         budget -= nodes.len();
                         for n in nodes {

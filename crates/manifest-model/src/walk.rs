@@ -8,20 +8,31 @@
 //!   name that is not valid UTF-8 is an error;
 //! - a link is followed only to a regular file inside the repository, resolved here one
 //!   component at a time against the source's own listings: never an absolute target, never
-//!   above the root, never through a linked folder, never to a folder, at most 40 hops (B1–B3);
+//!   above the root, never through a linked folder or into `.git`, never to a folder, at
+//!   most 40 links in a chain (B1–B3);
 //! - anything else (a device, a submodule) named like a manifest is an error.
 //!
-//! Listings are cached, so resolving many links costs one listing per folder.
+//! # Cost
+//! Each folder is listed once (failures included), each link's target read and resolved
+//! once (results are remembered, with the length of their chain), and each step of a
+//! resolution costs the length of one name: reading a tree is linear in its size however
+//! its links are laid out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::rc::Rc;
 
-use crate::source::{Entry, EntryKind, Source};
+use crate::source::{Entry, EntryKind, ReadError, Source};
 
 /// Hops a chain of links may take, as the kernel allows (`ELOOP` beyond).
 const MAX_HOPS: usize = 40;
 
-/// A file the loader will read: where it was found and where its bytes are.
+const OUTSIDE: &str = "symbolic link points outside the repository";
+const DANGLING: &str = "dangling symbolic link";
+const TO_FOLDER: &str = "symbolic link to a folder is not followed";
+const LOOP: &str = "symbolic link loop or chain too long";
+
+/// A file the loader will read: where its bytes are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Resolved {
     /// The path to read (the file itself, or the final target of its links).
@@ -30,20 +41,18 @@ pub(crate) struct Resolved {
     pub size: u64,
 }
 
-/// What a name in the tree turned out to be, by the rules above.
-pub(crate) enum Found {
-    /// A regular file, directly or through in-tree links.
-    File(Resolved),
-    /// A folder.
-    Dir,
-    /// Something the loader will not read, and why.
-    Refused(&'static str),
-}
+/// A folder's entries in name order, shared by the walk and the lookups.
+type Listing = Rc<[Entry]>;
 
-/// A source's listings, cached by folder.
+/// A source's listings and resolved links, cached.
 pub(crate) struct Tree<'s> {
     source: &'s dyn Source,
-    listings: HashMap<String, Option<HashMap<String, EntryKind>>>,
+    /// By folder; `None` when the folder does not exist or cannot be listed.
+    listings: HashMap<String, Option<Listing>>,
+    /// Resolved links by path: the file and the links followed to reach it, or why not.
+    links: HashMap<String, Result<(Resolved, usize), &'static str>>,
+    /// Links being resolved, to tell a loop.
+    resolving: HashSet<String>,
 }
 
 impl<'s> Tree<'s> {
@@ -51,125 +60,166 @@ impl<'s> Tree<'s> {
         Self {
             source,
             listings: HashMap::new(),
+            links: HashMap::new(),
+            resolving: HashSet::new(),
         }
     }
 
-    /// Lists `dir` in name order (for the loader's walk), caching it for link resolution.
-    pub(crate) fn list(&mut self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
-        let entries = self.source.list(dir)?;
-        if let Some(entries) = &entries {
-            let map = entries
-                .iter()
-                .filter(|e| e.utf8)
-                .map(|e| (e.name.clone(), e.kind.clone()))
-                .collect();
-            self.listings.insert(dir.to_owned(), Some(map));
-        } else {
-            self.listings.insert(dir.to_owned(), None);
+    /// Lists `dir` in name order, once; later calls and lookups use the first answer.
+    pub(crate) fn list(&mut self, dir: &str) -> io::Result<Option<Listing>> {
+        if let Some(l) = self.listings.get(dir) {
+            return Ok(l.clone());
         }
-        Ok(entries.map(|mut e| {
-            e.sort_by(|a, b| a.name.cmp(&b.name));
-            e
-        }))
+        let listed = self.source.list(dir);
+        let listing = match &listed {
+            Ok(Some(entries)) => {
+                let mut entries = entries.clone();
+                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                Some(Listing::from(entries))
+            }
+            _ => None,
+        };
+        self.listings.insert(dir.to_owned(), listing.clone());
+        listed.map(|_| listing)
     }
 
-    /// What the entry `name` in folder `dir` is, following links by the rules above.
-    pub(crate) fn classify(&mut self, dir: &str, name: &str, kind: &EntryKind) -> Found {
+    /// The file the entry `name` in folder `dir` is or leads to by the rules above, or why
+    /// it will not be read.
+    pub(crate) fn classify(
+        &mut self,
+        dir: &str,
+        name: &str,
+        kind: &EntryKind,
+    ) -> Result<Resolved, String> {
         match kind {
-            EntryKind::File { size } => Found::File(Resolved {
+            EntryKind::File { size } => Ok(Resolved {
                 read_path: join(dir, name),
                 size: *size,
             }),
-            EntryKind::Dir => Found::Dir,
-            EntryKind::Other { .. } => Found::Refused("not a regular file"),
-            EntryKind::Link { target } => match self.follow(dir, target) {
-                Ok(r) => Found::File(r),
-                Err(why) => Found::Refused(why),
-            },
+            EntryKind::Dir => Err("is a folder, not a file".to_owned()),
+            EntryKind::Other { what } => Err(format!("not a regular file ({what})")),
+            EntryKind::Link => self
+                .resolve(&join(dir, name), 1)
+                .map(|(r, _)| r)
+                .map_err(str::to_owned),
         }
     }
 
-    /// Resolves a link found in `dir` with `target`, to a regular file inside the tree.
-    fn follow(&mut self, dir: &str, target: &[u8]) -> Result<Resolved, &'static str> {
-        let mut base: Vec<String> = split(dir);
-        let mut target = target.to_vec();
-        for _ in 0..MAX_HOPS {
-            let Ok(text) = std::str::from_utf8(&target) else {
-                return Err("symbolic link target is not valid UTF-8");
+    /// Resolves the link at `path`, the `depth`-th of its chain: the file it leads to and the
+    /// links followed from here, remembered for every later link that leads through it.
+    fn resolve(&mut self, path: &str, depth: usize) -> Result<(Resolved, usize), &'static str> {
+        if depth > MAX_HOPS {
+            return Err(LOOP);
+        }
+        if let Some(known) = self.links.get(path) {
+            return match known {
+                Ok((_, hops)) if depth - 1 + hops > MAX_HOPS => Err(LOOP),
+                other => other.clone(),
             };
-            if text.starts_with('/') {
-                return Err("symbolic link points outside the repository");
+        }
+        if !self.resolving.insert(path.to_owned()) {
+            return Err(LOOP);
+        }
+        let result = self.follow(path, depth);
+        self.resolving.remove(path);
+        // A chain too long from here may not be from a link nearer its end: only
+        // depth-independent answers are remembered.
+        let too_long = result == Err(LOOP) && depth > 1;
+        if !too_long {
+            self.links.insert(path.to_owned(), result.clone());
+        }
+        result
+    }
+
+    /// Reads the link at `path` and walks its target one component at a time.
+    fn follow(&mut self, path: &str, depth: usize) -> Result<(Resolved, usize), &'static str> {
+        let target = match self.source.read_link(path) {
+            Ok(t) => t,
+            Err(ReadError::TooLarge { .. }) => {
+                return Err("symbolic link target is longer than a path may be");
             }
-            let parts: Vec<&str> = text
-                .split('/')
-                .filter(|p| !p.is_empty() && *p != ".")
-                .collect();
-            let Some(last) = parts.len().checked_sub(1) else {
-                return Err("dangling symbolic link");
-            };
-            let mut at = base.clone();
-            let mut next = None;
-            for (i, part) in parts.iter().enumerate() {
-                if *part == ".." {
-                    if at.pop().is_none() {
-                        return Err("symbolic link points outside the repository");
-                    }
-                    if i == last {
-                        return Err("symbolic link to a folder is not followed");
-                    }
-                    continue;
+            Err(_) => return Err("cannot read symbolic link"),
+        };
+        let Ok(text) = std::str::from_utf8(&target) else {
+            return Err("symbolic link target is not valid UTF-8");
+        };
+        if text.starts_with('/') {
+            return Err(OUTSIDE);
+        }
+        // `file/` and `file/.` name a folder: the kernel refuses them (`ENOTDIR`).
+        let wants_folder = text.ends_with('/') || text.ends_with("/.") || text == ".";
+        let parts: Vec<&str> = text
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let Some(last) = parts.len().checked_sub(1) else {
+            return Err(DANGLING);
+        };
+        // Where the walk is: the folder as a string, and where each component starts, so
+        // `..` and a new name cost the length of one name.
+        let mut at = String::from(path.rsplit_once('/').map_or("", |(d, _)| d));
+        let mut starts: Vec<usize> = component_starts(&at);
+        for (i, part) in parts.iter().enumerate() {
+            if *part == ".." {
+                let start = starts.pop().ok_or(OUTSIDE)?;
+                at.truncate(start.saturating_sub(1));
+                if i == last {
+                    return Err(TO_FOLDER);
                 }
-                let folder = at.join("/");
-                let kind = self.entry(&folder, part).ok_or("dangling symbolic link")?;
-                match (kind, i == last) {
-                    (EntryKind::Dir, false) => at.push((*part).to_owned()),
-                    (EntryKind::Dir, true) => {
-                        return Err("symbolic link to a folder is not followed");
-                    }
-                    (EntryKind::File { size }, true) => {
-                        return Ok(Resolved {
-                            read_path: join(&folder, part),
-                            size,
-                        });
-                    }
-                    (EntryKind::File { .. }, false) => return Err("dangling symbolic link"),
-                    (EntryKind::Link { target }, true) => {
-                        next = Some(target);
-                        break;
-                    }
-                    (EntryKind::Link { .. }, false) => {
-                        return Err("symbolic link through a linked folder is not followed");
-                    }
-                    (EntryKind::Other { .. }, _) => {
-                        return Err("symbolic link to something that is not a regular file");
-                    }
-                }
+                continue;
             }
-            match next {
-                Some(t) => {
-                    target = t;
-                    base = at;
+            if part.eq_ignore_ascii_case(".git") {
+                return Err("symbolic link into .git is not followed");
+            }
+            let kind = self.entry(&at, part).ok_or(DANGLING)?;
+            match (kind, i == last) {
+                (EntryKind::Dir, false) => {
+                    starts.push(if at.is_empty() { 0 } else { at.len() + 1 });
+                    if !at.is_empty() {
+                        at.push('/');
+                    }
+                    at.push_str(part);
                 }
-                None => return Err("dangling symbolic link"),
+                (EntryKind::Dir, true) => return Err(TO_FOLDER),
+                (EntryKind::File { .. }, true) if wants_folder => return Err(DANGLING),
+                (EntryKind::File { size }, true) => {
+                    let read_path = join(&at, part);
+                    return Ok((Resolved { read_path, size }, 1));
+                }
+                (EntryKind::File { .. }, false) => return Err(DANGLING),
+                (EntryKind::Link, true) => {
+                    let (r, hops) = self.resolve(&join(&at, part), depth + 1)?;
+                    return Ok((r, hops + 1));
+                }
+                (EntryKind::Link, false) => {
+                    return Err("symbolic link through a linked folder is not followed");
+                }
+                (EntryKind::Other { .. }, _) => {
+                    return Err("symbolic link to something that is not a regular file");
+                }
             }
         }
-        Err("symbolic link loop or chain too long")
+        Err(DANGLING)
     }
 
     /// The kind of `name` in `folder`, listing the folder once.
     fn entry(&mut self, folder: &str, name: &str) -> Option<EntryKind> {
-        if !self.listings.contains_key(folder) {
-            // A folder that cannot be listed holds nothing a link may reach.
-            let _ = self.list(folder);
-        }
-        self.listings.get(folder)?.as_ref()?.get(name).cloned()
+        // A folder that cannot be listed holds nothing a link may reach.
+        let listing = self.list(folder).ok().flatten()?;
+        let i = listing
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .ok()?;
+        listing[i].utf8.then(|| listing[i].kind.clone())
     }
 }
 
-fn split(dir: &str) -> Vec<String> {
-    dir.split('/')
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
+/// Where each component of a folder path starts.
+fn component_starts(dir: &str) -> Vec<usize> {
+    if dir.is_empty() {
+        return Vec::new();
+    }
+    std::iter::once(0)
+        .chain(dir.match_indices('/').map(|(i, _)| i + 1))
         .collect()
 }
 
@@ -214,20 +264,24 @@ mod tests {
             ("via-linked-folder", "../linked/web.yaml"),
             ("through-file", "real.yaml/x"),
             ("empty", ""),
+            ("slash", "real.yaml/"),
+            ("dot", "real.yaml/."),
+            ("git", "../.git/config"),
         ] {
             src.insert_link(format!("deployments/{name}.yaml"), target);
         }
         src.insert_link("linked", "shared");
+        src.insert(".git/config", "[core]");
         src.insert_link("deployments/bad-utf8.yaml", b"\xff".to_vec());
+        src.insert_link("deployments/long.yaml", vec![b'a'; 5000]);
         let mut tree = Tree::new(&src);
-        let entries = tree.list("deployments").unwrap().unwrap();
+        let entries = tree.list("deployments").unwrap().unwrap().to_vec();
         let out: Vec<String> = entries
             .iter()
             .map(|e| {
                 let what = match tree.classify("deployments", &e.name, &e.kind) {
-                    Found::File(r) => format!("file {} ({} bytes)", r.read_path, r.size),
-                    Found::Dir => "folder".to_owned(),
-                    Found::Refused(why) => format!("refused: {why}"),
+                    Ok(r) => format!("file {} ({} bytes)", r.read_path, r.size),
+                    Err(why) => format!("refused: {why}"),
                 };
                 format!("{}: {what}", e.name)
             })
@@ -238,13 +292,17 @@ mod tests {
             bad-utf8.yaml: refused: symbolic link target is not valid UTF-8
             chain.yaml: file deployments/real.yaml (2 bytes)
             dangling.yaml: refused: dangling symbolic link
+            dot.yaml: refused: dangling symbolic link
             dotdot.yaml: refused: symbolic link to a folder is not followed
             dotted.yaml: file shared/web.yaml (1 bytes)
             empty.yaml: refused: dangling symbolic link
             folder.yaml: refused: symbolic link to a folder is not followed
+            git.yaml: refused: symbolic link into .git is not followed
+            long.yaml: refused: symbolic link target is longer than a path may be
             loop.yaml: refused: symbolic link loop or chain too long
             real.yaml: file deployments/real.yaml (2 bytes)
             sibling.yaml: file deployments/real.yaml (2 bytes)
+            slash.yaml: refused: dangling symbolic link
             through-file.yaml: refused: dangling symbolic link
             up.yaml: file shared/web.yaml (1 bytes)
             via-linked-folder.yaml: refused: symbolic link through a linked folder is not followed"#]]

@@ -31,6 +31,76 @@ pub fn replay_budget(len: usize) -> usize {
     (len / 4).saturating_add(256).min(MAX_REPLAYED_EVENTS)
 }
 
+/// Bytes of scalar text aliases may copy in a file of `len` bytes: 4 096 plus four per byte.
+///
+/// The replay budget counts events, and one event may be a long scalar: a 1 MB string
+/// anchored once and aliased a thousand times is a thousand events and a gigabyte of copies.
+/// This second budget weighs what aliases copy, so memory stays within a small multiple of
+/// the file whatever it aliases (RELIABILITY A2).
+pub fn copy_budget(len: usize) -> usize {
+    len.saturating_mul(4).saturating_add(4_096)
+}
+
+/// Weighs, without building anything, the scalar bytes every alias in `text` would copy
+/// (its anchor's scalars, and what the aliases inside that anchor copy in turn), and says
+/// where the total first passes `budget`.
+///
+/// A text without `*` has no alias and is not scanned. A text the event parser refuses is
+/// left to the real parse, which reports the error with its own words.
+fn alias_weight_within(text: &str, budget: usize) -> Result<(), Pos> {
+    use granit_parser::{Event, Parser};
+    if !text.contains('*') {
+        return Ok(());
+    }
+    // Per anchor, the bytes one use copies; per open collection, its anchor and weight so
+    // far, added to its parent when it closes.
+    let mut weights: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut copied = 0usize;
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else {
+            return Ok(());
+        };
+        // Every node costs at least a little, so an anchor of empty strings still weighs.
+        let weight = match event {
+            Event::Scalar(value, _, anchor, _) => {
+                let w = value.len() + 1;
+                if anchor != 0 {
+                    weights.insert(anchor, w);
+                }
+                w
+            }
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                open.push((anchor, 1));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some((anchor, w)) = open.pop() else {
+                    continue;
+                };
+                if anchor != 0 {
+                    weights.insert(anchor, w);
+                }
+                w
+            }
+            Event::Alias(anchor) => {
+                let w = weights.get(&anchor).copied().unwrap_or(1);
+                copied = copied.saturating_add(w);
+                if copied > budget {
+                    let at = span.start;
+                    return Err(Pos::new(at.line() as u64, at.col() as u64 + 1));
+                }
+                w
+            }
+            _ => continue,
+        };
+        if let Some(top) = open.last_mut() {
+            top.1 = top.1.saturating_add(weight);
+        }
+    }
+    Ok(())
+}
+
 fn options(len: usize) -> Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -59,6 +129,14 @@ fn options(len: usize) -> Options {
 /// tell the author nothing new). Parsing is deterministic, so the second run fails at the
 /// same place.
 pub(crate) fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
+    if let Err(at) = alias_weight_within(text, copy_budget(text.len())) {
+        return Err(Diagnostic::error(
+            file,
+            at,
+            "",
+            "aliases expand too far: the document exceeds the alias budget",
+        ));
+    }
     let first = match serde_saphyr::from_str_with_options(text, options(text.len())) {
         Ok(value) => return Ok(value),
         Err(e) => e,

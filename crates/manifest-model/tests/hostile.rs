@@ -298,14 +298,26 @@ proptest! {
                 report.diagnostics
             );
         }
-        // Per node, exact: take the clashes out of the fleet-wide check by loading with
-        // Node manifests only where the check passed, and compare resolve with the oracle.
-        if let Some(rev) = &report.revision {
-            for n in 0..f.nodes.len() {
-                let here: Vec<usize> = (0..f.deployments.len()).filter(|d| f.lands(*d, n)).collect();
-                let clash = here.iter().enumerate().any(|(i, a)| here[i + 1..].iter().any(|b| f.collide(*a, *b)));
-                prop_assert_eq!(resolve(rev, &format!("n{n}"), None).is_err(), clash);
-            }
+        // Per node, exact: load the fleet with a host port of its own for each deployment
+        // (so `load` accepts it), put the generated ports back into the revision, and hold
+        // `resolve` to the oracle on every node.
+        let mut unique = f.clone();
+        for (i, d) in unique.deployments.iter_mut().enumerate() {
+            d.port = 20_000 + i as u16;
+            d.ip = "0.0.0.0";
+        }
+        let Some(mut rev) = load(&unique.source(), &Limits::default()).revision else {
+            return Ok(());
+        };
+        for (i, d) in f.deployments.iter().enumerate() {
+            let p = &mut rev.deployments.get_mut(&format!("d{i}")).unwrap().spec.ports[0];
+            p.host_port = Some(d.port);
+            p.host_ip = d.ip.parse().unwrap();
+        }
+        for n in 0..f.nodes.len() {
+            let here: Vec<usize> = (0..f.deployments.len()).filter(|d| f.lands(*d, n)).collect();
+            let clash = here.iter().enumerate().any(|(i, a)| here[i + 1..].iter().any(|b| f.collide(*a, *b)));
+            prop_assert_eq!(resolve(&rev, &format!("n{n}"), None).is_err(), clash, "node n{}", n);
         }
     }
 }
@@ -349,7 +361,17 @@ fn alias_replay_is_budgeted_by_file_size() {
             aliases.join(",")
         )
     };
-    for (items, uses) in [(1, 10), (5, 20), (10, 40), (99, 1000), (20, 200), (50, 300)] {
+    // Each case well inside or well beyond its budget: (1, 10) and (5, 20) replay tens of
+    // events in files of hundreds of bytes; the others replay thousands to a hundred
+    // thousand in files of a few kilobytes.
+    for (items, uses) in [
+        (1, 10),
+        (5, 20),
+        (10, 400),
+        (99, 1000),
+        (20, 200),
+        (50, 300),
+    ] {
         let text = file(items, uses);
         // Each use replays the sequence: its items plus its start and end.
         let replayed = uses * (items + 2);
@@ -364,7 +386,11 @@ fn alias_replay_is_budgeted_by_file_size() {
                 "{items}×{uses}: {:?}",
                 report.diagnostics
             );
-        } else if replayed >= budget * 2 {
+        } else {
+            assert!(
+                replayed >= budget * 2,
+                "{items}×{uses} is too near its budget to judge"
+            );
             assert_eq!(
                 report.diagnostics[0].message,
                 "aliases expand too far: the document exceeds the alias budget",
@@ -375,6 +401,57 @@ fn alias_replay_is_budgeted_by_file_size() {
     // The budget grows with the file, and is capped.
     assert!(replay_budget(4_000) > replay_budget(400));
     assert_eq!(replay_budget(usize::MAX), replay_budget(1 << 30));
+}
+
+/// Class 4, in bytes: one long scalar aliased many times is few events but many copies.
+/// What aliases would copy is weighed before anything is built, so a 100 KB string aliased
+/// fifty times (5 MB of copies from a 100 KB file) is refused, while aliases of short
+/// values, and a long value used a few times, are not.
+#[test]
+fn alias_copies_are_budgeted_in_bytes() {
+    let file = |len: usize, uses: usize| {
+        let env: String = (0..uses).map(|i| format!("    K{i}: *big\n")).collect();
+        format!(
+            "{HEAD}x-big: &big \"{}\"\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: nginx:1\n  env:\n{env}",
+            "x".repeat(len)
+        )
+    };
+    let load_one = |text: String| {
+        load(
+            &MemSource::new().with("deployments/web.yaml", text),
+            &Limits::default(),
+        )
+    };
+    // Fifty uses: within every count the parser keeps (compose-style files use that many),
+    // but 5 MB of copies from a 100 KB file.
+    let bomb = load_one(file(100_000, 50));
+    assert_eq!(
+        bomb.diagnostics
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect::<Vec<_>>(),
+        vec!["aliases expand too far: the document exceeds the alias budget"]
+    );
+    // Refused at the alias that passed the budget (the fifth), before anything was built.
+    assert_eq!(bomb.diagnostics[0].line, 13, "{:?}", bomb.diagnostics[0]);
+    let fine = load_one(file(100_000, 3));
+    assert!(fine.revision.is_some(), "{:?}", fine.diagnostics);
+    let short = load_one(file(8, 40));
+    assert!(short.revision.is_some(), "{:?}", short.diagnostics);
+    // Nested anchors weigh what they copy in turn: 10 levels of 10 uses of the one below.
+    let mut nested = String::from("x-l0: &l0 \"aaaaaaaaaa\"\n");
+    for l in 1..10 {
+        let uses = vec![format!("*l{}", l - 1); 10].join(", ");
+        nested.push_str(&format!("x-l{l}: &l{l} [{uses}]\n"));
+    }
+    let text = format!(
+        "{HEAD}{nested}kind: Deployment\nmetadata:\n  name: web\nspec:\n  image: nginx:1\n"
+    );
+    assert_eq!(
+        load_one(text).diagnostics[0].message,
+        "aliases expand too far: the document exceeds the alias budget"
+    );
+    assert_eq!(copy_budget(1_000), 8_096);
 }
 
 /// Class 6: planted text never comes back in a diagnostic: keys, values, names and kinds
@@ -510,7 +587,7 @@ fn values_docker_would_misread_are_refused() {
         ),
         (
             "  resources:\n    memory: \"18446744073709551615\"\n",
-            "spec.resources.memory: memory limit must be at most 1Pi",
+            "spec.resources.memory: memory limit must be at most 1024Ti",
         ),
         (
             "  resources:\n    memory: 2Pi\n",
@@ -518,7 +595,7 @@ fn values_docker_would_misread_are_refused() {
         ),
         (
             "  resources:\n    memory: 2048Ti\n",
-            "spec.resources.memory: memory limit must be at most 1Pi",
+            "spec.resources.memory: memory limit must be at most 1024Ti",
         ),
         (
             "  env:\n    A: \"x\\0y\"\n",
@@ -573,6 +650,87 @@ proptest! {
             prop_assert!(!bind.contains(','));
         } else {
             prop_assert!(host.contains([':', ',', '\n']) || container.contains([':', ',']) || !host.starts_with('/') || !container.starts_with('/') || host.split('/').any(|c| c == "..") || container.split('/').any(|c| c == "..") || container.trim_end_matches('/').is_empty() || container.split('/').all(|c| c.is_empty() || c == "."));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Class 1 as a property: mappings of host ports on addresses, in one deployment; each
+    /// mapping that collides with an earlier one is one error, against a brute-force count.
+    #[test]
+    fn one_error_per_colliding_mapping(ports in prop::collection::vec((0u16..4, prop::sample::select(IPS.to_vec())), 1..40)) {
+        let body: String = ports.iter().enumerate().map(|(i, (p, ip))| port(i as u16 + 1, 9000 + p, ip)).collect();
+        let src = MemSource::new().with("deployments/web.yaml", deployment("web", &format!("  ports:\n{body}")));
+        let report = load(&src, &Limits::default());
+        let overlap = |a: &str, b: &str| a == b || a == "0.0.0.0" || b == "0.0.0.0";
+        let expected = (0..ports.len())
+            .filter(|&i| (0..i).any(|j| ports[j].0 == ports[i].0 && overlap(ports[i].1, ports[j].1)))
+            .count();
+        prop_assert_eq!(report.error_count(), expected, "{:?}", report.diagnostics);
+    }
+
+    /// Class 2 as a property: however many entries and deployments, the node's containers
+    /// carry no copy of the secrets; the one shared file is the revision's.
+    #[test]
+    fn secrets_are_never_copied(entries in 0usize..30, deployments in 1usize..30) {
+        let enc = "ENC[AES256_GCM,data:YQ==,iv:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]";
+        let mut secrets: String = (0..entries).map(|i| format!("K{i}: {enc}\n")).collect();
+        secrets.push_str(&format!("sops:\n  age:\n    - recipient: age1x\n      enc: x\n  lastmodified: '2024-01-01T00:00:00Z'\n  mac: {enc}\n"));
+        let mut src = MemSource::new().with("nodes/n.yaml", node("n", &[])).with("secrets.yaml", secrets);
+        for i in 0..deployments {
+            src.insert(format!("deployments/d{i}.yaml"), deployment(&format!("d{i}"), ""));
+        }
+        let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
+        let desired = resolve(&rev, "n", None).unwrap();
+        prop_assert!(Arc::ptr_eq(rev.secrets.as_ref().unwrap(), desired.secrets.as_ref().unwrap()));
+        prop_assert_eq!(desired.containers.len(), deployments);
+        // Each container is its deployment's spec, nothing more (no per-container secrets).
+        for c in &desired.containers {
+            prop_assert_eq!(&c.spec, &rev.deployments[&c.deployment].spec);
+        }
+    }
+
+    /// Class 4 as a property: aliases well inside the file's budget parse; far beyond it,
+    /// the file is refused for its budget, never parsed at length.
+    #[test]
+    fn alias_budget_holds(items in 1usize..120, uses in 1usize..1200) {
+        let anchor: Vec<&str> = vec!["1"; items];
+        let aliases: Vec<&str> = vec!["*a"; uses];
+        let text = format!(
+            "{HEAD}x-a: &a [{}]\nx-b: [{}]\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: nginx:1\n",
+            anchor.join(","),
+            aliases.join(",")
+        );
+        let replayed = uses * (items + 2);
+        let budget = replay_budget(text.len());
+        let report = load(&MemSource::new().with("deployments/web.yaml", text), &Limits::default());
+        if replayed * 2 <= budget {
+            prop_assert!(report.revision.is_some(), "{:?}", report.diagnostics);
+        } else if replayed >= budget * 2 {
+            prop_assert_eq!(
+                report.diagnostics.first().map(|d| d.message.as_str()),
+                Some("aliases expand too far: the document exceeds the alias budget")
+            );
+        }
+    }
+
+    /// Class 8 as a property: a memory limit is accepted exactly when Docker can take it
+    /// (6 MiB to 1 PiB), and then reaches the spec unchanged; never dropped.
+    #[test]
+    fn memory_limits_are_taken_or_refused_never_dropped(n in 0u64..u64::MAX, unit in prop::sample::select(vec!["", "Ki", "Mi", "Gi", "Ti", "K", "M", "G", "T"])) {
+        let text = format!("{n}{unit}");
+        let src = MemSource::new().with("deployments/web.yaml", deployment("web", &format!("  resources:\n    memory: \"{text}\"\n")));
+        let report = load(&src, &Limits::default());
+        let bytes = values::parse_bytes(&text).ok();
+        match (&report.revision, bytes) {
+            (Some(rev), Some(b)) => {
+                prop_assert!((6 << 20..=values::MAX_MEMORY).contains(&b));
+                prop_assert_eq!(rev.deployments["web"].spec.resources.memory, Some(b));
+            }
+            (None, b) => prop_assert!(b.is_none_or(|b| !(6 << 20..=values::MAX_MEMORY).contains(&b))),
+            (Some(_), None) => prop_assert!(false, "accepted an unparsable size"),
         }
     }
 }

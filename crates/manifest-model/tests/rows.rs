@@ -167,6 +167,10 @@ impl Source for Counting<'_> {
         self.reads.set(self.reads.get() + 1);
         self.inner.read(path, limit)
     }
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, ReadError> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read_link(path)
+    }
 }
 
 /// A5: an oversized file, too many files and too many bytes are refused before reading.
@@ -577,6 +581,9 @@ impl Source for SwapBeforeRead<'_> {
             std::os::unix::fs::symlink(&self.outside, &self.victim).unwrap();
         }
         self.inner.read(path, limit)
+    }
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, ReadError> {
+        self.inner.read_link(path)
     }
 }
 

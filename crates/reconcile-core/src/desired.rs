@@ -60,17 +60,31 @@ pub struct RenderedSpec {
 }
 
 /// `secrets.yaml` as every container of a node is offered it: one digest for identity, and
-/// the key names for the create call, shared by all the node's specs rather than copied into
+/// the entries for the create call, shared by all the node's specs rather than copied into
 /// each (n entries and m deployments cost n + m, not n × m).
 ///
 /// Serializes as its digest alone: two containers were offered the same secrets exactly when
 /// their digests are equal. A spec read back from a container's label has the digest only.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OfferedSecrets {
     /// `sha256:<hex>` over every key and the digest of its value, in key order.
     pub digest: String,
-    /// The keys, in order.
-    pub keys: Arc<[String]>,
+    /// The entries, in key order: each key, with its value when the file keeps it in clear
+    /// (a key with the `unencrypted_suffix`); the others are supplied decrypted at create.
+    pub entries: Arc<[(String, Option<String>)]>,
+}
+
+/// Keys only: a clear value in `secrets.yaml` is still the user's business.
+impl std::fmt::Debug for OfferedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfferedSecrets")
+            .field("digest", &self.digest)
+            .field(
+                "keys",
+                &self.entries.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl OfferedSecrets {
@@ -85,7 +99,17 @@ impl OfferedSecrets {
         }
         Self {
             digest: format!("sha256:{}", hex(&h.finalize())),
-            keys: file.entries.keys().cloned().collect(),
+            entries: file
+                .entries
+                .iter()
+                .map(|(k, v)| {
+                    let plain = match v {
+                        EnvValue::Plain(p) => Some(p.clone()),
+                        EnvValue::Encrypted(_) => None,
+                    };
+                    (k.clone(), plain)
+                })
+                .collect(),
         }
     }
 }
@@ -108,7 +132,7 @@ impl<'de> Deserialize<'de> for OfferedSecrets {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Self {
             digest: String::deserialize(d)?,
-            keys: Arc::from([]),
+            entries: Arc::from([]),
         })
     }
 }

@@ -156,8 +156,9 @@ pub enum Diagnostic {
         container_name: String,
         /// The other container.
         container_id: String,
-        /// When the holder belongs to this node's agent for another branch (whose
-        /// environment id is the same, so their containers would share names): that branch.
+        /// When the holder carries this node's label and another environment's (this node's
+        /// agent for another branch with the same environment id, or an older orun, which
+        /// labelled by the id): that environment, as its label says.
         #[serde(skip_serializing_if = "Option::is_none")]
         other_branch: Option<String>,
     },
@@ -977,8 +978,10 @@ impl fmt::Display for Diagnostic {
                 other_branch: Some(branch),
             } => write!(
                 f,
-                "{deployment}: name {container_name} is taken by container {}, which this node's agent for branch `{branch}` runs: the two branches have the same environment id, so they cannot share a host; it is left alone",
-                short_id(container_id)
+                "{deployment}: name {container_name} is taken by container {}, labelled for this node and environment `{}`: another branch's agent (branches with one environment id cannot share a host) or an older orun's; it is left alone",
+                short_id(container_id),
+                // A label any container may carry: shown on one line, unable to forge output.
+                manifest_model::escape_file_name(branch)
             ),
             Diagnostic::Suspended { deployment } => {
                 write!(f, "{deployment}: suspended; left as it runs")

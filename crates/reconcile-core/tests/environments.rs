@@ -161,7 +161,7 @@ fn branch_variants_are_distinct_environments() {
     );
     assert_eq!(
         p.to_string(),
-        "! hello-world: name feature-x.hello-world is taken by container f0, which this node's agent for branch `feature/x` runs: the two branches have the same environment id, so they cannot share a host; it is left alone\nPlan: 0 to create, 0 to replace, 0 to start, 0 to remove."
+        "! hello-world: name feature-x.hello-world is taken by container f0, labelled for this node and environment `feature/x`: another branch's agent (branches with one environment id cannot share a host) or an older orun's; it is left alone\nPlan: 0 to create, 0 to replace, 0 to start, 0 to remove."
     );
 }
 
