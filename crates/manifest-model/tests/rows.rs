@@ -99,7 +99,7 @@ fn a02_alias_bomb_hits_budget() {
     check(
         "a02-alias-bomb",
         expect![[r#"
-            deployments/bomb.yaml:7:16: error: aliases expand too far: the document exceeds the alias budget
+            deployments/bomb.yaml:8:10: error: aliases expand too far: the document exceeds the alias budget
             refused
         "#]],
     );

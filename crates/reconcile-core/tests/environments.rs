@@ -10,6 +10,8 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use manifest_model::{Limits, MemSource, load, resolve};
@@ -66,17 +68,7 @@ fn created(d: &Desired, prefix: &str) -> Vec<ObservedContainer> {
 
 /// The ids of existing containers a plan's steps act on.
 fn touched(p: &Plan) -> BTreeSet<&str> {
-    p.steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            Action::Replace { old_id, .. } => Some(old_id.as_str()),
-            Action::Start { container_id, .. }
-            | Action::Rename { container_id, .. }
-            | Action::Unpause { container_id, .. }
-            | Action::Remove { container_id, .. } => Some(container_id.as_str()),
-            Action::Create { .. } => None,
-        })
-        .collect()
+    common::step_containers(p).into_iter().collect()
 }
 
 /// A branch name and variants of it that fold to the same environment id.

@@ -6,8 +6,11 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::step_containers;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use reconcile_core::*;
@@ -291,20 +294,6 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
         },
         d2,
     )
-}
-
-fn step_containers(plan: &Plan) -> Vec<&str> {
-    plan.steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            Action::Replace { old_id, .. } => Some(old_id.as_str()),
-            Action::Start { container_id, .. }
-            | Action::Rename { container_id, .. }
-            | Action::Unpause { container_id, .. }
-            | Action::Remove { container_id, .. } => Some(container_id.as_str()),
-            Action::Create { .. } => None,
-        })
-        .collect()
 }
 
 proptest! {

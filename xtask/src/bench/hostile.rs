@@ -203,23 +203,17 @@ fn landing(root: &Path, n: usize) -> Result<Vec<String>> {
 }
 
 fn aliases(root: &Path, n: usize) -> Result<Vec<String>> {
-    let anchor = vec!["1"; 99].join(",");
-    let uses = vec!["*a"; 1_000].join(",");
-    for i in 0..n {
-        write(
-            root,
-            &format!("deployments/d{i}.yaml"),
-            &format!(
-                "{HEAD}x-a: &a [{anchor}]\nx-b: [{uses}]\nkind: Deployment\nmetadata:\n  name: d{i}\nspec:\n  image: nginx:1\n"
-            ),
-        )?;
-    }
-    Ok(validate(root))
+    alias_files(root, n, 99, 1_000)
 }
 
 fn aliases_valid(root: &Path, n: usize) -> Result<Vec<String>> {
-    let anchor = ["1"; 10].join(",");
-    let uses = ["*a"; 20].join(",");
+    alias_files(root, n, 10, 20)
+}
+
+/// `n` deployment files, each with an anchor of `items` and a sequence of `uses` aliases.
+fn alias_files(root: &Path, n: usize, items: usize, uses: usize) -> Result<Vec<String>> {
+    let anchor = vec!["1"; items].join(",");
+    let uses = vec!["*a"; uses].join(",");
     for i in 0..n {
         write(
             root,
@@ -394,20 +388,8 @@ pub(crate) fn run(quick: bool) -> Result<Figures> {
     let mut figures = Figures::default();
     for shape in SHAPES {
         for &n in sizes {
-            let root = fresh(&base, shape.name)?;
-            let mut args = (shape.build)(&root, n)?;
-            args.extend(RAISED.map(str::to_owned));
             eprintln!("bench: hostile {} at {n}", shape.name);
-            let (seconds, peak_mib, verdict) = measure(&orun, &args)?;
-            figures.growth.push(Run {
-                shape: shape.name.to_owned(),
-                entries: n,
-                seconds,
-                peak_mib,
-                verdict,
-                bytes: dir_bytes(&root),
-            });
-            fs::remove_dir_all(&root)?;
+            figures.growth.push(case(&orun, &base, shape, n, &RAISED)?);
         }
     }
     // The cases as reported, with the limits the agent uses.
@@ -424,36 +406,23 @@ pub(crate) fn run(quick: bool) -> Result<Figures> {
             .iter()
             .find(|s| s.name == name)
             .context("a reported case names a shape")?;
-        let root = fresh(&base, name)?;
-        let args = (shape.build)(&root, n)?;
         eprintln!("bench: reported case {name} at {n}");
-        let (seconds, peak_mib, verdict) = measure(&orun, &args)?;
-        figures.reported.push(Run {
-            shape: name.to_owned(),
-            entries: n,
-            seconds,
-            peak_mib,
-            verdict,
-            bytes: dir_bytes(&root),
-        });
-        fs::remove_dir_all(&root)?;
+        figures.reported.push(case(&orun, &base, shape, n, &[])?);
     }
     // `--actual` on a device: refused at once, not read forever.
-    let (seconds, peak_mib, verdict) = measure(
-        &orun,
-        &[
-            "plan".into(),
-            "--repo".into(),
-            super::super::workspace_root()
-                .join("examples")
-                .display()
-                .to_string(),
-            "--node".into(),
-            "web-01".into(),
-            "--actual".into(),
-            "/dev/zero".into(),
-        ],
-    )?;
+    let examples = super::super::workspace_root().join("examples");
+    let args: Vec<String> = [
+        "plan",
+        "--repo",
+        &examples.display().to_string(),
+        "--node",
+        "web-01",
+        "--actual",
+        "/dev/zero",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (seconds, peak_mib, verdict) = measure(&orun, &args)?;
     figures.reported.push(Run {
         shape: "actual-device".to_owned(),
         entries: 0,
@@ -463,6 +432,24 @@ pub(crate) fn run(quick: bool) -> Result<Figures> {
         bytes: 0,
     });
     Ok(figures)
+}
+
+/// Builds `shape` at `n` in a fresh folder, measures it with `extra` flags, removes it.
+fn case(orun: &Path, base: &Path, shape: &Shape, n: usize, extra: &[&str]) -> Result<Run> {
+    let root = fresh(base, shape.name)?;
+    let mut args = (shape.build)(&root, n)?;
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let (seconds, peak_mib, verdict) = measure(orun, &args)?;
+    let bytes = dir_bytes(&root);
+    fs::remove_dir_all(&root)?;
+    Ok(Run {
+        shape: shape.name.to_owned(),
+        entries: n,
+        seconds,
+        peak_mib,
+        verdict,
+        bytes,
+    })
 }
 
 fn fresh(base: &Path, name: &str) -> Result<PathBuf> {
