@@ -471,9 +471,27 @@ fn branches_with_one_environment_id_never_touch_each_other() {
             "-q",
             &remote.file_url(),
             "HEAD:refs/heads/feature/x",
+        ],
+    );
+    // The other branch says something else (that is why it is a branch): an agent that took
+    // the first one's containers for its own would replace them.
+    let other = remote.commit_local(
+        "other",
+        &[(
+            &format!("deployments/{worker}.yaml"),
+            &worker_yaml(&node, &worker, "v2"),
+        )],
+    );
+    git_support::git(
+        &remote.work(),
+        &[
+            "push",
+            "-q",
+            &remote.file_url(),
             "HEAD:refs/heads/feature_x",
         ],
     );
+    assert_ne!(other, commit);
     let url = remote.file_url();
     let data_root = tempfile::tempdir().unwrap();
 
