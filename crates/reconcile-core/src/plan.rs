@@ -218,6 +218,45 @@ pub fn plan_with(
     now: Timestamp,
     backoff: &Backoff,
 ) -> Plan {
+    // An id seen twice (only a hand-made snapshot can say so) names a container the planner
+    // cannot tell apart from itself: keeping one copy and removing the other would remove
+    // what it keeps. Such a container is never in a step; its name still counts as taken.
+    // Copies under one deployment are found beside each other in the planner's own sorted
+    // walk; copies elsewhere (one ours, one a stranger's) are counted only when the plan has
+    // steps that could act on them, so the steady state pays nothing for them, and since the
+    // first plan does not depend on the order of its inputs, neither does that choice.
+    let first = plan_excluding(desired, actual, history, now, backoff, &BTreeSet::new());
+    if first.steps.is_empty() {
+        return first;
+    }
+    let mut seen = HashSet::with_capacity(actual.containers.len());
+    let twice: BTreeSet<&str> = actual
+        .containers
+        .iter()
+        .filter(|c| !seen.insert(c.id.as_str()))
+        .map(|c| c.id.as_str())
+        .collect();
+    if twice.is_empty() {
+        return first;
+    }
+    let mut out = plan_excluding(desired, actual, history, now, backoff, &twice);
+    out.diagnostics
+        .extend(twice.iter().map(|id| Diagnostic::DuplicateId {
+            container_id: (*id).to_owned(),
+        }));
+    out.diagnostics.sort_by_cached_key(ToString::to_string);
+    out
+}
+
+/// [`plan_with`], leaving the containers of `excluded` ids out of every step.
+fn plan_excluding(
+    desired: &Desired,
+    actual: &Actual,
+    history: &History,
+    now: Timestamp,
+    backoff: &Backoff,
+    excluded: &BTreeSet<&str>,
+) -> Plan {
     let mut out = Plan::default();
     let commit = desired.commit.clone();
 
@@ -234,26 +273,24 @@ pub fn plan_with(
             Some((deployment, hash, c))
         })
         .collect();
-    // An id seen twice (only a hand-made snapshot can say so) names a container the planner
-    // cannot tell apart from itself: keeping one copy and removing the other would remove
-    // what it keeps. Such a container is never in a step; its name still counts as taken.
-    // Copies count wherever they are: an id listed once as ours and once as a stranger's is
-    // as ambiguous as one listed twice as ours.
-    let mut seen = HashSet::with_capacity(actual.containers.len());
-    let twice: BTreeSet<&str> = actual
-        .containers
-        .iter()
-        .filter(|c| !seen.insert(c.id.as_str()))
-        .map(|c| c.id.as_str())
+    if !excluded.is_empty() {
+        ours.retain(|(_, _, c)| !excluded.contains(c.id.as_str()));
+    }
+    // By deployment, then id (a tie-break only: each deployment has one container, or a
+    // few), so copies of one id under one deployment sit side by side.
+    ours.sort_by(|a, b| (a.0, &a.2.id).cmp(&(b.0, &b.2.id)));
+    let copied: BTreeSet<&str> = ours
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0 && w[0].2.id == w[1].2.id)
+        .map(|w| w[0].2.id.as_str())
         .collect();
-    if !twice.is_empty() {
-        ours.retain(|(_, _, c)| !twice.contains(c.id.as_str()));
+    if !copied.is_empty() {
+        ours.retain(|(_, _, c)| !copied.contains(c.id.as_str()));
         out.diagnostics
-            .extend(twice.iter().map(|id| Diagnostic::DuplicateId {
+            .extend(copied.iter().map(|id| Diagnostic::DuplicateId {
                 container_id: (*id).to_owned(),
             }));
     }
-    ours.sort_by(|a, b| a.0.cmp(b.0));
     let mut wanted: Vec<&DesiredDeployment> = desired.deployments.iter().collect();
     wanted.sort_by(|a, b| a.name.cmp(&b.name));
     // Containers of deployments nobody wants; `next` is where the walk through `ours` is.
@@ -262,7 +299,9 @@ pub fn plan_with(
 
     // Pass 1: decide, per deployment, which container stays, which go, and what to do.
     let (mut removes, mut starts) = (Vec::new(), Vec::new());
-    let mut gone: BTreeSet<&str> = BTreeSet::new(); // ids of containers this plan removes or replaces
+    // The containers this plan removes or replaces, by identity (an id may be listed twice
+    // in a snapshot: removing one entry must not make the other's name look free).
+    let mut gone: Gone = BTreeSet::new();
     let mut changes_wanted: Vec<(&DesiredDeployment, Option<&ObservedContainer>)> = Vec::new();
     for d in &wanted {
         while next < ours.len() && ours[next].0 < d.name.as_str() {
@@ -317,7 +356,7 @@ pub fn plan_with(
         let mut rest = existing.iter().map(|&(_, h, c)| (c, h));
         let keep = rest.next();
         for (extra, _) in rest {
-            gone.insert(&extra.id);
+            gone.insert(entry(extra));
             removes.push(remove_step(
                 d.name.clone(),
                 extra,
@@ -378,7 +417,7 @@ pub fn plan_with(
     } else {
         for (dep, c) in orphans {
             let summary = "deployment is no longer in the repository for this node".to_owned();
-            gone.insert(&c.id);
+            gone.insert(entry(c));
             removes.push(remove_step(dep.to_owned(), c, summary, commit.clone()));
         }
     }
@@ -390,7 +429,7 @@ pub fn plan_with(
     // at most once, so a chain of n costs n steps, not n².
     for (_, keep) in &changes_wanted {
         if let Some(c) = keep {
-            gone.insert(&c.id);
+            gone.insert(entry(c));
         }
     }
     let mut blocked: BTreeMap<&str, &ObservedContainer> = BTreeMap::new();
@@ -415,7 +454,7 @@ pub fn plan_with(
                 // the one each member wants.
                 for &i in &cycles {
                     if let Some(c) = changes_wanted[i].1 {
-                        gone.remove(c.id.as_str());
+                        gone.remove(&entry(c));
                     }
                 }
                 for &i in &cycles {
@@ -563,6 +602,15 @@ pub fn plan_with(
 
 type Change<'a> = (&'a DesiredDeployment, Option<&'a ObservedContainer>);
 
+/// Observed containers by identity: where each entry sits in the observations.
+type Gone = BTreeSet<usize>;
+
+/// An observed container's identity within one call: its address, stable while `actual`
+/// is borrowed.
+fn entry(c: &ObservedContainer) -> usize {
+    std::ptr::from_ref(c) as usize
+}
+
 /// Every observed container by name (a snapshot may repeat a name; Docker never does).
 #[derive(Default)]
 struct Names<'a>(HashMap<&'a str, Vec<&'a ObservedContainer>>);
@@ -584,12 +632,12 @@ impl<'a> Names<'a> {
     }
 
     /// The container that holds `name` and stays (is not in `gone`).
-    fn holder(&self, name: &str, gone: &BTreeSet<&str>) -> Option<&'a ObservedContainer> {
+    fn holder(&self, name: &str, gone: &Gone) -> Option<&'a ObservedContainer> {
         self.0
             .get(name)?
             .iter()
             .copied()
-            .find(|c| !gone.contains(c.id.as_str()))
+            .find(|c| !gone.contains(&entry(c)))
     }
 }
 
@@ -602,7 +650,7 @@ impl<'a> Names<'a> {
 fn block_clashes<'a>(
     names: &Names<'a>,
     changes: &[Change<'a>],
-    gone: &mut BTreeSet<&'a str>,
+    gone: &mut Gone,
     blocked: &mut BTreeMap<&'a str, &'a ObservedContainer>,
     only: Option<Vec<&'a str>>,
 ) {
@@ -631,7 +679,7 @@ fn block_clashes<'a>(
             }
             blocked.insert(&d.name, holder);
             if let Some(c) = keep
-                && gone.remove(c.id.as_str())
+                && gone.remove(&entry(c))
             {
                 // Its old container stays after all: its name is taken again.
                 work.push(&c.name);

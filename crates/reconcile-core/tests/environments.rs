@@ -307,3 +307,55 @@ fn repeated_names_and_ids_plan_the_same_in_any_order() {
     }
     assert!(touched(&first).is_empty(), "{first}");
 }
+
+/// Fuzzing found (plan_actual): an id listed twice, once as our stale container whose
+/// replace is blocked, once as a stranger holding the name another deployment wants. The
+/// planner tracked what goes by id, so keeping our container made the stranger's name look
+/// taken or free depending on the order names were looked at. It tracks entries now.
+#[test]
+fn one_id_twice_blocks_the_same_way_in_any_order() {
+    let rev = repo(&["bb", "cc"]);
+    let d = desired(&rev, "feature/x");
+    let mut stale = created(&d, "x")[0].clone();
+    stale.id = "dup".to_owned();
+    stale.name = "bb".to_owned();
+    stale
+        .labels
+        .insert(LABEL_SPEC_HASH.to_owned(), "old".to_owned());
+    let stranger = |id: &str, name: &str, node: Option<&str>| {
+        let mut labels = BTreeMap::new();
+        if let Some(n) = node {
+            labels.insert(LABEL_NODE.to_owned(), n.to_owned());
+        }
+        ObservedContainer {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            image_id: "sha256:x".to_owned(),
+            state: ContainerState::Running,
+            health: None,
+            labels,
+        }
+    };
+    let all = vec![
+        stale,
+        stranger("holder", "feature-x.bb", None),
+        stranger("dup", "feature-x.cc", Some("n2")),
+    ];
+    let mut plans = Vec::new();
+    for k in 0..all.len() {
+        for reverse in [false, true] {
+            let mut cs = all.clone();
+            cs.rotate_left(k);
+            if reverse {
+                cs.reverse();
+            }
+            let actual = Actual {
+                containers: cs,
+                images: BTreeMap::new(),
+            };
+            plans.push(plan(&d, &actual, &History::default(), Timestamp(0)));
+        }
+    }
+    assert!(plans.iter().all(|p| *p == plans[0]), "{plans:#?}");
+    assert!(plans[0].steps.is_empty(), "{}", plans[0]);
+}

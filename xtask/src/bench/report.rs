@@ -720,13 +720,19 @@ earlier runs, on this machine, that explain them.
   5 000 aborted out of memory; 1 000 files on one host port 2.2 s and 300 MB; 500 nodes and
   deployments on one port 2 s (a node search per pair, cubic); 50 alias-heavy files of 3 KB
   9.7 s (each 0.2 s: 99 000 replayed events, parsed three times). Now a file costs its bytes:
-  most shapes spend 50 to 160 µs per file, nearly all of it serde-saphyr's parser (about
-  10 MB/s of plain YAML here) and opening the file. An alias-heavy file costs about half a
-  millisecond until its budget (256 + len/4 replayed events) refuses it, and reading stops
-  at 1 000 errors, so twenty thousand of them end in well under a second. `secrets` grows a
-  little faster than linearly at 100 000 (the node's listing of 100 000 containers is
-  printed too); `chain` is `orun plan`, whose time is loading the 10 000 deployment files
-  and parsing the snapshot's JSON, the planner's own share a few milliseconds.
+  the shapes that read every file spend 70 to 200 µs per file, nearly all of it
+  serde-saphyr's parser (about 10 MB/s of plain YAML here) and opening the file; memory is
+  about 15 bytes per byte of input at 100 000 entries (the revision's specs, positions and
+  names: 220 to 420 MiB for 14 to 29 MB of manifests, five times the 20 000 files the agent
+  admits). An alias-heavy file is refused by the weighing of what its aliases would copy
+  before it is parsed, in about 0.15 ms, and reading stops at 1 000 errors, so twenty
+  thousand of them end in a quarter of a second; `echo` stops at 1 000 errors too, which is
+  why both get cheaper per entry as they grow. `ports` at 100 000 mappings (3.8 MB, under
+  the raised caps) passes the parser's own budget of 250 000 nodes and is refused before it
+  is validated: its growth row measures that refusal, and 1 000 to 10 000 is the check
+  itself (16.8 → 9.1 µs per mapping). `chain` is `orun plan`, whose time is loading the
+  deployment files and parsing the snapshot's JSON; the planner's own share is a few
+  milliseconds.
 ";
 
 #[cfg(test)]
