@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use agent_engine::Settings;
 use anyhow::{Context, bail};
 use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
 use serde::Deserialize;
@@ -112,17 +113,10 @@ struct FileConfig {
 /// Everything the agent needs, checked.
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub(crate) node: String,
-    pub(crate) data_dir: PathBuf,
+    /// What the engine is told.
+    pub(crate) engine: Settings,
     pub(crate) status_addr: SocketAddr,
-    /// `None`: take the Node manifest's `pollInterval`.
-    pub(crate) poll_interval: Option<Duration>,
-    pub(crate) docker_host: Option<String>,
-    pub(crate) remote: RemoteOptions,
-    pub(crate) registry_config: Option<PathBuf>,
-    pub(crate) allow_remove_all: bool,
     pub(crate) log_format: LogFormat,
-    pub(crate) once: bool,
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -190,23 +184,23 @@ impl Config {
         }
         remote.check()?;
 
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/opt/orun"));
+        let mut engine = Settings::new(node, data_dir, remote);
+        engine.poll_interval = poll_interval;
+        engine.docker_host = args
+            .docker_host
+            .or(file.docker_host)
+            .or_else(|| std::env::var("DOCKER_HOST").ok());
+        engine.registry_config = args.registry_config.or(file.registry_config);
+        engine.allow_remove_all = args.allow_remove_all || file.allow_remove_all.unwrap_or(false);
+        engine.once = args.once;
         Ok(Self {
-            node,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("/opt/orun")),
+            engine,
             status_addr,
-            poll_interval,
-            docker_host: args
-                .docker_host
-                .or(file.docker_host)
-                .or_else(|| std::env::var("DOCKER_HOST").ok()),
-            remote,
-            registry_config: args.registry_config.or(file.registry_config),
-            allow_remove_all: args.allow_remove_all || file.allow_remove_all.unwrap_or(false),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            once: args.once,
         })
     }
 }
@@ -238,13 +232,13 @@ mod tests {
             Some("repo = \"file:///r.git\"\nnode = \"other\"\npoll_interval = \"9s\"\nbranch = \"prod\"\n"),
         )
         .unwrap();
-        assert_eq!(c.node, "web-01");
-        assert_eq!(c.poll_interval, Some(Duration::from_secs(2)));
-        assert_eq!(c.remote.branch, "prod");
-        assert_eq!(c.remote.url.as_str(), "file:///r.git");
-        assert_eq!(c.data_dir, PathBuf::from("/opt/orun"));
+        assert_eq!(c.engine.node, "web-01");
+        assert_eq!(c.engine.poll_interval, Some(Duration::from_secs(2)));
+        assert_eq!(c.engine.remote.branch, "prod");
+        assert_eq!(c.engine.remote.url.as_str(), "file:///r.git");
+        assert_eq!(c.engine.data_dir, PathBuf::from("/opt/orun"));
         assert_eq!(c.status_addr, "127.0.0.1:9100".parse().unwrap());
-        assert!(!c.once);
+        assert!(!c.engine.once);
     }
 
     #[test]

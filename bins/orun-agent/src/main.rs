@@ -1,18 +1,10 @@
 //! The orun node agent: converges this Docker host to the Git branch it tracks.
 //!
-//! A thin binary: settings ([`config`]), the data dir lock and state file ([`state`]), the
-//! reconcile loop ([`agent`]) and step application ([`apply`]) wire `gitsync`,
-//! `manifest-model`, `reconcile-core`, `docker-runtime` and `status-http` together.
+//! A thin binary over `agent-engine`: it reads the settings ([`config`]), sets up logging,
+//! turns signals into a shutdown, serves the status API and runs the engine.
 //! Exit codes: 0 after a clean shutdown (or, with `--once`, converged), 1 otherwise.
 
-mod agent;
-mod apply;
 mod config;
-mod eventlog;
-mod journal;
-mod probe;
-mod rollout;
-mod state;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -74,7 +66,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(Notify::new());
     let status = Status::new(Snapshot::default());
-    let once = cfg.once;
+    let once = cfg.engine.once;
     let status_addr = cfg.status_addr;
     let signals = {
         let shutdown = Arc::clone(&shutdown);
@@ -103,7 +95,8 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let mut agent = agent::Agent::start(cfg, status.clone(), Arc::clone(&shutdown)).await?;
+    let mut agent =
+        agent_engine::Agent::start(cfg.engine, status.clone(), Arc::clone(&shutdown)).await?;
 
     if once {
         let outcome = agent.pass(true).await;
@@ -136,7 +129,8 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     if let Ok(Err(e)) = server.await {
         warn!(error = %e, "status API stopped with an error");
     }
-    result.map(|()| ExitCode::SUCCESS)
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat) {

@@ -19,7 +19,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use docker_runtime::{Docker, Owner, RuntimeError};
 use manifest_model::ProbeTarget;
 use reconcile_core::{
@@ -29,6 +28,7 @@ use reconcile_core::{
 use status_http::Status;
 use tracing::{info, warn};
 
+use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::{Intent, Journal, Kind, Phase};
 use crate::probe;
@@ -98,11 +98,11 @@ impl Ctx<'_> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn journal(&self, deployment: &str, intent: &Intent) -> anyhow::Result<()> {
+    fn journal(&self, deployment: &str, intent: &Intent) -> Result<(), EngineError> {
         lock(self.journal).set(deployment, intent.clone())
     }
 
-    fn forget(&self, deployment: &str) -> anyhow::Result<()> {
+    fn forget(&self, deployment: &str) -> Result<(), EngineError> {
         lock(self.journal).clear(deployment)
     }
 
@@ -157,7 +157,7 @@ pub(crate) async fn run(
     step: &Step,
     d: &DesiredDeployment,
     checks: &Checks<'_>,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, EngineError> {
     let started = Instant::now();
     // `/readyz` turns 503 from the first step: a stop-first replace has the service down
     // before any probe has run, and a gate that passes at once never reports progress.
@@ -223,7 +223,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        other => anyhow::bail!("not a rollout: {other:?}"),
+        other => return Err(EngineError::Internal(format!("not a rollout: {other:?}"))),
     };
     let secs = started.elapsed().as_secs_f32();
     match &outcome {
@@ -262,7 +262,7 @@ async fn create(
     d: &DesiredDeployment,
     mut intent: Intent,
     checks: &Checks<'_>,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, EngineError> {
     let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
         Ok(()) => {
             // Written down before it is forgotten: a crash in between must not undo it.
@@ -282,7 +282,7 @@ async fn start_first(
     d: &DesiredDeployment,
     mut intent: Intent,
     checks: &Checks<'_>,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, EngineError> {
     let old_id = intent.old_id.clone().unwrap_or_default();
     if let Err(why) = clear_leftover(ctx, &intent.new_name, &old_id).await? {
         return Ok(Outcome::RolledBack(why));
@@ -314,7 +314,7 @@ async fn discard_new(
     ctx: &Ctx<'_>,
     d: &DesiredDeployment,
     mut intent: Intent,
-) -> anyhow::Result<()> {
+) -> Result<(), EngineError> {
     intent.phase = Phase::RollingBack;
     ctx.journal(&d.name, &intent)?;
     if let Some(id) = &intent.new_id {
@@ -328,7 +328,7 @@ async fn stop_first(
     d: &DesiredDeployment,
     mut intent: Intent,
     checks: &Checks<'_>,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, EngineError> {
     let old_id = intent.old_id.clone().unwrap_or_default();
     let old_name = intent.old_name.clone().unwrap_or_default();
     let aside = intent.aside.clone().unwrap_or_default();
@@ -367,7 +367,7 @@ async fn start_and_gate(
     d: &DesiredDeployment,
     intent: &mut Intent,
     checks: &Checks<'_>,
-) -> anyhow::Result<Result<(), Fail>> {
+) -> Result<Result<(), Fail>, EngineError> {
     intent.phase = Phase::Starting;
     ctx.journal(&d.name, intent)?;
     let owner = Owner {
@@ -424,7 +424,7 @@ async fn gate(
     d: &DesiredDeployment,
     id: &str,
     checks: &Checks<'_>,
-) -> anyhow::Result<Result<(), Fail>> {
+) -> Result<Result<(), Fail>, EngineError> {
     let started = ctx.now();
     let mut gate = Gate::new(checks.policy, started);
     // A fresh container has never been restarted: a crash before the first look counts.
@@ -528,7 +528,7 @@ async fn clear_leftover(
     ctx: &Ctx<'_>,
     name: &str,
     keep: &str,
-) -> anyhow::Result<Result<(), String>> {
+) -> Result<Result<(), String>, EngineError> {
     let actual = ctx.docker.observe().await?;
     if let Some(c) = actual.containers.iter().find(|c| c.name == name) {
         if c.id == keep {
@@ -547,7 +547,7 @@ async fn clear_leftover(
 }
 
 /// Start-first promotion: the old container goes, the new one takes the name.
-async fn finish_start_first(docker: &Docker, intent: &Intent) -> anyhow::Result<()> {
+async fn finish_start_first(docker: &Docker, intent: &Intent) -> Result<(), EngineError> {
     if let Some(old) = &intent.old_id {
         stop_gone_ok(docker, old).await?;
         docker.remove(old).await?;
@@ -561,7 +561,9 @@ async fn finish_start_first(docker: &Docker, intent: &Intent) -> anyhow::Result<
             docker
                 .rename(new, &intent.name)
                 .await
-                .context("cannot give the new container its name")?;
+                .map_err(EngineError::docker(
+                    "cannot give the new container its name",
+                ))?;
         }
     }
     Ok(())
@@ -569,7 +571,7 @@ async fn finish_start_first(docker: &Docker, intent: &Intent) -> anyhow::Result<
 
 /// Undoes a rollout: removes the new container (`found`, or the one the intent names) and
 /// puts the old one back under its name, running if it ran.
-async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> anyhow::Result<()> {
+async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> Result<(), EngineError> {
     if let Some(new) = found.or(intent.new_id.as_deref()) {
         docker.remove(new).await?;
     }
@@ -591,7 +593,9 @@ async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> anyhow::
         docker
             .rename(old, old_name)
             .await
-            .context("cannot give the previous container its name back")?;
+            .map_err(EngineError::docker(
+                "cannot give the previous container its name back",
+            ))?;
     }
     if intent.old_running
         && info.state != ContainerState::Running
@@ -615,7 +619,7 @@ pub(crate) async fn recover(
     environment: &str,
     journal: &Mutex<Journal>,
     events: &Mutex<EventLog>,
-) -> anyhow::Result<()> {
+) -> Result<(), EngineError> {
     let entries = lock(journal).entries().clone();
     for (deployment, intent) in entries {
         match resolve(docker, node, environment, &intent).await {
@@ -630,16 +634,13 @@ pub(crate) async fn recover(
                 );
             }
             // Docker is away: try again on the next pass, entry kept.
-            Err(e)
-                if e.downcast_ref::<RuntimeError>()
-                    .is_some_and(RuntimeError::is_unreachable) =>
-            {
+            Err(e) if e.is_unreachable() => {
                 return Err(e);
             }
             // Anything else would fail the same way forever and hold up every deployment:
             // say so and let the planner take this one from what it observes.
             Err(e) => {
-                let why = format!("{e:#}");
+                let why = report(&e);
                 warn!(%deployment, error = %why, "cannot resolve an interrupted rollout; the planner takes over");
                 lock(events).record(
                     intent.commit.as_deref(),
@@ -661,7 +662,7 @@ async fn resolve(
     node: &str,
     environment: &str,
     intent: &Intent,
-) -> anyhow::Result<&'static str> {
+) -> Result<&'static str, EngineError> {
     let actual = docker.observe().await?;
     // The new container: by id when it was written down, else by name, ownership and spec
     // hash (a crash between create and the journal write, RELIABILITY E9).
@@ -693,7 +694,7 @@ async fn resolve(
 }
 
 /// Stops a container; one that is already gone counts as stopped.
-pub(crate) async fn stop_gone_ok(docker: &Docker, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn stop_gone_ok(docker: &Docker, id: &str) -> Result<(), EngineError> {
     match docker.stop(id, STOP_GRACE).await {
         Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
         Err(e) => Err(e.into()),

@@ -13,6 +13,7 @@ use status_http::{EVENTS_KEPT, Event, Status};
 use tracing::warn;
 
 use crate::agent::rfc3339;
+use crate::error::{EngineError, report};
 use crate::state::write_atomic;
 
 /// The history: the file and the status API's copy.
@@ -82,30 +83,36 @@ impl EventLog {
         };
         self.next_seq += 1;
         if let Err(e) = self.append(&event) {
-            warn!(error = %format!("{e:#}"), "cannot write the event history");
+            warn!(error = %report(&e), "cannot write the event history");
         }
         self.status.record(event);
     }
 
-    fn append(&mut self, event: &Event) -> anyhow::Result<()> {
+    fn append(&mut self, event: &Event) -> Result<(), EngineError> {
+        // Events are plain structs: encoding them cannot fail.
+        let encode =
+            |e: serde_json::Error| EngineError::Internal(format!("cannot encode an event: {e}"));
         if self.lines >= 2 * EVENTS_KEPT {
             let mut text = Vec::new();
             for e in self.status.events(0, None, EVENTS_KEPT) {
-                serde_json::to_writer(&mut text, &e)?;
+                serde_json::to_writer(&mut text, &e).map_err(encode)?;
                 text.push(b'\n');
             }
             write_atomic(&self.path, &text)?;
             self.lines = EVENTS_KEPT.min(self.lines);
         }
-        let mut line = serde_json::to_vec(event)?;
+        let mut line = serde_json::to_vec(event).map_err(encode)?;
         line.push(b'\n');
-        let mut f = OpenOptions::new()
+        // One write per line, so a crash tears at most the last one.
+        OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
-        // One write per line, so a crash tears at most the last one.
-        f.write_all(&line)?;
-        f.sync_data()?;
+            .open(&self.path)
+            .and_then(|mut f| {
+                f.write_all(&line)?;
+                f.sync_data()
+            })
+            .map_err(EngineError::io("append to", &self.path))?;
         self.lines += 1;
         Ok(())
     }

@@ -7,9 +7,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use reconcile_core::History;
 use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
 
 /// Holds the data dir's lock for as long as it lives.
 #[derive(Debug)]
@@ -20,9 +21,8 @@ pub(crate) struct DataDir {
 
 impl DataDir {
     /// Creates the data dir if needed and takes its lock; fails at once if another agent holds it.
-    pub(crate) fn lock(root: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(root)
-            .with_context(|| format!("cannot create data dir {}", root.display()))?;
+    pub(crate) fn lock(root: &Path) -> Result<Self, EngineError> {
+        fs::create_dir_all(root).map_err(EngineError::io("create data dir", root))?;
         let path = root.join("lock");
         let mut file = OpenOptions::new()
             .create(true)
@@ -30,29 +30,25 @@ impl DataDir {
             .read(true)
             .write(true)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(EngineError::io("open", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
                 let holder = holder.trim();
-                bail!(
-                    "another orun-agent{} is using the data dir {}; only one agent may use a data dir",
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {holder})")
-                    },
-                    root.display()
-                );
+                return Err(EngineError::Locked {
+                    root: root.to_owned(),
+                    holder: (!holder.is_empty()).then(|| holder.to_owned()),
+                });
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                return Err(EngineError::io("lock", &path)(e));
             }
         }
         // The pid is informational (for the message above); the lock is what counts.
-        file.set_len(0)?;
-        writeln!(file, "{}", std::process::id())?;
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(EngineError::io("write", &path))?;
         Ok(Self {
             root: root.to_owned(),
             _lock: file,
@@ -69,23 +65,22 @@ impl DataDir {
     }
 
     /// The saved state; a missing file is a fresh node.
-    pub(crate) fn load_state(&self) -> anyhow::Result<State> {
+    pub(crate) fn load_state(&self) -> Result<State, EngineError> {
         let path = self.state_path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is damaged; move it away to start fresh (containers are kept)",
-                    path.display()
-                )
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| EngineError::Damaged {
+                path,
+                advice: "move it away to start fresh (containers are kept)",
+                source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(EngineError::io("read", path)(e)),
         }
     }
 
     /// Writes `state` so that either the old or the new file exists whole after a crash.
-    pub(crate) fn save_state(&self, state: &State) -> anyhow::Result<()> {
-        write_atomic(&self.state_path(), &serde_json::to_vec_pretty(state)?)
+    pub(crate) fn save_state(&self, state: &State) -> Result<(), EngineError> {
+        write_json(&self.state_path(), state)
     }
 
     /// A file in the data dir.
@@ -96,7 +91,7 @@ impl DataDir {
 
 /// Replaces `path` with `bytes` so that either the old or the new content exists whole after
 /// a crash or a full disk: a temporary file beside it, fsync, rename, fsync of the folder.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -108,7 +103,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    write().map_err(EngineError::io("write", path))
+}
+
+/// [`write_atomic`] of `value` as pretty JSON.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), EngineError> {
+    // Serializing plain structs and maps with string keys cannot fail.
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| EngineError::Internal(format!("cannot encode {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
 }
 
 /// What the agent remembers across restarts.
@@ -156,7 +159,7 @@ mod tests {
         // Released with its holder.
         let b = DataDir::lock(dir.path()).unwrap();
         std::fs::write(dir.path().join("state.json"), "{").unwrap();
-        let err = format!("{:#}", b.load_state().unwrap_err());
+        let err = crate::error::report(&b.load_state().unwrap_err());
         assert!(err.contains("damaged"), "{err}");
     }
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::state::write_atomic;
+use crate::error::EngineError;
+use crate::state::write_json;
 
 /// How a rollout overlaps old and new.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,29 +74,33 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Reads the journal; a missing file is an empty journal.
-    pub(crate) fn load(path: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: PathBuf) -> Result<Self, EngineError> {
         let intents = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is damaged; containers left by interrupted rollouts are then cleaned up by their labels",
-                    path.display()
-                )
-            })?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(intents) => intents,
+                Err(source) => {
+                    return Err(EngineError::Damaged {
+                        path,
+                        advice: "containers left by interrupted rollouts are then cleaned up by their labels",
+                        source,
+                    });
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => return Err(EngineError::io("read", path)(e)),
         };
         Ok(Self { path, intents })
     }
 
     /// Records `intent` for `deployment` durably before the step it announces.
-    pub(crate) fn set(&mut self, deployment: &str, intent: Intent) -> anyhow::Result<()> {
+    pub(crate) fn set(&mut self, deployment: &str, intent: Intent) -> Result<(), EngineError> {
         let mut next = self.intents.clone();
         next.insert(deployment.to_owned(), intent);
         self.commit(next)
     }
 
     /// Forgets `deployment`'s rollout: it is finished or undone.
-    pub(crate) fn clear(&mut self, deployment: &str) -> anyhow::Result<()> {
+    pub(crate) fn clear(&mut self, deployment: &str) -> Result<(), EngineError> {
         if self.intents.contains_key(deployment) {
             let mut next = self.intents.clone();
             next.remove(deployment);
@@ -112,8 +116,8 @@ impl Journal {
 
     /// Memory follows the disk, never leads it: after a failed write both still hold the
     /// previous entries.
-    fn commit(&mut self, next: BTreeMap<String, Intent>) -> anyhow::Result<()> {
-        write_atomic(&self.path, &serde_json::to_vec_pretty(&next)?)?;
+    fn commit(&mut self, next: BTreeMap<String, Intent>) -> Result<(), EngineError> {
+        write_json(&self.path, &next)?;
         self.intents = next;
         Ok(())
     }

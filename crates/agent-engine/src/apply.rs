@@ -1,10 +1,10 @@
 //! Applying the single-call steps of a plan (start, unpause, rename, remove). Creates and
 //! replaces are rollouts, with a health gate and a journal: see [`crate::rollout`].
 
-use anyhow::anyhow;
 use docker_runtime::Docker;
 use reconcile_core::{Action, Step};
 
+use crate::error::EngineError;
 use crate::rollout::stop_gone_ok;
 
 pub(crate) fn name(action: &Action) -> &'static str {
@@ -24,7 +24,7 @@ pub(crate) fn is_rollout(action: &Action) -> bool {
 }
 
 /// Applies a single-call step.
-pub(crate) async fn step(docker: &Docker, step: &Step) -> anyhow::Result<()> {
+pub(crate) async fn step(docker: &Docker, step: &Step) -> Result<(), EngineError> {
     match &step.action {
         Action::Start { container_id, .. } => docker.start(container_id).await?,
         Action::Unpause { container_id, .. } => docker.unpause(container_id).await?,
@@ -44,7 +44,10 @@ pub(crate) async fn step(docker: &Docker, step: &Step) -> anyhow::Result<()> {
             docker.remove(container_id).await?;
         }
         Action::Create { .. } | Action::Replace { .. } => {
-            return Err(anyhow!("{} is a rollout", name(&step.action)));
+            return Err(EngineError::Internal(format!(
+                "{} is a rollout",
+                name(&step.action)
+            )));
         }
     }
     Ok(())

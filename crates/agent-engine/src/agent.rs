@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use docker_runtime::{Docker, RegistryAuth, WatchEvent};
 use gitsync::{GitError, Mirror, Schedule};
 use manifest_model::{DesiredNode, ImageSource, Limits, PullPolicy};
@@ -30,10 +29,11 @@ use tokio::sync::Notify;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::apply;
-use crate::config::Config;
+use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::Journal;
 use crate::rollout::{self, lock};
+use crate::settings::Settings;
 use crate::state::{DataDir, State};
 
 /// How long one image pull may take.
@@ -58,15 +58,17 @@ struct Loaded {
 
 /// What one pass found.
 #[derive(Debug, Default)]
-pub(crate) struct Outcome {
+pub struct Outcome {
     /// The host matches the revision and nothing is failing or waiting.
-    pub(crate) converged: bool,
+    pub converged: bool,
     /// When the planner wants to look again (a backoff ends).
     wake_at: Option<Timestamp>,
 }
 
-pub(crate) struct Agent {
-    cfg: Config,
+/// One node's agent: the Git mirror it follows, the Docker host it converges, and what it
+/// remembers across passes and restarts.
+pub struct Agent {
+    cfg: Settings,
     dir: DataDir,
     state: State,
     mirror: Arc<Mutex<Mirror>>,
@@ -206,18 +208,21 @@ fn read_revision(
 const CREATE_SLOTS: usize = 6;
 
 impl Agent {
-    pub(crate) async fn start(
-        cfg: Config,
+    /// Locks the data dir, reads what the last run left, connects to Docker, opens the
+    /// mirror, and resumes the revision that was running. `status` is where the engine
+    /// publishes its picture; `shutdown` stops it between steps.
+    pub async fn start(
+        cfg: Settings,
         status: Status,
         shutdown: Arc<AtomicBool>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, EngineError> {
         let dir = DataDir::lock(&cfg.data_dir)?;
         let state = dir.load_state()?;
         let journal = match Journal::load(dir.path("intents.json")) {
             Ok(j) => j,
             Err(e) => {
                 // Without it, leftovers are still found by their labels and temporary names.
-                error!(error = %format!("{e:#}"), "the intent journal is damaged; moving it aside");
+                error!(error = %report(&e), "the intent journal is damaged; moving it aside");
                 let damaged = dir.path("intents.json");
                 let _ = std::fs::rename(&damaged, dir.path("intents.json.damaged"));
                 Journal::load(damaged)?
@@ -226,7 +231,7 @@ impl Agent {
         let events = EventLog::open(dir.path("events.jsonl"), status.clone());
         let docker = Docker::connect(cfg.docker_host.as_deref())
             .await
-            .context("cannot start without Docker")?;
+            .map_err(EngineError::docker("cannot start without Docker"))?;
         // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
         let mirror = Mirror::open(&dir.git_dir(), cfg.remote.clone())?;
         let auth = match cfg
@@ -288,7 +293,7 @@ impl Agent {
     }
 
     /// Runs passes until shutdown.
-    pub(crate) async fn run(mut self, wake: Arc<Notify>) -> anyhow::Result<()> {
+    pub async fn run(mut self, wake: Arc<Notify>) -> Result<(), EngineError> {
         let mut events = Some(self.docker.watch(&self.cfg.node));
         // A node that resumed a revision repairs its host at once but polls Git only after a
         // random part of one interval, so a fleet restarted together does not poll its Git
@@ -354,7 +359,7 @@ impl Agent {
     }
 
     /// One pass. `git_due`: check the remote first.
-    pub(crate) async fn pass(&mut self, git_due: bool) -> Outcome {
+    pub async fn pass(&mut self, git_due: bool) -> Outcome {
         self.metrics.passes_total += 1;
         let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
         async {
@@ -365,8 +370,8 @@ impl Agent {
             let outcome = match self.converge().await {
                 Ok(o) => o,
                 Err(e) => {
-                    error!(error = %format!("{e:#}"), "pass failed");
-                    self.publish_error(&format!("{e:#}"));
+                    error!(error = %report(&e), "pass failed");
+                    self.publish_error(&report(&e));
                     Outcome::default()
                 }
             };
@@ -538,7 +543,7 @@ impl Agent {
         }
     }
 
-    async fn converge(&mut self) -> anyhow::Result<Outcome> {
+    async fn converge(&mut self) -> Result<Outcome, EngineError> {
         let Some(loaded) = self.current.take() else {
             self.publish(None, &Actual::default(), &Plan::default(), &BTreeMap::new());
             return Ok(Outcome::default());
@@ -548,7 +553,7 @@ impl Agent {
         result
     }
 
-    async fn converge_to(&mut self, loaded: &Loaded) -> anyhow::Result<Outcome> {
+    async fn converge_to(&mut self, loaded: &Loaded) -> Result<Outcome, EngineError> {
         let node = &loaded.node;
         // Rollouts a crash or a Docker failure left half-done are resolved before anything
         // is planned: the plan must see each deployment with one container again.
@@ -561,7 +566,7 @@ impl Agent {
                 &self.events,
             )
             .await
-            .context("cannot resolve the rollouts left by the last run")?;
+            .map_err(|e| EngineError::Recover(Box::new(e)))?;
         }
         let mut desired = loaded.desired.clone();
         let refs: Vec<String> = desired
@@ -574,8 +579,8 @@ impl Agent {
         // Both listings at once: dockerd answers them in parallel, and a no-op pass is
         // mostly waiting for these two answers.
         let (actual, images) = tokio::join!(self.docker.observe(), self.docker.image_ids(&refs));
-        let actual = actual.context("cannot observe Docker")?;
-        let mut images = images.context("cannot list images")?;
+        let actual = actual.map_err(EngineError::docker("cannot observe Docker"))?;
+        let mut images = images.map_err(EngineError::docker("cannot list images"))?;
         let now = now_ts();
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
 
@@ -649,7 +654,7 @@ impl Agent {
                 .docker
                 .observe()
                 .await
-                .context("cannot observe Docker")?;
+                .map_err(EngineError::docker("cannot observe Docker"))?;
             let replan = reconcile_core::plan(&desired, &actual, &self.state.history, now_ts());
             (actual, replan)
         };
@@ -686,7 +691,7 @@ impl Agent {
         desired: &Desired,
         plan: &Plan,
         errors: &mut BTreeMap<String, String>,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize, EngineError> {
         let mut applied = 0;
         let (quick, changes): (Vec<&Step>, Vec<&Step>) = plan.steps.iter().partition(|s| {
             matches!(
@@ -712,7 +717,7 @@ impl Agent {
                     self.event(Some(&step.deployment), action, summary, "ok");
                 }
                 Err(e) => {
-                    let reason = format!("{e:#}");
+                    let reason = report(&e);
                     error!(deployment = %step.deployment, error = %reason, "step failed");
                     self.event(Some(&step.deployment), action, &reason, "failed");
                     errors.insert(step.deployment.clone(), reason);
@@ -769,7 +774,7 @@ impl Agent {
                     epoch: self.epoch,
                 };
                 let ctx = &ctx;
-                let work: Vec<Pending<'_, anyhow::Result<Option<rollout::Outcome>>>> = wave
+                let work: Vec<Pending<'_, Result<Option<rollout::Outcome>, EngineError>>> = wave
                     .iter()
                     .map(|step| {
                         let fut: Pending<'_, _> = Box::pin(async move {
@@ -780,13 +785,13 @@ impl Agent {
                                 .deployments
                                 .iter()
                                 .find(|d| d.name == step.deployment)
-                                .context("the step's deployment is not desired")?;
+                                .ok_or_else(not_desired)?;
                             let c = loaded
                                 .node
                                 .containers
                                 .iter()
                                 .find(|c| c.deployment == step.deployment)
-                                .context("the step's deployment is not desired")?;
+                                .ok_or_else(not_desired)?;
                             let checks = rollout::Checks {
                                 policy: GatePolicy::of(&c.spec),
                                 readiness: c.spec.health.readiness.as_ref().map(|p| &p.http),
@@ -835,7 +840,7 @@ impl Agent {
                     Err(e) => {
                         // Docker failed part-way: the journal keeps the rollout and the next
                         // pass resolves it before planning again.
-                        let reason = format!("{e:#}");
+                        let reason = report(&e);
                         error!(deployment = %dep, error = %reason, "step failed");
                         self.event(Some(dep), apply::name(&step.action), &reason, "failed");
                         errors.insert(dep.to_owned(), reason);
@@ -888,7 +893,7 @@ impl Agent {
     fn save_state(&self) {
         if let Err(e) = self.dir.save_state(&self.state) {
             // The host keeps running; only the memory of this pass is at risk (E8).
-            error!(error = %format!("{e:#}"), "cannot save state");
+            error!(error = %report(&e), "cannot save state");
         }
     }
 
@@ -1106,6 +1111,11 @@ async fn join_all<T>(mut work: Vec<Pending<'_, T>>) -> Vec<T> {
 }
 
 /// The name a change step gives a container.
+/// A step names a deployment the plan was made from; not finding it is a bug.
+fn not_desired() -> EngineError {
+    EngineError::Internal("the step's deployment is not desired".to_owned())
+}
+
 fn target_name(step: &Step) -> &str {
     match &step.action {
         Action::Create { container_name, .. } | Action::Replace { container_name, .. } => {

@@ -1,0 +1,20 @@
+//! The orun agent's engine: the reconcile loop, health-gated rollouts, crash recovery from the
+//! intent journal, the event history, supervision, probes and the status projection.
+//!
+//! It composes `gitsync`, `manifest-model`, `reconcile-core`, `docker-runtime` and
+//! `status-http`; `bins/orun-agent` is a thin shell over it that parses flags, sets up
+//! logging and handles signals (docs/ARCHITECTURE.md).
+
+mod agent;
+mod apply;
+mod error;
+mod eventlog;
+mod journal;
+mod probe;
+mod rollout;
+mod settings;
+mod state;
+
+pub use agent::{Agent, Outcome};
+pub use error::{EngineError, report};
+pub use settings::Settings;

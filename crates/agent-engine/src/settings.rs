@@ -1,0 +1,45 @@
+//! What the engine is told at start: which node it is, where its data dir is, which remote and
+//! branch it follows and how. The binary builds it from flags, environment and file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gitsync::RemoteOptions;
+
+/// The engine's settings, already checked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Settings {
+    /// This node's name (a file in `nodes/`).
+    pub node: String,
+    /// Node-local state: the Git mirror, the state file, the journal, the lock.
+    pub data_dir: PathBuf,
+    /// `None`: take the Node manifest's `pollInterval`.
+    pub poll_interval: Option<Duration>,
+    /// The Docker daemon; `None` for the local default.
+    pub docker_host: Option<String>,
+    /// The remote, the branch and how to authenticate.
+    pub remote: RemoteOptions,
+    /// Docker client config with registry logins; `None` for Docker's default place.
+    pub registry_config: Option<PathBuf>,
+    /// A revision may remove every deployment of this node at once.
+    pub allow_remove_all: bool,
+    /// One pass, then exit: skips what only a long-running agent needs.
+    pub once: bool,
+}
+
+impl Settings {
+    /// Settings for `node` following `remote`, with `data_dir`; the rest at defaults.
+    pub fn new(node: String, data_dir: PathBuf, remote: RemoteOptions) -> Self {
+        Self {
+            node,
+            data_dir,
+            poll_interval: None,
+            docker_host: None,
+            remote,
+            registry_config: None,
+            allow_remove_all: false,
+            once: false,
+        }
+    }
+}
