@@ -134,6 +134,19 @@ fn each_foreign_library_has_one_owner() {
     }
 }
 
+/// The shared test helpers are dev-only: no crate builds them into what it ships.
+#[test]
+fn test_support_is_dev_only() {
+    let (deps, members) = graph();
+    assert!(members.contains("test-support"));
+    for m in &members {
+        assert!(
+            !deps[m].contains("test-support"),
+            "{m} depends on test-support outside [dev-dependencies]"
+        );
+    }
+}
+
 /// Nothing depends on a binary; libraries do not use anyhow.
 #[test]
 fn binaries_are_leaves_and_libraries_avoid_anyhow() {

@@ -8,19 +8,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-#[path = "../crates/docker-runtime/tests/common/mod.rs"]
-mod docker_support;
-#[path = "../crates/gitsync/tests/common/mod.rs"]
-mod git_support;
 mod support;
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use docker_support::{Guard, docker};
-use git_support::{Remote, Sshd, git_daemon, wait_for};
 use support::{Agent, WAIT, bin, container, node_yaml, spawn_agent};
+use test_support::docker::{Guard, docker};
+use test_support::git::{self as git_support, Remote, Sshd, git_daemon};
+use test_support::wait::wait;
+use test_support::{free_port, required};
 
 const SECRET: &str = "e2e-hunter2-value";
 
@@ -48,7 +46,7 @@ fn the_agent_converges_follows_and_survives_faults() {
         format!("e2e{id}-api"),
         format!("e2e{id}-worker"),
     );
-    let web_port = git_support::free_port();
+    let web_port = free_port();
 
     // Unmanaged containers: one with a deployment-like name, one with another node's labels
     // copied, one holding the exact name a deployment wants later.
@@ -113,16 +111,15 @@ fn the_agent_converges_follows_and_survives_faults() {
     let url = format!("git://127.0.0.1:{git_port}/m.git");
     let data_root = tempfile::tempdir().unwrap();
     let data = data_root.path().join("data");
-    let status_port = git_support::free_port();
+    let status_port = free_port();
 
     // 1. First deploy.
     let agent = spawn_agent(&url, &node, &data, status_port, &[]);
     let s = agent.converged(&c1);
     assert_eq!(s["deployments"].as_object().unwrap().len(), 3, "{s}");
     let web_addr = SocketAddr::from(([127, 0, 0, 1], web_port));
-    let answer = wait_for("the web container to serve", WAIT, || {
-        status_http::get(web_addr, "/health", Duration::from_secs(2)).ok()
-    });
+    let answer = wait("the web container to serve", WAIT)
+        .until(|| status_http::get(web_addr, "/health", Duration::from_secs(2)).ok());
     assert_eq!(answer.code, 200, "{answer:?}");
     let web1 = container(&web).expect("web runs");
     let api1 = container(&api).expect("api runs");
@@ -183,9 +180,7 @@ fn the_agent_converges_follows_and_survives_faults() {
                 .as_str()
                 .is_some_and(|e| e.contains("does not manage"))
     });
-    wait_for("worker removed", WAIT, || {
-        container(&worker).is_none().then_some(())
-    });
+    wait("worker removed", WAIT).until(|| container(&worker).is_none().then_some(()));
     std::fs::remove_file(remote.work().join(format!("deployments/{clash}.yaml"))).unwrap();
     let c4 = remote.commit("drop clash", &[]);
     agent.converged(&c4);
@@ -239,9 +234,8 @@ fn the_agent_converges_follows_and_survives_faults() {
     // recreated.
     docker(&["kill", &web]);
     docker(&["rm", "-f", &api]);
-    wait_for("drift repaired", WAIT, || {
-        (container(&web).is_some() && container(&api).is_some()).then_some(())
-    });
+    wait("drift repaired", WAIT)
+        .until(|| (container(&web).is_some() && container(&api).is_some()).then_some(()));
     agent.converged(&c5);
     let web2 = container(&web).unwrap();
     let api3 = container(&api).unwrap();
@@ -264,18 +258,15 @@ fn the_agent_converges_follows_and_survives_faults() {
             })
             .unwrap_or(0.0)
     };
-    wait_for("three more passes", WAIT, || {
-        (passes(&agent) >= 4.0).then_some(())
-    });
+    wait("three more passes", WAIT).until(|| (passes(&agent) >= 4.0).then_some(()));
     assert_eq!(container(&web).unwrap(), web2, "web not restarted");
     assert_eq!(container(&api).unwrap(), api3, "api not restarted");
 
     // A current container left under the temporary name (a replace killed between its last
     // two steps) is promoted by a rename: same container, never restarted.
     docker(&["rename", &api, &format!("{api}.orun-next")]);
-    wait_for("the leftover promoted back", WAIT, || {
-        container(&api).filter(|c| *c == api3).map(|_| ())
-    });
+    wait("the leftover promoted back", WAIT)
+        .until(|| container(&api).filter(|c| *c == api3).map(|_| ()));
     agent.converged(&c5);
 
     // 7. The remote goes away: status says so, nothing changes; it comes back, a change lands.
@@ -392,10 +383,7 @@ fn once_over_ssh_and_file_with_exit_codes() {
 
     // ssh with a deploy key and the pinned host key.
     let Some(sshd_bin) = git_support::sshd_binary() else {
-        assert!(
-            !git_support::required(),
-            "sshd is required (ORUN_REQUIRE_ALL)"
-        );
+        assert!(!required(), "sshd is required (ORUN_REQUIRE_ALL)");
         eprintln!("skipped the ssh part: sshd is not installed");
         return;
     };
@@ -499,7 +487,7 @@ fn branches_with_one_environment_id_never_touch_each_other() {
         &url,
         &node,
         &data_root.path().join("a"),
-        git_support::free_port(),
+        free_port(),
         &["--branch", "feature/x"],
     );
     let s = first.converged(&commit);
@@ -511,7 +499,7 @@ fn branches_with_one_environment_id_never_touch_each_other() {
         &url,
         &node,
         &data_root.path().join("b"),
-        git_support::free_port(),
+        free_port(),
         &["--branch", "feature_x"],
     );
     let s = second.wait_status("the second branch to report the clash", |s| {

@@ -6,9 +6,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+pub(crate) use test_support::docker::docker_ok;
+use test_support::wait::{Wait, wait};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
@@ -28,13 +30,6 @@ pub(crate) fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-pub(crate) fn docker_ok(args: &[&str]) -> Option<String> {
-    let out = Command::new("docker").args(args).output().unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// One running agent process, killed on drop.
@@ -90,42 +85,30 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A wait of at most [`WAIT`] that, on timeout, shows this agent's status and log.
+    pub(crate) fn wait<'a>(&'a self, what: &'a str) -> Wait<'a> {
+        wait(what, WAIT)
+            .every(Duration::from_millis(100))
+            .explain(|| {
+                format!(
+                    "status: {:?}\n--- agent log ---\n{}",
+                    self.status(),
+                    tail(&self.logs())
+                )
+            })
+    }
+
     /// Waits until `/readyz` is 200 with `commit` applied, returning `/status`.
     pub(crate) fn converged(&self, commit: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            if let (Some(r), Some(s)) = (self.get("/readyz"), self.status())
-                && r.code == 200
-                && s["node"]["git_head"] == commit
-            {
-                return s;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "not converged to {commit}: {:?}\n--- agent log ---\n{}",
-                self.status(),
-                tail(&self.logs())
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait(&format!("convergence to {commit}")).until(|| {
+            let ready = self.get("/readyz")?.code == 200;
+            let s = self.status()?;
+            (ready && s["node"]["git_head"] == commit).then_some(s)
+        })
     }
 
     pub(crate) fn wait_status(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.status()
-                && f(&s)
-            {
-                return s;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "timed out waiting for {what}: {:?}\n--- agent log ---\n{}",
-                self.status(),
-                tail(&self.logs())
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait(what).until(|| self.status().filter(|s| f(s)))
     }
 }
 

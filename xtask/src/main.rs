@@ -90,6 +90,7 @@ fn run(args: Vec<String>) -> Result<()> {
             ensure_docker()?;
             ensure_images()?;
             ensure_git()?;
+            ensure_test_components()?;
             run_all(&test_steps())
         }
         "e2e" => {
@@ -97,6 +98,7 @@ fn run(args: Vec<String>) -> Result<()> {
             ensure_docker()?;
             ensure_images()?;
             ensure_git()?;
+            ensure_test_components()?;
             run_all(&e2e_steps())
         }
         "lint" => {
@@ -140,14 +142,16 @@ fn build_binaries() -> Step {
     )
 }
 
-/// Every test the project has; CI runs exactly this list through `cargo xtask test`.
+/// Every test the project has; CI runs exactly this list through `cargo xtask test`. Every
+/// component the tests use is installed and running first, so none may skip for lack of one.
 fn test_steps() -> Vec<Step> {
     vec![
         build_binaries(),
         Step::cargo(
             "unit and integration tests",
             &["test", "--workspace", "--all-targets"],
-        ),
+        )
+        .require_all(),
         // `--all-targets` leaves doc tests out, so they need their own run.
         Step::cargo("doc tests", &["test", "--workspace", "--doc"]),
     ]
@@ -168,7 +172,8 @@ fn e2e_steps() -> Vec<Step> {
                 "--test",
                 "rollouts",
             ],
-        ),
+        )
+        .require_all(),
     ]
 }
 
@@ -385,15 +390,30 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
 }
 
 /// Makes the `git` command available (the demo and the Git remotes of the tests use it),
-/// installing Debian's package as root when it is missing. sshd is optional outside CI.
+/// installing Debian's package as root when it is missing.
 fn ensure_git() -> Result<()> {
-    let mut missing = Vec::new();
-    if find_program("git").is_none() {
-        missing.push("git");
-    }
-    if find_program("sshd").is_none() && env::var_os("ORUN_REQUIRE_ALL").is_some() {
-        missing.push("openssh-server");
-    }
+    ensure_programs(&[("git", "git")])
+}
+
+/// The programs the tests start beside Docker and Git: `sshd` for the deploy-key remote,
+/// `docker-registry` and `htpasswd` for authenticated pulls. Installed here so that
+/// `cargo xtask test` skips nothing on a fresh machine.
+fn ensure_test_components() -> Result<()> {
+    ensure_programs(&[
+        ("sshd", "openssh-server"),
+        ("docker-registry", "docker-registry"),
+        ("htpasswd", "apache2-utils"),
+    ])
+}
+
+/// Installs the Debian package of each missing program as root; otherwise says which to
+/// install.
+fn ensure_programs(wanted: &[(&str, &'static str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -907,6 +927,8 @@ struct Step {
     name: &'static str,
     args: Vec<String>,
     tool: Option<Tool>,
+    /// Tests must fail, not skip, when a component is missing (`ORUN_REQUIRE_ALL`).
+    require_all: bool,
 }
 
 impl Step {
@@ -915,6 +937,14 @@ impl Step {
             name,
             args: args.iter().map(|&arg| arg.to_owned()).collect(),
             tool: None,
+            require_all: false,
+        }
+    }
+
+    fn require_all(self) -> Self {
+        Self {
+            require_all: true,
+            ..self
         }
     }
 
@@ -929,7 +959,12 @@ impl Step {
         if let Some(tool) = &self.tool {
             tool.ensure_installed()?;
         }
-        run_cargo(&self.args, false)
+        let env: &[(&str, &str)] = if self.require_all {
+            &[("ORUN_REQUIRE_ALL", "1")]
+        } else {
+            &[]
+        };
+        run_cargo(&self.args, false, env)
     }
 }
 
@@ -953,18 +988,19 @@ impl Tool {
     fn ensure_installed(&self) -> Result<()> {
         let probe = [self.subcommand.to_owned(), "--version".to_owned()];
         // Only the exit status matters; a missing tool's "no such command" would be noise.
-        if run_cargo(&probe, true).is_ok() {
+        if run_cargo(&probe, true, &[]).is_ok() {
             return Ok(());
         }
         eprintln!("xtask: {} is missing, installing it", self.package);
         let install = ["install", "--locked", self.package].map(str::to_owned);
-        run_cargo(&install, false).with_context(|| format!("could not install {}", self.package))
+        run_cargo(&install, false, &[])
+            .with_context(|| format!("could not install {}", self.package))
     }
 }
 
 /// Runs cargo in the workspace root, echoing the command first so a log shows what ran.
 /// `quiet` discards the command's output, for probes whose exit status is all that matters.
-fn run_cargo(args: &[String], quiet: bool) -> Result<()> {
+fn run_cargo(args: &[String], quiet: bool, env: &[(&str, &str)]) -> Result<()> {
     // Under `cargo xtask`, `$CARGO` is the cargo that started us: using it keeps every step on
     // the same toolchain.
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
@@ -978,6 +1014,7 @@ fn run_cargo(args: &[String], quiet: bool) -> Result<()> {
     };
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .stdout(output())
         .stderr(output())

@@ -8,13 +8,10 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
-#[path = "../../../crates/docker-runtime/tests/common/mod.rs"]
-mod docker_support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use docker_support::{Guard, docker};
+use test_support::docker::{Guard, docker};
 
 use manifest_model::{DirSource, Limits, load, resolve};
 use reconcile_core::{

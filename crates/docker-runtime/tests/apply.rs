@@ -12,15 +12,13 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use docker_runtime::{Docker, Owner, RuntimeError};
 use manifest_model::{Limits, MemSource, load, resolve};
 use reconcile_core::{Action, Desired, History, RenderedEnv, Timestamp, plan};
 
-mod common;
-
-use common::{Guard, docker as docker_cli};
+use test_support::docker::{Guard, docker as docker_cli};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -30,22 +28,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GET `path`, retried until `deadline`: the container needs a moment to listen.
-fn get(port: u16, path: &str, deadline: Instant) -> String {
-    loop {
-        let attempt = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+/// GET `path`, retried for `limit`: the container needs a moment to listen.
+fn get(port: u16, path: &str, limit: Duration) -> String {
+    test_support::wait::wait("an HTTP answer", limit)
+        .every(Duration::from_millis(100))
+        .until(|| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
             let mut body = String::new();
-            s.read_to_string(&mut body)?;
-            Ok(body)
-        });
-        match attempt {
-            Ok(body) if body.starts_with("HTTP/1.") => return body,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            other => panic!("no answer on port {port}: {other:?}"),
-        }
-    }
+            s.read_to_string(&mut body).ok()?;
+            body.starts_with("HTTP/1.").then_some(body)
+        })
 }
 
 fn desired(node: &str, port: u16, data: &str, guard: &str) -> Desired {
@@ -114,7 +108,7 @@ async fn created_containers_carry_their_spec_and_converge() {
         .await
         .unwrap();
     docker.start(&id).await.unwrap();
-    let body = get(port, "/health", Instant::now() + Duration::from_secs(20));
+    let body = get(port, "/health", Duration::from_secs(20));
     assert!(
         body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
         "{body}"

@@ -12,9 +12,7 @@ use reconcile_core::{ContainerState, HealthStatus};
 
 const IMAGE: &str = "orun-test/busybox:1";
 
-mod common;
-
-use common::{Guard, docker};
+use test_support::docker::{Guard, docker};
 
 fn guard(test: &str) -> Guard {
     Guard(format!("orun.test={test}-{}", std::process::id()))

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Guard, docker as docker_cli};
 use docker_runtime::{Docker, RegistryAuth, RuntimeError, WatchEvent};
+use test_support::docker::{Guard, docker as docker_cli};
 
 struct Registry {
     child: Child,
@@ -61,11 +59,8 @@ fn start_registry(binary: &str) -> Registry {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    test_support::wait::wait("the registry to listen", Duration::from_secs(10))
+        .until(|| std::net::TcpStream::connect(("127.0.0.1", port)).ok());
     Registry { child, port, dir }
 }
 

@@ -27,9 +27,6 @@
     reason = "a benchmark program: a panic is its failure report and stdout its output"
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -38,8 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Remote, Sshd, git_daemon};
 use gitsync::{KnownHosts, Mirror, RemoteOptions, RemoteUrl, Schedule};
+use test_support::git::{Remote, Sshd, git_daemon, sshd_binary};
+use test_support::required;
 
 /// The agent's default fetch deadline (`--fetch-timeout`).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -276,9 +274,9 @@ fn settle(server: Option<u32>) {
 
 fn poll_costs(opts: &Options, remote: &Remote) {
     let daemon = git_daemon(remote);
-    let sshd = common::sshd_binary().map(|b| Sshd::start(&b));
+    let sshd = sshd_binary().map(|b| Sshd::start(&b));
     if sshd.is_none() {
-        assert!(!common::required(), "sshd is required (ORUN_REQUIRE_ALL)");
+        assert!(!required(), "sshd is required (ORUN_REQUIRE_ALL)");
         eprintln!("ssh skipped: sshd is not installed (apt-get install openssh-server)");
     }
     let mut transports = vec![

@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-mod common;
-
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::Remote;
 use gitsync::{Mirror, RemoteOptions, RemoteUrl};
 use manifest_model::{DirSource, Limits, Report, Source, load};
+use test_support::git::Remote;
 
 const NODE: &str = "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: n1\nspec:\n  host: h.example.com\n  gitRepo: /srv/r.git\n";
 

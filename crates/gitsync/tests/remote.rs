@@ -3,18 +3,18 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Remote, Sshd, git_daemon, wait_for};
 use gitsync::{
     GitError, KnownHosts, Mirror, RemoteOptions, RemoteUrl, Synced, Verdict, sync_with_deadline,
 };
 use manifest_model::{EntryKind, ReadError, Source};
+use test_support::git::{self as common, Remote, Sshd, git_daemon};
+use test_support::wait::wait;
+use test_support::{free_port, required};
 
 fn options(url: &str) -> RemoteOptions {
     RemoteOptions::new(RemoteUrl::parse(url, Path::new("/")).unwrap(), "main")
@@ -159,9 +159,7 @@ fn a_remote_that_never_answers_hits_the_deadline_and_does_not_pile_up_fetches() 
     // The remote hangs up: the stuck call returns and syncing works (and fails) normally again.
     accepted.lock().unwrap().clear();
     let _settled =
-        wait_for(
-            "the stuck fetch to return",
-            Duration::from_secs(20),
+        wait("the stuck fetch to return", Duration::from_secs(20)).until(
             || match sync_with_deadline(&m, Duration::from_secs(1)) {
                 Err(GitError::Stalled) => None,
                 other => Some(other),
@@ -171,7 +169,7 @@ fn a_remote_that_never_answers_hits_the_deadline_and_does_not_pile_up_fetches() 
 
 #[test]
 fn unreachable_remote_is_an_error_with_a_reason() {
-    let port = common::free_port();
+    let port = free_port();
     let data = tempfile::tempdir().unwrap();
     let mut m = mirror(&data, options(&format!("git://127.0.0.1:{port}/m.git")));
     let err = m.sync().unwrap_err();
@@ -191,7 +189,7 @@ fn ssh_options(sshd: &Sshd, remote: &Remote, key: &str, known_hosts: &str) -> Re
 #[test]
 fn ssh_with_a_deploy_key_and_a_pinned_host_key() {
     let Some(binary) = common::sshd_binary() else {
-        assert!(!common::required(), "sshd is required (ORUN_REQUIRE_ALL)");
+        assert!(!required(), "sshd is required (ORUN_REQUIRE_ALL)");
         eprintln!("skipped: sshd is not installed (apt-get install openssh-server)");
         return;
     };

@@ -132,6 +132,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if opts.wants("workload") || opts.wants("git") {
         super::ensure_git()?;
     }
+    if opts.wants("git") {
+        // The ssh row needs sshd, as the tests do.
+        super::ensure_programs(&[("sshd", "openssh-server")])?;
+    }
     if opts.wants("workload") {
         super::ensure_docker()?;
         super::ensure_images()?;

@@ -1,15 +1,10 @@
-//! Helpers shared by the real-Docker tests: the docker CLI, and a guard that removes a test's
+//! The real-Docker tests' helpers: the docker CLI, and a guard that removes a test's
 //! containers by label even when the test fails.
-
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is the failure report"
-)]
 
 use std::process::Command;
 
 /// Runs the docker CLI and returns its trimmed stdout; panics with stderr on failure.
-pub(crate) fn docker(args: &[&str]) -> String {
+pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -20,7 +15,10 @@ pub(crate) fn docker(args: &[&str]) -> String {
 }
 
 /// Removes every container carrying the label `key=value` it holds, when dropped.
-pub(crate) struct Guard(pub(crate) String);
+pub struct Guard(
+    /// The `key=value` label every container of the test carries.
+    pub String,
+);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -32,4 +30,12 @@ impl Drop for Guard {
             let _ = Command::new("docker").args(["rm", "-f", id]).output();
         }
     }
+}
+
+/// Runs the docker CLI; its trimmed stdout when it succeeds, `None` when it fails.
+pub fn docker_ok(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -1,20 +1,16 @@
-//! Real Git remotes for the gitsync tests: bare repos driven by the `git` CLI, `git daemon`
-//! and `sshd` on loopback ports, each stopped when its guard drops.
-
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test helpers: a panic is the failure report"
-)]
+//! Real Git remotes: bare repos driven by the `git` CLI, `git daemon` and `sshd` on loopback
+//! ports, each stopped when its guard drops.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+use crate::wait::wait;
+
 /// Runs `git` isolated from the user's configuration, panicking on failure.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -35,12 +31,18 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare remote plus a work tree that pushes to it.
-pub(crate) struct Remote {
-    pub(crate) dir: tempfile::TempDir,
+pub struct Remote {
+    /// Holds `m.git` (the bare remote) and `work` (a clone that pushes to it).
+    pub dir: tempfile::TempDir,
 }
 
 impl Remote {
-    pub(crate) fn new() -> Self {
+    /// An empty remote with branch `main`.
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating folders is not a default"
+    )]
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("m.git")).unwrap();
         git(
@@ -52,27 +54,30 @@ impl Remote {
         Self { dir }
     }
 
-    pub(crate) fn bare(&self) -> PathBuf {
+    /// The bare repository.
+    pub fn bare(&self) -> PathBuf {
         self.dir.path().join("m.git")
     }
 
-    pub(crate) fn work(&self) -> PathBuf {
+    /// The work tree that commits and pushes.
+    pub fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
 
-    pub(crate) fn file_url(&self) -> String {
+    /// The bare repository as a `file://` URL.
+    pub fn file_url(&self) -> String {
         format!("file://{}", self.bare().display())
     }
 
     /// Writes `files`, commits everything and pushes; returns the commit id.
-    pub(crate) fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
+    pub fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
         let id = self.commit_local(message, files);
         self.push(false);
         id
     }
 
     /// Writes `files` and commits everything without pushing; returns the commit id.
-    pub(crate) fn commit_local(&self, message: &str, files: &[(&str, &str)]) -> String {
+    pub fn commit_local(&self, message: &str, files: &[(&str, &str)]) -> String {
         for (path, text) in files {
             let p = self.work().join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -86,7 +91,8 @@ impl Remote {
         git(&self.work(), &["rev-parse", "HEAD"])
     }
 
-    pub(crate) fn push(&self, force: bool) {
+    /// Pushes `main` to the bare remote; `force` for a force-push.
+    pub fn push(&self, force: bool) {
         let url = self.file_url();
         let mut args = vec!["push", "-q"];
         if force {
@@ -97,30 +103,12 @@ impl Remote {
     }
 }
 
-/// Polls `f` until it returns `Some`, or panics after `limit`.
-pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process killed on drop.
-pub(crate) struct Daemon {
-    pub(crate) child: Child,
-    pub(crate) port: u16,
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// The loopback port it listens on.
+    pub port: u16,
 }
 
 impl Drop for Daemon {
@@ -131,19 +119,18 @@ impl Drop for Daemon {
 }
 
 fn wait_listening(port: u16) {
-    wait_for("a listening port", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait("a listening port", Duration::from_secs(10))
+        .until(|| TcpStream::connect(("127.0.0.1", port)).ok());
 }
 
 /// `git daemon` serving the folder holding `m.git`.
-pub(crate) fn git_daemon(remote: &Remote) -> Daemon {
+pub fn git_daemon(remote: &Remote) -> Daemon {
     git_daemon_on(remote, free_port())
 }
 
 /// `git daemon` on a given port (a remote coming back where it was). The `git-daemon` program
 /// is started directly: `git daemon` would fork it, and killing `git` would leave it serving.
-pub(crate) fn git_daemon_on(remote: &Remote, port: u16) -> Daemon {
+pub fn git_daemon_on(remote: &Remote, port: u16) -> Daemon {
     let exec_path = git(Path::new("/"), &["--exec-path"]);
     let start = Instant::now();
     loop {
@@ -162,7 +149,7 @@ pub(crate) fn git_daemon_on(remote: &Remote, port: u16) -> Daemon {
             .unwrap();
         let mut d = Daemon { child, port };
         // It either listens, or exits because the port is still held; then try again.
-        let up = wait_for("git daemon", Duration::from_secs(10), || {
+        let up = wait("git daemon", Duration::from_secs(10)).until(|| {
             if let Ok(Some(_)) = d.child.try_wait() {
                 return Some(false);
             }
@@ -180,26 +167,24 @@ pub(crate) fn git_daemon_on(remote: &Remote, port: u16) -> Daemon {
 }
 
 /// The sshd binary, if installed.
-pub(crate) fn sshd_binary() -> Option<PathBuf> {
+pub fn sshd_binary() -> Option<PathBuf> {
     ["/usr/sbin/sshd", "/usr/bin/sshd"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
 }
 
-/// Whether a missing optional component must fail the test (CI sets this).
-pub(crate) fn required() -> bool {
-    std::env::var_os("ORUN_REQUIRE_ALL").is_some()
-}
-
 /// An sshd on loopback with a fresh host key, accepting `client` keys for the current user.
-pub(crate) struct Sshd {
-    pub(crate) daemon: Daemon,
-    pub(crate) dir: tempfile::TempDir,
+pub struct Sshd {
+    /// The sshd process.
+    pub daemon: Daemon,
+    /// Its config, host key, client keys (`client`, `stranger`) and `known_hosts`.
+    pub dir: tempfile::TempDir,
 }
 
 impl Sshd {
-    pub(crate) fn start(sshd: &Path) -> Self {
+    /// Starts `sshd` (the binary) on a free port.
+    pub fn start(sshd: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         keygen(&d.join("host"));
@@ -237,11 +222,13 @@ impl Sshd {
         Self { daemon, dir }
     }
 
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
+    /// A file in its folder (`client`, `known_hosts`, …).
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub(crate) fn url(&self, remote: &Remote) -> String {
+    /// The `ssh://` URL of `remote` through this sshd.
+    pub fn url(&self, remote: &Remote) -> String {
         let user = whoami();
         format!(
             "ssh://{user}@127.0.0.1:{}{}",
