@@ -15,17 +15,18 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docker_runtime::{Docker, RegistryAuth, WatchEvent};
-use gitsync::{GitError, Mirror, Schedule};
-use manifest_model::{DesiredNode, ImageSource, Limits, PullPolicy};
+use gitsync::Schedule;
+use manifest_model::{DesiredNode, ImageSource, PullPolicy};
 use reconcile_core::{
     Action, Actual, ContainerState, Desired, Diagnostic, Failure, GatePolicy, HealthStatus,
     LABEL_SPEC_HASH, ObservedContainer, Plan, Step, Timestamp,
 };
 use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::apply;
@@ -33,6 +34,10 @@ use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::Journal;
 use crate::rollout::{self, lock};
+use crate::seams::{
+    Clock as _, Git as _, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Real, Refusal,
+    Runtime as _, SystemClock, World,
+};
 use crate::settings::Settings;
 use crate::state::{DataDir, State};
 
@@ -41,8 +46,6 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// The shortest poll a manifest may ask for (a flag may go lower, down to 100 ms): one commit
 /// must not turn a fleet into a flood of requests to its Git host.
 const MIN_MANIFEST_POLL: Duration = Duration::from_millis(500);
-/// After this many consecutive `Stalled` syncs the stuck mirror handle is abandoned.
-const STALLED_REOPEN: u32 = 3;
 /// Events arriving within this window after the first one are handled by one pass.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -67,12 +70,14 @@ pub struct Outcome {
 
 /// One node's agent: the Git mirror it follows, the Docker host it converges, and what it
 /// remembers across passes and restarts.
-pub struct Agent {
+pub struct Agent<W: World = Real> {
     cfg: Settings,
     dir: DataDir,
     state: State,
-    mirror: Arc<Mutex<Mirror>>,
-    docker: Docker,
+    git: W::Git,
+    docker: W::Runtime,
+    probe: W::Probe,
+    clock: W::Clock,
     auth: RegistryAuth,
     status: Status,
     schedule: Schedule,
@@ -86,8 +91,6 @@ pub struct Agent {
     started_at: SystemTime,
     metrics: Metrics,
     shutdown: Arc<AtomicBool>,
-    /// Consecutive syncs that found the previous fetch still stuck.
-    stalled: u32,
     /// Rollouts in progress, written before each of their steps.
     journal: Mutex<Journal>,
     /// The durable event history.
@@ -109,107 +112,14 @@ pub struct Agent {
     current_commit: Option<String>,
 }
 
-/// Problems of a refused revision written to the log; the rest are counted.
-const LOGGED_PROBLEMS: usize = 20;
-
-/// Why a revision was not loaded.
-struct Refusal {
-    /// Refused for what it says (stays refused until the branch moves), not for a read
-    /// failure worth retrying.
-    permanent: bool,
-    /// The first problems, each naming file, line and field.
-    problems: Vec<String>,
-    /// How many there were in all.
-    total: usize,
-}
-
-/// A revision's warnings: the first few, and a count of the rest.
-struct Warnings {
-    shown: Vec<String>,
-    more: usize,
-}
-
-/// Reads, validates and resolves `commit` for `node` from the mirror; blocking (run it on
-/// the blocking pool). `None` when the mirror is held by a stuck fetch.
-fn read_revision(
-    mirror: &Mutex<Mirror>,
-    commit: &str,
-    current: Option<&str>,
-    node: &str,
-    branch: &str,
-) -> Option<Result<(DesiredNode, Warnings), Refusal>> {
-    let mirror = mirror.try_lock().ok()?;
-    if let Some(current) = current
-        && !mirror.descends_from(commit, current)
-    {
-        warn!(from = %current, to = %commit, "the branch was force-pushed: following it");
-    }
-    let src = match mirror.source(commit) {
-        Ok(src) => src,
-        Err(e) => {
-            return Some(Err(Refusal {
-                permanent: false,
-                problems: vec![e.to_string()],
-                total: 1,
-            }));
-        }
-    };
-    let report = manifest_model::load(&src, &Limits::default());
-    let refused = |diagnostics: Vec<manifest_model::Diagnostic>, total: usize| Refusal {
-        permanent: true,
-        problems: diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .take(LOGGED_PROBLEMS)
-            .map(ToString::to_string)
-            .collect(),
-        total,
-    };
-    let (total, total_warnings) = (report.error_count(), report.warning_count());
-    let (rev, warnings) = match report.into_result() {
-        Ok(ok) => ok,
-        Err(manifest_model::ModelError::Invalid { diagnostics, .. }) => {
-            return Some(Err(refused(diagnostics, total)));
-        }
-        // Reading failed (I/O): worth trying again on the next tick.
-        Err(other) => {
-            return Some(Err(Refusal {
-                permanent: false,
-                problems: vec![other.to_string()],
-                total: 1,
-            }));
-        }
-    };
-    let warnings = Warnings {
-        more: total_warnings.saturating_sub(LOGGED_PROBLEMS.min(warnings.len())),
-        shown: warnings
-            .iter()
-            .take(LOGGED_PROBLEMS)
-            .map(ToString::to_string)
-            .collect(),
-    };
-    Some(match manifest_model::resolve(&rev, node, Some(branch)) {
-        Ok(node) => Ok((node, warnings)),
-        Err(manifest_model::ModelError::Unfit { diagnostics }) => {
-            let total = diagnostics.len();
-            Err(refused(diagnostics, total))
-        }
-        Err(e) => Err(Refusal {
-            permanent: true,
-            problems: vec![e.to_string()],
-            total: 1,
-        }),
-    })
-}
-
 /// Creates and starts at once. Docker does the work of each container mostly under its own
 /// locks: 30 containers with host ports took ≈ 170 ms each 2-way and ≈ 145 ms 4- to 8-way
 /// here (docs/BENCHMARKS.md, the daemon's floor), and 16-way was far worse (INFRA).
 const CREATE_SLOTS: usize = 6;
 
-impl Agent {
-    /// Locks the data dir, reads what the last run left, connects to Docker, opens the
-    /// mirror, and resumes the revision that was running. `status` is where the engine
+impl Agent<Real> {
+    /// Locks the data dir, connects to Docker, opens the Git mirror, reads what the last run
+    /// left and resumes the revision that was running. `status` is where the engine
     /// publishes its picture; `shutdown` stops it between steps.
     pub async fn start(
         cfg: Settings,
@@ -217,6 +127,50 @@ impl Agent {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
         let dir = DataDir::lock(&cfg.data_dir)?;
+        let runtime = Docker::connect(cfg.docker_host.as_deref())
+            .await
+            .map_err(EngineError::docker("cannot start without Docker"))?;
+        // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
+        let git = MirrorGit::open(dir.git_dir(), cfg.remote.clone())?;
+        let auth = match cfg
+            .registry_config
+            .clone()
+            .or_else(RegistryAuth::default_path)
+        {
+            Some(path) => RegistryAuth::load(&path)?,
+            None => RegistryAuth::default(),
+        };
+        let parts = Parts {
+            runtime,
+            git,
+            probe: HttpProbe,
+            clock: SystemClock,
+            auth,
+        };
+        Self::assemble(cfg, dir, parts, status, shutdown).await
+    }
+}
+
+impl<W: World> Agent<W> {
+    /// An engine on the given seams: locks the data dir, reads what the last run left there
+    /// and resumes the revision that was running.
+    pub async fn with_parts(
+        cfg: Settings,
+        parts: Parts<W>,
+        status: Status,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Self, EngineError> {
+        let dir = DataDir::lock(&cfg.data_dir)?;
+        Self::assemble(cfg, dir, parts, status, shutdown).await
+    }
+
+    async fn assemble(
+        cfg: Settings,
+        dir: DataDir,
+        parts: Parts<W>,
+        status: Status,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Self, EngineError> {
         let state = dir.load_state()?;
         let journal = match Journal::load(dir.path("intents.json")) {
             Ok(j) => j,
@@ -229,21 +183,16 @@ impl Agent {
             }
         };
         let events = EventLog::open(dir.path("events.jsonl"), status.clone());
-        let docker = Docker::connect(cfg.docker_host.as_deref())
-            .await
-            .map_err(EngineError::docker("cannot start without Docker"))?;
-        // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
-        let mirror = Mirror::open(&dir.git_dir(), cfg.remote.clone())?;
-        let auth = match cfg
-            .registry_config
-            .clone()
-            .or_else(RegistryAuth::default_path)
-        {
-            Some(path) => RegistryAuth::load(&path)?,
-            None => RegistryAuth::default(),
-        };
+        let Parts {
+            runtime,
+            git,
+            probe,
+            clock,
+            auth,
+        } = parts;
+        let wall = clock.wall();
         let seed = u64::from(std::process::id())
-            ^ SystemTime::now()
+            ^ wall
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos().into());
         let schedule = Schedule::new(cfg.poll_interval.unwrap_or(Duration::from_secs(5)), seed);
@@ -251,16 +200,19 @@ impl Agent {
             node = %cfg.node,
             repo = %cfg.remote.url,
             branch = %cfg.remote.branch,
-            docker_api = %docker.api_version(),
+            docker_api = %runtime.api_version(),
             data_dir = %cfg.data_dir.display(),
             "orun-agent starting"
         );
+        let epoch = clock.now();
         let mut agent = Self {
             cfg,
             dir,
             state,
-            mirror: Arc::new(Mutex::new(mirror)),
-            docker,
+            git,
+            docker: runtime,
+            probe,
+            clock,
             auth,
             status,
             schedule,
@@ -270,14 +222,13 @@ impl Agent {
             load_error: None,
             stale_since: None,
             last_sync: None,
-            started_at: SystemTime::now(),
+            started_at: wall,
             metrics: Metrics::default(),
             shutdown,
-            stalled: 0,
             journal: Mutex::new(journal),
             events: Mutex::new(events),
             slots: tokio::sync::Semaphore::new(CREATE_SLOTS),
-            epoch: Instant::now(),
+            epoch,
             backoffs: BTreeMap::new(),
             watches: BTreeMap::new(),
             inspected: BTreeMap::new(),
@@ -298,30 +249,33 @@ impl Agent {
         // A node that resumed a revision repairs its host at once but polls Git only after a
         // random part of one interval, so a fleet restarted together does not poll its Git
         // host in the same instant (docs/SCALING.md). A node with nothing to run polls now.
-        let mut next_poll = Instant::now();
+        let mut next_poll = self.clock.now();
         if self.current.is_some() {
             next_poll += self.schedule.splay();
         }
         loop {
-            let git_due = Instant::now() >= next_poll;
+            let git_due = self.clock.now() >= next_poll;
             let outcome = self.pass(git_due).await;
             if git_due {
-                next_poll = Instant::now() + self.schedule.next_delay();
+                next_poll = self.clock.now() + self.schedule.next_delay();
             }
             if self.shutdown.load(Ordering::SeqCst) {
                 break;
             }
             let mut until = next_poll;
             if let Some(at) = outcome.wake_at {
-                let secs = at.0.saturating_sub(now_ts().0);
-                until = until.min(Instant::now() + Duration::from_secs(secs));
+                let secs = at.0.saturating_sub(self.now_ts().0);
+                until = until.min(self.clock.now() + Duration::from_secs(secs));
             }
             // Wait for the next reason to pass; liveness probes run while waiting.
             loop {
                 let liveness = self.next_liveness();
                 tokio::select! {
-                    () = tokio::time::sleep_until(until.into()) => break,
-                    () = tokio::time::sleep_until(liveness.unwrap_or(until).into()), if liveness.is_some() => {
+                    // In this order, so a simulation with the same inputs takes the same branch.
+                    biased;
+                    () = wake.notified() => break,
+                    () = tokio::time::sleep_until(until) => break,
+                    () = tokio::time::sleep_until(liveness.unwrap_or(until)), if liveness.is_some() => {
                         // A restart it makes is seen as Docker events, which wake a pass.
                         self.check_liveness().await;
                         if self.shutdown.load(Ordering::SeqCst) {
@@ -347,7 +301,6 @@ impl Agent {
                         }
                         break;
                     }
-                    () = wake.notified() => break,
                 }
             }
             if self.shutdown.load(Ordering::SeqCst) {
@@ -363,7 +316,7 @@ impl Agent {
         self.metrics.passes_total += 1;
         let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
         async {
-            let started = Instant::now();
+            let started = self.clock.now();
             if git_due {
                 self.sync().await;
             }
@@ -376,7 +329,12 @@ impl Agent {
                 }
             };
             if outcome.converged {
-                self.metrics.last_success_unix = Some(unix_now_f64());
+                self.metrics.last_success_unix = Some(
+                    self.clock
+                        .wall()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                );
             } else {
                 self.metrics.pass_failures_total += 1;
             }
@@ -392,56 +350,25 @@ impl Agent {
     }
 
     async fn sync(&mut self) {
-        let mirror = Arc::clone(&self.mirror);
-        let deadline = self.cfg.remote.deadline;
-        let started = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || gitsync::sync_with_deadline(&mirror, deadline))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(GitError::Repository {
-                        reason: format!("fetch thread failed: {e}"),
-                    })
-                });
+        let started = self.clock.now();
+        let result = self.git.sync().await;
         self.metrics.fetch_duration_seconds = Some(started.elapsed().as_secs_f64());
         match result {
-            Ok(synced) => {
-                self.stalled = 0;
+            Ok(head) => {
                 self.schedule.record(true);
-                self.last_sync = Some(SystemTime::now());
+                self.last_sync = Some(self.clock.wall());
                 self.stale_since = None;
                 self.sync_error = None;
-                let known = self
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.commit == synced.head)
-                    || self.refused.as_deref() == Some(synced.head.as_str());
+                let known = self.current.as_ref().is_some_and(|c| c.commit == head)
+                    || self.refused.as_deref() == Some(head.as_str());
                 if !known {
-                    self.load(&synced.head, "fetched").await;
+                    self.load(&head, "fetched").await;
                 }
             }
             Err(e) => {
-                if matches!(e, GitError::Stalled) {
-                    self.stalled += 1;
-                    if self.stalled >= STALLED_REOPEN {
-                        // A read that never returns (a silently dropped connection) would hold
-                        // the mirror forever: leave it to its thread and open a fresh handle.
-                        match Mirror::open(&self.dir.git_dir(), self.cfg.remote.clone()) {
-                            Ok(m) => {
-                                warn!(
-                                    "a fetch has been stuck for several ticks; reopening the mirror"
-                                );
-                                self.mirror = Arc::new(Mutex::new(m));
-                                self.stalled = 0;
-                            }
-                            Err(e) => warn!(error = %e, "cannot reopen the mirror"),
-                        }
-                    }
-                } else {
-                    self.stalled = 0;
-                }
                 self.schedule.record(false);
-                self.stale_since.get_or_insert_with(SystemTime::now);
+                let wall = self.clock.wall();
+                self.stale_since.get_or_insert(wall);
                 let retry = gitsync::backoff(self.schedule.interval(), self.schedule.failures());
                 warn!(error = %e, failures = self.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
                 self.sync_error = Some(format!("fetch failed: {e}"));
@@ -456,27 +383,19 @@ impl Agent {
     /// `/healthz` and Docker events must still be served.
     async fn load(&mut self, commit: &str, why: &str) {
         let short = commit[..commit.len().min(12)].to_owned();
-        let mirror = Arc::clone(&self.mirror);
-        let (node, branch) = (self.cfg.node.clone(), self.cfg.remote.branch.clone());
-        let (target, current) = (
-            commit.to_owned(),
-            self.current.as_ref().map(|c| c.commit.clone()),
-        );
-        let read = tokio::task::spawn_blocking(move || {
-            read_revision(&mirror, &target, current.as_deref(), &node, &branch)
-        })
-        .await;
-        let result = match read {
-            Ok(Some(result)) => result,
-            Ok(None) => {
-                warn!("the mirror is busy with a stuck fetch; loading later");
-                return;
-            }
-            Err(e) => Err(Refusal {
-                permanent: false,
-                problems: vec![format!("loading the revision failed: {e}")],
-                total: 1,
-            }),
+        let current = self.current.as_ref().map(|c| c.commit.clone());
+        let read = self
+            .git
+            .read(
+                commit,
+                current.as_deref(),
+                &self.cfg.node,
+                &self.cfg.remote.branch,
+            )
+            .await;
+        let Some(result) = read else {
+            warn!("the mirror is busy with a stuck fetch; loading later");
+            return;
         };
         let result = result.map(|(node, warnings)| {
             for w in &warnings.shown {
@@ -560,6 +479,7 @@ impl Agent {
         if !lock(&self.journal).entries().is_empty() {
             rollout::recover(
                 &self.docker,
+                &self.clock,
                 &loaded.desired.node,
                 &loaded.desired.environment,
                 &self.journal,
@@ -581,7 +501,7 @@ impl Agent {
         let (actual, images) = tokio::join!(self.docker.observe(), self.docker.image_ids(&refs));
         let actual = actual.map_err(EngineError::docker("cannot observe Docker"))?;
         let mut images = images.map_err(EngineError::docker("cannot list images"))?;
-        let now = now_ts();
+        let now = self.now_ts();
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
 
         // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
@@ -655,7 +575,8 @@ impl Agent {
                 .observe()
                 .await
                 .map_err(EngineError::docker("cannot observe Docker"))?;
-            let replan = reconcile_core::plan(&desired, &actual, &self.state.history, now_ts());
+            let replan =
+                reconcile_core::plan(&desired, &actual, &self.state.history, self.now_ts());
             (actual, replan)
         };
         let blocked = replan.diagnostics.iter().any(|d| {
@@ -763,8 +684,10 @@ impl Agent {
                 self.event(Some(&step.deployment), action, &reason, outcome);
             }
             let results = {
-                let ctx = rollout::Ctx {
+                let ctx = rollout::Ctx::<W> {
                     docker: &self.docker,
+                    probe: &self.probe,
+                    clock: &self.clock,
                     desired,
                     journal: &self.journal,
                     events: &self.events,
@@ -828,12 +751,12 @@ impl Agent {
                         count(&mut self.metrics, "rolled-back");
                         // The backoff runs from the failure, not from the pass's start:
                         // a gate may have taken minutes.
-                        self.record_failure(dep, &hash, &why, now_ts());
+                        self.record_failure(dep, &hash, &why, self.now_ts());
                         errors.insert(dep.to_owned(), format!("failed, rolled back: {why}"));
                     }
                     Ok(Some(rollout::Outcome::Failed(why))) => {
                         count(&mut self.metrics, "failed");
-                        self.record_failure(dep, &hash, &why, now_ts());
+                        self.record_failure(dep, &hash, &why, self.now_ts());
                         errors.insert(dep.to_owned(), format!("failed: {why}"));
                     }
                     Ok(Some(rollout::Outcome::Cancelled)) => {}
@@ -855,7 +778,14 @@ impl Agent {
 
     fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: &str) {
         let commit = self.current_commit.clone();
-        lock(&self.events).record(commit.as_deref(), deployment, step, reason, outcome);
+        lock(&self.events).record(
+            self.clock.wall(),
+            commit.as_deref(),
+            deployment,
+            step,
+            reason,
+            outcome,
+        );
     }
 
     fn backing_off(&self, deployment: &str, spec_hash: &str, now: Timestamp) -> bool {
@@ -1110,12 +1040,12 @@ async fn join_all<T>(mut work: Vec<Pending<'_, T>>) -> Vec<T> {
     out.into_iter().flatten().collect()
 }
 
-/// The name a change step gives a container.
 /// A step names a deployment the plan was made from; not finding it is a bug.
 fn not_desired() -> EngineError {
     EngineError::Internal("the step's deployment is not desired".to_owned())
 }
 
+/// The name a change step gives a container.
 fn target_name(step: &Step) -> &str {
     match &step.action {
         Action::Create { container_name, .. } | Action::Replace { container_name, .. } => {
@@ -1128,7 +1058,17 @@ fn target_name(step: &Step) -> &str {
     }
 }
 
-impl Agent {
+impl<W: World> Agent<W> {
+    /// The wall clock in whole seconds, as the planner and the history count.
+    fn now_ts(&self) -> Timestamp {
+        Timestamp(
+            self.clock
+                .wall()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+    }
+
     /// Logs a Docker event and remembers containers that died, whose restart counts must be
     /// read again.
     fn note_event(&mut self, event: &WatchEvent) {
@@ -1163,20 +1103,6 @@ fn state_name(s: &ContainerState) -> String {
         ContainerState::Dead => "dead".into(),
         ContainerState::Stopping => "stopping".into(),
     }
-}
-
-pub(crate) fn now_ts() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-}
-
-fn unix_now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `2026-11-22T10:00:00Z`, UTC, second precision.

@@ -1,11 +1,11 @@
 //! Applying the single-call steps of a plan (start, unpause, rename, remove). Creates and
 //! replaces are rollouts, with a health gate and a journal: see [`crate::rollout`].
 
-use docker_runtime::Docker;
 use reconcile_core::{Action, Step};
 
 use crate::error::EngineError;
 use crate::rollout::stop_gone_ok;
+use crate::seams::Runtime;
 
 pub(crate) fn name(action: &Action) -> &'static str {
     match action {
@@ -24,7 +24,7 @@ pub(crate) fn is_rollout(action: &Action) -> bool {
 }
 
 /// Applies a single-call step.
-pub(crate) async fn step(docker: &Docker, step: &Step) -> Result<(), EngineError> {
+pub(crate) async fn step(docker: &impl Runtime, step: &Step) -> Result<(), EngineError> {
     match &step.action {
         Action::Start { container_id, .. } => docker.start(container_id).await?,
         Action::Unpause { container_id, .. } => docker.unpause(container_id).await?,

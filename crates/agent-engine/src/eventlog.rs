@@ -66,6 +66,7 @@ impl EventLog {
     /// and logged, and the agent goes on.
     pub(crate) fn record(
         &mut self,
+        at: SystemTime,
         commit: Option<&str>,
         deployment: Option<&str>,
         step: &str,
@@ -74,7 +75,7 @@ impl EventLog {
     ) {
         let event = Event {
             seq: self.next_seq,
-            time: rfc3339(SystemTime::now()),
+            time: rfc3339(at),
             commit: commit.map(str::to_owned),
             deployment: deployment.map(str::to_owned),
             step: step.to_owned(),
@@ -132,6 +133,7 @@ mod tests {
         let mut log = EventLog::open(path.clone(), status.clone());
         for i in 0..(2 * EVENTS_KEPT + 10) {
             log.record(
+                SystemTime::now(),
                 Some("c0ffee"),
                 Some("web"),
                 "replace",
@@ -153,7 +155,14 @@ mod tests {
         let last = events.last().unwrap();
         assert_eq!(last.seq, (2 * EVENTS_KEPT + 10) as u64);
         assert_eq!(last.reason, format!("r{}", 2 * EVENTS_KEPT + 9));
-        log.record(None, None, "start", "agent started", "ok");
+        log.record(
+            SystemTime::now(),
+            None,
+            None,
+            "start",
+            "agent started",
+            "ok",
+        );
         assert_eq!(
             again.events(0, None, 1)[0].seq,
             (2 * EVENTS_KEPT + 11) as u64

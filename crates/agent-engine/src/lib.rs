@@ -12,9 +12,14 @@ mod eventlog;
 mod journal;
 mod probe;
 mod rollout;
+mod seams;
 mod settings;
 mod state;
 
 pub use agent::{Agent, Outcome};
 pub use error::{EngineError, report};
+pub use seams::{
+    Accepted, Clock, Git, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe, Real, Refusal,
+    Runtime, SystemClock, Warnings, World, judge,
+};
 pub use settings::Settings;

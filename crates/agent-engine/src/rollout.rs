@@ -17,21 +17,22 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use docker_runtime::{Docker, Owner, RuntimeError};
+use docker_runtime::{Owner, RuntimeError};
 use manifest_model::ProbeTarget;
 use reconcile_core::{
     Action, ContainerState, Desired, DesiredDeployment, Gate, GatePolicy, Millis, ProbeTrack,
     ReplaceStrategy, Seen, Step, Verdict,
 };
 use status_http::Status;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::{Intent, Journal, Kind, Phase};
-use crate::probe;
+use crate::seams::{Clock as _, Probe as _, Runtime, World};
 
 /// Seconds a container gets to stop before it is killed.
 pub(crate) const STOP_GRACE: i32 = 10;
@@ -43,8 +44,10 @@ const LOG_LINES: usize = 5;
 /// What a rollout needs from the pass that runs it. Rollouts of one pass run concurrently
 /// on one thread; the journal and history are shared through mutexes never held across an
 /// await.
-pub(crate) struct Ctx<'a> {
-    pub(crate) docker: &'a Docker,
+pub(crate) struct Ctx<'a, W: World> {
+    pub(crate) docker: &'a W::Runtime,
+    pub(crate) probe: &'a W::Probe,
+    pub(crate) clock: &'a W::Clock,
     pub(crate) desired: &'a Desired,
     pub(crate) journal: &'a Mutex<Journal>,
     pub(crate) events: &'a Mutex<EventLog>,
@@ -93,7 +96,7 @@ impl Fail {
     }
 }
 
-impl Ctx<'_> {
+impl<W: World> Ctx<'_, W> {
     fn now(&self) -> Millis {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -108,6 +111,7 @@ impl Ctx<'_> {
 
     fn event(&self, deployment: &str, step: &str, reason: &str, outcome: &str) {
         lock(self.events).record(
+            self.clock.wall(),
             self.desired.commit.as_deref(),
             Some(deployment),
             step,
@@ -152,13 +156,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs a `Create` or `Replace` step as a gated rollout. `Err` means Docker failed part-way
 /// in a way that could not be undone now: the journal keeps the rollout, and the next pass
 /// resolves it first.
-pub(crate) async fn run(
-    ctx: &Ctx<'_>,
+pub(crate) async fn run<W: World>(
+    ctx: &Ctx<'_, W>,
     step: &Step,
     d: &DesiredDeployment,
     checks: &Checks<'_>,
 ) -> Result<Outcome, EngineError> {
-    let started = Instant::now();
+    let started = ctx.clock.now();
     // `/readyz` turns 503 from the first step: a stop-first replace has the service down
     // before any probe has run, and a gate that passes at once never reports progress.
     ctx.progress(&d.name, "starting the new container".to_owned());
@@ -257,8 +261,8 @@ pub(crate) async fn run(
     Ok(outcome)
 }
 
-async fn create(
-    ctx: &Ctx<'_>,
+async fn create<W: World>(
+    ctx: &Ctx<'_, W>,
     d: &DesiredDeployment,
     mut intent: Intent,
     checks: &Checks<'_>,
@@ -277,8 +281,8 @@ async fn create(
     Ok(fail.into_outcome(Outcome::Failed))
 }
 
-async fn start_first(
-    ctx: &Ctx<'_>,
+async fn start_first<W: World>(
+    ctx: &Ctx<'_, W>,
     d: &DesiredDeployment,
     mut intent: Intent,
     checks: &Checks<'_>,
@@ -295,8 +299,8 @@ async fn start_first(
                 ctx.switch(&d.name, new).await;
             }
             // A shutdown cuts the drain short: the promotion itself must still finish.
-            let drain_until = Instant::now() + checks.drain;
-            while Instant::now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
+            let drain_until = ctx.clock.now() + checks.drain;
+            while ctx.clock.now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(100).min(checks.drain)).await;
             }
             finish_start_first(ctx.docker, &intent).await?;
@@ -310,8 +314,8 @@ async fn start_first(
 }
 
 /// Rolls back a rollout whose old container was never touched: the new one goes.
-async fn discard_new(
-    ctx: &Ctx<'_>,
+async fn discard_new<W: World>(
+    ctx: &Ctx<'_, W>,
     d: &DesiredDeployment,
     mut intent: Intent,
 ) -> Result<(), EngineError> {
@@ -323,8 +327,8 @@ async fn discard_new(
     ctx.forget(&d.name)
 }
 
-async fn stop_first(
-    ctx: &Ctx<'_>,
+async fn stop_first<W: World>(
+    ctx: &Ctx<'_, W>,
     d: &DesiredDeployment,
     mut intent: Intent,
     checks: &Checks<'_>,
@@ -362,8 +366,8 @@ async fn stop_first(
 
 /// Creates and starts the new container, then holds it to its gate. The outer `Err` is a
 /// Docker failure the caller cannot judge; the inner one is the new container's failure.
-async fn start_and_gate(
-    ctx: &Ctx<'_>,
+async fn start_and_gate<W: World>(
+    ctx: &Ctx<'_, W>,
     d: &DesiredDeployment,
     intent: &mut Intent,
     checks: &Checks<'_>,
@@ -419,8 +423,8 @@ async fn start_and_gate(
 }
 
 /// Watches the new container until its gate decides.
-async fn gate(
-    ctx: &Ctx<'_>,
+async fn gate<W: World>(
+    ctx: &Ctx<'_, W>,
     d: &DesiredDeployment,
     id: &str,
     checks: &Checks<'_>,
@@ -502,20 +506,23 @@ async fn gate(
 }
 
 /// Runs a probe if it is due, recording its result.
-async fn probe_if_due(
-    ctx: &Ctx<'_>,
+async fn probe_if_due<W: World>(
+    ctx: &Ctx<'_, W>,
     target: &ProbeTarget,
     track: &mut ProbeTrack,
     info: &docker_runtime::ContainerInfo,
 ) {
     if track.due(ctx.now()) {
-        let (ok, detail) = probe::http(target, info, Duration::from_millis(track.timeout())).await;
+        let (ok, detail) = ctx
+            .probe
+            .http(target, info, Duration::from_millis(track.timeout()))
+            .await;
         track.record(ctx.now(), ok, detail);
     }
 }
 
 /// `; last log lines: a | b` for a failure report, or nothing.
-async fn log_lines(docker: &Docker, id: &str) -> String {
+async fn log_lines(docker: &impl Runtime, id: &str) -> String {
     match docker.logs_tail(id, LOG_LINES).await {
         Ok(lines) if !lines.is_empty() => format!("; last log lines: {}", lines.join(" | ")),
         _ => String::new(),
@@ -524,8 +531,8 @@ async fn log_lines(docker: &Docker, id: &str) -> String {
 
 /// Removes a container orun left under `name` by an interrupted rollout, so the name is free.
 /// `Ok(Err)` when the name is held by something orun must not touch.
-async fn clear_leftover(
-    ctx: &Ctx<'_>,
+async fn clear_leftover<W: World>(
+    ctx: &Ctx<'_, W>,
     name: &str,
     keep: &str,
 ) -> Result<Result<(), String>, EngineError> {
@@ -547,7 +554,7 @@ async fn clear_leftover(
 }
 
 /// Start-first promotion: the old container goes, the new one takes the name.
-async fn finish_start_first(docker: &Docker, intent: &Intent) -> Result<(), EngineError> {
+async fn finish_start_first(docker: &impl Runtime, intent: &Intent) -> Result<(), EngineError> {
     if let Some(old) = &intent.old_id {
         stop_gone_ok(docker, old).await?;
         docker.remove(old).await?;
@@ -571,7 +578,11 @@ async fn finish_start_first(docker: &Docker, intent: &Intent) -> Result<(), Engi
 
 /// Undoes a rollout: removes the new container (`found`, or the one the intent names) and
 /// puts the old one back under its name, running if it ran.
-async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> Result<(), EngineError> {
+async fn undo(
+    docker: &impl Runtime,
+    intent: &Intent,
+    found: Option<&str>,
+) -> Result<(), EngineError> {
     if let Some(new) = found.or(intent.new_id.as_deref()) {
         docker.remove(new).await?;
     }
@@ -614,7 +625,8 @@ async fn undo(docker: &Docker, intent: &Intent, found: Option<&str>) -> Result<(
 /// finished, anything earlier is undone, so the old container serves and the next plan
 /// starts the rollout over.
 pub(crate) async fn recover(
-    docker: &Docker,
+    docker: &impl Runtime,
+    clock: &impl crate::seams::Clock,
     node: &str,
     environment: &str,
     journal: &Mutex<Journal>,
@@ -626,6 +638,7 @@ pub(crate) async fn recover(
             Ok(what) => {
                 info!(%deployment, phase = ?intent.phase, "{what}");
                 lock(events).record(
+                    clock.wall(),
                     intent.commit.as_deref(),
                     Some(&deployment),
                     "recover",
@@ -643,6 +656,7 @@ pub(crate) async fn recover(
                 let why = report(&e);
                 warn!(%deployment, error = %why, "cannot resolve an interrupted rollout; the planner takes over");
                 lock(events).record(
+                    clock.wall(),
                     intent.commit.as_deref(),
                     Some(&deployment),
                     "recover",
@@ -658,7 +672,7 @@ pub(crate) async fn recover(
 
 /// Finishes or undoes one interrupted rollout; says which.
 async fn resolve(
-    docker: &Docker,
+    docker: &impl Runtime,
     node: &str,
     environment: &str,
     intent: &Intent,
@@ -694,7 +708,7 @@ async fn resolve(
 }
 
 /// Stops a container; one that is already gone counts as stopped.
-pub(crate) async fn stop_gone_ok(docker: &Docker, id: &str) -> Result<(), EngineError> {
+pub(crate) async fn stop_gone_ok(docker: &impl Runtime, id: &str) -> Result<(), EngineError> {
     match docker.stop(id, STOP_GRACE).await {
         Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
         Err(e) => Err(e.into()),

@@ -4,17 +4,18 @@
 //! own restarts).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use manifest_model::ProbeTarget;
 use reconcile_core::{
     Actual, ContainerState, Desired, HealthStatus, Millis, ProbePolicy, ProbeTrack, restart_delay,
 };
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{Agent, Loaded};
-use crate::probe;
 use crate::rollout::STOP_GRACE;
+use crate::seams::{Probe as _, Runtime as _, World};
 
 /// How long a restarted container must do well before its restart backoff is forgotten.
 const CALM: Millis = 60_000;
@@ -34,7 +35,7 @@ pub(super) struct RestartBackoff {
     not_before: Millis,
 }
 
-impl Agent {
+impl<W: World> Agent<W> {
     pub(super) fn now_ms(&self) -> Millis {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -147,7 +148,7 @@ impl Agent {
                     continue;
                 }
             };
-            let (ok, detail) = probe::http(&target, &info, timeout).await;
+            let (ok, detail) = self.probe.http(&target, &info, timeout).await;
             let now = self.now_ms();
             let Some(w) = self.watches.get_mut(&dep) else {
                 continue;

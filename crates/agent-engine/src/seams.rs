@@ -1,0 +1,392 @@
+//! The seams: what the engine asks of the container runtime, of Git, of probes and of time.
+//! The engine is generic over them ([`World`]); the real world is `docker-runtime`, `gitsync`,
+//! HTTP probes and the system clock ([`Real`]), and a simulation can stand in for each.
+
+#![allow(
+    async_fn_in_trait,
+    reason = "the engine runs on one thread and never sends these futures elsewhere"
+)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use docker_runtime::{ContainerInfo, Docker, Owner, RegistryAuth, RuntimeError, WatchEvent};
+use gitsync::{GitError, Mirror, RemoteOptions};
+use manifest_model::{DesiredNode, Limits, ProbeTarget, Source};
+use reconcile_core::{Actual, RenderedSpec};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// What the engine asks of the container runtime: Docker's calls, one for one.
+pub trait Runtime {
+    /// The API version spoken, for the start-up log.
+    fn api_version(&self) -> String;
+    /// Every container on the host, managed or not.
+    async fn observe(&self) -> Result<Actual, RuntimeError>;
+    /// The local ids of the references that are on the host.
+    async fn image_ids(
+        &self,
+        references: &[String],
+    ) -> Result<BTreeMap<String, String>, RuntimeError>;
+    /// Pulls a reference; its local id.
+    async fn pull(&self, reference: &str, auth: &RegistryAuth) -> Result<String, RuntimeError>;
+    /// Creates (does not start) a container for `spec` under `name`, labelled for `owner`.
+    async fn create(
+        &self,
+        name: &str,
+        spec: &RenderedSpec,
+        owner: Owner<'_>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<String, RuntimeError>;
+    /// Starts a container.
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stops a container, killing it after `grace_seconds`.
+    async fn stop(&self, id: &str, grace_seconds: i32) -> Result<(), RuntimeError>;
+    /// Unpauses a container.
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Renames a container.
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError>;
+    /// Removes a container, running or not.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Restarts a container.
+    async fn restart(&self, id: &str, grace_seconds: i32) -> Result<(), RuntimeError>;
+    /// A closer look at one container.
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
+    /// The last lines of a container's log.
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError>;
+    /// This node's container events until the receiver is dropped.
+    fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent>;
+}
+
+impl Runtime for Docker {
+    fn api_version(&self) -> String {
+        Docker::api_version(self)
+    }
+    async fn observe(&self) -> Result<Actual, RuntimeError> {
+        Docker::observe(self).await
+    }
+    async fn image_ids(
+        &self,
+        references: &[String],
+    ) -> Result<BTreeMap<String, String>, RuntimeError> {
+        Docker::image_ids(self, references).await
+    }
+    async fn pull(&self, reference: &str, auth: &RegistryAuth) -> Result<String, RuntimeError> {
+        Docker::pull(self, reference, auth).await
+    }
+    async fn create(
+        &self,
+        name: &str,
+        spec: &RenderedSpec,
+        owner: Owner<'_>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<String, RuntimeError> {
+        Docker::create(self, name, spec, owner, secrets).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        Docker::start(self, id).await
+    }
+    async fn stop(&self, id: &str, grace_seconds: i32) -> Result<(), RuntimeError> {
+        Docker::stop(self, id, grace_seconds).await
+    }
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        Docker::unpause(self, id).await
+    }
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        Docker::rename(self, id, name).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        Docker::remove(self, id).await
+    }
+    async fn restart(&self, id: &str, grace_seconds: i32) -> Result<(), RuntimeError> {
+        Docker::restart(self, id, grace_seconds).await
+    }
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        Docker::inspect(self, id).await
+    }
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        Docker::logs_tail(self, id, lines).await
+    }
+    fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent> {
+        Docker::watch(self, node)
+    }
+}
+
+/// A revision that loaded, validated and resolved for this node, with its warnings.
+pub type Accepted = (DesiredNode, Warnings);
+
+/// A revision's warnings: the first few, and a count of the rest.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    /// The first warnings, each naming file, line and field.
+    pub shown: Vec<String>,
+    /// How many more there were.
+    pub more: usize,
+}
+
+/// Why a revision was not loaded.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Refused for what it says (stays refused until the branch moves), not for a read
+    /// failure worth retrying.
+    pub permanent: bool,
+    /// The first problems, each naming file, line and field.
+    pub problems: Vec<String>,
+    /// How many there were in all.
+    pub total: usize,
+}
+
+/// Problems of a refused revision kept for the log; the rest are counted.
+pub const LOGGED_PROBLEMS: usize = 20;
+
+/// What the engine asks of Git: the branch head, and one revision read for this node.
+pub trait Git {
+    /// Checks the remote; the branch head held locally afterwards.
+    async fn sync(&mut self) -> Result<String, GitError>;
+    /// Reads, validates and resolves `commit` for `node` on `branch`. `current` is the
+    /// commit running now (a branch that no longer descends from it was force-pushed).
+    /// `None` when the repository is busy and the read should be tried later.
+    async fn read(
+        &self,
+        commit: &str,
+        current: Option<&str>,
+        node: &str,
+        branch: &str,
+    ) -> Option<Result<Accepted, Refusal>>;
+}
+
+/// Reads one revision from `src` the way every [`Git`] must: loaded whole, refused whole on
+/// any error, resolved for `node`; at most [`LOGGED_PROBLEMS`] problems kept.
+pub fn judge(src: &dyn Source, node: &str, branch: &str) -> Result<Accepted, Refusal> {
+    let report = manifest_model::load(src, &Limits::default());
+    let refused = |diagnostics: Vec<manifest_model::Diagnostic>, total: usize| Refusal {
+        permanent: true,
+        problems: diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .take(LOGGED_PROBLEMS)
+            .map(ToString::to_string)
+            .collect(),
+        total,
+    };
+    let (total, total_warnings) = (report.error_count(), report.warning_count());
+    let (rev, warnings) = match report.into_result() {
+        Ok(ok) => ok,
+        Err(manifest_model::ModelError::Invalid { diagnostics, .. }) => {
+            return Err(refused(diagnostics, total));
+        }
+        // Reading failed (I/O): worth trying again on the next tick.
+        Err(other) => {
+            return Err(Refusal {
+                permanent: false,
+                problems: vec![other.to_string()],
+                total: 1,
+            });
+        }
+    };
+    let warnings = Warnings {
+        more: total_warnings.saturating_sub(LOGGED_PROBLEMS.min(warnings.len())),
+        shown: warnings
+            .iter()
+            .take(LOGGED_PROBLEMS)
+            .map(ToString::to_string)
+            .collect(),
+    };
+    match manifest_model::resolve(&rev, node, Some(branch)) {
+        Ok(node) => Ok((node, warnings)),
+        Err(manifest_model::ModelError::Unfit { diagnostics }) => {
+            let total = diagnostics.len();
+            Err(refused(diagnostics, total))
+        }
+        Err(e) => Err(Refusal {
+            permanent: true,
+            problems: vec![e.to_string()],
+            total: 1,
+        }),
+    }
+}
+
+/// After this many consecutive `Stalled` syncs the stuck mirror handle is abandoned.
+const STALLED_REOPEN: u32 = 3;
+
+/// The real [`Git`]: gitsync's bare mirror in the data dir. Fetches run on their own thread
+/// with a deadline; reads run on the blocking pool, never on the engine's thread.
+pub struct MirrorGit {
+    git_dir: PathBuf,
+    remote: RemoteOptions,
+    mirror: Arc<Mutex<Mirror>>,
+    /// Consecutive syncs that found the previous fetch still stuck.
+    stalled: u32,
+}
+
+impl MirrorGit {
+    /// Opens (or creates) the mirror at `git_dir` for `remote`.
+    pub fn open(git_dir: PathBuf, remote: RemoteOptions) -> Result<Self, GitError> {
+        let mirror = Mirror::open(&git_dir, remote.clone())?;
+        Ok(Self {
+            git_dir,
+            remote,
+            mirror: Arc::new(Mutex::new(mirror)),
+            stalled: 0,
+        })
+    }
+}
+
+impl Git for MirrorGit {
+    async fn sync(&mut self) -> Result<String, GitError> {
+        let mirror = Arc::clone(&self.mirror);
+        let deadline = self.remote.deadline;
+        let result =
+            tokio::task::spawn_blocking(move || gitsync::sync_with_deadline(&mirror, deadline))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(GitError::Repository {
+                        reason: format!("fetch thread failed: {e}"),
+                    })
+                });
+        if matches!(result, Err(GitError::Stalled)) {
+            self.stalled += 1;
+            if self.stalled >= STALLED_REOPEN {
+                // A read that never returns (a silently dropped connection) would hold the
+                // mirror forever: leave it to its thread and open a fresh handle.
+                match Mirror::open(&self.git_dir, self.remote.clone()) {
+                    Ok(m) => {
+                        warn!("a fetch has been stuck for several ticks; reopening the mirror");
+                        self.mirror = Arc::new(Mutex::new(m));
+                        self.stalled = 0;
+                    }
+                    Err(e) => warn!(error = %e, "cannot reopen the mirror"),
+                }
+            }
+        } else {
+            self.stalled = 0;
+        }
+        result.map(|synced| synced.head)
+    }
+
+    async fn read(
+        &self,
+        commit: &str,
+        current: Option<&str>,
+        node: &str,
+        branch: &str,
+    ) -> Option<Result<Accepted, Refusal>> {
+        let mirror = Arc::clone(&self.mirror);
+        let (commit, current) = (commit.to_owned(), current.map(str::to_owned));
+        let (node, branch) = (node.to_owned(), branch.to_owned());
+        // Reading, parsing and resolving a revision may take a while for a large (or hostile)
+        // one; meanwhile `/healthz` and Docker events must still be served.
+        let read = tokio::task::spawn_blocking(move || {
+            let mirror = mirror.try_lock().ok()?;
+            if let Some(current) = &current
+                && !mirror.descends_from(&commit, current)
+            {
+                warn!(from = %current, to = %commit, "the branch was force-pushed: following it");
+            }
+            Some(match mirror.source(&commit) {
+                Ok(src) => judge(&src, &node, &branch),
+                Err(e) => Err(Refusal {
+                    permanent: false,
+                    problems: vec![e.to_string()],
+                    total: 1,
+                }),
+            })
+        })
+        .await;
+        match read {
+            Ok(result) => result,
+            Err(e) => Some(Err(Refusal {
+                permanent: false,
+                problems: vec![format!("loading the revision failed: {e}")],
+                total: 1,
+            })),
+        }
+    }
+}
+
+/// What the engine asks of a probe: one HTTP check of a container.
+pub trait Probe {
+    /// Whether `target` answered well within `timeout`, and what was seen.
+    async fn http(
+        &self,
+        target: &ProbeTarget,
+        container: &ContainerInfo,
+        timeout: Duration,
+    ) -> (bool, String);
+}
+
+/// The real [`Probe`]: HTTP to the container's address.
+#[derive(Debug, Default)]
+pub struct HttpProbe;
+
+impl Probe for HttpProbe {
+    async fn http(
+        &self,
+        target: &ProbeTarget,
+        container: &ContainerInfo,
+        timeout: Duration,
+    ) -> (bool, String) {
+        crate::probe::http(target, container, timeout).await
+    }
+}
+
+/// What the engine asks of time. Waiting is tokio's (`tokio::time`), which a simulation
+/// pauses and advances; the wall clock, for timestamps and backoff, comes from here.
+pub trait Clock {
+    /// The monotonic now, for gates, probes and poll timers.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    /// The wall clock, for timestamps, history and backoff.
+    fn wall(&self) -> SystemTime;
+}
+
+/// The real [`Clock`].
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The set of seams one engine runs against.
+pub trait World {
+    /// The container runtime.
+    type Runtime: Runtime;
+    /// The Git repository.
+    type Git: Git;
+    /// The probes.
+    type Probe: Probe;
+    /// Time.
+    type Clock: Clock;
+}
+
+/// The real world: Docker, gitsync's mirror, HTTP probes, the system clock.
+#[derive(Debug)]
+pub struct Real;
+
+impl World for Real {
+    type Runtime = Docker;
+    type Git = MirrorGit;
+    type Probe = HttpProbe;
+    type Clock = SystemClock;
+}
+
+/// One of each seam, handed to [`crate::Agent::with_parts`].
+pub struct Parts<W: World> {
+    /// The container runtime.
+    pub runtime: W::Runtime,
+    /// The Git repository.
+    pub git: W::Git,
+    /// The probes.
+    pub probe: W::Probe,
+    /// Time.
+    pub clock: W::Clock,
+    /// Registry logins for pulls.
+    pub auth: RegistryAuth,
+}
