@@ -1,4 +1,4 @@
-//! Project automation for orun: `cargo xtask test|e2e|lint|fuzz|demo|docker|help`, so that CI,
+//! Project automation for orun: `cargo xtask test|e2e|lint|fuzz|sim|bench|demo|docker|help`, so that CI,
 //! the README and developers run the same steps with nothing but cargo installed.
 //!
 //! Each command is a list of [`Step`]s built by a plain function (`test_steps`, `e2e_steps`,
@@ -55,11 +55,14 @@ Commands:
   e2e                           run only the end-to-end suite (agent, real Docker and Git)
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
   fuzz [--seconds N] [TARGET]   fuzz TARGET (default: each target in turn) for N seconds (default 60)
+  sim [--seed N] [--scenarios N]
+                                run N simulated scenarios (default 10000) of the engine from
+                                seed N (default 0); `--seed N` alone replays that one scenario
   demo                          serve examples/ from a local Git repo and run the agent on it
   bench [--quick] [--only PARTS] [--services N] [--rounds N] [--commits N]
         [--idle-seconds N] [--pollers N] [--out FILE]
                                 measure everything and write docs/BENCHMARKS.md
-                                (PARTS: planner,parser,workload,git)
+                                (PARTS: planner,parser,workload,git,hostile,sim)
   docker                        make a Docker daemon and the test images available
   help                          show this message
 ";
@@ -106,6 +109,7 @@ fn run(args: Vec<String>) -> Result<()> {
             run_all(&lint_steps())
         }
         "fuzz" => fuzz(rest),
+        "sim" => sim(rest),
         "bench" => bench::run(rest),
         "docker" => {
             no_arguments(command, rest)?;
@@ -461,6 +465,56 @@ fn fuzz(args: &[String]) -> Result<()> {
         ),
         None => FUZZ_TARGETS.iter().try_for_each(|t| fuzz_one(t, seconds)),
     }
+}
+
+/// Runs the engine's simulation (`crates/agent-sim`) in release: `--seed N` alone replays
+/// one scenario, `--scenarios N` runs that many from the seed.
+fn sim(args: &[String]) -> Result<()> {
+    let (mut seed, mut scenarios): (Option<u64>, Option<u64>) = (None, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<u64> {
+            let v = match &inline {
+                Some(v) => v.clone(),
+                None => args
+                    .next()
+                    .with_context(|| format!("`{name}` needs a value"))?
+                    .clone(),
+            };
+            v.parse()
+                .with_context(|| format!("`{name}` wants a whole number, got `{v}`"))
+        };
+        match name {
+            "--seed" => seed = Some(value()?),
+            "--scenarios" => scenarios = Some(value()?),
+            other => bail!("unknown option `{other}` for `sim`"),
+        }
+    }
+    let count = match (seed, scenarios) {
+        (Some(_), None) => 1,
+        (_, Some(n)) => n,
+        (None, None) => 10_000,
+    };
+    let step = Step::cargo(
+        "simulation",
+        &[
+            "test",
+            "--release",
+            "-p",
+            "agent-sim",
+            "--test",
+            "scenarios",
+            "--",
+            "--nocapture",
+        ],
+    )
+    .with_env("ORUN_SIM_SEED", seed.unwrap_or(0).to_string())
+    .with_env("ORUN_SIM_SCENARIOS", count.to_string());
+    step.run()
 }
 
 /// Fuzzes one target for `seconds`.
@@ -927,8 +981,8 @@ struct Step {
     name: &'static str,
     args: Vec<String>,
     tool: Option<Tool>,
-    /// Tests must fail, not skip, when a component is missing (`ORUN_REQUIRE_ALL`).
-    require_all: bool,
+    /// Environment variables for the command.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Step {
@@ -937,15 +991,18 @@ impl Step {
             name,
             args: args.iter().map(|&arg| arg.to_owned()).collect(),
             tool: None,
-            require_all: false,
+            env: Vec::new(),
         }
     }
 
+    /// Tests must fail, not skip, when a component is missing (`ORUN_REQUIRE_ALL`).
     fn require_all(self) -> Self {
-        Self {
-            require_all: true,
-            ..self
-        }
+        self.with_env("ORUN_REQUIRE_ALL", "1".to_owned())
+    }
+
+    fn with_env(mut self, name: &'static str, value: String) -> Self {
+        self.env.push((name, value));
+        self
     }
 
     fn needs(self, tool: Tool) -> Self {
@@ -959,12 +1016,8 @@ impl Step {
         if let Some(tool) = &self.tool {
             tool.ensure_installed()?;
         }
-        let env: &[(&str, &str)] = if self.require_all {
-            &[("ORUN_REQUIRE_ALL", "1")]
-        } else {
-            &[]
-        };
-        run_cargo(&self.args, false, env)
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_cargo(&self.args, false, &env)
     }
 }
 

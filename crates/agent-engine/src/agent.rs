@@ -21,8 +21,8 @@ use docker_runtime::{Docker, RegistryAuth, WatchEvent};
 use gitsync::Schedule;
 use manifest_model::{DesiredNode, ImageSource, PullPolicy};
 use reconcile_core::{
-    Action, Actual, ContainerState, Desired, Diagnostic, Failure, GatePolicy, HealthStatus,
-    LABEL_SPEC_HASH, ObservedContainer, Plan, Step, Timestamp,
+    Action, Actual, ContainerState, Desired, Diagnostic, Failure, HealthStatus, LABEL_SPEC_HASH,
+    ObservedContainer, Plan, Step, Timestamp,
 };
 use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
 use tokio::sync::Notify;
@@ -32,7 +32,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 use crate::apply;
 use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
-use crate::journal::Journal;
+use crate::journal::{self, Journal};
 use crate::rollout::{self, lock};
 use crate::seams::{
     Clock as _, Git as _, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Real, Refusal,
@@ -474,9 +474,16 @@ impl<W: World> Agent<W> {
 
     async fn converge_to(&mut self, loaded: &Loaded) -> Result<Outcome, EngineError> {
         let node = &loaded.node;
+        let mut errors: BTreeMap<String, String> = BTreeMap::new();
         // Rollouts a crash or a Docker failure left half-done are resolved before anything
-        // is planned: the plan must see each deployment with one container again.
+        // is planned: the plan must see each deployment with one container again. One whose
+        // new container was in its gate, and is still what the revision wants, is adopted
+        // and its gate resumed; the others are finished or undone.
         if !lock(&self.journal).entries().is_empty() {
+            let adopted = self
+                .adoptable(loaded)
+                .await
+                .map_err(|e| EngineError::Recover(Box::new(e)))?;
             rollout::recover(
                 &self.docker,
                 &self.clock,
@@ -484,9 +491,13 @@ impl<W: World> Agent<W> {
                 &loaded.desired.environment,
                 &self.journal,
                 &self.events,
+                &adopted,
             )
             .await
             .map_err(|e| EngineError::Recover(Box::new(e)))?;
+            if !adopted.is_empty() {
+                self.resume(loaded, adopted, &mut errors).await;
+            }
         }
         let mut desired = loaded.desired.clone();
         let refs: Vec<String> = desired
@@ -502,7 +513,6 @@ impl<W: World> Agent<W> {
         let actual = actual.map_err(EngineError::docker("cannot observe Docker"))?;
         let mut images = images.map_err(EngineError::docker("cannot list images"))?;
         let now = self.now_ts();
-        let mut errors: BTreeMap<String, String> = BTreeMap::new();
 
         // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
         // `desired.deployments` is `node.containers` rendered, in the same order.
@@ -715,12 +725,7 @@ impl<W: World> Agent<W> {
                                 .iter()
                                 .find(|c| c.deployment == step.deployment)
                                 .ok_or_else(not_desired)?;
-                            let checks = rollout::Checks {
-                                policy: GatePolicy::of(&c.spec),
-                                readiness: c.spec.health.readiness.as_ref().map(|p| &p.http),
-                                liveness: c.spec.health.liveness.as_ref().map(|p| &p.http),
-                                drain: Duration::from_secs(c.spec.rollout.drain_seconds.into()),
-                            };
+                            let checks = rollout::Checks::of(&c.spec);
                             rollout::run(ctx, step, d, &checks).await.map(Some)
                         });
                         fut
@@ -729,51 +734,168 @@ impl<W: World> Agent<W> {
                 join_all(work).await
             };
             for (step, result) in wave.iter().zip(results) {
-                let dep = step.deployment.as_str();
-                let hash = desired
-                    .deployments
-                    .iter()
-                    .find(|d| d.name == dep)
-                    .map(|d| d.spec_hash.clone())
-                    .unwrap_or_default();
-                let count = |m: &mut Metrics, outcome: &str| {
-                    *m.rollouts.entry(outcome.to_owned()).or_default() += 1;
-                };
-                match result {
-                    Ok(None) => applied += 1,
-                    Ok(Some(rollout::Outcome::Promoted)) => {
-                        applied += 1;
-                        count(&mut self.metrics, "promoted");
-                        self.clear_failure(dep);
-                        self.backoffs.remove(dep);
-                    }
-                    Ok(Some(rollout::Outcome::RolledBack(why))) => {
-                        count(&mut self.metrics, "rolled-back");
-                        // The backoff runs from the failure, not from the pass's start:
-                        // a gate may have taken minutes.
-                        self.record_failure(dep, &hash, &why, self.now_ts());
-                        errors.insert(dep.to_owned(), format!("failed, rolled back: {why}"));
-                    }
-                    Ok(Some(rollout::Outcome::Failed(why))) => {
-                        count(&mut self.metrics, "failed");
-                        self.record_failure(dep, &hash, &why, self.now_ts());
-                        errors.insert(dep.to_owned(), format!("failed: {why}"));
-                    }
-                    Ok(Some(rollout::Outcome::Cancelled)) => {}
-                    Err(e) => {
-                        // Docker failed part-way: the journal keeps the rollout and the next
-                        // pass resolves it before planning again.
-                        let reason = report(&e);
-                        error!(deployment = %dep, error = %reason, "step failed");
-                        self.event(Some(dep), apply::name(&step.action), &reason, "failed");
-                        errors.insert(dep.to_owned(), reason);
-                    }
+                if self.settle(
+                    desired,
+                    &step.deployment,
+                    apply::name(&step.action),
+                    result,
+                    errors,
+                ) {
+                    applied += 1;
                 }
             }
             // A crash later in this pass must not forget a failure (and retry at once).
             self.save_state();
         }
         Ok(applied)
+    }
+
+    /// Records how a step or rollout of `dep` ended: metrics, the failure history, and the
+    /// pass's errors. Whether it succeeded.
+    fn settle(
+        &mut self,
+        desired: &Desired,
+        dep: &str,
+        action: &str,
+        result: Result<Option<rollout::Outcome>, EngineError>,
+        errors: &mut BTreeMap<String, String>,
+    ) -> bool {
+        let hash = desired
+            .deployments
+            .iter()
+            .find(|d| d.name == dep)
+            .map(|d| d.spec_hash.clone())
+            .unwrap_or_default();
+        let count = |m: &mut Metrics, outcome: &str| {
+            *m.rollouts.entry(outcome.to_owned()).or_default() += 1;
+        };
+        match result {
+            Ok(None) => true,
+            Ok(Some(rollout::Outcome::Promoted)) => {
+                count(&mut self.metrics, "promoted");
+                self.clear_failure(dep);
+                self.backoffs.remove(dep);
+                true
+            }
+            Ok(Some(rollout::Outcome::RolledBack(why))) => {
+                count(&mut self.metrics, "rolled-back");
+                // The backoff runs from the failure, not from the pass's start: a gate may
+                // have taken minutes.
+                self.record_failure(dep, &hash, &why, self.now_ts());
+                errors.insert(dep.to_owned(), format!("failed, rolled back: {why}"));
+                false
+            }
+            Ok(Some(rollout::Outcome::Failed(why))) => {
+                count(&mut self.metrics, "failed");
+                self.record_failure(dep, &hash, &why, self.now_ts());
+                errors.insert(dep.to_owned(), format!("failed: {why}"));
+                false
+            }
+            Ok(Some(rollout::Outcome::Cancelled)) => false,
+            Err(e) => {
+                // Docker failed part-way: the journal keeps the rollout and the next pass
+                // resolves it before planning again.
+                let reason = report(&e);
+                error!(deployment = %dep, error = %reason, "step failed");
+                self.event(Some(dep), action, &reason, "failed");
+                errors.insert(dep.to_owned(), reason);
+                false
+            }
+        }
+    }
+
+    /// The journal's rollouts whose new container was in its gate when the last run ended
+    /// and is still there, for a deployment the revision still wants exactly so: these are
+    /// adopted rather than undone.
+    async fn adoptable(
+        &self,
+        loaded: &Loaded,
+    ) -> Result<BTreeMap<String, journal::Intent>, EngineError> {
+        let entries = lock(&self.journal).entries().clone();
+        let candidates: Vec<(String, journal::Intent)> = entries
+            .into_iter()
+            .filter(|(dep, intent)| {
+                intent.phase == journal::Phase::Verifying
+                    && intent.new_id.is_some()
+                    && loaded
+                        .node
+                        .containers
+                        .iter()
+                        .zip(&loaded.desired.deployments)
+                        .any(|(c, d)| {
+                            d.name == *dep
+                                && !c.spec.suspend
+                                && d.spec_hash == intent.spec_hash
+                                && d.spec.container_name == intent.name
+                        })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let actual = self
+            .docker
+            .observe()
+            .await
+            .map_err(EngineError::docker("cannot observe Docker"))?;
+        Ok(candidates
+            .into_iter()
+            .filter(|(_, intent)| {
+                actual.containers.iter().any(|c| {
+                    Some(&c.id) == intent.new_id.as_ref()
+                        && matches!(c.state, ContainerState::Running | ContainerState::Created)
+                })
+            })
+            .collect())
+    }
+
+    /// Resumes the gates of adopted rollouts, concurrently, and records how they ended.
+    async fn resume(
+        &mut self,
+        loaded: &Loaded,
+        adopted: BTreeMap<String, journal::Intent>,
+        errors: &mut BTreeMap<String, String>,
+    ) {
+        let desired = &loaded.desired;
+        let results = {
+            let ctx = rollout::Ctx::<W> {
+                docker: &self.docker,
+                probe: &self.probe,
+                clock: &self.clock,
+                desired,
+                journal: &self.journal,
+                events: &self.events,
+                status: &self.status,
+                shutdown: &self.shutdown,
+                slots: &self.slots,
+                epoch: self.epoch,
+            };
+            let ctx = &ctx;
+            let (deps, work): (Vec<String>, Vec<Pending<'_, _>>) = adopted
+                .into_iter()
+                .filter_map(|(dep, intent)| {
+                    let (c, d) = loaded
+                        .node
+                        .containers
+                        .iter()
+                        .zip(&desired.deployments)
+                        .find(|(_, d)| d.name == dep)?;
+                    let fut: Pending<'_, Result<Option<rollout::Outcome>, EngineError>> =
+                        Box::pin(async move {
+                            let checks = rollout::Checks::of(&c.spec);
+                            rollout::resume(ctx, d, intent, &checks).await.map(Some)
+                        });
+                    Some((dep, fut))
+                })
+                .unzip();
+            deps.into_iter()
+                .zip(join_all(work).await)
+                .collect::<Vec<_>>()
+        };
+        for (dep, result) in results {
+            self.settle(desired, &dep, "resume", result, errors);
+        }
+        self.save_state();
     }
 
     fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: &str) {

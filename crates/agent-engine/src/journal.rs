@@ -23,9 +23,10 @@ pub(crate) enum Kind {
     StopFirst,
 }
 
-/// Where a rollout stands. Every phase but `Promoting` is undone after a crash: the new
-/// container has not earned promotion, so the old one serves again and the rollout starts
-/// over. `Promoting` is finished: the new container passed its gate.
+/// Where a rollout stands. After a crash, `Promoting` is finished (the new container passed
+/// its gate); `Verifying` is adopted when its new container is still there and still wanted
+/// (its gate starts again); anything else is undone: the new container has not earned
+/// promotion, so the old one serves again and the rollout starts over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Phase {

@@ -67,6 +67,18 @@ pub(crate) struct Checks<'a> {
     pub(crate) drain: Duration,
 }
 
+impl<'a> Checks<'a> {
+    /// What the gate checks for a deployment of `spec`.
+    pub(crate) fn of(spec: &'a manifest_model::DeploymentSpec) -> Self {
+        Self {
+            policy: GatePolicy::of(spec),
+            readiness: spec.health.readiness.as_ref().map(|p| &p.http),
+            liveness: spec.health.liveness.as_ref().map(|p| &p.http),
+            drain: Duration::from_secs(spec.rollout.drain_seconds.into()),
+        }
+    }
+}
+
 /// How a rollout ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -229,6 +241,58 @@ pub(crate) async fn run<W: World>(
         }
         other => return Err(EngineError::Internal(format!("not a rollout: {other:?}"))),
     };
+    say(ctx, d, started, &outcome);
+    Ok(outcome)
+}
+
+/// Resumes a rollout that a crash interrupted while its new container was in its gate: the
+/// container is adopted, not replaced (an agent restart alone restarts nothing), and its gate
+/// starts again from now; then it is promoted or rolled back as the rollout would have been.
+pub(crate) async fn resume<W: World>(
+    ctx: &Ctx<'_, W>,
+    d: &DesiredDeployment,
+    intent: Intent,
+    checks: &Checks<'_>,
+) -> Result<Outcome, EngineError> {
+    let started = ctx.clock.now();
+    let Some(id) = intent.new_id.clone() else {
+        return Err(EngineError::Internal(
+            "an adopted rollout names no new container".to_owned(),
+        ));
+    };
+    ctx.progress(
+        &d.name,
+        "adopted after a restart; waiting for health".to_owned(),
+    );
+    ctx.event(
+        &d.name,
+        "resume",
+        &format!(
+            "adopted the new container {} after a restart; its gate starts again",
+            short(&id)
+        ),
+        "started",
+    );
+    let verdict = match ctx.docker.inspect(&id).await {
+        // The crash came between create and start: start it, as the rollout would have.
+        Ok(info) if info.state == ContainerState::Created => match ctx.docker.start(&id).await {
+            Ok(()) => gate(ctx, d, &id, checks).await?,
+            Err(e) if e.is_unreachable() => return Err(e.into()),
+            Err(e) => Err(Fail::Reason(format!("cannot start the new container: {e}"))),
+        },
+        Ok(_) => gate(ctx, d, &id, checks).await?,
+        Err(RuntimeError::NotFound(_)) => Err(Fail::Reason(
+            "the new container was removed by someone else".to_owned(),
+        )),
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = conclude(ctx, d, intent, checks, verdict).await?;
+    say(ctx, d, started, &outcome);
+    Ok(outcome)
+}
+
+/// Logs and records how a rollout ended.
+fn say<W: World>(ctx: &Ctx<'_, W>, d: &DesiredDeployment, started: Instant, outcome: &Outcome) {
     let secs = started.elapsed().as_secs_f32();
     match &outcome {
         Outcome::Promoted => {
@@ -258,7 +322,6 @@ pub(crate) async fn run<W: World>(
             );
         }
     }
-    Ok(outcome)
 }
 
 async fn create<W: World>(
@@ -267,18 +330,66 @@ async fn create<W: World>(
     mut intent: Intent,
     checks: &Checks<'_>,
 ) -> Result<Outcome, EngineError> {
-    let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
+    let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
+    conclude(ctx, d, intent, checks, verdict).await
+}
+
+/// Ends a rollout whose new container has its gate's verdict: promotes it, or rolls back,
+/// each the way its kind does.
+async fn conclude<W: World>(
+    ctx: &Ctx<'_, W>,
+    d: &DesiredDeployment,
+    mut intent: Intent,
+    checks: &Checks<'_>,
+    verdict: Result<(), Fail>,
+) -> Result<Outcome, EngineError> {
+    let fail = match verdict {
         Ok(()) => {
-            // Written down before it is forgotten: a crash in between must not undo it.
+            // Written down before anything is retired: a crash from here on finishes the
+            // promotion rather than undoing it.
             intent.phase = Phase::Promoting;
             ctx.journal(&d.name, &intent)?;
+            match intent.kind {
+                Kind::Create => {}
+                Kind::StartFirst => {
+                    if let Some(new) = &intent.new_id {
+                        ctx.switch(&d.name, new).await;
+                    }
+                    // A shutdown cuts the drain short: the promotion itself must still finish.
+                    let drain_until = ctx.clock.now() + checks.drain;
+                    while ctx.clock.now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(100).min(checks.drain)).await;
+                    }
+                    finish_start_first(ctx.docker, &intent).await?;
+                }
+                Kind::StopFirst => {
+                    if let Some(old) = &intent.old_id {
+                        ctx.docker.remove(old).await?;
+                    }
+                }
+            }
             ctx.forget(&d.name)?;
             return Ok(Outcome::Promoted);
         }
         Err(f) => f,
     };
-    discard_new(ctx, d, intent).await?;
-    Ok(fail.into_outcome(Outcome::Failed))
+    match intent.kind {
+        Kind::Create => {
+            discard_new(ctx, d, intent).await?;
+            Ok(fail.into_outcome(Outcome::Failed))
+        }
+        Kind::StartFirst => {
+            discard_new(ctx, d, intent).await?;
+            Ok(fail.into_outcome(Outcome::RolledBack))
+        }
+        Kind::StopFirst => {
+            intent.phase = Phase::RollingBack;
+            ctx.journal(&d.name, &intent)?;
+            undo(ctx.docker, &intent, None).await?;
+            ctx.forget(&d.name)?;
+            Ok(fail.into_outcome(Outcome::RolledBack))
+        }
+    }
 }
 
 async fn start_first<W: World>(
@@ -291,26 +402,8 @@ async fn start_first<W: World>(
     if let Err(why) = clear_leftover(ctx, &intent.new_name, &old_id).await? {
         return Ok(Outcome::RolledBack(why));
     }
-    let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
-        Ok(()) => {
-            intent.phase = Phase::Promoting;
-            ctx.journal(&d.name, &intent)?;
-            if let Some(new) = &intent.new_id {
-                ctx.switch(&d.name, new).await;
-            }
-            // A shutdown cuts the drain short: the promotion itself must still finish.
-            let drain_until = ctx.clock.now() + checks.drain;
-            while ctx.clock.now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(100).min(checks.drain)).await;
-            }
-            finish_start_first(ctx.docker, &intent).await?;
-            ctx.forget(&d.name)?;
-            return Ok(Outcome::Promoted);
-        }
-        Err(f) => f,
-    };
-    discard_new(ctx, d, intent).await?;
-    Ok(fail.into_outcome(Outcome::RolledBack))
+    let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
+    conclude(ctx, d, intent, checks, verdict).await
 }
 
 /// Rolls back a rollout whose old container was never touched: the new one goes.
@@ -347,21 +440,8 @@ async fn stop_first<W: World>(
     if aside != old_name {
         ctx.docker.rename(&old_id, &aside).await?;
     }
-    let fail = match start_and_gate(ctx, d, &mut intent, checks).await? {
-        Ok(()) => {
-            intent.phase = Phase::Promoting;
-            ctx.journal(&d.name, &intent)?;
-            ctx.docker.remove(&old_id).await?;
-            ctx.forget(&d.name)?;
-            return Ok(Outcome::Promoted);
-        }
-        Err(f) => f,
-    };
-    intent.phase = Phase::RollingBack;
-    ctx.journal(&d.name, &intent)?;
-    undo(ctx.docker, &intent, None).await?;
-    ctx.forget(&d.name)?;
-    Ok(fail.into_outcome(Outcome::RolledBack))
+    let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
+    conclude(ctx, d, intent, checks, verdict).await
 }
 
 /// Creates and starts the new container, then holds it to its gate. The outer `Err` is a
@@ -631,9 +711,13 @@ pub(crate) async fn recover(
     environment: &str,
     journal: &Mutex<Journal>,
     events: &Mutex<EventLog>,
+    adopted: &BTreeMap<String, Intent>,
 ) -> Result<(), EngineError> {
     let entries = lock(journal).entries().clone();
     for (deployment, intent) in entries {
+        if adopted.contains_key(&deployment) {
+            continue;
+        }
         match resolve(docker, node, environment, &intent).await {
             Ok(what) => {
                 info!(%deployment, phase = ?intent.phase, "{what}");

@@ -408,6 +408,21 @@ fn exit_code(status: &str) -> Option<i64> {
     rest[..rest.find(')')?].parse().ok()
 }
 
+/// The labels a container created for `spec` and `owner` carries: the spec's own, then
+/// orun's ownership labels, the spec hash and the spec itself (which win over the spec's).
+pub fn labels(spec: &RenderedSpec, owner: Owner<'_>) -> BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    labels.insert(LABEL_NODE.to_owned(), owner.node.to_owned());
+    labels.insert(LABEL_ENVIRONMENT.to_owned(), owner.environment.to_owned());
+    labels.insert(LABEL_DEPLOYMENT.to_owned(), owner.deployment.to_owned());
+    labels.insert(LABEL_SPEC_HASH.to_owned(), spec.hash());
+    labels.insert(LABEL_SPEC.to_owned(), spec.canonical_json());
+    if let Some(c) = owner.commit {
+        labels.insert(LABEL_COMMIT.to_owned(), c.to_owned());
+    }
+    labels
+}
+
 /// The create request for `spec`: pure, so what reaches Docker is tested without one.
 ///
 /// # Errors
@@ -455,15 +470,7 @@ fn create_body(
             "an env var, command word or label holds a NUL",
         ));
     }
-    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-    labels.insert(LABEL_NODE.to_owned(), owner.node.to_owned());
-    labels.insert(LABEL_ENVIRONMENT.to_owned(), owner.environment.to_owned());
-    labels.insert(LABEL_DEPLOYMENT.to_owned(), owner.deployment.to_owned());
-    labels.insert(LABEL_SPEC_HASH.to_owned(), spec.hash());
-    labels.insert(LABEL_SPEC.to_owned(), spec.canonical_json());
-    if let Some(c) = owner.commit {
-        labels.insert(LABEL_COMMIT.to_owned(), c.to_owned());
-    }
+    let labels: HashMap<String, String> = labels(spec, owner).into_iter().collect();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
     let mut seen = std::collections::HashSet::new();

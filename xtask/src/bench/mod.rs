@@ -17,6 +17,7 @@
 mod hostile;
 mod measure;
 mod report;
+mod sim;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -44,7 +45,7 @@ pub(crate) struct Options {
     command: String,
 }
 
-const PARTS: [&str; 5] = ["planner", "parser", "workload", "git", "hostile"];
+const PARTS: [&str; 6] = ["planner", "parser", "workload", "git", "hostile", "sim"];
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
@@ -146,6 +147,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     if opts.wants("hostile") {
         report.hostile = hostile::run(opts.quick)?;
+    }
+    if opts.wants("sim") {
+        report.sim = Some(sim::run(if opts.quick { 1_000 } else { 10_000 })?);
     }
     let text = report.render(&opts);
     if let Some(dir) = opts.out.parent() {
