@@ -12,6 +12,7 @@ mod supervise;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -26,7 +27,6 @@ use reconcile_core::{
 };
 use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::apply;
@@ -75,11 +75,9 @@ pub struct Agent<W: World = Real> {
     dir: DataDir,
     state: State,
     git: W::Git,
-    docker: W::Runtime,
-    probe: W::Probe,
-    clock: W::Clock,
+    /// The seams, the journal, the history and the status, shared with rollouts in flight.
+    shared: Rc<rollout::Shared<W>>,
     auth: RegistryAuth,
-    status: Status,
     schedule: Schedule,
     current: Option<Loaded>,
     /// The head refused last, so it is not loaded and logged again on every tick.
@@ -90,15 +88,6 @@ pub struct Agent<W: World = Real> {
     last_sync: Option<SystemTime>,
     started_at: SystemTime,
     metrics: Metrics,
-    shutdown: Arc<AtomicBool>,
-    /// Rollouts in progress, written before each of their steps.
-    journal: Mutex<Journal>,
-    /// The durable event history.
-    events: Mutex<EventLog>,
-    /// Bounds concurrent container creates and starts.
-    slots: tokio::sync::Semaphore,
-    /// Zero of the monotonic clock gates and probes use.
-    epoch: Instant,
     /// Supervision restarts in a row, by deployment.
     backoffs: BTreeMap<String, supervise::RestartBackoff>,
     /// Liveness probes of promoted containers, by deployment.
@@ -205,16 +194,24 @@ impl<W: World> Agent<W> {
             "orun-agent starting"
         );
         let epoch = clock.now();
+        let shared = Rc::new(rollout::Shared {
+            docker: runtime,
+            probe,
+            clock,
+            journal: Mutex::new(journal),
+            events: Mutex::new(events),
+            status,
+            shutdown,
+            slots: tokio::sync::Semaphore::new(CREATE_SLOTS),
+            epoch,
+        });
         let mut agent = Self {
             cfg,
             dir,
             state,
             git,
-            docker: runtime,
-            probe,
-            clock,
+            shared,
             auth,
-            status,
             schedule,
             current: None,
             refused: None,
@@ -224,11 +221,6 @@ impl<W: World> Agent<W> {
             last_sync: None,
             started_at: wall,
             metrics: Metrics::default(),
-            shutdown,
-            journal: Mutex::new(journal),
-            events: Mutex::new(events),
-            slots: tokio::sync::Semaphore::new(CREATE_SLOTS),
-            epoch,
             backoffs: BTreeMap::new(),
             watches: BTreeMap::new(),
             inspected: BTreeMap::new(),
@@ -245,27 +237,27 @@ impl<W: World> Agent<W> {
 
     /// Runs passes until shutdown.
     pub async fn run(mut self, wake: Arc<Notify>) -> Result<(), EngineError> {
-        let mut events = Some(self.docker.watch(&self.cfg.node));
+        let mut events = Some(self.shared.docker.watch(&self.cfg.node));
         // A node that resumed a revision repairs its host at once but polls Git only after a
         // random part of one interval, so a fleet restarted together does not poll its Git
         // host in the same instant (docs/SCALING.md). A node with nothing to run polls now.
-        let mut next_poll = self.clock.now();
+        let mut next_poll = self.shared.clock.now();
         if self.current.is_some() {
             next_poll += self.schedule.splay();
         }
         loop {
-            let git_due = self.clock.now() >= next_poll;
+            let git_due = self.shared.clock.now() >= next_poll;
             let outcome = self.pass(git_due).await;
             if git_due {
-                next_poll = self.clock.now() + self.schedule.next_delay();
+                next_poll = self.shared.clock.now() + self.schedule.next_delay();
             }
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }
             let mut until = next_poll;
             if let Some(at) = outcome.wake_at {
                 let secs = at.0.saturating_sub(self.now_ts().0);
-                until = until.min(self.clock.now() + Duration::from_secs(secs));
+                until = until.min(self.shared.clock.now() + Duration::from_secs(secs));
             }
             // Wait for the next reason to pass; liveness probes run while waiting.
             loop {
@@ -278,7 +270,7 @@ impl<W: World> Agent<W> {
                     () = tokio::time::sleep_until(liveness.unwrap_or(until)), if liveness.is_some() => {
                         // A restart it makes is seen as Docker events, which wake a pass.
                         self.check_liveness().await;
-                        if self.shutdown.load(Ordering::SeqCst) {
+                        if self.shared.shutdown.load(Ordering::SeqCst) {
                             break;
                         }
                     }
@@ -303,7 +295,7 @@ impl<W: World> Agent<W> {
                     }
                 }
             }
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }
         }
@@ -316,7 +308,7 @@ impl<W: World> Agent<W> {
         self.metrics.passes_total += 1;
         let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
         async {
-            let started = self.clock.now();
+            let started = self.shared.clock.now();
             if git_due {
                 self.sync().await;
             }
@@ -330,7 +322,8 @@ impl<W: World> Agent<W> {
             };
             if outcome.converged {
                 self.metrics.last_success_unix = Some(
-                    self.clock
+                    self.shared
+                        .clock
                         .wall()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64()),
@@ -350,13 +343,13 @@ impl<W: World> Agent<W> {
     }
 
     async fn sync(&mut self) {
-        let started = self.clock.now();
+        let started = self.shared.clock.now();
         let result = self.git.sync().await;
         self.metrics.fetch_duration_seconds = Some(started.elapsed().as_secs_f64());
         match result {
             Ok(head) => {
                 self.schedule.record(true);
-                self.last_sync = Some(self.clock.wall());
+                self.last_sync = Some(self.shared.clock.wall());
                 self.stale_since = None;
                 self.sync_error = None;
                 let known = self.current.as_ref().is_some_and(|c| c.commit == head)
@@ -367,7 +360,7 @@ impl<W: World> Agent<W> {
             }
             Err(e) => {
                 self.schedule.record(false);
-                let wall = self.clock.wall();
+                let wall = self.shared.clock.wall();
                 self.stale_since.get_or_insert(wall);
                 let retry = gitsync::backoff(self.schedule.interval(), self.schedule.failures());
                 warn!(error = %e, failures = self.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
@@ -479,18 +472,18 @@ impl<W: World> Agent<W> {
         // is planned: the plan must see each deployment with one container again. One whose
         // new container was in its gate, and is still what the revision wants, is adopted
         // and its gate resumed; the others are finished or undone.
-        if !lock(&self.journal).entries().is_empty() {
+        if !lock(&self.shared.journal).entries().is_empty() {
             let adopted = self
                 .adoptable(loaded)
                 .await
                 .map_err(|e| EngineError::Recover(Box::new(e)))?;
             rollout::recover(
-                &self.docker,
-                &self.clock,
+                &self.shared.docker,
+                &self.shared.clock,
                 &loaded.desired.node,
                 &loaded.desired.environment,
-                &self.journal,
-                &self.events,
+                &self.shared.journal,
+                &self.shared.events,
                 &adopted,
             )
             .await
@@ -509,7 +502,10 @@ impl<W: World> Agent<W> {
             .collect();
         // Both listings at once: dockerd answers them in parallel, and a no-op pass is
         // mostly waiting for these two answers.
-        let (actual, images) = tokio::join!(self.docker.observe(), self.docker.image_ids(&refs));
+        let (actual, images) = tokio::join!(
+            self.shared.docker.observe(),
+            self.shared.docker.image_ids(&refs)
+        );
         let actual = actual.map_err(EngineError::docker("cannot observe Docker"))?;
         let mut images = images.map_err(EngineError::docker("cannot list images"))?;
         let now = self.now_ts();
@@ -520,7 +516,7 @@ impl<W: World> Agent<W> {
             if c.spec.suspend {
                 continue;
             }
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
                 return Ok(Outcome::default());
             }
             let image = &d.spec.image;
@@ -545,7 +541,7 @@ impl<W: World> Agent<W> {
                         None
                     } else if due {
                         info!(deployment = %d.name, %image, "pulling");
-                        match tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(image, &self.auth)).await {
+                        match tokio::time::timeout(PULL_TIMEOUT, self.shared.docker.pull(image, &self.auth)).await {
                             Ok(Ok(id)) => {
                                 images.insert(image.clone(), id);
                                 self.state.pulled_at.insert(image.clone(), loaded.commit.clone());
@@ -569,6 +565,7 @@ impl<W: World> Agent<W> {
         for d in &mut desired.deployments {
             d.image_id = images.get(&d.spec.image).cloned();
         }
+        let desired = Rc::new(desired);
         let plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
         for d in &plan.diagnostics {
             match d {
@@ -581,6 +578,7 @@ impl<W: World> Agent<W> {
             (actual, plan)
         } else {
             let actual = self
+                .shared
                 .docker
                 .observe()
                 .await
@@ -619,7 +617,7 @@ impl<W: World> Agent<W> {
     async fn apply(
         &mut self,
         loaded: &Loaded,
-        desired: &Desired,
+        desired: &Rc<Desired>,
         plan: &Plan,
         errors: &mut BTreeMap<String, String>,
     ) -> Result<usize, EngineError> {
@@ -631,14 +629,14 @@ impl<W: World> Agent<W> {
             )
         });
         for step in quick {
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested: stopping before the next step");
                 return Ok(applied);
             }
             let action = apply::name(&step.action);
             let summary = &step.reason.summary;
             info!(deployment = %step.deployment, action, reason = %summary, "applying");
-            match apply::step(&self.docker, step).await {
+            match apply::step(&self.shared.docker, step).await {
                 Ok(()) => {
                     applied += 1;
                     if let Action::Start { container_id, .. } = &step.action {
@@ -670,7 +668,7 @@ impl<W: World> Agent<W> {
             }
         }
         for wave in waves {
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested: starting no more rollouts");
                 break;
             }
@@ -695,42 +693,30 @@ impl<W: World> Agent<W> {
             }
             let results = {
                 let ctx = rollout::Ctx::<W> {
-                    docker: &self.docker,
-                    probe: &self.probe,
-                    clock: &self.clock,
-                    desired,
-                    journal: &self.journal,
-                    events: &self.events,
-                    status: &self.status,
-                    shutdown: &self.shutdown,
-                    slots: &self.slots,
-                    epoch: self.epoch,
+                    shared: Rc::clone(&self.shared),
+                    desired: Rc::clone(desired),
                 };
-                let ctx = &ctx;
-                let work: Vec<Pending<'_, Result<Option<rollout::Outcome>, EngineError>>> = wave
-                    .iter()
-                    .map(|step| {
-                        let fut: Pending<'_, _> = Box::pin(async move {
-                            if !apply::is_rollout(&step.action) {
-                                return apply::step(ctx.docker, step).await.map(|()| None);
-                            }
-                            let d = desired
-                                .deployments
-                                .iter()
-                                .find(|d| d.name == step.deployment)
-                                .ok_or_else(not_desired)?;
-                            let c = loaded
-                                .node
-                                .containers
-                                .iter()
-                                .find(|c| c.deployment == step.deployment)
-                                .ok_or_else(not_desired)?;
-                            let checks = rollout::Checks::of(&c.spec);
-                            rollout::run(ctx, step, d, &checks).await.map(Some)
-                        });
-                        fut
-                    })
-                    .collect();
+                let mut work: Vec<Pending<Result<Option<rollout::Outcome>, EngineError>>> =
+                    Vec::with_capacity(wave.len());
+                for step in &wave {
+                    let (ctx, step) = (ctx.clone(), (*step).clone());
+                    if !apply::is_rollout(&step.action) {
+                        work.push(Box::pin(async move {
+                            apply::step(&ctx.docker, &step).await.map(|()| None)
+                        }));
+                        continue;
+                    }
+                    let target = desired
+                        .deployments
+                        .iter()
+                        .zip(&loaded.node.containers)
+                        .find(|(d, _)| d.name == step.deployment)
+                        .map(|(d, c)| (d.clone(), rollout::Checks::of(&c.spec)));
+                    work.push(Box::pin(async move {
+                        let (d, checks) = target.ok_or_else(not_desired)?;
+                        rollout::run(&ctx, &step, &d, &checks).await.map(Some)
+                    }));
+                }
                 join_all(work).await
             };
             for (step, result) in wave.iter().zip(results) {
@@ -811,7 +797,7 @@ impl<W: World> Agent<W> {
         &self,
         loaded: &Loaded,
     ) -> Result<BTreeMap<String, journal::Intent>, EngineError> {
-        let entries = lock(&self.journal).entries().clone();
+        let entries = lock(&self.shared.journal).entries().clone();
         let candidates: Vec<(String, journal::Intent)> = entries
             .into_iter()
             .filter(|(dep, intent)| {
@@ -834,6 +820,7 @@ impl<W: World> Agent<W> {
             return Ok(BTreeMap::new());
         }
         let actual = self
+            .shared
             .docker
             .observe()
             .await
@@ -859,35 +846,26 @@ impl<W: World> Agent<W> {
         let desired = &loaded.desired;
         let results = {
             let ctx = rollout::Ctx::<W> {
-                docker: &self.docker,
-                probe: &self.probe,
-                clock: &self.clock,
-                desired,
-                journal: &self.journal,
-                events: &self.events,
-                status: &self.status,
-                shutdown: &self.shutdown,
-                slots: &self.slots,
-                epoch: self.epoch,
+                shared: Rc::clone(&self.shared),
+                desired: Rc::new(desired.clone()),
             };
-            let ctx = &ctx;
-            let (deps, work): (Vec<String>, Vec<Pending<'_, _>>) = adopted
-                .into_iter()
-                .filter_map(|(dep, intent)| {
-                    let (c, d) = loaded
-                        .node
-                        .containers
-                        .iter()
-                        .zip(&desired.deployments)
-                        .find(|(_, d)| d.name == dep)?;
-                    let fut: Pending<'_, Result<Option<rollout::Outcome>, EngineError>> =
-                        Box::pin(async move {
-                            let checks = rollout::Checks::of(&c.spec);
-                            rollout::resume(ctx, d, intent, &checks).await.map(Some)
-                        });
-                    Some((dep, fut))
-                })
-                .unzip();
+            let mut deps = Vec::new();
+            let mut work: Vec<Pending<Result<Option<rollout::Outcome>, EngineError>>> = Vec::new();
+            for (dep, intent) in adopted {
+                let Some((d, c)) = desired
+                    .deployments
+                    .iter()
+                    .zip(&loaded.node.containers)
+                    .find(|(d, _)| d.name == dep)
+                else {
+                    continue;
+                };
+                let (ctx, d, checks) = (ctx.clone(), d.clone(), rollout::Checks::of(&c.spec));
+                deps.push(dep);
+                work.push(Box::pin(async move {
+                    rollout::resume(&ctx, &d, intent, &checks).await.map(Some)
+                }));
+            }
             deps.into_iter()
                 .zip(join_all(work).await)
                 .collect::<Vec<_>>()
@@ -900,8 +878,8 @@ impl<W: World> Agent<W> {
 
     fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: &str) {
         let commit = self.current_commit.clone();
-        lock(&self.events).record(
-            self.clock.wall(),
+        lock(&self.shared.events).record(
+            self.shared.clock.wall(),
             commit.as_deref(),
             deployment,
             step,
@@ -965,7 +943,7 @@ impl<W: World> Agent<W> {
     }
 
     fn publish_error(&self, error: &str) {
-        let mut snap = (*self.status.get()).clone();
+        let mut snap = (*self.shared.status.get()).clone();
         snap.node = self.node_status();
         let docker = format!("docker: {error}");
         snap.node.sync_error = Some(match snap.node.sync_error {
@@ -974,7 +952,7 @@ impl<W: World> Agent<W> {
         });
         snap.ready = false;
         snap.metrics = self.metrics.clone();
-        self.status.publish(snap);
+        self.shared.status.publish(snap);
     }
 
     fn publish(
@@ -1126,7 +1104,7 @@ impl<W: World> Agent<W> {
         if !plan.steps.is_empty() || !errors.is_empty() {
             ready = false;
         }
-        self.status.publish(Snapshot {
+        self.shared.status.publish(Snapshot {
             node: node_status,
             deployments,
             services,
@@ -1136,11 +1114,11 @@ impl<W: World> Agent<W> {
     }
 }
 
-/// A future of one wave member, borrowing the pass.
-type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+/// A future of one rollout or step, owning what it needs.
+type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Runs futures together on this task until all are done; results in input order.
-async fn join_all<T>(mut work: Vec<Pending<'_, T>>) -> Vec<T> {
+async fn join_all<T>(mut work: Vec<Pending<T>>) -> Vec<T> {
     let mut out: Vec<Option<T>> = work.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
@@ -1184,7 +1162,8 @@ impl<W: World> Agent<W> {
     /// The wall clock in whole seconds, as the planner and the history count.
     fn now_ts(&self) -> Timestamp {
         Timestamp(
-            self.clock
+            self.shared
+                .clock
                 .wall()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

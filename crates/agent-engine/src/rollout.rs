@@ -15,8 +15,9 @@
 //! either a rollout to undo (any phase before `promoting`) or one to finish.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docker_runtime::{Owner, RuntimeError};
@@ -41,39 +42,63 @@ const GATE_POLL: Duration = Duration::from_millis(500);
 /// Log lines quoted in a failure report.
 const LOG_LINES: usize = 5;
 
-/// What a rollout needs from the pass that runs it. Rollouts of one pass run concurrently
-/// on one thread; the journal and history are shared through mutexes never held across an
-/// await.
-pub(crate) struct Ctx<'a, W: World> {
-    pub(crate) docker: &'a W::Runtime,
-    pub(crate) probe: &'a W::Probe,
-    pub(crate) clock: &'a W::Clock,
-    pub(crate) desired: &'a Desired,
-    pub(crate) journal: &'a Mutex<Journal>,
-    pub(crate) events: &'a Mutex<EventLog>,
-    pub(crate) status: &'a Status,
-    pub(crate) shutdown: &'a AtomicBool,
+/// What the engine shares with the rollouts it runs: the seams, the journal, the history and
+/// the status. Rollouts run concurrently on the engine's one thread; the mutexes are never
+/// held across an await.
+pub(crate) struct Shared<W: World> {
+    pub(crate) docker: W::Runtime,
+    pub(crate) probe: W::Probe,
+    pub(crate) clock: W::Clock,
+    pub(crate) journal: Mutex<Journal>,
+    pub(crate) events: Mutex<EventLog>,
+    pub(crate) status: Status,
+    pub(crate) shutdown: Arc<AtomicBool>,
     /// Bounds concurrent creates and starts: the daemon is slower with many at once.
-    pub(crate) slots: &'a tokio::sync::Semaphore,
+    pub(crate) slots: tokio::sync::Semaphore,
+    /// Zero of the monotonic clock gates and probes use.
     pub(crate) epoch: Instant,
 }
 
+/// What one rollout needs: the shared parts and the revision it rolls out. It owns both, so
+/// a rollout is not tied to the pass that started it.
+pub(crate) struct Ctx<W: World> {
+    pub(crate) shared: Rc<Shared<W>>,
+    pub(crate) desired: Rc<Desired>,
+}
+
+impl<W: World> Clone for Ctx<W> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Rc::clone(&self.shared),
+            desired: Rc::clone(&self.desired),
+        }
+    }
+}
+
+impl<W: World> std::ops::Deref for Ctx<W> {
+    type Target = Shared<W>;
+    fn deref(&self) -> &Shared<W> {
+        &self.shared
+    }
+}
+
 /// What the gate checks for one deployment.
-pub(crate) struct Checks<'a> {
+#[derive(Clone, Debug)]
+pub(crate) struct Checks {
     pub(crate) policy: GatePolicy,
-    pub(crate) readiness: Option<&'a ProbeTarget>,
-    pub(crate) liveness: Option<&'a ProbeTarget>,
+    pub(crate) readiness: Option<ProbeTarget>,
+    pub(crate) liveness: Option<ProbeTarget>,
     /// Start-first: how long the old container keeps serving after the switch.
     pub(crate) drain: Duration,
 }
 
-impl<'a> Checks<'a> {
+impl Checks {
     /// What the gate checks for a deployment of `spec`.
-    pub(crate) fn of(spec: &'a manifest_model::DeploymentSpec) -> Self {
+    pub(crate) fn of(spec: &manifest_model::DeploymentSpec) -> Self {
         Self {
             policy: GatePolicy::of(spec),
-            readiness: spec.health.readiness.as_ref().map(|p| &p.http),
-            liveness: spec.health.liveness.as_ref().map(|p| &p.http),
+            readiness: spec.health.readiness.as_ref().map(|p| p.http.clone()),
+            liveness: spec.health.liveness.as_ref().map(|p| p.http.clone()),
             drain: Duration::from_secs(spec.rollout.drain_seconds.into()),
         }
     }
@@ -108,21 +133,21 @@ impl Fail {
     }
 }
 
-impl<W: World> Ctx<'_, W> {
+impl<W: World> Ctx<W> {
     fn now(&self) -> Millis {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn journal(&self, deployment: &str, intent: &Intent) -> Result<(), EngineError> {
-        lock(self.journal).set(deployment, intent.clone())
+        lock(&self.journal).set(deployment, intent.clone())
     }
 
     fn forget(&self, deployment: &str) -> Result<(), EngineError> {
-        lock(self.journal).clear(deployment)
+        lock(&self.journal).clear(deployment)
     }
 
     fn event(&self, deployment: &str, step: &str, reason: &str, outcome: &str) {
-        lock(self.events).record(
+        lock(&self.events).record(
             self.clock.wall(),
             self.desired.commit.as_deref(),
             Some(deployment),
@@ -169,10 +194,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// in a way that could not be undone now: the journal keeps the rollout, and the next pass
 /// resolves it first.
 pub(crate) async fn run<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     step: &Step,
     d: &DesiredDeployment,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Outcome, EngineError> {
     let started = ctx.clock.now();
     // `/readyz` turns 503 from the first step: a stop-first replace has the service down
@@ -249,10 +274,10 @@ pub(crate) async fn run<W: World>(
 /// container is adopted, not replaced (an agent restart alone restarts nothing), and its gate
 /// starts again from now; then it is promoted or rolled back as the rollout would have been.
 pub(crate) async fn resume<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     intent: Intent,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Outcome, EngineError> {
     let started = ctx.clock.now();
     let Some(id) = intent.new_id.clone() else {
@@ -292,7 +317,7 @@ pub(crate) async fn resume<W: World>(
 }
 
 /// Logs and records how a rollout ended.
-fn say<W: World>(ctx: &Ctx<'_, W>, d: &DesiredDeployment, started: Instant, outcome: &Outcome) {
+fn say<W: World>(ctx: &Ctx<W>, d: &DesiredDeployment, started: Instant, outcome: &Outcome) {
     let secs = started.elapsed().as_secs_f32();
     match &outcome {
         Outcome::Promoted => {
@@ -325,10 +350,10 @@ fn say<W: World>(ctx: &Ctx<'_, W>, d: &DesiredDeployment, started: Instant, outc
 }
 
 async fn create<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     mut intent: Intent,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Outcome, EngineError> {
     let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
     conclude(ctx, d, intent, checks, verdict).await
@@ -337,10 +362,10 @@ async fn create<W: World>(
 /// Ends a rollout whose new container has its gate's verdict: promotes it, or rolls back,
 /// each the way its kind does.
 async fn conclude<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     mut intent: Intent,
-    checks: &Checks<'_>,
+    checks: &Checks,
     verdict: Result<(), Fail>,
 ) -> Result<Outcome, EngineError> {
     let fail = match verdict {
@@ -360,7 +385,7 @@ async fn conclude<W: World>(
                     while ctx.clock.now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_millis(100).min(checks.drain)).await;
                     }
-                    finish_start_first(ctx.docker, &intent).await?;
+                    finish_start_first(&ctx.docker, &intent).await?;
                 }
                 Kind::StopFirst => {
                     if let Some(old) = &intent.old_id {
@@ -385,7 +410,7 @@ async fn conclude<W: World>(
         Kind::StopFirst => {
             intent.phase = Phase::RollingBack;
             ctx.journal(&d.name, &intent)?;
-            undo(ctx.docker, &intent, None).await?;
+            undo(&ctx.docker, &intent, None).await?;
             ctx.forget(&d.name)?;
             Ok(fail.into_outcome(Outcome::RolledBack))
         }
@@ -393,10 +418,10 @@ async fn conclude<W: World>(
 }
 
 async fn start_first<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     mut intent: Intent,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Outcome, EngineError> {
     let old_id = intent.old_id.clone().unwrap_or_default();
     if let Err(why) = clear_leftover(ctx, &intent.new_name, &old_id).await? {
@@ -408,7 +433,7 @@ async fn start_first<W: World>(
 
 /// Rolls back a rollout whose old container was never touched: the new one goes.
 async fn discard_new<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     mut intent: Intent,
 ) -> Result<(), EngineError> {
@@ -421,10 +446,10 @@ async fn discard_new<W: World>(
 }
 
 async fn stop_first<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     mut intent: Intent,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Outcome, EngineError> {
     let old_id = intent.old_id.clone().unwrap_or_default();
     let old_name = intent.old_name.clone().unwrap_or_default();
@@ -436,7 +461,7 @@ async fn stop_first<W: World>(
     }
     intent.phase = Phase::StoppingOld;
     ctx.journal(&d.name, &intent)?;
-    stop_gone_ok(ctx.docker, &old_id).await?;
+    stop_gone_ok(&ctx.docker, &old_id).await?;
     if aside != old_name {
         ctx.docker.rename(&old_id, &aside).await?;
     }
@@ -447,10 +472,10 @@ async fn stop_first<W: World>(
 /// Creates and starts the new container, then holds it to its gate. The outer `Err` is a
 /// Docker failure the caller cannot judge; the inner one is the new container's failure.
 async fn start_and_gate<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     intent: &mut Intent,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Result<(), Fail>, EngineError> {
     intent.phase = Phase::Starting;
     ctx.journal(&d.name, intent)?;
@@ -504,10 +529,10 @@ async fn start_and_gate<W: World>(
 
 /// Watches the new container until its gate decides.
 async fn gate<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     d: &DesiredDeployment,
     id: &str,
-    checks: &Checks<'_>,
+    checks: &Checks,
 ) -> Result<Result<(), Fail>, EngineError> {
     let started = ctx.now();
     let mut gate = Gate::new(checks.policy, started);
@@ -528,8 +553,8 @@ async fn gate<W: World>(
         };
         if info.state == ContainerState::Running {
             for (target, track) in [
-                (checks.readiness, gate.readiness.as_mut()),
-                (checks.liveness, gate.liveness.as_mut()),
+                (checks.readiness.as_ref(), gate.readiness.as_mut()),
+                (checks.liveness.as_ref(), gate.liveness.as_mut()),
             ] {
                 if let (Some(target), Some(track)) = (target, track) {
                     probe_if_due(ctx, target, track, &info).await;
@@ -558,7 +583,7 @@ async fn gate<W: World>(
                 if info.oom_killed {
                     reason.push_str("; it ran out of memory (OOM-killed)");
                 }
-                reason.push_str(&log_lines(ctx.docker, id).await);
+                reason.push_str(&log_lines(&ctx.docker, id).await);
                 return Ok(Err(Fail::Reason(reason)));
             }
             Verdict::Wait { until } => {
@@ -587,7 +612,7 @@ async fn gate<W: World>(
 
 /// Runs a probe if it is due, recording its result.
 async fn probe_if_due<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     target: &ProbeTarget,
     track: &mut ProbeTrack,
     info: &docker_runtime::ContainerInfo,
@@ -612,7 +637,7 @@ async fn log_lines(docker: &impl Runtime, id: &str) -> String {
 /// Removes a container orun left under `name` by an interrupted rollout, so the name is free.
 /// `Ok(Err)` when the name is held by something orun must not touch.
 async fn clear_leftover<W: World>(
-    ctx: &Ctx<'_, W>,
+    ctx: &Ctx<W>,
     name: &str,
     keep: &str,
 ) -> Result<Result<(), String>, EngineError> {

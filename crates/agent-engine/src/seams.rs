@@ -355,15 +355,15 @@ impl Clock for SystemClock {
 }
 
 /// The set of seams one engine runs against.
-pub trait World {
+pub trait World: 'static {
     /// The container runtime.
-    type Runtime: Runtime;
+    type Runtime: Runtime + 'static;
     /// The Git repository.
-    type Git: Git;
+    type Git: Git + 'static;
     /// The probes.
-    type Probe: Probe;
+    type Probe: Probe + 'static;
     /// Time.
-    type Clock: Clock;
+    type Clock: Clock + 'static;
 }
 
 /// The real world: Docker, gitsync's mirror, HTTP probes, the system clock.

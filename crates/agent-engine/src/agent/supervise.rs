@@ -37,7 +37,7 @@ pub(super) struct RestartBackoff {
 
 impl<W: World> Agent<W> {
     pub(super) fn now_ms(&self) -> Millis {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// After a pass: which containers are promoted and running, their restart counts, the
@@ -63,7 +63,7 @@ impl<W: World> Agent<W> {
             // does not serve: one inspect per container would double its no-op pass.
             let details = !self.cfg.once;
             if details && (!self.inspected.contains_key(&o.id) || self.dirty.contains(&o.id)) {
-                match self.docker.inspect(&o.id).await {
+                match self.shared.docker.inspect(&o.id).await {
                     Ok(info) => {
                         let address = info.address.map(|a| a.to_string());
                         self.inspected
@@ -115,7 +115,7 @@ impl<W: World> Agent<W> {
     /// When the next liveness probe is due.
     pub(super) fn next_liveness(&self) -> Option<Instant> {
         let due = self.watches.values().map(|w| w.track.next_due()).min()?;
-        Some(self.epoch + Duration::from_millis(due))
+        Some(self.shared.epoch + Duration::from_millis(due))
     }
 
     /// Runs the liveness probes that are due; restarts a container whose probe failed its
@@ -137,7 +137,7 @@ impl<W: World> Agent<W> {
                 w.target.clone(),
                 Duration::from_millis(w.track.timeout()),
             );
-            let info = match self.docker.inspect(&id).await {
+            let info = match self.shared.docker.inspect(&id).await {
                 Ok(i) if i.state == ContainerState::Running => i,
                 // Not running: Docker's restart policy or the next pass deals with it.
                 _ => {
@@ -148,7 +148,7 @@ impl<W: World> Agent<W> {
                     continue;
                 }
             };
-            let (ok, detail) = self.probe.http(&target, &info, timeout).await;
+            let (ok, detail) = self.shared.probe.http(&target, &info, timeout).await;
             let now = self.now_ms();
             let Some(w) = self.watches.get_mut(&dep) else {
                 continue;
@@ -189,7 +189,7 @@ impl<W: World> Agent<W> {
         b.in_row = b.in_row.saturating_add(1);
         b.not_before = now + restart_delay(b.in_row);
         warn!(deployment = %dep, reason = %why, "restarting");
-        match self.docker.restart(id, STOP_GRACE).await {
+        match self.shared.docker.restart(id, STOP_GRACE).await {
             Ok(()) => {
                 *self.state.restarts.entry(id.to_owned()).or_default() += 1;
                 *self.metrics.restarts.entry(dep.to_owned()).or_default() += 1;
