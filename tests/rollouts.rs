@@ -115,6 +115,76 @@ fn setup(tag: &str) -> (String, Guard, Remote) {
     (node, guard, remote)
 }
 
+/// A newer commit never waits behind a rollout: a release whose readiness never passes (its
+/// deadline two minutes away) is superseded by the fix pushed after it, which serves within a
+/// poll interval plus its own gate; the old container serves until the fix is promoted.
+#[test]
+fn a_fix_pushed_over_a_release_that_never_turns_ready_serves_without_waiting_for_its_deadline() {
+    let _daemon = DAEMON
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (node, _guard, remote) = setup("supersede");
+    let rollout = "  rollout:\n    strategy: start-first\n    minHealthySeconds: 1\n    healthyDeadlineSeconds: 120\n    drainSeconds: 0\n";
+    let c1 = commit(
+        &remote,
+        &[("deployments/app.yaml", &web(&node, "app", 1, true, rollout))],
+        "v1",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(&remote.file_url(), &node, data.path(), free_port(), &[]);
+    agent.converged(&c1);
+    let v1 = id_of("app").unwrap();
+
+    // v2 never creates /health: its gate would wait the whole two minutes.
+    let c2 = commit(
+        &remote,
+        &[(
+            "deployments/app.yaml",
+            &web(&node, "app", 2, false, rollout),
+        )],
+        "v2",
+    );
+    agent.wait_status("v2 rolling out", |s| {
+        s["node"]["git_head"] == c2.as_str() && s["deployments"]["app"]["state"] == "rolling out"
+    });
+    // v1 serves under its name while v2 sits in its gate.
+    assert_eq!(id_of("app").as_deref(), Some(v1.as_str()));
+    let pushed = Instant::now();
+    let c3 = commit(
+        &remote,
+        &[("deployments/app.yaml", &web(&node, "app", 3, true, rollout))],
+        "v3: the fix",
+    );
+    agent.converged(&c3);
+    let took = pushed.elapsed();
+    // A 300 ms poll, the broken rollout undone at its gate's next look, and the fix's own
+    // gate (a second healthy): far inside v2's deadline.
+    assert!(
+        took < Duration::from_secs(60),
+        "the fix served {took:?} after it was pushed"
+    );
+    // The old container served throughout and only the fix replaced it.
+    let history = events(&agent, "app");
+    let superseded = history
+        .iter()
+        .find(|e| e["outcome"] == "superseded")
+        .unwrap_or_else(|| panic!("a superseded rollout in {history:#?}"));
+    assert_eq!(superseded["commit"], c2.as_str());
+    assert!(
+        !history
+            .iter()
+            .any(|e| e["outcome"] == "rolled-back" || e["outcome"] == "failed"),
+        "{history:#?}"
+    );
+    assert_ne!(id_of("app").as_deref(), Some(v1.as_str()));
+    assert_eq!(names(&node), ["app"]);
+    let metrics = agent.get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains("orun_rollouts_total{outcome=\"superseded\"} 1"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
     let _daemon = DAEMON

@@ -15,10 +15,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docker_runtime::{Docker, RegistryAuth, WatchEvent};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use gitsync::Schedule;
 use manifest_model::{DesiredNode, ImageSource, PullPolicy};
 use reconcile_core::{
@@ -27,6 +28,7 @@ use reconcile_core::{
 };
 use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::apply;
@@ -99,6 +101,17 @@ pub struct Agent<W: World = Real> {
     dirty: BTreeSet<String>,
     /// The commit being applied, for events.
     current_commit: Option<String>,
+    /// Rollouts running beside the loop.
+    flights: FuturesUnordered<Pending<Landed>>,
+    /// The deployments with a rollout in flight, and the spec hash each rolls out.
+    in_flight: BTreeMap<String, String>,
+    /// Errors of rollouts that landed since the last pass, for its `/status`.
+    landed_errors: BTreeMap<String, String>,
+    /// Docker's events for this node, once the loop has asked for them.
+    docker_events: Option<tokio::sync::mpsc::Receiver<WatchEvent>>,
+    watching: bool,
+    /// When Git is next polled.
+    next_poll: Option<Instant>,
 }
 
 /// Creates and starts at once. Docker does the work of each container mostly under its own
@@ -204,6 +217,7 @@ impl<W: World> Agent<W> {
             shutdown,
             slots: tokio::sync::Semaphore::new(CREATE_SLOTS),
             epoch,
+            superseded: std::cell::RefCell::new(BTreeSet::new()),
         });
         let mut agent = Self {
             cfg,
@@ -226,6 +240,12 @@ impl<W: World> Agent<W> {
             inspected: BTreeMap::new(),
             dirty: BTreeSet::new(),
             current_commit: None,
+            flights: FuturesUnordered::new(),
+            in_flight: BTreeMap::new(),
+            landed_errors: BTreeMap::new(),
+            docker_events: None,
+            watching: false,
+            next_poll: None,
         };
         // Resume from the revision that was running, so a restart with the remote down still
         // keeps (and repairs) the last good state.
@@ -237,20 +257,39 @@ impl<W: World> Agent<W> {
 
     /// Runs passes until shutdown.
     pub async fn run(mut self, wake: Arc<Notify>) -> Result<(), EngineError> {
-        let mut events = Some(self.shared.docker.watch(&self.cfg.node));
+        self.run_until(&wake, None).await;
+        info!("orun-agent stopping; containers keep running");
+        Ok(())
+    }
+
+    /// The loop: a pass on every poll tick, Docker event, rollout ending, backoff ending or
+    /// `wake`, until shutdown or, when given, until `stop`. Rollouts run beside it, so Git is
+    /// polled while they wait for their gates and a newer revision never waits behind one.
+    /// Rollouts still in flight at `stop` stay in flight (a simulation resumes the loop);
+    /// at shutdown they are cancelled (undone) before it returns.
+    pub async fn run_until(&mut self, wake: &Notify, stop: Option<Instant>) {
+        if !self.watching {
+            self.watching = true;
+            self.docker_events = Some(self.shared.docker.watch(&self.cfg.node));
+        }
         // A node that resumed a revision repairs its host at once but polls Git only after a
         // random part of one interval, so a fleet restarted together does not poll its Git
         // host in the same instant (docs/SCALING.md). A node with nothing to run polls now.
-        let mut next_poll = self.shared.clock.now();
-        if self.current.is_some() {
-            next_poll += self.schedule.splay();
-        }
+        let mut next_poll = match self.next_poll {
+            Some(at) => at,
+            None if self.current.is_some() => self.shared.clock.now() + self.schedule.splay(),
+            None => self.shared.clock.now(),
+        };
         loop {
+            if stop.is_some_and(|s| self.shared.clock.now() >= s) {
+                break;
+            }
             let git_due = self.shared.clock.now() >= next_poll;
-            let outcome = self.pass(git_due).await;
+            let outcome = self.tick(git_due, false).await;
             if git_due {
                 next_poll = self.shared.clock.now() + self.schedule.next_delay();
             }
+            self.next_poll = Some(next_poll);
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }
@@ -259,36 +298,61 @@ impl<W: World> Agent<W> {
                 let secs = at.0.saturating_sub(self.now_ts().0);
                 until = until.min(self.shared.clock.now() + Duration::from_secs(secs));
             }
-            // Wait for the next reason to pass; liveness probes run while waiting.
+            if let Some(stop) = stop {
+                until = until.min(stop);
+            }
+            // Wait for the next reason to pass; liveness probes run while waiting, and
+            // rollouts go on.
             loop {
                 let liveness = self.next_liveness();
-                tokio::select! {
+                let flying = !self.flights.is_empty();
+                let watching = self.docker_events.is_some();
+                let (flights, events) = (&mut self.flights, &mut self.docker_events);
+                let woke = tokio::select! {
                     // In this order, so a simulation with the same inputs takes the same branch.
                     biased;
-                    () = wake.notified() => break,
-                    () = tokio::time::sleep_until(until) => break,
-                    () = tokio::time::sleep_until(liveness.unwrap_or(until)), if liveness.is_some() => {
+                    () = wake.notified() => Woke::Now,
+                    Some(landed) = flights.next(), if flying => Woke::Landed(landed),
+                    () = tokio::time::sleep_until(until) => Woke::Now,
+                    () = tokio::time::sleep_until(liveness.unwrap_or(until)), if liveness.is_some() => Woke::Liveness,
+                    event = async { events.as_mut()?.recv().await }, if watching => Woke::Event(event),
+                };
+                match woke {
+                    Woke::Now => break,
+                    Woke::Landed((dep, action, result)) => {
+                        // A rollout ended: plan again at once (its deployment may have a
+                        // newer spec waiting, and its outcome belongs in `/status`). One that
+                        // failed on Docker waits for the next poll, so a daemon refusing the
+                        // same request cannot spin the loop.
+                        let docker_failed = result.is_err();
+                        self.land(&dep, action, result);
+                        if !docker_failed {
+                            break;
+                        }
+                    }
+                    Woke::Liveness => {
                         // A restart it makes is seen as Docker events, which wake a pass.
                         self.check_liveness().await;
                         if self.shared.shutdown.load(Ordering::SeqCst) {
                             break;
                         }
                     }
-                    event = async { events.as_mut()?.recv().await }, if events.is_some() => {
-                        match event {
-                            Some(event) => self.note_event(&event),
-                            None => {
-                                // The watcher ended: keep polling rather than spin on a closed channel.
-                                warn!("docker event watch ended; relying on polls");
-                                events = None;
-                                continue;
-                            }
-                        }
+                    Woke::Event(None) => {
+                        // The watcher ended: keep polling rather than spin on a closed channel.
+                        warn!("docker event watch ended; relying on polls");
+                        self.docker_events = None;
+                    }
+                    Woke::Event(Some(event)) => {
+                        self.note_event(&event);
                         // Our own steps cause events too; let a burst settle into one pass.
                         tokio::time::sleep(EVENT_DEBOUNCE).await;
-                        if let Some(rx) = events.as_mut() {
+                        if let Some(rx) = self.docker_events.as_mut() {
+                            let mut burst = Vec::new();
                             while let Ok(event) = rx.try_recv() {
-                                self.note_event(&event);
+                                burst.push(event);
+                            }
+                            for event in &burst {
+                                self.note_event(event);
                             }
                         }
                         break;
@@ -299,12 +363,58 @@ impl<W: World> Agent<W> {
                 break;
             }
         }
-        info!("orun-agent stopping; containers keep running");
-        Ok(())
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            // Rollouts see the flag between their steps and undo themselves.
+            self.drain().await;
+            self.save_state();
+        }
     }
 
-    /// One pass. `git_due`: check the remote first.
+    /// Waits for every rollout in flight to end, and records how each did; how many
+    /// succeeded.
+    async fn drain(&mut self) -> usize {
+        let mut ok = 0;
+        while let Some((dep, action, result)) = self.flights.next().await {
+            if self.land(&dep, action, result) {
+                ok += 1;
+            }
+        }
+        ok
+    }
+
+    /// Records how a rollout in flight ended; whether it succeeded.
+    fn land(&mut self, dep: &str, action: &'static str, result: StepResult) -> bool {
+        let hash = self.in_flight.remove(dep).unwrap_or_default();
+        self.shared.superseded.borrow_mut().remove(dep);
+        let mut errors = std::mem::take(&mut self.landed_errors);
+        let ok = self.settle(dep, &hash, action, result, &mut errors);
+        self.landed_errors = errors;
+        // A crash later must not forget a failure (and retry at once).
+        self.save_state();
+        ok
+    }
+
+    /// Starts a rollout (or a step of its wave) in flight.
+    fn launch(&mut self, dep: &str, hash: &str, action: &'static str, work: Pending<StepResult>) {
+        self.in_flight.insert(dep.to_owned(), hash.to_owned());
+        let dep = dep.to_owned();
+        self.flights
+            .push(Box::pin(async move { (dep, action, work.await) }));
+    }
+
+    /// One pass, and every rollout it starts runs to its end before it returns, as `--once`
+    /// and a simulation's step want. `git_due`: check the remote first.
     pub async fn pass(&mut self, git_due: bool) -> Outcome {
+        self.tick(git_due, true).await
+    }
+
+    /// One pass. `git_due`: check the remote first; `wait`: let the rollouts it starts run
+    /// to their end before returning, else leave them in flight.
+    async fn tick(&mut self, git_due: bool, wait: bool) -> Outcome {
+        if wait {
+            // Rollouts a loop left in flight land first: this pass plans from their end.
+            self.drain().await;
+        }
         self.metrics.passes_total += 1;
         let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
         async {
@@ -312,7 +422,7 @@ impl<W: World> Agent<W> {
             if git_due {
                 self.sync().await;
             }
-            let outcome = match self.converge().await {
+            let outcome = match self.converge(wait).await {
                 Ok(o) => o,
                 Err(e) => {
                     error!(error = %report(&e), "pass failed");
@@ -411,6 +521,17 @@ impl<W: World> Agent<W> {
                 }
                 let mut desired = Desired::from_node(&node, Some(commit.to_owned()), |_| None);
                 desired.allow_empty = self.cfg.allow_remove_all;
+                // A rollout in flight of a spec this revision no longer wants is superseded:
+                // it is undone at its gate's next look, and the newer spec follows at once.
+                for (dep, hash) in &self.in_flight {
+                    let wanted = desired
+                        .deployments
+                        .iter()
+                        .any(|d| d.name == *dep && d.spec_hash == *hash);
+                    if !wanted && self.shared.superseded.borrow_mut().insert(dep.clone()) {
+                        info!(deployment = %dep, commit = %short, "a newer revision changes it: superseding its rollout");
+                    }
+                }
                 self.current_commit = Some(commit.to_owned());
                 self.current = Some(Loaded {
                     commit: commit.to_owned(),
@@ -455,19 +576,20 @@ impl<W: World> Agent<W> {
         }
     }
 
-    async fn converge(&mut self) -> Result<Outcome, EngineError> {
+    async fn converge(&mut self, wait: bool) -> Result<Outcome, EngineError> {
         let Some(loaded) = self.current.take() else {
             self.publish(None, &Actual::default(), &Plan::default(), &BTreeMap::new());
             return Ok(Outcome::default());
         };
-        let result = self.converge_to(&loaded).await;
+        let result = self.converge_to(&loaded, wait).await;
         self.current = Some(loaded);
         result
     }
 
-    async fn converge_to(&mut self, loaded: &Loaded) -> Result<Outcome, EngineError> {
+    async fn converge_to(&mut self, loaded: &Loaded, wait: bool) -> Result<Outcome, EngineError> {
         let node = &loaded.node;
-        let mut errors: BTreeMap<String, String> = BTreeMap::new();
+        // Outcomes of rollouts that ended since the last pass, for `/status`.
+        let mut errors: BTreeMap<String, String> = std::mem::take(&mut self.landed_errors);
         // Rollouts a crash or a Docker failure left half-done are resolved before anything
         // is planned: the plan must see each deployment with one container again. One whose
         // new container was in its gate, and is still what the revision wants, is adopted
@@ -477,6 +599,12 @@ impl<W: World> Agent<W> {
                 .adoptable(loaded)
                 .await
                 .map_err(|e| EngineError::Recover(Box::new(e)))?;
+            // Rollouts in flight are journaled too, and are nobody's to resolve.
+            let skip: BTreeSet<String> = adopted
+                .keys()
+                .chain(self.in_flight.keys())
+                .cloned()
+                .collect();
             rollout::recover(
                 &self.shared.docker,
                 &self.shared.clock,
@@ -484,12 +612,16 @@ impl<W: World> Agent<W> {
                 &loaded.desired.environment,
                 &self.shared.journal,
                 &self.shared.events,
-                &adopted,
+                &skip,
             )
             .await
             .map_err(|e| EngineError::Recover(Box::new(e)))?;
             if !adopted.is_empty() {
-                self.resume(loaded, adopted, &mut errors).await;
+                self.resume(loaded, adopted);
+                if wait {
+                    self.drain().await;
+                    errors.extend(std::mem::take(&mut self.landed_errors));
+                }
             }
         }
         let mut desired = loaded.desired.clone();
@@ -566,14 +698,19 @@ impl<W: World> Agent<W> {
             d.image_id = images.get(&d.spec.image).cloned();
         }
         let desired = Rc::new(desired);
-        let plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
+        let mut plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
+        // A deployment with a rollout in flight is that rollout's until it lands.
+        plan.steps
+            .retain(|s| !self.in_flight.contains_key(&s.deployment));
         for d in &plan.diagnostics {
             match d {
                 Diagnostic::Suspended { .. } | Diagnostic::BackingOff { .. } => debug!("{d:?}"),
                 _ => warn!("{d:?}"),
             }
         }
-        let applied = self.apply(loaded, &desired, &plan, &mut errors).await?;
+        let applied = self
+            .apply(loaded, &desired, &plan, &mut errors, wait)
+            .await?;
         let (actual, replan) = if plan.steps.is_empty() {
             (actual, plan)
         } else {
@@ -583,8 +720,11 @@ impl<W: World> Agent<W> {
                 .observe()
                 .await
                 .map_err(EngineError::docker("cannot observe Docker"))?;
-            let replan =
+            let mut replan =
                 reconcile_core::plan(&desired, &actual, &self.state.history, self.now_ts());
+            replan
+                .steps
+                .retain(|s| !self.in_flight.contains_key(&s.deployment));
             (actual, replan)
         };
         let blocked = replan.diagnostics.iter().any(|d| {
@@ -595,7 +735,8 @@ impl<W: World> Agent<W> {
                     | Diagnostic::RefusedRemoveAll { .. }
             )
         });
-        let converged = replan.steps.is_empty() && errors.is_empty() && !blocked;
+        let converged =
+            replan.steps.is_empty() && errors.is_empty() && !blocked && self.in_flight.is_empty();
         if converged && self.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
             info!(commit = %&loaded.commit[..12.min(loaded.commit.len())], applied, "converged");
             self.state.last_applied = Some(loaded.commit.clone());
@@ -620,6 +761,7 @@ impl<W: World> Agent<W> {
         desired: &Rc<Desired>,
         plan: &Plan,
         errors: &mut BTreeMap<String, String>,
+        wait: bool,
     ) -> Result<usize, EngineError> {
         let mut applied = 0;
         let (quick, changes): (Vec<&Step>, Vec<&Step>) = plan.steps.iter().partition(|s| {
@@ -667,9 +809,14 @@ impl<W: World> Agent<W> {
                 _ => waves.push(vec![step]),
             }
         }
-        for wave in waves {
+        for (i, wave) in waves.into_iter().enumerate() {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested: starting no more rollouts");
+                break;
+            }
+            // A later wave takes a name this one frees: when the loop runs on, it is planned
+            // again once this wave has landed.
+            if i > 0 && !wait {
                 break;
             }
             for step in &wave {
@@ -691,47 +838,40 @@ impl<W: World> Agent<W> {
                 };
                 self.event(Some(&step.deployment), action, &reason, outcome);
             }
-            let results = {
-                let ctx = rollout::Ctx::<W> {
-                    shared: Rc::clone(&self.shared),
-                    desired: Rc::clone(desired),
-                };
-                let mut work: Vec<Pending<Result<Option<rollout::Outcome>, EngineError>>> =
-                    Vec::with_capacity(wave.len());
-                for step in &wave {
-                    let (ctx, step) = (ctx.clone(), (*step).clone());
-                    if !apply::is_rollout(&step.action) {
-                        work.push(Box::pin(async move {
-                            apply::step(&ctx.docker, &step).await.map(|()| None)
-                        }));
-                        continue;
-                    }
+            let ctx = rollout::Ctx::<W> {
+                shared: Rc::clone(&self.shared),
+                desired: Rc::clone(desired),
+            };
+            for step in &wave {
+                let (ctx, step) = (ctx.clone(), (*step).clone());
+                let dep = step.deployment.clone();
+                let action = apply::name(&step.action);
+                let hash = desired
+                    .deployments
+                    .iter()
+                    .find(|d| d.name == dep)
+                    .map(|d| d.spec_hash.clone())
+                    .unwrap_or_default();
+                let work: Pending<StepResult> = if apply::is_rollout(&step.action) {
                     let target = desired
                         .deployments
                         .iter()
                         .zip(&loaded.node.containers)
-                        .find(|(d, _)| d.name == step.deployment)
+                        .find(|(d, _)| d.name == dep)
                         .map(|(d, c)| (d.clone(), rollout::Checks::of(&c.spec)));
-                    work.push(Box::pin(async move {
+                    Box::pin(async move {
                         let (d, checks) = target.ok_or_else(not_desired)?;
                         rollout::run(&ctx, &step, &d, &checks).await.map(Some)
-                    }));
-                }
-                join_all(work).await
-            };
-            for (step, result) in wave.iter().zip(results) {
-                if self.settle(
-                    desired,
-                    &step.deployment,
-                    apply::name(&step.action),
-                    result,
-                    errors,
-                ) {
-                    applied += 1;
-                }
+                    })
+                } else {
+                    Box::pin(async move { apply::step(&ctx.docker, &step).await.map(|()| None) })
+                };
+                self.launch(&dep, &hash, action, work);
             }
-            // A crash later in this pass must not forget a failure (and retry at once).
-            self.save_state();
+            if wait {
+                applied += self.drain().await;
+                errors.extend(std::mem::take(&mut self.landed_errors));
+            }
         }
         Ok(applied)
     }
@@ -740,18 +880,12 @@ impl<W: World> Agent<W> {
     /// pass's errors. Whether it succeeded.
     fn settle(
         &mut self,
-        desired: &Desired,
         dep: &str,
+        hash: &str,
         action: &str,
-        result: Result<Option<rollout::Outcome>, EngineError>,
+        result: StepResult,
         errors: &mut BTreeMap<String, String>,
     ) -> bool {
-        let hash = desired
-            .deployments
-            .iter()
-            .find(|d| d.name == dep)
-            .map(|d| d.spec_hash.clone())
-            .unwrap_or_default();
         let count = |m: &mut Metrics, outcome: &str| {
             *m.rollouts.entry(outcome.to_owned()).or_default() += 1;
         };
@@ -767,17 +901,23 @@ impl<W: World> Agent<W> {
                 count(&mut self.metrics, "rolled-back");
                 // The backoff runs from the failure, not from the pass's start: a gate may
                 // have taken minutes.
-                self.record_failure(dep, &hash, &why, self.now_ts());
+                self.record_failure(dep, hash, &why, self.now_ts());
                 errors.insert(dep.to_owned(), format!("failed, rolled back: {why}"));
                 false
             }
             Ok(Some(rollout::Outcome::Failed(why))) => {
                 count(&mut self.metrics, "failed");
-                self.record_failure(dep, &hash, &why, self.now_ts());
+                self.record_failure(dep, hash, &why, self.now_ts());
                 errors.insert(dep.to_owned(), format!("failed: {why}"));
                 false
             }
             Ok(Some(rollout::Outcome::Cancelled)) => false,
+            // A newer revision changes it: not the spec's fault, and the next pass rolls out
+            // the newer spec at once.
+            Ok(Some(rollout::Outcome::Superseded)) => {
+                count(&mut self.metrics, "superseded");
+                false
+            }
             Err(e) => {
                 // Docker failed part-way: the journal keeps the rollout and the next pass
                 // resolves it before planning again.
@@ -801,7 +941,9 @@ impl<W: World> Agent<W> {
         let candidates: Vec<(String, journal::Intent)> = entries
             .into_iter()
             .filter(|(dep, intent)| {
-                intent.phase == journal::Phase::Verifying
+                // A rollout in flight is journaled too; it is not a leftover to adopt.
+                !self.in_flight.contains_key(dep)
+                    && intent.phase == journal::Phase::Verifying
                     && intent.new_id.is_some()
                     && loaded
                         .node
@@ -836,44 +978,31 @@ impl<W: World> Agent<W> {
             .collect())
     }
 
-    /// Resumes the gates of adopted rollouts, concurrently, and records how they ended.
-    async fn resume(
-        &mut self,
-        loaded: &Loaded,
-        adopted: BTreeMap<String, journal::Intent>,
-        errors: &mut BTreeMap<String, String>,
-    ) {
+    /// Resumes the gates of adopted rollouts, in flight like any other rollout.
+    fn resume(&mut self, loaded: &Loaded, adopted: BTreeMap<String, journal::Intent>) {
         let desired = &loaded.desired;
-        let results = {
-            let ctx = rollout::Ctx::<W> {
-                shared: Rc::clone(&self.shared),
-                desired: Rc::new(desired.clone()),
-            };
-            let mut deps = Vec::new();
-            let mut work: Vec<Pending<Result<Option<rollout::Outcome>, EngineError>>> = Vec::new();
-            for (dep, intent) in adopted {
-                let Some((d, c)) = desired
-                    .deployments
-                    .iter()
-                    .zip(&loaded.node.containers)
-                    .find(|(d, _)| d.name == dep)
-                else {
-                    continue;
-                };
-                let (ctx, d, checks) = (ctx.clone(), d.clone(), rollout::Checks::of(&c.spec));
-                deps.push(dep);
-                work.push(Box::pin(async move {
-                    rollout::resume(&ctx, &d, intent, &checks).await.map(Some)
-                }));
-            }
-            deps.into_iter()
-                .zip(join_all(work).await)
-                .collect::<Vec<_>>()
+        let ctx = rollout::Ctx::<W> {
+            shared: Rc::clone(&self.shared),
+            desired: Rc::new(desired.clone()),
         };
-        for (dep, result) in results {
-            self.settle(desired, &dep, "resume", result, errors);
+        for (dep, intent) in adopted {
+            let Some((d, c)) = desired
+                .deployments
+                .iter()
+                .zip(&loaded.node.containers)
+                .find(|(d, _)| d.name == dep)
+            else {
+                continue;
+            };
+            let (ctx, d, checks) = (ctx.clone(), d.clone(), rollout::Checks::of(&c.spec));
+            let hash = d.spec_hash.clone();
+            self.launch(
+                &dep,
+                &hash,
+                "resume",
+                Box::pin(async move { rollout::resume(&ctx, &d, intent, &checks).await.map(Some) }),
+            );
         }
-        self.save_state();
     }
 
     fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: &str) {
@@ -1064,7 +1193,21 @@ impl<W: World> Agent<W> {
                             Some(HealthStatus::Starting | HealthStatus::Unhealthy)
                         )
                 });
-                if !(c.spec.suspend || current && healthy) {
+                // A rollout in flight says where it stands (its own progress text).
+                let flying = self.in_flight.contains_key(&c.deployment);
+                let (state, rollout) = if flying {
+                    let text = self
+                        .shared
+                        .status
+                        .get()
+                        .deployments
+                        .get(&c.deployment)
+                        .and_then(|d| d.rollout.clone());
+                    ("rolling out".to_owned(), text)
+                } else {
+                    (state, None)
+                };
+                if flying || !(c.spec.suspend || current && healthy) {
                     ready = false;
                 }
                 deployments.insert(
@@ -1086,7 +1229,7 @@ impl<W: World> Agent<W> {
                         address: observed
                             .and_then(|o| self.inspected.get(&o.id))
                             .and_then(|(_, a)| a.clone()),
-                        rollout: None,
+                        rollout,
                     },
                 );
             }
@@ -1116,28 +1259,21 @@ impl<W: World> Agent<W> {
 
 /// A future of one rollout or step, owning what it needs.
 type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
+/// How a rollout or step ended: `None` for a single-call step.
+type StepResult = Result<Option<rollout::Outcome>, EngineError>;
+/// A rollout that landed: its deployment, its action, how it ended.
+type Landed = (String, &'static str, StepResult);
 
-/// Runs futures together on this task until all are done; results in input order.
-async fn join_all<T>(mut work: Vec<Pending<T>>) -> Vec<T> {
-    let mut out: Vec<Option<T>> = work.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in work.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
+/// Why the loop stopped waiting.
+enum Woke {
+    /// A poll, a backoff's end, or a wake-up: pass now.
+    Now,
+    /// A rollout ended.
+    Landed(Landed),
+    /// A liveness probe is due.
+    Liveness,
+    /// A Docker event, or `None` when the watch ended.
+    Event(Option<WatchEvent>),
 }
 
 /// A step names a deployment the plan was made from; not finding it is a bug.

@@ -14,7 +14,7 @@
 //! Every step is preceded by a journal write naming it, so a crash at any moment leaves
 //! either a rollout to undo (any phase before `promoting`) or one to finish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,9 @@ pub(crate) struct Shared<W: World> {
     pub(crate) slots: tokio::sync::Semaphore,
     /// Zero of the monotonic clock gates and probes use.
     pub(crate) epoch: Instant,
+    /// Deployments whose rollout in flight a newer revision has superseded: their gate ends
+    /// at its next look, and the rollout is undone.
+    pub(crate) superseded: std::cell::RefCell<BTreeSet<String>>,
 }
 
 /// What one rollout needs: the shared parts and the revision it rolls out. It owns both, so
@@ -115,12 +118,15 @@ pub(crate) enum Outcome {
     Failed(String),
     /// Shutdown came first: undone, and not the spec's fault.
     Cancelled,
+    /// A newer revision changes the deployment: undone, and the newer spec rolls out next.
+    Superseded,
 }
 
 /// Why a new container is not promoted.
 enum Fail {
     Reason(String),
     Cancelled,
+    Superseded,
 }
 
 impl Fail {
@@ -129,6 +135,7 @@ impl Fail {
         match self {
             Fail::Reason(r) => failed(r),
             Fail::Cancelled => Outcome::Cancelled,
+            Fail::Superseded => Outcome::Superseded,
         }
     }
 }
@@ -337,6 +344,15 @@ fn say<W: World>(ctx: &Ctx<W>, d: &DesiredDeployment, started: Instant, outcome:
             warn!(deployment = %d.name, reason = %why, "failed; nothing to roll back to");
             ctx.event(&d.name, "rollback", why, "failed");
         }
+        Outcome::Superseded => {
+            info!(deployment = %d.name, "rollout superseded by a newer revision; undone");
+            ctx.event(
+                &d.name,
+                "rollback",
+                "a newer revision changes this deployment; the rollout was undone for it",
+                "superseded",
+            );
+        }
         Outcome::Cancelled => {
             info!(deployment = %d.name, "rollout cancelled by shutdown; undone");
             ctx.event(
@@ -542,6 +558,9 @@ async fn gate<W: World>(
         if ctx.shutdown.load(Ordering::SeqCst) {
             return Ok(Err(Fail::Cancelled));
         }
+        if ctx.superseded.borrow().contains(&d.name) {
+            return Ok(Err(Fail::Superseded));
+        }
         let info = match ctx.docker.inspect(id).await {
             Ok(i) => i,
             Err(RuntimeError::NotFound(_)) => {
@@ -736,11 +755,11 @@ pub(crate) async fn recover(
     environment: &str,
     journal: &Mutex<Journal>,
     events: &Mutex<EventLog>,
-    adopted: &BTreeMap<String, Intent>,
+    skip: &BTreeSet<String>,
 ) -> Result<(), EngineError> {
     let entries = lock(journal).entries().clone();
     for (deployment, intent) in entries {
-        if adopted.contains_key(&deployment) {
+        if skip.contains(&deployment) {
             continue;
         }
         match resolve(docker, node, environment, &intent).await {

@@ -76,6 +76,8 @@ pub struct Container {
     pub restarts: u64,
     /// Put there by the scenario, not by the engine: never to be touched.
     pub stranger: bool,
+    /// The `VERSION` env var it was created with.
+    pub version: Option<String>,
 }
 
 impl Container {
@@ -121,6 +123,8 @@ pub struct Op {
     pub call: &'static str,
     /// The container's name when the call was made.
     pub name: String,
+    /// The container's id.
+    pub id: String,
 }
 
 /// Everything on the host, and what the scenario watches.
@@ -224,6 +228,7 @@ impl Host {
                     started: Some(Instant::now()),
                     restarts: 0,
                     stranger: true,
+                    version: None,
                 },
             );
             id
@@ -270,6 +275,7 @@ impl Host {
     fn touch(&self, call: &'static str, id: &str) -> Result<(), RuntimeError> {
         self.change(|h| {
             let Some(c) = h.containers.get(id) else {
+                tracing::debug!(target: "sim", "docker {call} of a missing container ({})", &id[id.len().saturating_sub(8)..]);
                 return Err(RuntimeError::NotFound(format!("no such container: {id}")));
             };
             if c.stranger {
@@ -279,7 +285,12 @@ impl Host {
                 ));
             }
             let name = c.name.clone();
-            h.ops.push(Op { call, name });
+            tracing::debug!(target: "sim", "docker {call} {name} ({})", &id[id.len() - 8..]);
+            h.ops.push(Op {
+                call,
+                name,
+                id: id.to_owned(),
+            });
             Ok(())
         })
     }
@@ -395,9 +406,11 @@ impl Runtime for SimRuntime {
                 return Err(RuntimeError::Conflict(format!("the name {name} is in use")));
             }
             let id = h.new_id();
+            tracing::debug!(target: "sim", "docker create {name} ({})", &id[id.len() - 8..]);
             h.ops.push(Op {
                 call: "create",
                 name: name.to_owned(),
+                id: id.clone(),
             });
             h.containers.insert(
                 id.clone(),
@@ -415,6 +428,10 @@ impl Runtime for SimRuntime {
                     started: None,
                     restarts: 0,
                     stranger: false,
+                    version: match spec.env.get("VERSION") {
+                        Some(RenderedEnv::Plain(v)) => Some(v.clone()),
+                        _ => None,
+                    },
                 },
             );
             Ok(id)
@@ -527,10 +544,10 @@ impl Runtime for SimRuntime {
         self.0.enter().await?;
         let now = Instant::now();
         let info = self.0.with(|h| {
-            let c = h
-                .containers
-                .get(id)
-                .ok_or_else(|| RuntimeError::NotFound(format!("no such container: {id}")))?;
+            let Some(c) = h.containers.get(id) else {
+                tracing::debug!(target: "sim", "docker inspect of a missing container ({})", &id[id.len().saturating_sub(8)..]);
+                return Err(RuntimeError::NotFound(format!("no such container: {id}")));
+            };
             let cycles = c.crash_cycles(now);
             Ok(ContainerInfo {
                 id: c.id.clone(),

@@ -50,6 +50,8 @@ pub struct Failure {
     pub what: String,
     /// The steps taken, in order.
     pub steps: Vec<String>,
+    /// The engine's last log lines.
+    pub log: Vec<String>,
 }
 
 impl fmt::Display for Failure {
@@ -59,6 +61,10 @@ impl fmt::Display for Failure {
         writeln!(f, "steps:")?;
         for (i, s) in self.steps.iter().enumerate() {
             writeln!(f, "  {i:>3}. {s}")?;
+        }
+        writeln!(f, "the engine's last log lines:")?;
+        for l in &self.log {
+            writeln!(f, "  | {l}")?;
         }
         Ok(())
     }
@@ -103,7 +109,7 @@ fn node_yaml() -> String {
 
 fn deployment_yaml(name: &str, d: &Dep, extra_env: &str) -> String {
     format!(
-        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: {IMAGE}\n  nodes: [{NODE}]\n  env:\n    SIM: {behaviour}\n    VERSION: \"{version}\"\n{extra_env}  health:\n    readiness:\n      http: localhost:80/health\n      periodSeconds: 1\n      timeoutSeconds: 1\n      failureThreshold: 1\n  rollout:\n    strategy: {strategy}\n    minHealthySeconds: 1\n    healthyDeadlineSeconds: 4\n    drainSeconds: 0\n",
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: {IMAGE}\n  nodes: [{NODE}]\n  env:\n    SIM: {behaviour}\n    VERSION: \"{version}\"\n{extra_env}  health:\n    readiness:\n      http: localhost:80/health\n      periodSeconds: 1\n      timeoutSeconds: 1\n      failureThreshold: 1\n  rollout:\n    strategy: {strategy}\n    minHealthySeconds: 1\n    healthyDeadlineSeconds: 30\n    drainSeconds: 0\n",
         behaviour = d.behaviour.word(),
         version = d.version,
         strategy = d.strategy,
@@ -170,7 +176,11 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(if std::env::var_os("ORUN_SIM_FULL_LOG").is_some() {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
         .finish();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -180,6 +190,7 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
             seed,
             what: format!("cannot start a runtime: {e}"),
             steps: Vec::new(),
+            log: Vec::new(),
         })?;
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
@@ -211,6 +222,9 @@ struct Scenario {
     summary: Summary,
     /// The last pass converged and nothing changed since: a restart must change nothing.
     settled: bool,
+    /// When the Git remote last came back: the agent's polls back off after failures (up to
+    /// five minutes), so a poll may be that far away.
+    git_back_at: Option<Instant>,
 }
 
 impl Scenario {
@@ -219,6 +233,7 @@ impl Scenario {
             seed,
             what,
             steps: Vec::new(),
+            log: Vec::new(),
         };
         let mut rng = fastrand::Rng::with_seed(seed);
         let poison = format!("poison-{:016x}", rng.u64(..));
@@ -247,6 +262,7 @@ impl Scenario {
             steps: Vec::new(),
             summary: Summary::default(),
             settled: false,
+            git_back_at: None,
         };
         // Containers orun does not own: a stranger, and look-alikes with some of its labels.
         let look_alikes: [(&str, &[(&str, &str)]); 3] = [
@@ -292,10 +308,32 @@ impl Scenario {
     }
 
     fn failure(&self, what: String) -> Failure {
+        let mut text = self.logs.text();
+        // The Docker calls the engine made last, among its log lines.
+        let ops = self.host.with(|h| h.ops.clone());
+        for op in &ops[ops.len().saturating_sub(30)..] {
+            text.push_str(&format!(
+                "docker call: {} {} ({})\n",
+                op.call,
+                op.name,
+                &op.id[op.id.len().saturating_sub(8)..]
+            ));
+        }
+        let lines: Vec<&str> = text.lines().collect();
         Failure {
             seed: self.seed,
             what,
             steps: self.steps.clone(),
+            log: lines[lines.len().saturating_sub(
+                if std::env::var_os("ORUN_SIM_FULL_LOG").is_some() {
+                    usize::MAX
+                } else {
+                    40
+                },
+            )..]
+                .iter()
+                .map(|l| (*l).to_owned())
+                .collect(),
         }
     }
 
@@ -509,6 +547,9 @@ impl Scenario {
                         r.down = !r.down;
                         r.down
                     });
+                    if !down {
+                        self.git_back_at = Some(Instant::now());
+                    }
                     self.settled = false;
                     self.note(format!("git remote {}", if down { "down" } else { "up" }));
                 }
@@ -533,7 +574,15 @@ impl Scenario {
                         self.after_crash().await?;
                     }
                 }
-                82..=87 => {
+                82..=85 => self.supersede().await?,
+                86..=89 => {
+                    let secs = self.rng.u64(..4);
+                    self.run_loop(Duration::from_millis(500 + secs * 1000))
+                        .await?;
+                    self.settled = false;
+                    self.note(format!("the loop ran {}.5s", secs));
+                }
+                90..=93 => {
                     // A clean restart: the agent stops between passes and starts again.
                     self.agent = None;
                     self.start_agent().await?;
@@ -561,9 +610,73 @@ impl Scenario {
         self.calm_end().await
     }
 
+    /// Runs the agent's own loop for `span` of virtual time; rollouts still in flight at its
+    /// end stay in flight.
+    async fn run_loop(&mut self, span: Duration) -> Result<(), String> {
+        let Some(agent) = self.agent.as_mut() else {
+            return Err("no agent is running".to_owned());
+        };
+        let wake = tokio::sync::Notify::new();
+        agent.run_until(&wake, Some(Instant::now() + span)).await;
+        self.check()
+    }
+
+    /// A release that never turns ready is fixed by the next commit while the loop runs: the
+    /// fix serves within a poll interval plus its own gate, not after the broken release's
+    /// deadline (30 s).
+    async fn supersede(&mut self) -> Result<(), String> {
+        let names: Vec<String> = self.deps.keys().take(KEPT).cloned().collect();
+        let name = names[self.rng.usize(..names.len())].clone();
+        let bump = |s: &mut Self, b: Behaviour| -> u32 {
+            let d = s.deps.get_mut(&name).map(|d| {
+                d.version += 1;
+                d.behaviour = b;
+                d.version
+            });
+            d.unwrap_or(0)
+        };
+        bump(self, Behaviour::NeverReady);
+        self.push_good(&format!("{name} v-next, never-ready"));
+        self.run_loop(Duration::from_millis(2500)).await?;
+        let fixed = bump(self, Behaviour::Good);
+        self.push_good(&format!("{name} v-next, good: the fix"));
+        let backing_off = self
+            .git_back_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(6 * 60));
+        let faults = self.host.with(|h| h.down) || self.remote.change(|r| r.down) || backing_off;
+        // Within one poll (1 s), the broken rollout's undoing, and the fix's own gate
+        // (readiness after 200 ms, probed every second, 1 s healthy).
+        self.run_loop(Duration::from_secs(6)).await?;
+        self.settled = false;
+        let serving = self.host.with(|h| {
+            let now = Instant::now();
+            h.containers.values().any(|c| {
+                !c.stranger
+                    && c.deployment() == Some(name.as_str())
+                    && c.version.as_deref() == Some(fixed.to_string().as_str())
+                    && c.ready(now)
+            })
+        });
+        self.note(format!(
+            "the loop ran 2.5s, then {name}'s fix was pushed and it ran 6s: the fix serves: {serving}"
+        ));
+        if !faults && !serving {
+            return Err(format!(
+                "{name}'s fix does not serve 6s after it was pushed over a release that never turns ready: it waited behind the rollout"
+            ));
+        }
+        Ok(())
+    }
+
     /// Right after a crash, before anything else changes: a healthy new container the dead
     /// agent was holding to its gate is adopted by the next pass, not replaced.
     async fn after_crash(&mut self) -> Result<(), String> {
+        // Only a rollout of the branch's head is still wanted for sure: a newer commit the
+        // dead agent had not fetched may change it, and then it is undone, rightly.
+        let head = self
+            .remote
+            .change(|r| r.head.map(|i| r.commits[i].id.clone()))
+            .unwrap_or_default();
         let in_gate: Vec<(String, String)> = self.host.with(|h| {
             let Some(path) = &h.journal else {
                 return Vec::new();
@@ -574,7 +687,9 @@ impl Scenario {
                 .as_object()
                 .into_iter()
                 .flatten()
-                .filter(|(_, i)| i["phase"].as_str() == Some("verifying"))
+                .filter(|(_, i)| {
+                    i["phase"].as_str() == Some("verifying") && i["commit"].as_str() == Some(&head)
+                })
                 .filter_map(|(_, i)| i["new_id"].as_str().map(str::to_owned))
                 .filter_map(|id| {
                     let c = h.containers.get(&id)?;

@@ -48,7 +48,8 @@ impl<W: World> Agent<W> {
         let mut counts = BTreeMap::new();
         let mut ids = BTreeSet::new();
         for (c, d) in loaded.node.containers.iter().zip(&desired.deployments) {
-            if c.spec.suspend {
+            // A deployment with a rollout in flight is the rollout's to look after.
+            if c.spec.suspend || self.in_flight.contains_key(&d.name) {
                 continue;
             }
             let Some(o) = actual.containers.iter().find(|o| {
