@@ -1193,19 +1193,37 @@ impl<W: World> Agent<W> {
                             Some(HealthStatus::Starting | HealthStatus::Unhealthy)
                         )
                 });
-                // A rollout in flight says where it stands (its own progress text).
+                // A rollout in flight owns its entry: its progress, and (after a start-first
+                // switch) the new container's id and address, which clients follow while the
+                // old one drains.
                 let flying = self.in_flight.contains_key(&c.deployment);
+                let before = flying
+                    .then(|| {
+                        self.shared
+                            .status
+                            .get()
+                            .deployments
+                            .get(&c.deployment)
+                            .cloned()
+                    })
+                    .flatten();
                 let (state, rollout) = if flying {
-                    let text = self
-                        .shared
-                        .status
-                        .get()
-                        .deployments
-                        .get(&c.deployment)
-                        .and_then(|d| d.rollout.clone());
-                    ("rolling out".to_owned(), text)
+                    (
+                        "rolling out".to_owned(),
+                        before.as_ref().and_then(|d| d.rollout.clone()),
+                    )
                 } else {
                     (state, None)
+                };
+                let container_id = match &before {
+                    Some(d) => d.container_id.clone(),
+                    None => observed.map(|o| o.id.clone()),
+                };
+                let address = match &before {
+                    Some(d) => d.address.clone(),
+                    None => observed
+                        .and_then(|o| self.inspected.get(&o.id))
+                        .and_then(|(_, a)| a.clone()),
                 };
                 if flying || !(c.spec.suspend || current && healthy) {
                     ready = false;
@@ -1215,7 +1233,7 @@ impl<W: World> Agent<W> {
                     DeploymentStatus {
                         name: c.deployment.clone(),
                         image,
-                        container_id: observed.map(|o| o.id.clone()),
+                        container_id,
                         state,
                         health,
                         spec_hash: Some(spec_hash),
@@ -1226,9 +1244,7 @@ impl<W: World> Agent<W> {
                             .get(&c.deployment)
                             .copied()
                             .unwrap_or(0),
-                        address: observed
-                            .and_then(|o| self.inspected.get(&o.id))
-                            .and_then(|(_, a)| a.clone()),
+                        address,
                         rollout,
                     },
                 );

@@ -591,8 +591,8 @@ async fn gate<W: World>(
             Verdict::Promote => return Ok(Ok(())),
             Verdict::Fail(f) => {
                 let mut reason = f.to_string();
-                if let (reconcile_core::GateFailure::Restarted { .. }, Some(code)) =
-                    (&f, info.last_exit_code)
+                if matches!(f, reconcile_core::GateFailure::Restarted { .. })
+                    && let Some(code) = exit_code(ctx, id, info.last_exit_code).await
                 {
                     reason.push_str(&format!("; it exited with code {code}"));
                 }
@@ -627,6 +627,24 @@ async fn gate<W: World>(
             }
         }
     }
+}
+
+/// The exit code of a container that Docker keeps restarting. Docker shows it only between
+/// runs, so a look that found it running again waits a little for the next exit (two
+/// seconds at most) rather than report the crash without its code.
+async fn exit_code<W: World>(ctx: &Ctx<W>, id: &str, seen: Option<i64>) -> Option<i64> {
+    if seen.is_some() {
+        return seen;
+    }
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match ctx.docker.inspect(id).await {
+            Ok(info) if info.last_exit_code.is_some() => return info.last_exit_code,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Runs a probe if it is due, recording its result.
