@@ -193,10 +193,13 @@ impl<W: World> Agent<W> {
             auth,
         } = parts;
         let wall = clock.wall();
-        let seed = u64::from(std::process::id())
-            ^ wall
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos().into());
+        // Agents restarted together must not draw the same jitter; a simulation fixes it.
+        let seed = cfg.jitter_seed.unwrap_or_else(|| {
+            u64::from(std::process::id())
+                ^ wall
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos().into())
+        });
         let schedule = Schedule::new(cfg.poll_interval.unwrap_or(Duration::from_secs(5)), seed);
         info!(
             node = %cfg.node,

@@ -26,6 +26,8 @@ pub struct Settings {
     pub allow_remove_all: bool,
     /// One pass, then exit: skips what only a long-running agent needs.
     pub once: bool,
+    /// The seed of the poll timer's jitter; `None` draws one from the process and the clock.
+    pub jitter_seed: Option<u64>,
 }
 
 impl Settings {
@@ -40,6 +42,7 @@ impl Settings {
             registry_config: None,
             allow_remove_all: false,
             once: false,
+            jitter_seed: None,
         }
     }
 }

@@ -29,7 +29,7 @@ const CALM_PASSES: usize = 12;
 const KEPT: usize = 2;
 
 /// What a scenario did, when every invariant held.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     /// Steps taken before the calm end.
     pub steps: usize,
@@ -39,6 +39,8 @@ pub struct Summary {
     pub crashes: usize,
     /// Mutating Docker calls the engine made.
     pub ops: usize,
+    /// A hash of every Docker call made, in order (FNV-1a): equal runs made equal calls.
+    pub fingerprint: u64,
 }
 
 /// A broken invariant: the seed that replays it, and what happened up to it.
@@ -99,6 +101,9 @@ struct Dep {
     strategy: &'static str,
     behaviour: Behaviour,
     version: u32,
+    /// `healthyDeadlineSeconds`: short, so a failing release is rolled back soon; long for a
+    /// release the supersede step must not wait for.
+    deadline: u32,
 }
 
 fn node_yaml() -> String {
@@ -109,10 +114,11 @@ fn node_yaml() -> String {
 
 fn deployment_yaml(name: &str, d: &Dep, extra_env: &str) -> String {
     format!(
-        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: {IMAGE}\n  nodes: [{NODE}]\n  env:\n    SIM: {behaviour}\n    VERSION: \"{version}\"\n{extra_env}  health:\n    readiness:\n      http: localhost:80/health\n      periodSeconds: 1\n      timeoutSeconds: 1\n      failureThreshold: 1\n  rollout:\n    strategy: {strategy}\n    minHealthySeconds: 1\n    healthyDeadlineSeconds: 30\n    drainSeconds: 0\n",
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: {IMAGE}\n  nodes: [{NODE}]\n  env:\n    SIM: {behaviour}\n    VERSION: \"{version}\"\n{extra_env}  health:\n    readiness:\n      http: localhost:80/health\n      periodSeconds: 1\n      timeoutSeconds: 1\n      failureThreshold: 1\n  rollout:\n    strategy: {strategy}\n    minHealthySeconds: 1\n    healthyDeadlineSeconds: {deadline}\n    drainSeconds: 0\n",
         behaviour = d.behaviour.word(),
         version = d.version,
         strategy = d.strategy,
+        deadline = d.deadline,
     )
 }
 
@@ -304,6 +310,7 @@ impl Scenario {
             },
             behaviour,
             version: 1,
+            deadline: 4,
         }
     }
 
@@ -350,6 +357,7 @@ impl Scenario {
             RemoteOptions::new(url, "main"),
         );
         settings.poll_interval = Some(Duration::from_secs(1));
+        settings.jitter_seed = Some(self.seed);
         Ok(settings)
     }
 
@@ -621,24 +629,25 @@ impl Scenario {
         self.check()
     }
 
-    /// A release that never turns ready is fixed by the next commit while the loop runs: the
-    /// fix serves within a poll interval plus its own gate, not after the broken release's
-    /// deadline (30 s).
+    /// A release that never turns ready (its deadline 30 s away) is fixed by the next commit
+    /// while the loop runs: the fix serves within a poll interval plus its own gate, not
+    /// after the broken release's deadline.
     async fn supersede(&mut self) -> Result<(), String> {
         let names: Vec<String> = self.deps.keys().take(KEPT).cloned().collect();
         let name = names[self.rng.usize(..names.len())].clone();
-        let bump = |s: &mut Self, b: Behaviour| -> u32 {
+        let bump = |s: &mut Self, b: Behaviour, deadline: u32| -> u32 {
             let d = s.deps.get_mut(&name).map(|d| {
                 d.version += 1;
                 d.behaviour = b;
+                d.deadline = deadline;
                 d.version
             });
             d.unwrap_or(0)
         };
-        bump(self, Behaviour::NeverReady);
+        bump(self, Behaviour::NeverReady, 30);
         self.push_good(&format!("{name} v-next, never-ready"));
         self.run_loop(Duration::from_millis(2500)).await?;
-        let fixed = bump(self, Behaviour::Good);
+        let fixed = bump(self, Behaviour::Good, 4);
         self.push_good(&format!("{name} v-next, good: the fix"));
         let backing_off = self
             .git_back_at
@@ -731,6 +740,15 @@ impl Scenario {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
         self.summary.ops = self.host.with(|h| h.ops.len());
+        self.summary.fingerprint = self.host.with(|h| {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for op in &h.ops {
+                for b in op.call.bytes().chain(op.name.bytes()).chain(op.id.bytes()) {
+                    hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            hash
+        });
         if !converged {
             return Err(format!(
                 "the node did not converge within {CALM_PASSES} passes once the faults stopped: {}",

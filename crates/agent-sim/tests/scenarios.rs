@@ -66,3 +66,26 @@ fn every_scenario_keeps_every_invariant() {
     // The run did something: every scenario ran passes.
     assert!(count == 0 || total.passes as u64 >= count, "{total:?}");
 }
+
+/// A seed replays exactly: the same Docker calls in the same order, whatever ran before it
+/// in the process and on whichever thread.
+#[test]
+fn a_seed_replays_exactly() {
+    let first: Vec<_> = (0..20)
+        .map(|seed| agent_sim::run(seed).map_err(|f| f.what))
+        .collect();
+    let again: Vec<_> = (0..20)
+        .rev()
+        .map(|seed| agent_sim::run(seed).map_err(|f| f.what))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert_eq!(first, again);
+    // The runs did something different from each other.
+    let distinct: std::collections::BTreeSet<u64> = first
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|s| s.fingerprint))
+        .collect();
+    assert!(distinct.len() > 10, "{distinct:?}");
+}
