@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
             labels.insert(LABEL_SPEC_HASH.to_owned(), s.hash());
             labels.insert(LABEL_SPEC.to_owned(), s.canonical_json());
         }
-        containers.push(ObservedContainer {
+        containers.push(ObservedContainer::from(ObservedFields {
             id: format!("id{}", id % 16),
             name: NAMES[usize::from(name) % NAMES.len()].to_owned(),
             image_id: "sha256:i".to_owned(),
@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
             },
             health: None,
             labels,
-        });
+        }));
     }
     let actual = Actual { containers, images: BTreeMap::new() };
     let p = plan(&desired, &actual, &History::default(), Timestamp(0));

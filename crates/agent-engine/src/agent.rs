@@ -1157,7 +1157,7 @@ impl<W: World> Agent<W> {
                 let last_error = errors.get(&c.deployment).cloned().or(diag_error);
                 // The planner's test: the spec and, when the image is here, its id.
                 let current = observed.is_some_and(|o| {
-                    o.labels.get(LABEL_SPEC_HASH) == Some(&spec_hash)
+                    o.labels().get(LABEL_SPEC_HASH) == Some(&spec_hash)
                         && d.image_id.as_ref().is_none_or(|id| *id == o.image_id)
                 });
                 let failed_spec = self

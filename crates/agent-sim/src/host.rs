@@ -13,7 +13,8 @@ use agent_engine::{Probe, Runtime};
 use docker_runtime::{ContainerInfo, Owner, RegistryAuth, RuntimeError, WatchEvent};
 use manifest_model::ProbeTarget;
 use reconcile_core::{
-    Actual, ContainerState, LABEL_DEPLOYMENT, ObservedContainer, RenderedEnv, RenderedSpec,
+    Actual, ContainerState, LABEL_DEPLOYMENT, ObservedContainer, ObservedFields, RenderedEnv,
+    RenderedSpec,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -329,13 +330,15 @@ impl HostState {
             containers: self
                 .containers
                 .values()
-                .map(|c| ObservedContainer {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    image_id: c.image_id.clone(),
-                    state: c.state(),
-                    health: None,
-                    labels: c.labels.clone(),
+                .map(|c| {
+                    ObservedContainer::from(ObservedFields {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        image_id: c.image_id.clone(),
+                        state: c.state(),
+                        health: None,
+                        labels: c.labels.clone(),
+                    })
                 })
                 .collect(),
             images: BTreeMap::new(),

@@ -32,7 +32,8 @@ use bollard::query_parameters::{
 };
 use reconcile_core::{
     Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT,
-    LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer, RenderedEnv, RenderedSpec,
+    LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer, ObservedFields, RenderedEnv,
+    RenderedSpec,
 };
 
 /// Everything that can go wrong talking to Docker.
@@ -378,14 +379,14 @@ fn observed(c: ContainerSummary) -> Option<ObservedContainer> {
         Some(ContainerSummaryHealthStatusEnum::UNHEALTHY) => Some(HealthStatus::Unhealthy),
         _ => c.status.as_deref().and_then(health_from_status),
     };
-    Some(ObservedContainer {
+    Some(ObservedContainer::from(ObservedFields {
         id,
         name,
         image_id: c.image_id.unwrap_or_default(),
         state,
         health,
         labels: c.labels.unwrap_or_default().into_iter().collect(),
-    })
+    }))
 }
 
 /// The health in Docker's status text: `Up 3 seconds (health: starting)`, `(healthy)`,

@@ -71,28 +71,32 @@ fn actual_from(d: &Desired) -> Actual {
         .iter()
         .enumerate()
         .rev()
-        .map(|(i, x)| ObservedContainer {
-            id: format!("{i:064x}"),
-            name: x.spec.container_name.clone(),
-            image_id: x.image_id.clone().unwrap_or_default(),
-            state: ContainerState::Running,
-            health: None,
-            labels: BTreeMap::from([
-                (LABEL_NODE.to_owned(), "n1".to_owned()),
-                (LABEL_ENVIRONMENT.to_owned(), "main".to_owned()),
-                (LABEL_DEPLOYMENT.to_owned(), x.name.clone()),
-                (LABEL_SPEC_HASH.to_owned(), x.spec_hash.clone()),
-                (LABEL_SPEC.to_owned(), x.spec.canonical_json()),
-            ]),
+        .map(|(i, x)| {
+            ObservedContainer::from(ObservedFields {
+                id: format!("{i:064x}"),
+                name: x.spec.container_name.clone(),
+                image_id: x.image_id.clone().unwrap_or_default(),
+                state: ContainerState::Running,
+                health: None,
+                labels: BTreeMap::from([
+                    (LABEL_NODE.to_owned(), "n1".to_owned()),
+                    (LABEL_ENVIRONMENT.to_owned(), "main".to_owned()),
+                    (LABEL_DEPLOYMENT.to_owned(), x.name.clone()),
+                    (LABEL_SPEC_HASH.to_owned(), x.spec_hash.clone()),
+                    (LABEL_SPEC.to_owned(), x.spec.canonical_json()),
+                ]),
+            })
         })
         .collect();
-    containers.extend((0..10).map(|i| ObservedContainer {
-        id: format!("unmanaged{i}"),
-        name: format!("other-{i}"),
-        image_id: "sha256:other".to_owned(),
-        state: ContainerState::Running,
-        health: None,
-        labels: BTreeMap::new(),
+    containers.extend((0..10).map(|i| {
+        ObservedContainer::from(ObservedFields {
+            id: format!("unmanaged{i}"),
+            name: format!("other-{i}"),
+            image_id: "sha256:other".to_owned(),
+            state: ContainerState::Running,
+            health: None,
+            labels: BTreeMap::new(),
+        })
     }));
     Actual {
         images: Default::default(),

@@ -34,8 +34,10 @@ pub struct Actual {
     pub images: BTreeMap<String, String>,
 }
 
-/// One container as Docker reports it.
+/// One container as Docker reports it. Built from [`ObservedFields`], which reads its
+/// ownership labels once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ObservedFields")]
 pub struct ObservedContainer {
     /// Docker's id.
     pub id: String,
@@ -48,12 +50,104 @@ pub struct ObservedContainer {
     /// Its Docker HEALTHCHECK status, when the image or container defines one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// All labels; changed only through [`ObservedContainer::set_label`], which keeps
+    /// `owner` true to them.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// orun's ownership labels, in fields of their own when the container carries all four:
+    /// the planner asks every container whose it is, and a walk of its label tree each time
+    /// was most of a converged plan's time at 10 000 containers (docs/BENCHMARKS.md).
+    #[serde(skip)]
+    owner: Option<Ownership>,
+}
+
+/// A container's fields as Docker reports them, before its ownership labels are read.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ObservedFields {
+    /// Docker's id.
+    pub id: String,
+    /// Name without Docker's leading `/`.
+    pub name: String,
+    /// The image id it runs (`sha256:…`).
+    pub image_id: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// Its Docker HEALTHCHECK status, when the image or container defines one.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
     /// All labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
 
+impl From<ObservedFields> for ObservedContainer {
+    fn from(f: ObservedFields) -> Self {
+        Self {
+            owner: Ownership::read(&f.labels),
+            id: f.id,
+            name: f.name,
+            image_id: f.image_id,
+            state: f.state,
+            health: f.health,
+            labels: f.labels,
+        }
+    }
+}
+
+/// orun's ownership labels of one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    /// `orun.node`.
+    pub node: String,
+    /// `orun.environment`.
+    pub environment: String,
+    /// `orun.deployment`.
+    pub deployment: String,
+    /// `orun.spec-hash`.
+    pub spec_hash: String,
+}
+
+impl Ownership {
+    /// The four labels, when `labels` holds every one; read in one walk over the `orun.`
+    /// labels, which sort together.
+    pub fn read(labels: &BTreeMap<String, String>) -> Option<Self> {
+        let (mut node, mut environment, mut deployment, mut spec_hash) = (None, None, None, None);
+        let orun = (Bound::Included("orun."), Bound::Excluded("orun/"));
+        for (key, value) in labels.range::<str, _>(orun) {
+            match key.as_str() {
+                LABEL_NODE => node = Some(value),
+                LABEL_ENVIRONMENT => environment = Some(value),
+                LABEL_DEPLOYMENT => deployment = Some(value),
+                LABEL_SPEC_HASH => spec_hash = Some(value),
+                _ => {}
+            }
+        }
+        Some(Self {
+            node: node?.clone(),
+            environment: environment?.clone(),
+            deployment: deployment?.clone(),
+            spec_hash: spec_hash?.clone(),
+        })
+    }
+}
+
 impl ObservedContainer {
+    /// All its labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+
+    /// orun's four ownership labels, when it carries every one.
+    pub fn owner(&self) -> Option<&Ownership> {
+        self.owner.as_ref()
+    }
+
+    /// Sets a label (as a test or a snapshot edit would), keeping the ownership fields true.
+    pub fn set_label(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.labels.insert(key.into(), value.into());
+        self.owner = Ownership::read(&self.labels);
+    }
+
     /// Whether the agent of `node` in `environment` manages this container: it carries every
     /// ownership label orun writes, with those values. A container with only some of them (a
     /// copied `orun.node`, say) is not ours and is never touched (REFERENCE §2, RELIABILITY
@@ -63,22 +157,11 @@ impl ObservedContainer {
     }
 
     /// The deployment and spec hash of a container this agent manages (see
-    /// [`ObservedContainer::managed_by`]), read in one walk over the `orun.` labels, which
-    /// sort together: every key a lookup compares is a separate string, and at 10 000
-    /// containers each is a cache miss (docs/BENCHMARKS.md).
+    /// [`ObservedContainer::managed_by`]).
     pub fn ownership(&self, node: &str, environment: &str) -> Option<(&str, &str)> {
-        let (mut n, mut e, mut deployment, mut hash) = (false, false, None, None);
-        let orun = (Bound::Included("orun."), Bound::Excluded("orun/"));
-        for (key, value) in self.labels.range::<str, _>(orun) {
-            match key.as_str() {
-                LABEL_NODE => n = value == node,
-                LABEL_ENVIRONMENT => e = value == environment,
-                LABEL_DEPLOYMENT => deployment = Some(value.as_str()),
-                LABEL_SPEC_HASH => hash = Some(value.as_str()),
-                _ => {}
-            }
-        }
-        if n && e { deployment.zip(hash) } else { None }
+        let o = self.owner.as_ref()?;
+        (o.node == node && o.environment == environment)
+            .then_some((o.deployment.as_str(), o.spec_hash.as_str()))
     }
 
     /// The Deployment it belongs to, per its label.

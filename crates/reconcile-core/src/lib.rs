@@ -27,10 +27,10 @@
 //!     (LABEL_SPEC_HASH.to_owned(), "0f1e2d".to_owned()),
 //! ]);
 //! let actual = Actual { images: Default::default(), containers: vec![
-//!     ObservedContainer { id: "c1".into(), name: "postgres".into(), image_id: "sha256:aa".into(),
-//!                         state: ContainerState::Running, health: None, labels: BTreeMap::new() },
-//!     ObservedContainer { id: "c2".into(), name: "old-api".into(), image_id: "sha256:bb".into(),
-//!                         state: ContainerState::Running, health: None, labels: ours },
+//!     ObservedFields { id: "c1".into(), name: "postgres".into(), image_id: "sha256:aa".into(),
+//!                      state: ContainerState::Running, health: None, labels: BTreeMap::new() }.into(),
+//!     ObservedFields { id: "c2".into(), name: "old-api".into(), image_id: "sha256:bb".into(),
+//!                      state: ContainerState::Running, health: None, labels: ours }.into(),
 //! ]};
 //!
 //! let plan = plan(&desired, &actual, &History::default(), Timestamp(0));
@@ -46,7 +46,7 @@ mod plan;
 
 pub use actual::{
     Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT,
-    LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer,
+    LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer, ObservedFields, Ownership,
 };
 pub use desired::{
     Desired, DesiredDeployment, OfferedSecrets, RenderedEnv, RenderedPort, RenderedSpec,

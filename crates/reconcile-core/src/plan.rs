@@ -625,7 +625,7 @@ impl<'a> Names<'a> {
         // the order of the observations.
         for holders in map.values_mut().filter(|h| h.len() > 1) {
             holders.sort_by(|a, b| {
-                (&a.id, &a.labels, &a.image_id).cmp(&(&b.id, &b.labels, &b.image_id))
+                (&a.id, a.labels(), &a.image_id).cmp(&(&b.id, b.labels(), &b.image_id))
             });
         }
         Self(map)
@@ -811,8 +811,8 @@ fn state_word(s: ContainerState) -> String {
 }
 
 fn name_clash(desired: &Desired, d: &DesiredDeployment, other: &ObservedContainer) -> Diagnostic {
-    let other_branch = (other.labels.get(LABEL_NODE) == Some(&desired.node))
-        .then(|| other.labels.get(LABEL_ENVIRONMENT))
+    let other_branch = (other.labels().get(LABEL_NODE) == Some(&desired.node))
+        .then(|| other.labels().get(LABEL_ENVIRONMENT))
         .flatten()
         .filter(|b| **b != desired.environment)
         .cloned();
@@ -847,7 +847,7 @@ fn remove_step(
 /// The fields that differ between a container's recorded spec and the desired one.
 fn changes(c: &ObservedContainer, d: &DesiredDeployment) -> Vec<FieldChange> {
     let old: Option<RenderedSpec> = c
-        .labels
+        .labels()
         .get(LABEL_SPEC)
         .and_then(|j| serde_json::from_str(j).ok());
     let mut out = Vec::new();

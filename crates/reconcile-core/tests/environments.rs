@@ -49,19 +49,21 @@ fn created(d: &Desired, prefix: &str) -> Vec<ObservedContainer> {
     d.deployments
         .iter()
         .enumerate()
-        .map(|(i, dep)| ObservedContainer {
-            id: format!("{prefix}{i}"),
-            name: dep.spec.container_name.clone(),
-            image_id: "sha256:img".to_owned(),
-            state: ContainerState::Running,
-            health: None,
-            labels: BTreeMap::from([
-                (LABEL_NODE.to_owned(), d.node.clone()),
-                (LABEL_ENVIRONMENT.to_owned(), d.environment.clone()),
-                (LABEL_DEPLOYMENT.to_owned(), dep.name.clone()),
-                (LABEL_SPEC_HASH.to_owned(), dep.spec_hash.clone()),
-                (LABEL_SPEC.to_owned(), dep.spec.canonical_json()),
-            ]),
+        .map(|(i, dep)| {
+            ObservedContainer::from(ObservedFields {
+                id: format!("{prefix}{i}"),
+                name: dep.spec.container_name.clone(),
+                image_id: "sha256:img".to_owned(),
+                state: ContainerState::Running,
+                health: None,
+                labels: BTreeMap::from([
+                    (LABEL_NODE.to_owned(), d.node.clone()),
+                    (LABEL_ENVIRONMENT.to_owned(), d.environment.clone()),
+                    (LABEL_DEPLOYMENT.to_owned(), dep.name.clone()),
+                    (LABEL_SPEC_HASH.to_owned(), dep.spec_hash.clone()),
+                    (LABEL_SPEC.to_owned(), dep.spec.canonical_json()),
+                ]),
+            })
         })
         .collect()
 }
@@ -167,9 +169,7 @@ fn a_container_listed_twice_is_left_alone() {
     let mut containers = created(&d, "c");
     containers.push(containers[0].clone());
     let mut stale = containers[0].clone();
-    stale
-        .labels
-        .insert(LABEL_SPEC_HASH.to_owned(), "old".to_owned());
+    stale.set_label(LABEL_SPEC_HASH.to_owned(), "old".to_owned());
     containers.push(stale);
     let actual = Actual {
         containers,
@@ -193,18 +193,17 @@ fn a_chain_of_blocked_names_blocks_every_link() {
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let rev = repo(&name_refs);
     let d = desired(&rev, "main");
-    let mut containers = vec![ObservedContainer {
+    let mut containers = vec![ObservedContainer::from(ObservedFields {
         id: "stranger".to_owned(),
         name: names[0].clone(),
         image_id: "sha256:x".to_owned(),
         state: ContainerState::Running,
         health: None,
         labels: BTreeMap::new(),
-    }];
+    })];
     // d_i's container is stale and sits under the name d_{i+1} wants.
     for (i, mut c) in created(&d, "c").into_iter().enumerate() {
-        c.labels
-            .insert(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
+        c.set_label(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
         c.name = format!("d{:04}", i + 1);
         containers.push(c);
     }
@@ -235,10 +234,8 @@ fn many_swapped_pairs_are_all_left_to_a_human() {
     for pair in containers.chunks_mut(2) {
         let (a, b) = pair.split_at_mut(1);
         std::mem::swap(&mut a[0].name, &mut b[0].name);
-        a[0].labels
-            .insert(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
-        b[0].labels
-            .insert(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
+        a[0].set_label(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
+        b[0].set_label(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
     }
     let actual = Actual {
         containers,
@@ -257,23 +254,21 @@ fn repeated_names_and_ids_plan_the_same_in_any_order() {
     let rev = repo(&["web", "api"]);
     let d = desired(&rev, "feature/x");
     let mut ours = created(&d, "c");
-    ours[0]
-        .labels
-        .insert(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
+    ours[0].set_label(LABEL_SPEC_HASH.to_owned(), "stale".to_owned());
     let stranger = |id: &str, name: &str, env: Option<&str>| {
         let mut labels = BTreeMap::new();
         if let Some(env) = env {
             labels.insert(LABEL_NODE.to_owned(), "n1".to_owned());
             labels.insert(LABEL_ENVIRONMENT.to_owned(), env.to_owned());
         }
-        ObservedContainer {
+        ObservedContainer::from(ObservedFields {
             id: id.to_owned(),
             name: name.to_owned(),
             image_id: "sha256:x".to_owned(),
             state: ContainerState::Running,
             health: None,
             labels,
-        }
+        })
     };
     let mut all = ours.clone();
     all.push(stranger("z1", "feature-x.api", Some("feature_x")));
@@ -319,22 +314,20 @@ fn one_id_twice_blocks_the_same_way_in_any_order() {
     let mut stale = created(&d, "x")[0].clone();
     stale.id = "dup".to_owned();
     stale.name = "bb".to_owned();
-    stale
-        .labels
-        .insert(LABEL_SPEC_HASH.to_owned(), "old".to_owned());
+    stale.set_label(LABEL_SPEC_HASH.to_owned(), "old".to_owned());
     let stranger = |id: &str, name: &str, node: Option<&str>| {
         let mut labels = BTreeMap::new();
         if let Some(n) = node {
             labels.insert(LABEL_NODE.to_owned(), n.to_owned());
         }
-        ObservedContainer {
+        ObservedContainer::from(ObservedFields {
             id: id.to_owned(),
             name: name.to_owned(),
             image_id: "sha256:x".to_owned(),
             state: ContainerState::Running,
             health: None,
             labels,
-        }
+        })
     };
     let all = vec![
         stale,

@@ -148,14 +148,14 @@ fn observed(i: usize) -> impl Strategy<Value = ObservedContainer> {
                     (_, true) => format!("{}-{i}", NAMES[name]),
                     (_, false) => NAMES[name].to_owned(),
                 };
-                ObservedContainer {
+                ObservedContainer::from(ObservedFields {
                     id: format!("id{i:02}"),
                     name,
                     image_id: image_id.to_owned(),
                     state,
                     health: None,
                     labels,
-                }
+                })
             },
         )
 }
@@ -263,14 +263,14 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
                         .map(|c| (
                             &c.id,
                             &c.name,
-                            c.labels.get(LABEL_NODE),
+                            c.labels().get(LABEL_NODE),
                             c.deployment(),
                             c.spec_hash().map(|h| &h[..6])
                         ))
                         .collect::<Vec<_>>()
                 );
                 next += 1;
-                cs.push(ObservedContainer {
+                cs.push(ObservedContainer::from(ObservedFields {
                     id: format!("new{next}"),
                     name: d.spec.container_name.clone(),
                     image_id,
@@ -283,7 +283,7 @@ fn apply(plan: &Plan, desired: &Desired, actual: &Actual) -> (Actual, Desired) {
                         (LABEL_SPEC_HASH.to_owned(), d.spec_hash.clone()),
                         (LABEL_SPEC.to_owned(), d.spec.canonical_json()),
                     ]),
-                });
+                }));
             }
         }
     }

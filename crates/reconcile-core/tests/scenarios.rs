@@ -36,7 +36,7 @@ fn desired(deployments: &[(&str, &str)]) -> Desired {
 
 /// A running container exactly as the agent would have created it for `d`.
 fn created(d: &DesiredDeployment, id: &str) -> ObservedContainer {
-    ObservedContainer {
+    ObservedContainer::from(ObservedFields {
         id: id.to_owned(),
         name: d.spec.container_name.clone(),
         image_id: d.image_id.clone().unwrap(),
@@ -49,11 +49,11 @@ fn created(d: &DesiredDeployment, id: &str) -> ObservedContainer {
             (LABEL_SPEC_HASH.to_owned(), d.spec_hash.clone()),
             (LABEL_SPEC.to_owned(), d.spec.canonical_json()),
         ]),
-    }
+    })
 }
 
 fn stranger(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer {
-    ObservedContainer {
+    ObservedContainer::from(ObservedFields {
         id: id.to_owned(),
         name: name.to_owned(),
         image_id: "sha256:other".to_owned(),
@@ -63,7 +63,7 @@ fn stranger(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer 
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-    }
+    })
 }
 
 fn check(desired: &Desired, actual: Vec<ObservedContainer>, history: &History, expect: Expect) {
@@ -371,9 +371,7 @@ fn paused_and_dead_containers() {
 fn other_environments_and_partial_labels_are_not_ours() {
     let d = desired(&[("api", API)]);
     let mut staging = created(&desired(&[("web", WEB)]).deployments[0], "c1");
-    staging
-        .labels
-        .insert(LABEL_ENVIRONMENT.to_owned(), "staging".to_owned());
+    staging.set_label(LABEL_ENVIRONMENT.to_owned(), "staging".to_owned());
     staging.name = "staging.web".to_owned();
     let partial = stranger("s1", "my-db", &[(LABEL_NODE, "n1")]);
     check(
