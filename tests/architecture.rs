@@ -125,6 +125,8 @@ fn each_foreign_library_has_one_owner() {
         ("rustix", "manifest-model"),
         ("hyper-util", "status-http"),
         ("http-body-util", "status-http"),
+        ("prometheus", "status-http"),
+        ("jiff", "agent-engine"),
     ] {
         let users: Vec<&String> = members.iter().filter(|m| deps[*m].contains(lib)).collect();
         assert!(

@@ -400,13 +400,14 @@ fn ensure_git() -> Result<()> {
 }
 
 /// The programs the tests start beside Docker and Git: `sshd` for the deploy-key remote,
-/// `docker-registry` and `htpasswd` for authenticated pulls. Installed here so that
-/// `cargo xtask test` skips nothing on a fresh machine.
+/// `docker-registry` and `htpasswd` for authenticated pulls, `promtool` to lint `/metrics`.
+/// Installed here so that `cargo xtask test` skips nothing on a fresh machine.
 fn ensure_test_components() -> Result<()> {
     ensure_programs(&[
         ("sshd", "openssh-server"),
         ("docker-registry", "docker-registry"),
         ("htpasswd", "apache2-utils"),
+        ("promtool", "prometheus"),
     ])
 }
 

@@ -228,7 +228,7 @@ fn respond(req: &Request<Incoming>, status: &Status) -> Response<Full<Bytes>> {
             let mut r = text(StatusCode::OK, &snap.metrics.render(snap));
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             r
         }

@@ -1,7 +1,10 @@
 //! What the status API shows: an allowlisted schema, filled in by the agent after each pass.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+
+use prometheus::{
+    Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use serde::Serialize;
 
@@ -120,88 +123,105 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Prometheus text exposition (0.0.4), with deployments counted by state.
+    /// The Prometheus text exposition (0.0.4) of these metrics and of `snap`'s deployments
+    /// by state, by the `prometheus` crate's encoder: a registry is filled from the snapshot
+    /// on each scrape (the agent's counters live in its snapshot, not in the library's
+    /// atomics).
     pub fn render(&self, snap: &Snapshot) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        metric(
-            "orun_passes_total",
-            "counter",
-            "Reconcile passes run.",
-            &[(String::new(), self.passes_total as f64)],
-        );
-        metric(
-            "orun_pass_failures_total",
-            "counter",
-            "Reconcile passes that ended in an error.",
-            &[(String::new(), self.pass_failures_total as f64)],
-        );
-        if let Some(t) = self.last_success_unix {
-            metric(
-                "orun_last_success_timestamp_seconds",
-                "gauge",
-                "Unix time of the last successful pass.",
-                &[(String::new(), t)],
-            );
-        }
-        if let Some(d) = self.fetch_duration_seconds {
-            metric(
-                "orun_fetch_duration_seconds",
-                "gauge",
-                "Duration of the last Git fetch.",
-                &[(String::new(), d)],
-            );
-        }
-        let labelled = |key: &str, m: &BTreeMap<String, u64>| -> Vec<(String, f64)> {
-            m.iter()
-                .map(|(k, v)| (format!("{{{key}=\"{}\"}}", escape(k)), *v as f64))
-                .collect()
-        };
-        metric(
-            "orun_restarts_total",
-            "counter",
-            "Container restarts (Docker's restart policy and orun's supervision), by deployment.",
-            &labelled("deployment", &self.restarts),
-        );
-        metric(
-            "orun_rollouts_total",
-            "counter",
-            "Rollouts ended, by outcome.",
-            &labelled("outcome", &self.rollouts),
-        );
-        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
         for d in snap.deployments.values() {
             *by_state.entry(d.state.as_str()).or_default() += 1;
         }
-        let samples: Vec<(String, f64)> = by_state
-            .iter()
-            .map(|(s, n)| (format!("{{state=\"{}\"}}", escape(s)), *n as f64))
-            .collect();
-        metric(
-            "orun_deployments",
-            "gauge",
-            "Deployments by state.",
-            &samples,
-        );
-        metric(
-            "orun_ready",
-            "gauge",
-            "1 when the current revision is converged and healthy.",
-            &[(String::new(), f64::from(u8::from(snap.ready)))],
-        );
+        let registry = Registry::new();
+        let fill = || -> prometheus::Result<()> {
+            counter(
+                &registry,
+                "orun_passes_total",
+                "Reconcile passes run.",
+                self.passes_total,
+            )?;
+            counter(
+                &registry,
+                "orun_pass_failures_total",
+                "Reconcile passes that ended in an error.",
+                self.pass_failures_total,
+            )?;
+            if let Some(t) = self.last_success_unix {
+                gauge(
+                    &registry,
+                    "orun_last_success_timestamp_seconds",
+                    "Unix time of the last successful pass.",
+                    t,
+                )?;
+            }
+            if let Some(d) = self.fetch_duration_seconds {
+                gauge(
+                    &registry,
+                    "orun_fetch_duration_seconds",
+                    "Duration of the last Git fetch.",
+                    d,
+                )?;
+            }
+            counters(
+                &registry,
+                "orun_restarts_total",
+                "Container restarts (Docker's restart policy and orun's supervision), by deployment.",
+                "deployment",
+                &self.restarts,
+            )?;
+            counters(
+                &registry,
+                "orun_rollouts_total",
+                "Rollouts ended, by outcome.",
+                "outcome",
+                &self.rollouts,
+            )?;
+            let deployments = IntGaugeVec::new(
+                Opts::new("orun_deployments", "Deployments by state."),
+                &["state"],
+            )?;
+            for (state, n) in &by_state {
+                deployments.with_label_values(&[*state]).set(*n);
+            }
+            registry.register(Box::new(deployments))?;
+            let ready = IntGauge::new(
+                "orun_ready",
+                "1 when the current revision is converged and healthy.",
+            )?;
+            ready.set(i64::from(snap.ready));
+            registry.register(Box::new(ready))
+        };
+        let mut out = String::new();
+        // Names and labels are ours and fixed, so registering cannot fail; if it did, the
+        // scrape would show what was registered before.
+        let _ = fill();
+        let _ = TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
         out
     }
 }
 
-/// Escapes a Prometheus label value.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn counter(registry: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<()> {
+    let c = IntCounter::new(name, help)?;
+    c.inc_by(v);
+    registry.register(Box::new(c))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, v: f64) -> prometheus::Result<()> {
+    let g = Gauge::new(name, help)?;
+    g.set(v);
+    registry.register(Box::new(g))
+}
+
+fn counters(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    key: &str,
+    values: &BTreeMap<String, u64>,
+) -> prometheus::Result<()> {
+    let c = IntCounterVec::new(Opts::new(name, help), &[key])?;
+    for (label, v) in values {
+        c.with_label_values(&[label.as_str()]).inc_by(*v);
+    }
+    registry.register(Box::new(c))
 }

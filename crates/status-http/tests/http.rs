@@ -175,6 +175,46 @@ fn endpoints_and_methods() {
             "{l}"
         );
     }
+    promtool_accepts(&metrics);
+}
+
+/// Prometheus's own linter reads the exposition without a complaint.
+fn promtool_accepts(metrics: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            !test_support::required(),
+            "promtool is required (ORUN_REQUIRE_ALL; Debian package prometheus)"
+        );
+        #[allow(clippy::print_stderr, reason = "a skipped check says so")]
+        {
+            eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
+        }
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{metrics}"
+    );
 }
 
 /// G2: a 1 MB header is refused, and the server keeps serving.
