@@ -98,12 +98,16 @@ impl Agent {
             })
     }
 
-    /// Waits until `/readyz` is 200 with `commit` applied, returning `/status`.
+    /// Waits until `/readyz` is 200 with `commit` applied, returning `/status`. The two are
+    /// separate requests: `/status` is read before and after, so a `/readyz` of an earlier
+    /// snapshot (the previous commit, ready) is never taken for this commit's.
     pub(crate) fn converged(&self, commit: &str) -> Value {
         self.wait(&format!("convergence to {commit}")).until(|| {
+            let before = self.status()?;
             let ready = self.get("/readyz")?.code == 200;
-            let s = self.status()?;
-            (ready && s["node"]["git_head"] == commit).then_some(s)
+            let after = self.status()?;
+            (ready && before["node"]["git_head"] == commit && after["node"]["git_head"] == commit)
+                .then_some(after)
         })
     }
 
