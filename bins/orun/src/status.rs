@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use status_http::Snapshot;
 
 /// Arguments of `orun status`.
 #[derive(Debug, clap::Args)]
@@ -30,16 +31,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             answer.code
         );
     }
-    let doc: Value =
-        serde_json::from_str(&answer.body).context("the agent's /status is not JSON")?;
     if args.json {
+        let doc: Value =
+            serde_json::from_str(&answer.body).context("the agent's /status is not JSON")?;
         crate::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let snap: Snapshot = serde_json::from_str(&answer.body)
+        .context("the agent's /status is not the status this orun reads")?;
     let ready = status_http::get(args.addr, "/readyz", timeout)
         .map(|a| a.code == 200)
         .unwrap_or(false);
-    let mut out = render(&doc, ready);
+    let mut out = render(&snap, ready);
     // The last few events say what just happened; `orun events` has the rest.
     if let Ok(events) = crate::events::fetch(args.addr, None, 5)
         && !events.is_empty()
@@ -51,36 +54,32 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".to_owned(),
-        Some(other) => other.to_string(),
-    }
+fn or_dash(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_owned()
 }
 
-fn render(doc: &Value, ready: bool) -> String {
-    let node = &doc["node"];
+fn render(snap: &Snapshot, ready: bool) -> String {
+    let node = &snap.node;
     let mut out = String::new();
-    let head: String = text(node, "git_head").chars().take(12).collect();
+    let head: String = or_dash(node.git_head.as_deref()).chars().take(12).collect();
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
         "node {}  commit {}  {}",
-        text(node, "name"),
+        node.name,
         head,
         if ready { "ready" } else { "not ready" }
     );
     let _ = writeln!(
         out,
         "started {}  last sync {}",
-        text(node, "started_at"),
-        text(node, "last_sync_time")
+        node.started_at,
+        or_dash(node.last_sync_time.as_deref())
     );
-    if let Some(s) = node.get("stale_since").and_then(Value::as_str) {
+    if let Some(s) = &node.stale_since {
         let _ = writeln!(out, "remote unreachable since {s}");
     }
-    if let Some(e) = node.get("sync_error").and_then(Value::as_str) {
+    if let Some(e) = &node.sync_error {
         let _ = writeln!(out, "sync error: {e}");
     }
     let mut rows = vec![[
@@ -92,23 +91,23 @@ fn render(doc: &Value, ready: bool) -> String {
         "CONTAINER".to_owned(),
     ]];
     let mut errors = Vec::new();
-    if let Some(deployments) = doc["deployments"].as_object() {
-        for (name, d) in deployments {
-            let id = text(d, "container_id");
-            rows.push([
-                name.clone(),
-                text(d, "state"),
-                text(d, "health"),
-                text(d, "restarts"),
-                text(d, "image"),
-                id.chars().take(12).collect(),
-            ]);
-            if let Some(r) = d.get("rollout").and_then(Value::as_str) {
-                errors.push(format!("{name}: rolling out: {r}"));
-            }
-            if let Some(e) = d.get("last_error").and_then(Value::as_str) {
-                errors.push(format!("{name}: {e}"));
-            }
+    for (name, d) in &snap.deployments {
+        rows.push([
+            name.clone(),
+            d.state.to_string(),
+            or_dash(d.health.as_deref()),
+            d.restarts.to_string(),
+            d.image.clone(),
+            or_dash(d.container_id.as_deref())
+                .chars()
+                .take(12)
+                .collect(),
+        ]);
+        if let Some(r) = &d.rollout {
+            errors.push(format!("{name}: rolling out: {r}"));
+        }
+        if let Some(e) = &d.last_error {
+            errors.push(format!("{name}: {e}"));
         }
     }
     let widths: Vec<usize> = (0..6)
@@ -134,11 +133,13 @@ fn render(doc: &Value, ready: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
 
     #[test]
     fn renders_a_table_with_errors_below() {
-        let doc: Value = serde_json::from_str(
+        let doc: Snapshot = serde_json::from_str(
             r#"{"node":{"name":"web-01","started_at":"2026-11-22T10:00:00Z","last_sync_time":null,
                 "git_head":"fbf4cd18513e66989ab9e74b3c0f9b71dfce52d2","sync_error":"fetch failed: x",
                 "stale_since":"2026-11-22T10:01:00Z"},
@@ -149,7 +150,7 @@ mod tests {
                  "rollout":"healthy for 2s of minHealthySeconds 10"}},
                "services":{}}"#,
         )
-        .unwrap_or_default();
+        .unwrap();
         expect_test::expect![[r#"
             node web-01  commit fbf4cd18513e  not ready
             started 2026-11-22T10:00:00Z  last sync -

@@ -26,7 +26,10 @@ use reconcile_core::{
     Action, Actual, ContainerState, Desired, Diagnostic, Failure, HealthStatus, LABEL_SPEC_HASH,
     ObservedContainer, Plan, Step, Timestamp,
 };
-use status_http::{DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot, Status};
+use status_http::{
+    ContainerPhase, DeploymentState, DeploymentStatus, EventOutcome, Metrics, NodeStatus,
+    ServiceStatus, Snapshot, Status,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
@@ -788,12 +791,17 @@ impl<W: World> Agent<W> {
                         // Starting a stopped current container is supervision: counted.
                         *self.state.restarts.entry(container_id.clone()).or_default() += 1;
                     }
-                    self.event(Some(&step.deployment), action, summary, "ok");
+                    self.event(Some(&step.deployment), action, summary, EventOutcome::Ok);
                 }
                 Err(e) => {
                     let reason = report(&e);
                     error!(deployment = %step.deployment, error = %reason, "step failed");
-                    self.event(Some(&step.deployment), action, &reason, "failed");
+                    self.event(
+                        Some(&step.deployment),
+                        action,
+                        &reason,
+                        EventOutcome::Failed,
+                    );
                     errors.insert(step.deployment.clone(), reason);
                 }
             }
@@ -835,9 +843,9 @@ impl<W: World> Agent<W> {
                 }
                 info!(deployment = %step.deployment, action, reason = %step.reason.summary, "applying");
                 let outcome = if apply::is_rollout(&step.action) {
-                    "started"
+                    EventOutcome::Started
                 } else {
-                    "ok"
+                    EventOutcome::Ok
                 };
                 self.event(Some(&step.deployment), action, &reason, outcome);
             }
@@ -926,7 +934,7 @@ impl<W: World> Agent<W> {
                 // resolves it before planning again.
                 let reason = report(&e);
                 error!(deployment = %dep, error = %reason, "step failed");
-                self.event(Some(dep), action, &reason, "failed");
+                self.event(Some(dep), action, &reason, EventOutcome::Failed);
                 errors.insert(dep.to_owned(), reason);
                 false
             }
@@ -1008,7 +1016,7 @@ impl<W: World> Agent<W> {
         }
     }
 
-    fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: &str) {
+    fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: EventOutcome) {
         let commit = self.current_commit.clone();
         lock(&self.shared.events).record(
             self.shared.clock.wall(),
@@ -1167,21 +1175,21 @@ impl<W: World> Agent<W> {
                     .get(&c.deployment)
                     .is_some_and(|f| f.spec_hash == spec_hash);
                 let state = if c.spec.suspend {
-                    "suspended".to_owned()
+                    DeploymentState::Suspended
                 } else if failed_spec && !current {
                     match observed {
                         Some(o) if o.state == ContainerState::Running => {
-                            "failed, rolled back".to_owned()
+                            DeploymentState::FailedRolledBack
                         }
-                        _ => "failed".to_owned(),
+                        _ => DeploymentState::Failed,
                     }
                 } else if last_error.is_some() && !current {
-                    "failed".to_owned()
+                    DeploymentState::Failed
                 } else {
                     match observed {
-                        None => "missing".to_owned(),
-                        Some(o) if !current => format!("outdated ({})", state_name(&o.state)),
-                        Some(o) => state_name(&o.state),
+                        None => DeploymentState::Missing,
+                        Some(o) if !current => DeploymentState::Outdated(phase(o.state)),
+                        Some(o) => DeploymentState::Current(phase(o.state)),
                     }
                 };
                 let health = observed.and_then(|o| o.health).map(|h| match h {
@@ -1212,7 +1220,7 @@ impl<W: World> Agent<W> {
                     .flatten();
                 let (state, rollout) = if flying {
                     (
-                        "rolling out".to_owned(),
+                        DeploymentState::RollingOut,
                         before.as_ref().and_then(|d| d.rollout.clone()),
                     )
                 } else {
@@ -1348,16 +1356,17 @@ impl<W: World> Agent<W> {
     }
 }
 
-fn state_name(s: &ContainerState) -> String {
+/// A container's state as `/status` names it.
+fn phase(s: ContainerState) -> ContainerPhase {
     match s {
-        ContainerState::Created => "created".into(),
-        ContainerState::Running => "running".into(),
-        ContainerState::Paused => "paused".into(),
-        ContainerState::Restarting => "restarting".into(),
-        ContainerState::Removing => "removing".into(),
-        ContainerState::Exited { code } => format!("exited ({code})"),
-        ContainerState::Dead => "dead".into(),
-        ContainerState::Stopping => "stopping".into(),
+        ContainerState::Created => ContainerPhase::Created,
+        ContainerState::Running => ContainerPhase::Running,
+        ContainerState::Paused => ContainerPhase::Paused,
+        ContainerState::Restarting => ContainerPhase::Restarting,
+        ContainerState::Removing => ContainerPhase::Removing,
+        ContainerState::Exited { code } => ContainerPhase::Exited(code),
+        ContainerState::Dead => ContainerPhase::Dead,
+        ContainerState::Stopping => ContainerPhase::Stopping,
     }
 }
 

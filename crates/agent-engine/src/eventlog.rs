@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use status_http::{EVENTS_KEPT, Event, Status};
+use status_http::{EVENTS_KEPT, Event, EventOutcome, Status};
 use tracing::warn;
 
 use crate::agent::rfc3339;
@@ -71,7 +71,7 @@ impl EventLog {
         deployment: Option<&str>,
         step: &str,
         reason: &str,
-        outcome: &str,
+        outcome: EventOutcome,
     ) {
         let event = Event {
             seq: self.next_seq,
@@ -80,7 +80,7 @@ impl EventLog {
             deployment: deployment.map(str::to_owned),
             step: step.to_owned(),
             reason: reason.to_owned(),
-            outcome: outcome.to_owned(),
+            outcome,
         };
         self.next_seq += 1;
         if let Err(e) = self.append(&event) {
@@ -138,7 +138,7 @@ mod tests {
                 Some("web"),
                 "replace",
                 &format!("r{i}"),
-                "ok",
+                EventOutcome::Ok,
             );
         }
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
@@ -161,7 +161,7 @@ mod tests {
             None,
             "start",
             "agent started",
-            "ok",
+            EventOutcome::Ok,
         );
         assert_eq!(
             again.events(0, None, 1)[0].seq,

@@ -26,7 +26,7 @@ use reconcile_core::{
     Action, ContainerState, Desired, DesiredDeployment, Gate, GatePolicy, Millis, ProbeTrack,
     ReplaceStrategy, Seen, Step, Verdict,
 };
-use status_http::Status;
+use status_http::{DeploymentState, EventOutcome, Status};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -153,7 +153,7 @@ impl<W: World> Ctx<W> {
         lock(&self.journal).clear(deployment)
     }
 
-    fn event(&self, deployment: &str, step: &str, reason: &str, outcome: &str) {
+    fn event(&self, deployment: &str, step: &str, reason: &str, outcome: EventOutcome) {
         lock(&self.events).record(
             self.clock.wall(),
             self.desired.commit.as_deref(),
@@ -185,7 +185,7 @@ impl<W: World> Ctx<W> {
         let mut snap = (*self.status.get()).clone();
         if let Some(d) = snap.deployments.get_mut(deployment) {
             d.rollout = Some(text);
-            d.state = "rolling out".to_owned();
+            d.state = DeploymentState::RollingOut;
             snap.ready = false;
             self.status.publish(snap);
         }
@@ -303,7 +303,7 @@ pub(crate) async fn resume<W: World>(
             "adopted the new container {} after a restart; its gate starts again",
             short(&id)
         ),
-        "started",
+        EventOutcome::Started,
     );
     let verdict = match ctx.docker.inspect(&id).await {
         // The crash came between create and start: start it, as the rollout would have.
@@ -333,16 +333,16 @@ fn say<W: World>(ctx: &Ctx<W>, d: &DesiredDeployment, started: Instant, outcome:
                 &d.name,
                 "promote",
                 &format!("healthy; promoted after {secs:.1}s"),
-                "ok",
+                EventOutcome::Ok,
             );
         }
         Outcome::RolledBack(why) => {
             warn!(deployment = %d.name, reason = %why, "failed, rolled back");
-            ctx.event(&d.name, "rollback", why, "rolled-back");
+            ctx.event(&d.name, "rollback", why, EventOutcome::RolledBack);
         }
         Outcome::Failed(why) => {
             warn!(deployment = %d.name, reason = %why, "failed; nothing to roll back to");
-            ctx.event(&d.name, "rollback", why, "failed");
+            ctx.event(&d.name, "rollback", why, EventOutcome::Failed);
         }
         Outcome::Superseded => {
             info!(deployment = %d.name, "rollout superseded by a newer revision; undone");
@@ -350,7 +350,7 @@ fn say<W: World>(ctx: &Ctx<W>, d: &DesiredDeployment, started: Instant, outcome:
                 &d.name,
                 "rollback",
                 "a newer revision changes this deployment; the rollout was undone for it",
-                "superseded",
+                EventOutcome::Superseded,
             );
         }
         Outcome::Cancelled => {
@@ -359,7 +359,7 @@ fn say<W: World>(ctx: &Ctx<W>, d: &DesiredDeployment, started: Instant, outcome:
                 &d.name,
                 "rollback",
                 "the agent is shutting down; the rollout was undone",
-                "cancelled",
+                EventOutcome::Cancelled,
             );
         }
     }
@@ -538,7 +538,7 @@ async fn start_and_gate<W: World>(
         &d.name,
         "start",
         &format!("new container {} started; waiting for health", short(&id)),
-        "started",
+        EventOutcome::Started,
     );
     gate(ctx, d, &id, checks).await
 }
@@ -789,7 +789,7 @@ pub(crate) async fn recover(
                     Some(&deployment),
                     "recover",
                     &format!("{what} (it was {:?})", intent.phase).to_lowercase(),
-                    "ok",
+                    EventOutcome::Ok,
                 );
             }
             // Docker is away: try again on the next pass, entry kept.
@@ -807,7 +807,7 @@ pub(crate) async fn recover(
                     Some(&deployment),
                     "recover",
                     &format!("could not resolve an interrupted rollout: {why}"),
-                    "failed",
+                    EventOutcome::Failed,
                 );
             }
         }

@@ -32,7 +32,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use client::{Answer, ClientError, get};
-pub use snapshot::{DeploymentStatus, Event, Metrics, NodeStatus, ServiceStatus, Snapshot};
+pub use snapshot::{
+    ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome, Metrics, NodeStatus,
+    ServiceStatus, Snapshot,
+};
 
 /// Everything that can go wrong serving the status API.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,14 @@ use prometheus::{
     Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
 
-/// One picture of the node, as `/status`, `/readyz` and `/metrics` show it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One picture of the node, as `/status`, `/readyz` and `/metrics` show it. It reads back
+/// from `/status` as typed data (`orun status` does), `ready` and `metrics` aside.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The node and its sync state.
     pub node: NodeStatus,
@@ -26,7 +30,7 @@ pub struct Snapshot {
 }
 
 /// The node's part of `/status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node name.
     pub name: String,
@@ -43,7 +47,7 @@ pub struct NodeStatus {
 }
 
 /// One deployment's part of `/status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentStatus {
     /// Deployment name.
     pub name: String,
@@ -51,8 +55,9 @@ pub struct DeploymentStatus {
     pub image: String,
     /// The container running it.
     pub container_id: Option<String>,
-    /// `running`, `converging`, `failed, rolled back`, `suspended`, ...
-    pub state: String,
+    /// Where it stands: `running`, `rolling out`, `failed, rolled back`, `outdated (exited
+    /// (1))`, ...
+    pub state: DeploymentState,
     /// `healthy`, `unhealthy`, `starting`, or none.
     pub health: Option<String>,
     /// Its spec hash.
@@ -65,11 +70,187 @@ pub struct DeploymentStatus {
     /// The current container's address on its network (no port): where clients that follow
     /// `/status` send requests. During a start-first switch it moves to the new container
     /// before the old one drains and stops.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// The rollout in progress, in words (`waiting for health: 3s of minHealthySeconds 10`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+}
+
+/// Where a deployment stands, as `/status` spells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeploymentState {
+    /// The current spec's container, in this state (`running`, `exited (1)`, ...).
+    Current(ContainerPhase),
+    /// A container of an earlier spec, in this state (`outdated (running)`).
+    Outdated(ContainerPhase),
+    /// A new container is being started or held to its gate.
+    RollingOut,
+    /// The current spec failed; the previous container runs again.
+    FailedRolledBack,
+    /// The current spec failed and there was nothing to roll back to.
+    Failed,
+    /// No container.
+    #[default]
+    Missing,
+    /// `suspend: true`.
+    Suspended,
+    /// A state a newer agent spells (read back, never written).
+    Other(String),
+}
+
+/// A container's state, as Docker names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContainerPhase {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Restarting under Docker's restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Exited with this code.
+    Exited(i64),
+    /// Dead.
+    Dead,
+    /// Stopping.
+    Stopping,
+}
+
+impl fmt::Display for ContainerPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Created => f.write_str("created"),
+            Self::Running => f.write_str("running"),
+            Self::Paused => f.write_str("paused"),
+            Self::Restarting => f.write_str("restarting"),
+            Self::Removing => f.write_str("removing"),
+            Self::Exited(code) => write!(f, "exited ({code})"),
+            Self::Dead => f.write_str("dead"),
+            Self::Stopping => f.write_str("stopping"),
+        }
+    }
+}
+
+impl FromStr for ContainerPhase {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "created" => Self::Created,
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "restarting" => Self::Restarting,
+            "removing" => Self::Removing,
+            "dead" => Self::Dead,
+            "stopping" => Self::Stopping,
+            other => {
+                let code = other
+                    .strip_prefix("exited (")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or(())?;
+                Self::Exited(code.parse().map_err(|_| ())?)
+            }
+        })
+    }
+}
+
+impl fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Current(p) => p.fmt(f),
+            Self::Outdated(p) => write!(f, "outdated ({p})"),
+            Self::RollingOut => f.write_str("rolling out"),
+            Self::FailedRolledBack => f.write_str("failed, rolled back"),
+            Self::Failed => f.write_str("failed"),
+            Self::Missing => f.write_str("missing"),
+            Self::Suspended => f.write_str("suspended"),
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<&str> for DeploymentState {
+    fn from(s: &str) -> Self {
+        match s {
+            "rolling out" => Self::RollingOut,
+            "failed, rolled back" => Self::FailedRolledBack,
+            "failed" => Self::Failed,
+            "missing" => Self::Missing,
+            "suspended" => Self::Suspended,
+            other => {
+                if let Some(p) = other
+                    .strip_prefix("outdated (")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|p| p.parse().ok())
+                {
+                    Self::Outdated(p)
+                } else if let Ok(p) = other.parse() {
+                    Self::Current(p)
+                } else {
+                    Self::Other(other.to_owned())
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for DeploymentState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeploymentState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self::from(s.as_str()))
+    }
+}
+
+/// How an event ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventOutcome {
+    /// Begun (a rollout started; its end is another event).
+    Started,
+    /// Done.
+    #[default]
+    Ok,
+    /// Failed; nothing to roll back to, or a single step that failed.
+    Failed,
+    /// Failed, and the previous container serves again.
+    RolledBack,
+    /// Undone because the agent was shutting down.
+    Cancelled,
+    /// Undone because a newer revision changes the deployment.
+    Superseded,
+    /// An outcome a newer agent spells (read back, never written).
+    #[serde(other)]
+    Other,
+}
+
+impl EventOutcome {
+    /// Its name in `/events` and in `orun_rollouts_total{outcome}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled-back",
+            Self::Cancelled => "cancelled",
+            Self::Superseded => "superseded",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for EventOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One entry of the event history (`GET /events`): something orun did or saw, and why.
@@ -90,12 +271,12 @@ pub struct Event {
     /// Why (a plan reason, a probe result, an exit code and log lines). Never a secret: the
     /// agent writes only its own words, container output and manifest field names.
     pub reason: String,
-    /// How it ended: `started`, `ok`, `failed`, `rolled-back`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: EventOutcome,
 }
 
 /// One service's part of `/status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     /// Service name.
     pub name: String,
@@ -128,9 +309,9 @@ impl Metrics {
     /// on each scrape (the agent's counters live in its snapshot, not in the library's
     /// atomics).
     pub fn render(&self, snap: &Snapshot) -> String {
-        let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
         for d in snap.deployments.values() {
-            *by_state.entry(d.state.as_str()).or_default() += 1;
+            *by_state.entry(d.state.to_string()).or_default() += 1;
         }
         let registry = Registry::new();
         let fill = || -> prometheus::Result<()> {
@@ -181,7 +362,7 @@ impl Metrics {
                 &["state"],
             )?;
             for (state, n) in &by_state {
-                deployments.with_label_values(&[*state]).set(*n);
+                deployments.with_label_values(&[state.as_str()]).set(*n);
             }
             registry.register(Box::new(deployments))?;
             let ready = IntGauge::new(
@@ -224,4 +405,60 @@ fn counters(
         c.with_label_values(&[label.as_str()]).inc_by(*v);
     }
     registry.register(Box::new(c))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn states_read_back_as_they_were_written() {
+        for text in [
+            "running",
+            "exited (137)",
+            "outdated (exited (1))",
+            "outdated (paused)",
+            "rolling out",
+            "failed, rolled back",
+            "failed",
+            "missing",
+            "suspended",
+            "created",
+        ] {
+            let state = DeploymentState::from(text);
+            assert!(!matches!(state, DeploymentState::Other(_)), "{text}");
+            assert_eq!(state.to_string(), text);
+        }
+        // A newer agent's word survives the trip, as itself.
+        assert_eq!(
+            DeploymentState::from("draining"),
+            DeploymentState::Other("draining".to_owned())
+        );
+        let snap = Snapshot {
+            deployments: BTreeMap::from([(
+                "web".to_owned(),
+                DeploymentStatus {
+                    name: "web".to_owned(),
+                    state: DeploymentState::Outdated(ContainerPhase::Exited(2)),
+                    ..DeploymentStatus::default()
+                },
+            )]),
+            ..Snapshot::default()
+        };
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains(r#""state":"outdated (exited (2))""#), "{json}");
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), snap);
+        let e: Event = serde_json::from_str(
+            r#"{"seq":1,"time":"t","step":"replace","reason":"r","outcome":"rolled-back"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.outcome, EventOutcome::RolledBack);
+        let unknown: Event = serde_json::from_str(
+            r#"{"seq":1,"time":"t","step":"replace","reason":"r","outcome":"postponed"}"#,
+        )
+        .unwrap();
+        assert_eq!(unknown.outcome, EventOutcome::Other);
+    }
 }

@@ -11,7 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use status_http::{
-    DeploymentStatus, EVENTS_KEPT, Event, Limits, Metrics, NodeStatus, Snapshot, Status, serve,
+    ContainerPhase, DeploymentState, DeploymentStatus, EVENTS_KEPT, Event, EventOutcome, Limits,
+    Metrics, NodeStatus, Snapshot, Status, serve,
 };
 
 /// Starts a server on an ephemeral loopback port; it stops when the returned sender drops.
@@ -74,7 +75,7 @@ fn snapshot(ready: bool) -> Snapshot {
         DeploymentStatus {
             name: "web".into(),
             image: "nginx:1.27".into(),
-            state: "running".into(),
+            state: DeploymentState::Current(ContainerPhase::Running),
             ..Default::default()
         },
     );
@@ -131,7 +132,7 @@ fn endpoints_and_methods() {
             deployment: Some(if seq % 2 == 0 { "web" } else { "api" }.into()),
             step: "replace".into(),
             reason: format!("event {seq}"),
-            outcome: "ok".into(),
+            outcome: EventOutcome::Ok,
             ..Default::default()
         });
     }

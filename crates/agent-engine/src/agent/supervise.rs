@@ -10,6 +10,7 @@ use manifest_model::ProbeTarget;
 use reconcile_core::{
     Actual, ContainerState, Desired, HealthStatus, Millis, ProbePolicy, ProbeTrack, restart_delay,
 };
+use status_http::EventOutcome;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -195,14 +196,14 @@ impl<W: World> Agent<W> {
                 *self.state.restarts.entry(id.to_owned()).or_default() += 1;
                 *self.metrics.restarts.entry(dep.to_owned()).or_default() += 1;
                 self.save_state();
-                self.event(Some(dep), "restart", why, "ok");
+                self.event(Some(dep), "restart", why, EventOutcome::Ok);
             }
             Err(e) => {
                 self.event(
                     Some(dep),
                     "restart",
                     &format!("{why}; the restart failed: {e}"),
-                    "failed",
+                    EventOutcome::Failed,
                 );
             }
         }
