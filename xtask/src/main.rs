@@ -500,23 +500,24 @@ fn sim(args: &[String]) -> Result<()> {
         (_, Some(n)) => n,
         (None, None) => 10_000,
     };
-    let step = Step::cargo(
-        "simulation",
-        &[
-            "test",
-            "--release",
-            "-p",
-            "agent-sim",
-            "--test",
-            "scenarios",
-            "--",
-            "--nocapture",
-        ],
-    )
-    .with_env("ORUN_SIM_SEED", seed.unwrap_or(0).to_string())
-    .with_env("ORUN_SIM_SCENARIOS", count.to_string());
+    let step = Step::cargo("simulation", &SIM_TEST)
+        .with_env("ORUN_SIM_SEED", seed.unwrap_or(0).to_string())
+        .with_env("ORUN_SIM_SCENARIOS", count.to_string());
     step.run()
 }
+
+/// The cargo command that runs the simulation's scenarios (`ORUN_SIM_SEED`,
+/// `ORUN_SIM_SCENARIOS`), for `cargo xtask sim` and the bench.
+const SIM_TEST: [&str; 8] = [
+    "test",
+    "--release",
+    "-p",
+    "agent-sim",
+    "--test",
+    "scenarios",
+    "--",
+    "--nocapture",
+];
 
 /// Fuzzes one target for `seconds`.
 fn fuzz_one(target: &str, seconds: u64) -> Result<()> {

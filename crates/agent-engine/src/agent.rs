@@ -720,12 +720,7 @@ impl<W: World> Agent<W> {
         let (actual, replan) = if plan.steps.is_empty() {
             (actual, plan)
         } else {
-            let actual = self
-                .shared
-                .docker
-                .observe()
-                .await
-                .map_err(EngineError::docker("cannot observe Docker"))?;
+            let actual = self.observe().await?;
             let mut replan =
                 reconcile_core::plan(&desired, &actual, &self.state.history, self.now_ts());
             replan
@@ -972,12 +967,7 @@ impl<W: World> Agent<W> {
         if candidates.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let actual = self
-            .shared
-            .docker
-            .observe()
-            .await
-            .map_err(EngineError::docker("cannot observe Docker"))?;
+        let actual = self.observe().await?;
         Ok(candidates
             .into_iter()
             .filter(|(_, intent)| {
@@ -1322,6 +1312,15 @@ fn target_name(step: &Step) -> &str {
 }
 
 impl<W: World> Agent<W> {
+    /// Every container on the host, or why Docker could not say.
+    async fn observe(&self) -> Result<Actual, EngineError> {
+        self.shared
+            .docker
+            .observe()
+            .await
+            .map_err(EngineError::docker("cannot observe Docker"))
+    }
+
     /// The wall clock in whole seconds, as the planner and the history count.
     fn now_ts(&self) -> Timestamp {
         Timestamp(

@@ -448,7 +448,10 @@ mod tests {
             ..Snapshot::default()
         };
         let json = serde_json::to_string(&snap).unwrap();
-        assert!(json.contains(r#""state":"outdated (exited (2))""#), "{json}");
+        assert!(
+            json.contains(r#""state":"outdated (exited (2))""#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), snap);
         let e: Event = serde_json::from_str(
             r#"{"seq":1,"time":"t","step":"replace","reason":"r","outcome":"rolled-back"}"#,

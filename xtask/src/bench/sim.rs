@@ -30,16 +30,7 @@ pub(crate) fn run(scenarios: u64) -> Result<Figures> {
     .run()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "agent-sim",
-            "--test",
-            "scenarios",
-            "--",
-            "--nocapture",
-        ])
+        .args(super::super::SIM_TEST)
         .env("ORUN_SIM_SCENARIOS", scenarios.to_string())
         .env("ORUN_SIM_SEED", "0")
         .current_dir(super::super::workspace_root())
