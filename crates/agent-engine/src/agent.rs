@@ -291,7 +291,7 @@ impl<W: World> Agent<W> {
                 break;
             }
             let git_due = self.shared.clock.now() >= next_poll;
-            let outcome = self.tick(git_due, false).await;
+            let outcome = self.tick_beside_flights(git_due).await;
             if git_due {
                 next_poll = self.shared.clock.now() + self.schedule.next_delay();
             }
@@ -376,6 +376,34 @@ impl<W: World> Agent<W> {
         }
     }
 
+    /// One pass of the loop, with the rollouts in flight polled beside it: a pass may wait a
+    /// long time (a fetch up to its deadline, a pull up to ten minutes), and a gate that is
+    /// not looked at meanwhile would judge a healthy container late, past its deadline.
+    /// Rollouts that end during the pass land after it.
+    async fn tick_beside_flights(&mut self, git_due: bool) -> Outcome {
+        let mut flights = std::mem::take(&mut self.flights);
+        let mut landed = Vec::new();
+        let outcome = {
+            let tick = self.tick(git_due, false);
+            tokio::pin!(tick);
+            loop {
+                let flying = !flights.is_empty();
+                tokio::select! {
+                    biased;
+                    o = &mut tick => break o,
+                    Some(l) = flights.next(), if flying => landed.push(l),
+                }
+            }
+        };
+        // The pass launched its own rollouts into a fresh set; the older ones join them.
+        let launched = std::mem::replace(&mut self.flights, flights);
+        self.flights.extend(launched);
+        for (dep, action, result) in landed {
+            self.land(&dep, action, result);
+        }
+        outcome
+    }
+
     /// Waits for every rollout in flight to end, and records how each did; how many
     /// succeeded.
     async fn drain(&mut self) -> usize {
@@ -444,7 +472,8 @@ impl<W: World> Agent<W> {
                         .duration_since(UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64()),
                 );
-            } else {
+            } else if self.in_flight.is_empty() {
+                // A pass with rollouts still in flight is not converged yet, not failed.
                 self.metrics.pass_failures_total += 1;
             }
             debug!(
@@ -534,7 +563,11 @@ impl<W: World> Agent<W> {
                         .deployments
                         .iter()
                         .any(|d| d.name == *dep && d.spec_hash == *hash);
-                    if !wanted && self.shared.superseded.borrow_mut().insert(dep.clone()) {
+                    let mut superseded = self.shared.superseded.borrow_mut();
+                    if wanted {
+                        // A revert back to the spec in flight before its gate looked.
+                        superseded.remove(dep);
+                    } else if superseded.insert(dep.clone()) {
                         info!(deployment = %dep, commit = %short, "a newer revision changes it: superseding its rollout");
                     }
                 }
@@ -594,8 +627,7 @@ impl<W: World> Agent<W> {
 
     async fn converge_to(&mut self, loaded: &Loaded, wait: bool) -> Result<Outcome, EngineError> {
         let node = &loaded.node;
-        // Outcomes of rollouts that ended since the last pass, for `/status`.
-        let mut errors: BTreeMap<String, String> = std::mem::take(&mut self.landed_errors);
+        let mut errors: BTreeMap<String, String> = BTreeMap::new();
         // Rollouts a crash or a Docker failure left half-done are resolved before anything
         // is planned: the plan must see each deployment with one container again. One whose
         // new container was in its gate, and is still what the revision wants, is adopted
@@ -651,7 +683,8 @@ impl<W: World> Agent<W> {
         // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
         // `desired.deployments` is `node.containers` rendered, in the same order.
         for (c, d) in node.containers.iter().zip(&desired.deployments) {
-            if c.spec.suspend {
+            // A rollout in flight pulled its image already; a newer spec waits for it to land.
+            if c.spec.suspend || self.in_flight.contains_key(&d.name) {
                 continue;
             }
             if self.shared.shutdown.load(Ordering::SeqCst) {
@@ -706,8 +739,7 @@ impl<W: World> Agent<W> {
         let desired = Rc::new(desired);
         let mut plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
         // A deployment with a rollout in flight is that rollout's until it lands.
-        plan.steps
-            .retain(|s| !self.in_flight.contains_key(&s.deployment));
+        self.leave_to_flights(&mut plan, &actual, &desired);
         for d in &plan.diagnostics {
             match d {
                 Diagnostic::Suspended { .. } | Diagnostic::BackingOff { .. } => debug!("{d:?}"),
@@ -723,9 +755,7 @@ impl<W: World> Agent<W> {
             let actual = self.observe().await?;
             let mut replan =
                 reconcile_core::plan(&desired, &actual, &self.state.history, self.now_ts());
-            replan
-                .steps
-                .retain(|s| !self.in_flight.contains_key(&s.deployment));
+            self.leave_to_flights(&mut replan, &actual, &desired);
             (actual, replan)
         };
         let blocked = replan.diagnostics.iter().any(|d| {
@@ -736,6 +766,11 @@ impl<W: World> Agent<W> {
                     | Diagnostic::RefusedRemoveAll { .. }
             )
         });
+        // Outcomes of rollouts that landed since the last pass, for `/status` (taken only
+        // now, so a pass that failed early leaves them for the next).
+        for (dep, e) in std::mem::take(&mut self.landed_errors) {
+            errors.entry(dep).or_insert(e);
+        }
         let converged =
             replan.steps.is_empty() && errors.is_empty() && !blocked && self.in_flight.is_empty();
         if converged && self.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
@@ -1312,6 +1347,31 @@ fn target_name(step: &Step) -> &str {
 }
 
 impl<W: World> Agent<W> {
+    /// Leaves out of `plan` what belongs to rollouts in flight: their deployments' steps, and
+    /// any step that takes a name one of them holds or will hold (it was ordered after the
+    /// rollout that frees the name, and waits for it to land).
+    fn leave_to_flights(&self, plan: &mut Plan, actual: &Actual, desired: &Desired) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let mut held: BTreeSet<&str> = BTreeSet::new();
+        for c in &actual.containers {
+            if let Some((dep, _)) = c.ownership(&desired.node, &desired.environment)
+                && self.in_flight.contains_key(dep)
+            {
+                held.insert(c.name.as_str());
+            }
+        }
+        for d in &desired.deployments {
+            if self.in_flight.contains_key(&d.name) {
+                held.insert(d.spec.container_name.as_str());
+            }
+        }
+        plan.steps.retain(|s| {
+            !self.in_flight.contains_key(&s.deployment) && !held.contains(target_name(s))
+        });
+    }
+
     /// Every container on the host, or why Docker could not say.
     async fn observe(&self) -> Result<Actual, EngineError> {
         self.shared

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 pub const BEHAVIOUR_ENV: &str = "SIM";
 /// How long a healthy container takes to answer its readiness probe.
 const READY_AFTER: Duration = Duration::from_millis(200);
+/// How long a slow starter takes to answer its readiness probe.
+const SLOW_READY_AFTER: Duration = Duration::from_secs(3);
 /// How often a crash-looping container dies and Docker restarts it.
 const CRASH_EVERY: Duration = Duration::from_millis(300);
 
@@ -35,6 +37,8 @@ pub enum Behaviour {
     NeverReady,
     /// Exits soon after each start; Docker's restart policy starts it again.
     Crash,
+    /// Answers its probes, but only three seconds after it starts.
+    SlowStart,
 }
 
 impl Behaviour {
@@ -44,6 +48,7 @@ impl Behaviour {
             Behaviour::Good => "good",
             Behaviour::NeverReady => "never-ready",
             Behaviour::Crash => "crash",
+            Behaviour::SlowStart => "slow-start",
         }
     }
 
@@ -51,6 +56,7 @@ impl Behaviour {
         match spec.env.get(BEHAVIOUR_ENV) {
             Some(RenderedEnv::Plain(w)) if w == "never-ready" => Behaviour::NeverReady,
             Some(RenderedEnv::Plain(w)) if w == "crash" => Behaviour::Crash,
+            Some(RenderedEnv::Plain(w)) if w == "slow-start" => Behaviour::SlowStart,
             _ => Behaviour::Good,
         }
     }
@@ -99,11 +105,15 @@ impl Container {
 
     /// Whether its readiness probe passes now.
     pub fn ready(&self, now: Instant) -> bool {
-        self.behaviour == Behaviour::Good
-            && self.running
+        let after = match self.behaviour {
+            Behaviour::Good => READY_AFTER,
+            Behaviour::SlowStart => SLOW_READY_AFTER,
+            Behaviour::NeverReady | Behaviour::Crash => return false,
+        };
+        self.running
             && self
                 .started
-                .is_some_and(|at| now.saturating_duration_since(at) >= READY_AFTER)
+                .is_some_and(|at| now.saturating_duration_since(at) >= after)
     }
 
     fn state(&self) -> ContainerState {

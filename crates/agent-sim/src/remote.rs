@@ -29,6 +29,8 @@ pub struct RemoteState {
     pub head: Option<usize>,
     /// The remote does not answer.
     pub down: bool,
+    /// The remote takes this long to answer each poll.
+    pub slow: Option<std::time::Duration>,
 }
 
 /// The remote, shared by the engine's [`SimGit`] and the scenario.
@@ -78,6 +80,10 @@ pub struct SimGit {
 impl Git for SimGit {
     async fn sync(&mut self) -> Result<String, GitError> {
         self.host.point().await;
+        let slow = self.remote.0.borrow().slow;
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
         let r = self.remote.0.borrow();
         if r.down {
             return Err(GitError::Unreachable {

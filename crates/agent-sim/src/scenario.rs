@@ -583,6 +583,7 @@ impl Scenario {
                     }
                 }
                 82..=85 => self.supersede().await?,
+                94..=96 => self.slow_remote().await?,
                 86..=89 => {
                     let secs = self.rng.u64(..4);
                     self.run_loop(Duration::from_millis(500 + secs * 1000))
@@ -672,6 +673,54 @@ impl Scenario {
         if !faults && !serving {
             return Err(format!(
                 "{name}'s fix does not serve 6s after it was pushed over a release that never turns ready: it waited behind the rollout"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A remote that takes 30 s to answer each poll: the gate of a rollout in flight keeps
+    /// looking meanwhile, so a release that turns ready after 3 s (its deadline 10 s) is
+    /// promoted, not first seen healthy after its deadline and rolled back.
+    async fn slow_remote(&mut self) -> Result<(), String> {
+        let names: Vec<String> = self.deps.keys().take(KEPT).cloned().collect();
+        let name = names[self.rng.usize(..names.len())].clone();
+        let version = match self.deps.get_mut(&name) {
+            Some(d) => {
+                d.version += 1;
+                d.behaviour = Behaviour::SlowStart;
+                d.deadline = 10;
+                d.version
+            }
+            None => return Ok(()),
+        };
+        self.push_good(&format!("{name} v-next, slow to start, over a slow remote"));
+        self.remote
+            .change(|r| r.slow = Some(Duration::from_secs(30)));
+        // Three polls: one may be under way, one fetches the release (a rollout of the
+        // same deployment in flight then waits for it), one plans it; its gate runs beside
+        // the next.
+        self.run_loop(Duration::from_secs(100)).await?;
+        self.remote.change(|r| r.slow = None);
+        self.settled = false;
+        let backing_off = self
+            .git_back_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(6 * 60));
+        let faults = self.host.with(|h| h.down) || self.remote.change(|r| r.down) || backing_off;
+        let serving = self.host.with(|h| {
+            let now = Instant::now();
+            h.containers.values().any(|c| {
+                !c.stranger
+                    && c.deployment() == Some(name.as_str())
+                    && c.version.as_deref() == Some(version.to_string().as_str())
+                    && c.ready(now)
+            })
+        });
+        self.note(format!(
+            "the loop ran 100s over a remote taking 30s a poll: {name}'s release serves: {serving}"
+        ));
+        if !faults && !serving {
+            return Err(format!(
+                "{name}'s healthy release does not serve after 100s over a slow remote: its gate was not looked at while a poll waited"
             ));
         }
         Ok(())
