@@ -630,43 +630,56 @@ impl Scenario {
         self.check()
     }
 
+    /// The next version of `name`, behaving so, with this `healthyDeadlineSeconds`.
+    fn bump(&mut self, name: &str, behaviour: Behaviour, deadline: u32) -> u32 {
+        self.deps.get_mut(name).map_or(0, |d| {
+            d.version += 1;
+            d.behaviour = behaviour;
+            d.deadline = deadline;
+            d.version
+        })
+    }
+
+    /// Whether a fault may hold the agent back now: Docker or Git down, or the agent's
+    /// polls still backing off (up to five minutes) after the remote came back.
+    fn faulty(&self) -> bool {
+        let backing_off = self
+            .git_back_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(6 * 60));
+        self.host.with(|h| h.down) || self.remote.change(|r| r.down) || backing_off
+    }
+
+    /// Whether `version` of `name` runs and answers its readiness probe.
+    fn serves(&self, name: &str, version: u32) -> bool {
+        let version = version.to_string();
+        self.host.with(|h| {
+            let now = Instant::now();
+            h.containers.values().any(|c| {
+                !c.stranger
+                    && c.deployment() == Some(name)
+                    && c.version.as_deref() == Some(version.as_str())
+                    && c.ready(now)
+            })
+        })
+    }
+
     /// A release that never turns ready (its deadline 30 s away) is fixed by the next commit
     /// while the loop runs: the fix serves within a poll interval plus its own gate, not
     /// after the broken release's deadline.
     async fn supersede(&mut self) -> Result<(), String> {
         let names: Vec<String> = self.deps.keys().take(KEPT).cloned().collect();
         let name = names[self.rng.usize(..names.len())].clone();
-        let bump = |s: &mut Self, b: Behaviour, deadline: u32| -> u32 {
-            let d = s.deps.get_mut(&name).map(|d| {
-                d.version += 1;
-                d.behaviour = b;
-                d.deadline = deadline;
-                d.version
-            });
-            d.unwrap_or(0)
-        };
-        bump(self, Behaviour::NeverReady, 30);
+        self.bump(&name, Behaviour::NeverReady, 30);
         self.push_good(&format!("{name} v-next, never-ready"));
         self.run_loop(Duration::from_millis(2500)).await?;
-        let fixed = bump(self, Behaviour::Good, 4);
+        let fixed = self.bump(&name, Behaviour::Good, 4);
         self.push_good(&format!("{name} v-next, good: the fix"));
-        let backing_off = self
-            .git_back_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(6 * 60));
-        let faults = self.host.with(|h| h.down) || self.remote.change(|r| r.down) || backing_off;
+        let faults = self.faulty();
         // Within one poll (1 s), the broken rollout's undoing, and the fix's own gate
         // (readiness after 200 ms, probed every second, 1 s healthy).
         self.run_loop(Duration::from_secs(6)).await?;
         self.settled = false;
-        let serving = self.host.with(|h| {
-            let now = Instant::now();
-            h.containers.values().any(|c| {
-                !c.stranger
-                    && c.deployment() == Some(name.as_str())
-                    && c.version.as_deref() == Some(fixed.to_string().as_str())
-                    && c.ready(now)
-            })
-        });
+        let serving = self.serves(&name, fixed);
         self.note(format!(
             "the loop ran 2.5s, then {name}'s fix was pushed and it ran 6s: the fix serves: {serving}"
         ));
@@ -684,15 +697,7 @@ impl Scenario {
     async fn slow_remote(&mut self) -> Result<(), String> {
         let names: Vec<String> = self.deps.keys().take(KEPT).cloned().collect();
         let name = names[self.rng.usize(..names.len())].clone();
-        let version = match self.deps.get_mut(&name) {
-            Some(d) => {
-                d.version += 1;
-                d.behaviour = Behaviour::SlowStart;
-                d.deadline = 10;
-                d.version
-            }
-            None => return Ok(()),
-        };
+        let version = self.bump(&name, Behaviour::SlowStart, 10);
         self.push_good(&format!("{name} v-next, slow to start, over a slow remote"));
         self.remote
             .change(|r| r.slow = Some(Duration::from_secs(30)));
@@ -702,19 +707,8 @@ impl Scenario {
         self.run_loop(Duration::from_secs(100)).await?;
         self.remote.change(|r| r.slow = None);
         self.settled = false;
-        let backing_off = self
-            .git_back_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(6 * 60));
-        let faults = self.host.with(|h| h.down) || self.remote.change(|r| r.down) || backing_off;
-        let serving = self.host.with(|h| {
-            let now = Instant::now();
-            h.containers.values().any(|c| {
-                !c.stranger
-                    && c.deployment() == Some(name.as_str())
-                    && c.version.as_deref() == Some(version.to_string().as_str())
-                    && c.ready(now)
-            })
-        });
+        let faults = self.faulty();
+        let serving = self.serves(&name, version);
         self.note(format!(
             "the loop ran 100s over a remote taking 30s a poll: {name}'s release serves: {serving}"
         ));
