@@ -38,6 +38,7 @@ use crate::apply;
 use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::{self, Journal};
+use crate::picture::{Ask, Picture};
 use crate::rollout::{self, lock};
 use crate::seams::{
     Clock as _, Git as _, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Real, Refusal,
@@ -110,9 +111,10 @@ pub struct Agent<W: World = Real> {
     in_flight: BTreeMap<String, String>,
     /// Errors of rollouts that landed since the last pass, for its `/status`.
     landed_errors: BTreeMap<String, String>,
-    /// Docker's events for this node, once the loop has asked for them.
+    /// Docker's events for this node, unless the agent runs `--once`.
     docker_events: Option<tokio::sync::mpsc::Receiver<WatchEvent>>,
-    watching: bool,
+    /// The host as the last pass saw it, kept current by those events.
+    picture: Picture,
     /// When Git is next polled.
     next_poll: Option<Instant>,
 }
@@ -250,9 +252,14 @@ impl<W: World> Agent<W> {
             in_flight: BTreeMap::new(),
             landed_errors: BTreeMap::new(),
             docker_events: None,
-            watching: false,
+            picture: Picture::default(),
             next_poll: None,
         };
+        // Watched from before the first listing, so no change after it goes unseen.
+        if !agent.cfg.once {
+            agent.docker_events = Some(agent.shared.docker.watch(&agent.cfg.node));
+            agent.picture.set_live(true);
+        }
         // Resume from the revision that was running, so a restart with the remote down still
         // keeps (and repairs) the last good state.
         if let Some(commit) = agent.state.current.clone() {
@@ -274,10 +281,6 @@ impl<W: World> Agent<W> {
     /// Rollouts still in flight at `stop` stay in flight (a simulation resumes the loop);
     /// at shutdown they are cancelled (undone) before it returns.
     pub async fn run_until(&mut self, wake: &Notify, stop: Option<Instant>) {
-        if !self.watching {
-            self.watching = true;
-            self.docker_events = Some(self.shared.docker.watch(&self.cfg.node));
-        }
         // A node that resumed a revision repairs its host at once but polls Git only after a
         // random part of one interval, so a fleet restarted together does not poll its Git
         // host in the same instant (docs/SCALING.md). A node with nothing to run polls now.
@@ -347,6 +350,7 @@ impl<W: World> Agent<W> {
                         // The watcher ended: keep polling rather than spin on a closed channel.
                         warn!("docker event watch ended; relying on polls");
                         self.docker_events = None;
+                        self.picture.set_live(false);
                     }
                     Woke::Event(Some(event)) => {
                         self.note_event(&event);
@@ -420,6 +424,7 @@ impl<W: World> Agent<W> {
     fn land(&mut self, dep: &str, action: &'static str, result: StepResult) -> bool {
         let hash = self.in_flight.remove(dep).unwrap_or_default();
         self.shared.superseded.borrow_mut().remove(dep);
+        self.picture.changed();
         let mut errors = std::mem::take(&mut self.landed_errors);
         let ok = self.settle(dep, &hash, action, result, &mut errors);
         self.landed_errors = errors;
@@ -460,6 +465,8 @@ impl<W: World> Agent<W> {
                 Ok(o) => o,
                 Err(e) => {
                     error!(error = %report(&e), "pass failed");
+                    // What a failed pass left behind is not known: look at everything next.
+                    self.picture.forget();
                     self.publish_error(&report(&e));
                     Outcome::default()
                 }
@@ -654,6 +661,7 @@ impl<W: World> Agent<W> {
             )
             .await
             .map_err(|e| EngineError::Recover(Box::new(e)))?;
+            self.picture.changed();
             if !adopted.is_empty() {
                 self.resume(loaded, adopted);
                 if wait {
@@ -670,14 +678,7 @@ impl<W: World> Agent<W> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Both listings at once: dockerd answers them in parallel, and a no-op pass is
-        // mostly waiting for these two answers.
-        let (actual, images) = tokio::join!(
-            self.shared.docker.observe(),
-            self.shared.docker.image_ids(&refs)
-        );
-        let actual = actual.map_err(EngineError::docker("cannot observe Docker"))?;
-        let mut images = images.map_err(EngineError::docker("cannot list images"))?;
+        let (actual, mut images) = self.look(&refs).await?;
         let now = self.now_ts();
 
         // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
@@ -733,6 +734,7 @@ impl<W: World> Agent<W> {
             }
         }
 
+        self.picture.set_images(&refs, &images);
         for d in &mut desired.deployments {
             d.image_id = images.get(&d.spec.image).cloned();
         }
@@ -752,7 +754,9 @@ impl<W: World> Agent<W> {
         let (actual, replan) = if plan.steps.is_empty() {
             (actual, plan)
         } else {
+            // The steps changed the host: list it whole rather than wait for their events.
             let actual = self.observe().await?;
+            self.picture.listed(&actual, self.shared.clock.now());
             let mut replan =
                 reconcile_core::plan(&desired, &actual, &self.state.history, self.now_ts());
             self.leave_to_flights(&mut replan, &actual, &desired);
@@ -1373,6 +1377,61 @@ impl<W: World> Agent<W> {
     }
 
     /// Every container on the host, or why Docker could not say.
+    /// The host's containers and the local ids of `refs`, from the picture where it is
+    /// current; an idle node asks dockerd nothing.
+    async fn look(
+        &mut self,
+        refs: &[String],
+    ) -> Result<(Actual, BTreeMap<String, String>), EngineError> {
+        // Events the loop has not read yet (a pass run by `pass()`, or a burst cut short).
+        if let Some(rx) = self.docker_events.as_mut() {
+            let mut pending = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                pending.push(event);
+            }
+            for event in &pending {
+                self.note_event(event);
+            }
+        }
+        let now = self.shared.clock.now();
+        let ask = self.picture.wants(now);
+        let known_images = self.picture.images(refs).cloned();
+        let docker = &self.shared.docker;
+        // Both at once: dockerd answers them in parallel, and a pass that must ask is
+        // mostly waiting for these two answers.
+        let (listed, images) = tokio::join!(
+            async {
+                match &ask {
+                    Ask::Everything => docker.observe().await.map(|a| (Some(a), Vec::new())),
+                    Ask::Only(ids) => docker.observe_ids(ids).await.map(|found| (None, found)),
+                    Ask::Nothing => Ok((None, Vec::new())),
+                }
+            },
+            async {
+                match known_images {
+                    Some(ids) => Ok(ids),
+                    None => docker.image_ids(refs).await,
+                }
+            }
+        );
+        let listed = listed.map_err(EngineError::docker("cannot observe Docker"))?;
+        let images = images.map_err(EngineError::docker("cannot list images"))?;
+        let (listed, found) = listed;
+        if let Ask::Only(ids) = &ask {
+            self.picture.looked(ids, found);
+        }
+        let actual = match listed {
+            Some(actual) => {
+                self.picture.listed(&actual, now);
+                actual
+            }
+            None => self.picture.actual().cloned().ok_or_else(|| {
+                EngineError::Internal("the picture of the host was lost mid-pass".to_owned())
+            })?,
+        };
+        Ok((actual, images))
+    }
+
     async fn observe(&self) -> Result<Actual, EngineError> {
         self.shared
             .docker
@@ -1395,6 +1454,7 @@ impl<W: World> Agent<W> {
     /// Logs a Docker event and remembers containers that died, whose restart counts must be
     /// read again.
     fn note_event(&mut self, event: &WatchEvent) {
+        self.picture.note(event);
         match event {
             WatchEvent::Container {
                 action,
@@ -1405,6 +1465,9 @@ impl<W: World> Agent<W> {
                 if action == "die" {
                     self.dirty.insert(id.clone());
                 }
+            }
+            WatchEvent::Image { action } => {
+                debug!(action = %action, "docker image event");
             }
             WatchEvent::Reconnected => {
                 info!("docker event stream reconnected; re-observing");

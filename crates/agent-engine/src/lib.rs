@@ -10,6 +10,7 @@ mod apply;
 mod error;
 mod eventlog;
 mod journal;
+mod picture;
 mod probe;
 mod rollout;
 mod seams;

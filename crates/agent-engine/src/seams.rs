@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use docker_runtime::{ContainerInfo, Docker, Owner, RegistryAuth, RuntimeError, WatchEvent};
 use gitsync::{GitError, Mirror, RemoteOptions};
 use manifest_model::{DesiredNode, Limits, ProbeTarget, Source};
-use reconcile_core::{Actual, RenderedSpec};
+use reconcile_core::{Actual, ObservedContainer, RenderedSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
@@ -57,7 +57,9 @@ pub trait Runtime {
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
     /// The last lines of a container's log.
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError>;
-    /// This node's container events until the receiver is dropped.
+    /// The containers among `ids` that still exist, as `observe` lists them.
+    async fn observe_ids(&self, ids: &[String]) -> Result<Vec<ObservedContainer>, RuntimeError>;
+    /// This node's container events, and image events, until the receiver is dropped.
     fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent>;
 }
 
@@ -109,6 +111,9 @@ impl Runtime for Docker {
     }
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
         Docker::logs_tail(self, id, lines).await
+    }
+    async fn observe_ids(&self, ids: &[String]) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        Docker::observe_ids(self, ids).await
     }
     fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent> {
         Docker::watch(self, node)

@@ -302,12 +302,52 @@ impl Host {
                 name,
                 id: id.to_owned(),
             });
+            h.emit(call, id);
             Ok(())
         })
     }
 }
 
 impl HostState {
+    /// Tells every engine watching what happened to `id`, as dockerd's event stream would:
+    /// only for containers with a node label, which is what the engine's watch filters on.
+    fn emit(&mut self, action: &str, id: &str) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        if !c.labels.contains_key(reconcile_core::LABEL_NODE) {
+            return;
+        }
+        let event = WatchEvent::Container {
+            action: action.to_owned(),
+            id: id.to_owned(),
+            deployment: c.deployment().map(str::to_owned),
+        };
+        self.send(&event);
+    }
+
+    fn send(&mut self, event: &WatchEvent) {
+        // A crashed engine's receiver is gone; its sender goes with it.
+        self.events.retain(|tx| !tx.is_closed());
+        for tx in &self.events {
+            if tx.try_send(event.clone()).is_err() {
+                self.violations.push(
+                    "the simulated event stream overflowed (the engine stopped reading it)"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+
+    /// Takes the daemon down or brings it back; a watcher reconnects when it is back, and
+    /// says so, as `docker_runtime`'s does.
+    pub fn set_down(&mut self, down: bool) {
+        let was = std::mem::replace(&mut self.down, down);
+        if was && !down {
+            self.send(&WatchEvent::Reconnected);
+        }
+    }
+
     fn new_id(&mut self) -> String {
         let id = format!("{:064x}", self.next_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         self.next_id += 1;
@@ -447,6 +487,7 @@ impl Runtime for SimRuntime {
                     },
                 },
             );
+            h.emit("create", &id);
             Ok(id)
         });
         self.0.point().await;
@@ -590,9 +631,22 @@ impl Runtime for SimRuntime {
         }
     }
 
+    async fn observe_ids(&self, ids: &[String]) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.0.enter().await?;
+        let found = self.0.with(|h| {
+            h.observe()
+                .containers
+                .into_iter()
+                .filter(|c| ids.contains(&c.id))
+                .collect()
+        });
+        self.0.point().await;
+        Ok(found)
+    }
+
     fn watch(&self, _node: &str) -> mpsc::Receiver<WatchEvent> {
-        // Kept open for as long as the host lives; the scenario drives passes itself.
-        let (tx, rx) = mpsc::channel(1);
+        // Roomy: the simulated host cannot wait for the engine to read, as dockerd would.
+        let (tx, rx) = mpsc::channel(1 << 16);
         self.0.change(|h| h.events.push(tx));
         rx
     }

@@ -544,7 +544,7 @@ impl Scenario {
                 }
                 36..=43 => {
                     let down = self.host.change(|h| {
-                        h.down = !h.down;
+                        h.set_down(!h.down);
                         h.down
                     });
                     self.settled = false;
@@ -764,7 +764,7 @@ impl Scenario {
     /// Every fault stops and a last good commit lands: the node must converge within
     /// [`CALM_PASSES`] passes, its journal empty, nothing left under a temporary name.
     async fn calm_end(&mut self) -> Result<(), String> {
-        self.host.change(|h| h.down = false);
+        self.host.change(|h| h.set_down(false));
         self.remote.change(|r| r.down = false);
         let names: Vec<String> = self.deps.keys().cloned().collect();
         for name in &names {

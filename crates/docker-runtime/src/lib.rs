@@ -195,6 +195,37 @@ impl Docker {
         })
     }
 
+    /// The containers among `ids` that still exist, as [`Docker::observe`] would list them:
+    /// one filtered listing, however many ids, so a burst of events costs dockerd one answer.
+    /// An id missing from the answer is gone. Read-only.
+    ///
+    /// # Errors
+    /// When Docker does not answer or refuses.
+    pub async fn observe_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filters = HashMap::from([("id", ids.to_vec())]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .map_err(RuntimeError::from_bollard)?;
+        // Docker matches the filter as a pattern; only an exact id is an answer.
+        Ok(list
+            .into_iter()
+            .filter_map(observed)
+            .filter(|c| ids.contains(&c.id))
+            .collect())
+    }
+
     /// The local ids of `references` that are on the host, from one image listing plus an
     /// inspect only for references the listing does not spell the same way (Docker Hub's
     /// `docker.io/library/` forms, for example). Missing images are left out.

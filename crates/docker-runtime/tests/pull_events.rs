@@ -191,3 +191,54 @@ async fn the_event_stream_reports_a_managed_container_dying() {
         }
     }
 }
+
+// The agent keeps its picture of the host from these: a container named by an event is
+// looked at alone (a removed one is simply not in the answer), and an image change is seen
+// even though images carry no node label.
+#[tokio::test]
+async fn named_containers_are_listed_alone_and_image_changes_are_watched() {
+    let node = format!("picture-{}", std::process::id());
+    let _guard = Guard(format!("orun.node={node}"));
+    let docker = Docker::connect(None).await.unwrap();
+    let mut events = docker.watch(&node);
+    let run = || {
+        docker_cli(&[
+            "run",
+            "-d",
+            "--label",
+            &format!("orun.node={node}"),
+            "orun-test/busybox:1",
+            "sleep",
+            "600",
+        ])
+    };
+    let (kept, gone) = (run(), run());
+    docker_cli(&["rm", "-f", &gone]);
+    let found = docker
+        .observe_ids(&[kept.clone(), gone.clone()])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [kept.as_str()]);
+    // Docker matches the id filter as a pattern; a part of an id is not an answer.
+    let part = docker.observe_ids(&[kept[..12].to_owned()]).await.unwrap();
+    assert!(part.is_empty(), "{part:?}");
+    assert!(docker.observe_ids(&[]).await.unwrap().is_empty());
+
+    let tag = format!("orun-test/busybox:picture-{}", std::process::id());
+    docker_cli(&["tag", "orun-test/busybox:1", &tag]);
+    docker_cli(&["rmi", &tag]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut actions = Vec::new();
+    while !actions.iter().any(|a| a == "untag") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("image events before the deadline; saw {actions:?}"))
+            .unwrap();
+        if let WatchEvent::Image { action } = event {
+            actions.push(action);
+        }
+    }
+    assert!(actions.iter().any(|a| a == "tag"), "{actions:?}");
+}
