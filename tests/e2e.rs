@@ -181,6 +181,19 @@ fn the_agent_converges_follows_and_survives_faults() {
                 .is_some_and(|e| e.contains("does not manage"))
     });
     wait("worker removed", WAIT).until(|| container(&worker).is_none().then_some(()));
+    // Once its owner removes the unmanaged container, the name is free and the deployment
+    // runs at the next poll, though that container's events were never watched.
+    let held = unmanaged.iter().position(|(n, _)| *n == clash).unwrap();
+    let (_, held_id) = unmanaged.remove(held);
+    assert_eq!(
+        container(&clash).unwrap().0,
+        held_id,
+        "the clash left alone"
+    );
+    docker(&["rm", "-f", &held_id]);
+    agent.converged(&c3);
+    let (clash_id, _) = container(&clash).expect("the deployment took its name");
+    assert_ne!(clash_id, held_id);
     std::fs::remove_file(remote.work().join(format!("deployments/{clash}.yaml"))).unwrap();
     let c4 = remote.commit("drop clash", &[]);
     agent.converged(&c4);

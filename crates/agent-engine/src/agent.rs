@@ -762,6 +762,15 @@ impl<W: World> Agent<W> {
             self.leave_to_flights(&mut replan, &actual, &desired);
             (actual, replan)
         };
+        // A name held by a container this node does not manage: its events are not watched
+        // (they carry no label of this node), so only a listing sees the name freed.
+        if replan
+            .diagnostics
+            .iter()
+            .any(|d| matches!(d, Diagnostic::NameClash { .. }))
+        {
+            self.picture.changed();
+        }
         let blocked = replan.diagnostics.iter().any(|d| {
             matches!(
                 d,
