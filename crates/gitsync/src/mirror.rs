@@ -7,6 +7,7 @@
 //! carries a deadline and a byte cap enforced from libgit2's progress callbacks; a call stuck
 //! where no callback fires is left behind by [`crate::sync_with_deadline`].
 
+use manifest_model::values::check_branch;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,24 +62,6 @@ pub struct RemoteOptions {
     pub max_bytes: u64,
 }
 
-/// Whether `refs/heads/<branch>` is a reference name Git accepts (`git check-ref-format`),
-/// checked without libgit2: settings are validated before libgit2 has initialised, which
-/// the agent lets happen on another thread ([`crate::warm_up`]) because it parses the
-/// system's CA bundle. A test holds this to `git2::Reference::is_valid_name`.
-pub(crate) fn valid_branch_name(branch: &str) -> bool {
-    !branch.is_empty()
-        && !branch.ends_with('/')
-        && !branch.ends_with('.')
-        && !branch.contains("..")
-        && !branch.contains("@{")
-        && !branch
-            .chars()
-            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
-        && branch
-            .split('/')
-            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.ends_with(".lock"))
-}
-
 impl RemoteOptions {
     /// Options with the defaults: 60 s deadline (Flux's), 256 MiB pack cap, no credentials.
     pub fn new(url: RemoteUrl, branch: impl Into<String>) -> Self {
@@ -100,7 +83,10 @@ impl RemoteOptions {
                 reason: reason.to_owned(),
             })
         };
-        if self.branch.starts_with('-') || !valid_branch_name(&self.branch) {
+        // The manifests' own check, made without libgit2: settings are validated before
+        // libgit2 has initialised, which the agent lets happen on another thread
+        // ([`crate::warm_up`]) because it parses the system's CA bundle.
+        if check_branch(&self.branch).is_err() {
             return config("the branch name is not a valid Git branch name");
         }
         match self.url.transport() {
@@ -441,10 +427,12 @@ fn repo_error(e: &git2::Error) -> GitError {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_branch_name;
+    use manifest_model::values::check_branch;
 
-    /// The check made without libgit2 agrees with libgit2's on every short name over the
-    /// characters Git's rules treat specially, and on the longer cases those rules name.
+    /// The branch check (manifest-model's, made without libgit2) agrees with libgit2's on
+    /// every short name over the characters Git's rules treat specially, and on the longer
+    /// cases those rules name; it refuses more only where Git's command line would: a name
+    /// that reads as an option, and `@` alone.
     #[test]
     fn branch_names_are_judged_as_libgit2_judges_them() {
         let alphabet: Vec<char> = "a./@{-~^:?* [\\\u{7f}\u{1}é".chars().collect();
@@ -480,7 +468,9 @@ mod tests {
         let mut wrong = Vec::new();
         for name in &names {
             let libgit2 = git2::Reference::is_valid_name(&format!("refs/heads/{name}"));
-            if valid_branch_name(name) != libgit2 {
+            let ours = check_branch(name).is_ok();
+            let stricter = !ours && libgit2 && (name.starts_with('-') || name == "@");
+            if ours != libgit2 && !stricter {
                 wrong.push((name.clone(), libgit2));
             }
         }

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::path::Path;
 
+use manifest_model::values::{GitTransport, git_url_transport};
+
 use crate::GitError;
 
 /// The transport a remote uses.
@@ -32,70 +34,34 @@ pub struct RemoteUrl {
 }
 
 impl RemoteUrl {
-    /// Checks `raw` and classifies it. Relative local paths are made absolute against `cwd`.
+    /// Checks `raw` and classifies it, by the manifests' rules for `gitRepo`
+    /// ([`manifest_model::values::git_url_transport`]), plus the agent's: no plain `http`,
+    /// and a relative local path is made absolute against `cwd` first.
     pub fn parse(raw: &str, cwd: &Path) -> Result<Self, GitError> {
         let invalid = |reason: &str| GitError::InvalidUrl {
             reason: reason.to_owned(),
         };
-        if raw.is_empty() {
-            return Err(invalid("the repository URL is empty"));
-        }
-        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(invalid(
-                "the repository URL contains spaces or control characters",
-            ));
-        }
-        if raw.contains('?') || raw.contains('#') {
-            return Err(invalid(
-                "the repository URL has a query or fragment (where tokens hide); give the token in a file",
-            ));
-        }
-        if raw.starts_with('-') {
-            return Err(invalid("the repository URL starts with '-'"));
-        }
-        let (transport, rest) = if let Some(rest) = raw.strip_prefix("file://") {
-            (Transport::File, rest)
-        } else if let Some(rest) = raw.strip_prefix("git://") {
-            (Transport::Git, rest)
-        } else if let Some(rest) = raw.strip_prefix("ssh://") {
-            (Transport::Ssh, rest)
-        } else if let Some(rest) = raw.strip_prefix("https://") {
-            (Transport::Https, rest)
-        } else if raw.contains("://") || raw.contains("::") {
-            return Err(invalid(
-                "unsupported transport; use a path, file://, git://, ssh:// or https://",
-            ));
-        } else if is_scp_like(raw) {
-            let (authority, path) = raw.split_once(':').unwrap_or((raw, ""));
-            check_authority(authority, true)?;
-            if path.is_empty() {
-                return Err(invalid("the ssh URL has no repository path"));
-            }
-            return Ok(Self {
-                url: raw.to_owned(),
-                transport: Transport::Ssh,
-            });
-        } else {
+        let url = if is_relative_path(raw) {
             let path = cwd.join(raw);
             let Some(path) = path.to_str() else {
                 return Err(invalid("the repository path is not UTF-8"));
             };
-            return Ok(Self {
-                url: path.to_owned(),
-                transport: Transport::File,
-            });
+            path.to_owned()
+        } else {
+            raw.to_owned()
         };
-        if transport != Transport::File {
-            let authority = rest.split('/').next().unwrap_or("");
-            check_authority(authority, transport == Transport::Ssh)?;
-            if rest.len() <= authority.len() + 1 {
-                return Err(invalid("the URL has no repository path"));
+        let transport = match git_url_transport(&url).map_err(|r| invalid(&r))? {
+            GitTransport::File => Transport::File,
+            GitTransport::Git => Transport::Git,
+            GitTransport::Ssh => Transport::Ssh,
+            GitTransport::Https => Transport::Https,
+            GitTransport::Http => {
+                return Err(invalid(
+                    "plain http is not accepted (a token would travel in clear); use https",
+                ));
             }
-        }
-        Ok(Self {
-            url: raw.to_owned(),
-            transport,
-        })
+        };
+        Ok(Self { url, transport })
     }
 
     /// The transport.
@@ -168,45 +134,19 @@ impl fmt::Debug for RemoteUrl {
     }
 }
 
-/// `user@host:path` (and `host:path`), as Git reads it: a colon before any slash.
-fn is_scp_like(raw: &str) -> bool {
-    match (raw.find(':'), raw.find('/')) {
-        (Some(colon), Some(slash)) => colon < slash && colon > 0,
-        (Some(colon), None) => colon > 0,
+/// A local path that is not absolute: no scheme, not scp-like `host:path` (a colon before any
+/// slash, as Git reads it), not option-like. Everything else is for the shared check to judge.
+fn is_relative_path(raw: &str) -> bool {
+    let scp_like = match (raw.find(':'), raw.find('/')) {
+        (Some(colon), Some(slash)) => colon < slash,
+        (Some(_), None) => true,
         _ => false,
-    }
-}
-
-fn check_authority(authority: &str, ssh: bool) -> Result<(), GitError> {
-    let invalid = |reason: &str| GitError::InvalidUrl {
-        reason: reason.to_owned(),
     };
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (Some(user), host),
-        None => (None, authority),
-    };
-    if host.is_empty() {
-        return Err(invalid("the URL has no host"));
-    }
-    if host.starts_with('-') {
-        return Err(invalid("the host starts with '-'"));
-    }
-    if let Some(user) = user {
-        if user.contains(':') {
-            return Err(invalid(
-                "the URL holds a password or token; give the token in a file (--git-token-file)",
-            ));
-        }
-        if !ssh {
-            return Err(invalid(
-                "the URL holds a user name or token; give the token in a file (--git-token-file)",
-            ));
-        }
-        if user.is_empty() || user.starts_with('-') {
-            return Err(invalid("the ssh user name is empty or starts with '-'"));
-        }
-    }
-    Ok(())
+    !raw.is_empty()
+        && !raw.starts_with('/')
+        && !raw.starts_with('-')
+        && !raw.contains("://")
+        && !scp_like
 }
 
 #[cfg(test)]

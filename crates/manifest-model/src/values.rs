@@ -494,26 +494,42 @@ fn path_components(p: &str) -> Result<Vec<&str>, Reason> {
     Ok(out)
 }
 
-/// Checks a branch name by the rules of `git check-ref-format --branch`.
+/// Checks a branch name by the rules of `git check-ref-format --branch`: the one check of a
+/// branch name, for manifests (`gitBranch`) and for the agent's `--branch` alike. It refuses
+/// everything libgit2 refuses (gitsync holds it to `git2::Reference::is_valid_name` on more
+/// than 3 000 names), and also what Git's command line refuses or misreads: a leading `-`
+/// (an option), `@` alone, and any Unicode space or control character.
 pub fn check_branch(b: &str) -> Result<(), Reason> {
     let bad = b.is_empty()
         || b.starts_with('-')
-        || b.starts_with('/')
-        || b.ends_with('/')
-        || b.ends_with('.')
-        || b.ends_with(".lock")
-        || b.contains("..")
-        || b.contains("//")
-        || b.contains("@{")
         || b == "@"
-        || b.split('/').any(|c| c.starts_with('.'))
+        || b.ends_with('.')
+        || b.contains("..")
+        || b.contains("@{")
         || b.chars()
-            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c));
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+        || b.split('/')
+            .any(|part| part.is_empty() || part.starts_with('.') || part.ends_with(".lock"));
     if bad {
         Err("is not a valid Git branch name".into())
     } else {
         Ok(())
     }
+}
+
+/// The transport a repository URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GitTransport {
+    /// An absolute path or `file://`.
+    File,
+    /// `git://`.
+    Git,
+    /// `ssh://` or scp-like `user@host:path`.
+    Ssh,
+    /// `http://`.
+    Http,
+    /// `https://`.
+    Https,
 }
 
 /// Checks a repository URL: `ssh://`, `git://`, `http(s)://`, `file://`, scp-like
@@ -524,6 +540,13 @@ pub fn check_branch(b: &str) -> Result<(), Reason> {
 /// secret); query strings and fragments (where tokens hide); Git's `transport::address`
 /// remote-helper syntax (`ext::sh`, `fd::17`), which runs commands.
 pub fn check_git_url(u: &str) -> Result<(), Reason> {
+    git_url_transport(u).map(drop)
+}
+
+/// [`check_git_url`], naming the transport: the one check of a repository URL, for manifests
+/// (`gitRepo`) and for the agent's `--repo` alike (gitsync adds its own policy on top: no
+/// plain `http`, relative paths made absolute first).
+pub fn git_url_transport(u: &str) -> Result<GitTransport, Reason> {
     if u.is_empty() {
         return Err("repository URL is empty".into());
     }
@@ -540,12 +563,14 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
         );
     }
     if let Some((scheme, rest)) = u.split_once("://") {
-        if !matches!(scheme, "ssh" | "git" | "http" | "https" | "file") {
-            return Err("unsupported URL scheme; use ssh, git, http(s) or file".into());
-        }
-        if scheme == "file" {
-            return Ok(());
-        }
+        let transport = match scheme {
+            "file" => return Ok(GitTransport::File),
+            "ssh" => GitTransport::Ssh,
+            "git" => GitTransport::Git,
+            "http" => GitTransport::Http,
+            "https" => GitTransport::Https,
+            _ => return Err("unsupported URL scheme; use ssh, git, http(s) or file".into()),
+        };
         let authority = rest.split('/').next().unwrap_or("");
         let host_port = match authority.rsplit_once('@') {
             Some((userinfo, hp)) => {
@@ -576,10 +601,14 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
         if host.is_empty() {
             return Err("repository URL has no host".into());
         }
-        return check_host(host).map_err(|r| format!("host in repository URL {r}"));
+        check_host(host).map_err(|r| format!("host in repository URL {r}"))?;
+        if rest.len() <= authority.len() + 1 {
+            return Err("repository URL has no repository path".into());
+        }
+        return Ok(transport);
     }
     if u.starts_with('/') {
-        return Ok(());
+        return Ok(GitTransport::File);
     }
     // scp-like: [user@]host:path
     let Some((left, path)) = u.split_once(':') else {
@@ -602,7 +631,11 @@ pub fn check_git_url(u: &str) -> Result<(), Reason> {
     if path.starts_with('-') {
         return Err("repository path must not start with `-`".into());
     }
-    check_host(host).map_err(|r| format!("host in repository URL {r}"))
+    if path.is_empty() {
+        return Err("repository URL has no repository path".into());
+    }
+    check_host(host).map_err(|r| format!("host in repository URL {r}"))?;
+    Ok(GitTransport::Ssh)
 }
 
 /// Parses a port: ASCII digits only (Rust's parser would take `+80`), 1 to 65535.
@@ -871,6 +904,9 @@ mod tests {
                 "ssh://git@host:+22/repo",
                 "ftp://host/repo",
                 "relative/path",
+                "https://git.example.com",
+                "https://git.example.com/",
+                "git@host:",
             ],
             |s| check_git_url(s).map(|()| "ok"),
             expect![[r#"
@@ -895,6 +931,9 @@ mod tests {
                 "ssh://git@host:+22/repo" => error: port in repository URL must be a number from 1 to 65535
                 "ftp://host/repo" => error: unsupported URL scheme; use ssh, git, http(s) or file
                 "relative/path" => error: repository URL must be a URL, `user@host:path` or an absolute path
+                "https://git.example.com" => error: repository URL has no repository path
+                "https://git.example.com/" => error: repository URL has no repository path
+                "git@host:" => error: repository URL has no repository path
             "#]],
         );
     }
@@ -913,6 +952,10 @@ mod tests {
                 "x.lock",
                 "-x",
                 "a b",
+                "a.lock/b",
+                "a//b",
+                "@",
+                "a\u{a0}b",
             ],
             |s| check_branch(s).and_then(|()| environment_id(s)),
             expect![[r#"
@@ -926,6 +969,10 @@ mod tests {
                 "x.lock" => error: is not a valid Git branch name
                 "-x" => error: is not a valid Git branch name
                 "a b" => error: is not a valid Git branch name
+                "a.lock/b" => error: is not a valid Git branch name
+                "a//b" => error: is not a valid Git branch name
+                "@" => error: is not a valid Git branch name
+                "a\u{a0}b" => error: is not a valid Git branch name
             "#]],
         );
     }
