@@ -23,7 +23,7 @@ use futures_util::stream::FuturesUnordered;
 use gitsync::Schedule;
 use manifest_model::{DesiredNode, ImageSource, PullPolicy};
 use reconcile_core::{
-    Action, Actual, ContainerState, Desired, Diagnostic, Failure, HealthStatus, LABEL_SPEC_HASH,
+    Action, Actual, ContainerState, Desired, Diagnostic, HealthStatus, LABEL_SPEC_HASH,
     ObservedContainer, Plan, Step, Timestamp,
 };
 use status_http::{
@@ -850,20 +850,7 @@ impl<W: World> Agent<W> {
             }
         }
 
-        let frees = |s: &Step| match &s.action {
-            Action::Replace { old_name, .. } => Some(old_name.clone()),
-            Action::Rename { from, .. } => Some(from.clone()),
-            _ => None,
-        };
-        let mut waves: Vec<Vec<&Step>> = Vec::new();
-        for step in changes {
-            let target = target_name(step);
-            match waves.last_mut() {
-                Some(w) if !w.iter().any(|s| frees(s).as_deref() == Some(target)) => w.push(step),
-                _ => waves.push(vec![step]),
-            }
-        }
-        for (i, wave) in waves.into_iter().enumerate() {
+        for (i, wave) in reconcile_core::waves(changes).into_iter().enumerate() {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested: starting no more rollouts");
                 break;
@@ -1067,35 +1054,20 @@ impl<W: World> Agent<W> {
     }
 
     fn backing_off(&self, deployment: &str, spec_hash: &str, now: Timestamp) -> bool {
+        let backoff = reconcile_core::Backoff::default();
         self.state
             .history
-            .failures
-            .get(deployment)
-            .is_some_and(|f| {
-                f.spec_hash == spec_hash
-                    && reconcile_core::next_attempt(f, &reconcile_core::Backoff::default(), now)
-                        > now
-            })
+            .backing_off(deployment, spec_hash, &backoff, now)
     }
 
     fn record_failure(&mut self, deployment: &str, spec_hash: &str, reason: &str, now: Timestamp) {
-        let attempts = match self.state.history.failures.get(deployment) {
-            Some(f) if f.spec_hash == spec_hash => f.attempts.saturating_add(1),
-            _ => 1,
-        };
-        self.state.history.failures.insert(
-            deployment.to_owned(),
-            Failure {
-                spec_hash: spec_hash.to_owned(),
-                attempts,
-                last_failed: now,
-                reason: reason.to_owned(),
-            },
-        );
+        self.state
+            .history
+            .record_failure(deployment, spec_hash, reason, now);
     }
 
     fn clear_failure(&mut self, deployment: &str) {
-        self.state.history.failures.remove(deployment);
+        self.state.history.clear(deployment);
     }
 
     fn save_state(&self) {
@@ -1346,19 +1318,6 @@ fn not_desired() -> EngineError {
     EngineError::Internal("the step's deployment is not desired".to_owned())
 }
 
-/// The name a change step gives a container.
-fn target_name(step: &Step) -> &str {
-    match &step.action {
-        Action::Create { container_name, .. } | Action::Replace { container_name, .. } => {
-            container_name
-        }
-        Action::Rename { to, .. } => to,
-        Action::Start { container_name, .. }
-        | Action::Unpause { container_name, .. }
-        | Action::Remove { container_name, .. } => container_name,
-    }
-}
-
 impl<W: World> Agent<W> {
     /// Leaves out of `plan` what belongs to rollouts in flight: their deployments' steps, and
     /// any step that takes a name one of them holds or will hold (it was ordered after the
@@ -1381,7 +1340,7 @@ impl<W: World> Agent<W> {
             }
         }
         plan.steps.retain(|s| {
-            !self.in_flight.contains_key(&s.deployment) && !held.contains(target_name(s))
+            !self.in_flight.contains_key(&s.deployment) && !held.contains(s.target_name())
         });
     }
 

@@ -6,65 +6,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+pub(crate) use reconcile_core::{Intent, Kind, Phase};
 
 use crate::error::EngineError;
 use crate::state::write_json;
-
-/// How a rollout overlaps old and new.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Kind {
-    /// No previous container.
-    Create,
-    /// New beside old under a temporary name.
-    StartFirst,
-    /// Old stopped and moved aside first.
-    StopFirst,
-}
-
-/// Where a rollout stands. After a crash, `Promoting` is finished (the new container passed
-/// its gate); `Verifying` is adopted when its new container is still there and still wanted
-/// (its gate starts again); anything else is undone: the new container has not earned
-/// promotion, so the old one serves again and the rollout starts over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Phase {
-    /// Stop-first: stopping the old container and moving it aside.
-    StoppingOld,
-    /// Creating and starting the new container.
-    Starting,
-    /// Waiting for the new container to earn promotion.
-    Verifying,
-    /// The new container passed: retiring the old one and renaming the new.
-    Promoting,
-    /// The new container failed: removing it and restoring the old one.
-    RollingBack,
-}
-
-/// One rollout in progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Intent {
-    pub(crate) kind: Kind,
-    pub(crate) phase: Phase,
-    /// The spec hash being rolled out: with the name, identifies the new container even when
-    /// the crash came before its id was written down.
-    pub(crate) spec_hash: String,
-    /// The name the deployment's container ends up with.
-    pub(crate) name: String,
-    /// The name the new container is created under.
-    pub(crate) new_name: String,
-    pub(crate) new_id: Option<String>,
-    pub(crate) old_id: Option<String>,
-    /// The old container's name before the rollout.
-    pub(crate) old_name: Option<String>,
-    /// The old container ran: an undo starts it again.
-    #[serde(default)]
-    pub(crate) old_running: bool,
-    /// Stop-first: the name the old container is parked under.
-    pub(crate) aside: Option<String>,
-    pub(crate) commit: Option<String>,
-}
 
 /// The journal file and its entries, by deployment.
 #[derive(Debug)]

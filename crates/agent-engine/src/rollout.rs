@@ -23,8 +23,8 @@ use std::time::Duration;
 use docker_runtime::{Owner, RuntimeError};
 use manifest_model::ProbeTarget;
 use reconcile_core::{
-    Action, ContainerState, Desired, DesiredDeployment, Gate, GatePolicy, Millis, ProbeTrack,
-    ReplaceStrategy, Seen, Step, Verdict,
+    Action, ContainerState, Desired, DesiredDeployment, Gate, GatePolicy, Millis, ProbeTrack, Seen,
+    Step, Verdict,
 };
 use status_http::{DeploymentState, EventOutcome, Status};
 use tokio::time::Instant;
@@ -210,68 +210,24 @@ pub(crate) async fn run<W: World>(
     // `/readyz` turns 503 from the first step: a stop-first replace has the service down
     // before any probe has run, and a gate that passes at once never reports progress.
     ctx.progress(&d.name, "starting the new container".to_owned());
-    let outcome = match &step.action {
-        Action::Create { container_name, .. } => {
-            let intent = Intent {
-                kind: Kind::Create,
-                phase: Phase::Starting,
-                spec_hash: d.spec_hash.clone(),
-                name: container_name.clone(),
-                new_name: container_name.clone(),
-                new_id: None,
-                old_id: None,
-                old_name: None,
-                old_running: false,
-                aside: None,
-                commit: ctx.desired.commit.clone(),
-            };
-            create(ctx, d, intent, checks).await?
+    // An error here must not be taken for "it was stopped": a rollback would then leave the
+    // serving container down.
+    let old_running = match &step.action {
+        Action::Replace { old_id, .. } => {
+            ctx.docker.inspect(old_id).await?.state == ContainerState::Running
         }
-        Action::Replace {
-            old_id,
-            old_name,
-            container_name,
-            strategy,
-            ..
-        } => {
-            // An error here must not be taken for "it was stopped": a rollback would then
-            // leave the serving container down.
-            let old_running = ctx.docker.inspect(old_id).await?.state == ContainerState::Running;
-            let mut intent = Intent {
-                kind: Kind::StartFirst,
-                phase: Phase::Starting,
-                spec_hash: d.spec_hash.clone(),
-                name: container_name.clone(),
-                // A leftover under the temporary name, being replaced itself, keeps it: the
-                // new container takes another.
-                new_name: if *old_name == format!("{container_name}.orun-next") {
-                    format!("{container_name}.orun-next-2")
-                } else {
-                    format!("{container_name}.orun-next")
-                },
-                new_id: None,
-                old_id: Some(old_id.clone()),
-                old_name: Some(old_name.clone()),
-                old_running,
-                aside: None,
-                commit: ctx.desired.commit.clone(),
-            };
-            match strategy {
-                ReplaceStrategy::StartFirst => start_first(ctx, d, intent, checks).await?,
-                ReplaceStrategy::StopFirst => {
-                    intent.kind = Kind::StopFirst;
-                    intent.new_name = container_name.clone();
-                    // A leftover already parked aside stays where it is.
-                    intent.aside = Some(if old_name.ends_with(".orun-old") {
-                        old_name.clone()
-                    } else {
-                        format!("{old_name}.orun-old")
-                    });
-                    stop_first(ctx, d, intent, checks).await?
-                }
-            }
-        }
-        other => return Err(EngineError::Internal(format!("not a rollout: {other:?}"))),
+        _ => false,
+    };
+    let Some(intent) = Intent::for_step(step, ctx.desired.commit.clone(), old_running) else {
+        return Err(EngineError::Internal(format!(
+            "not a rollout: {:?}",
+            step.action
+        )));
+    };
+    let outcome = match intent.kind {
+        Kind::Create => create(ctx, d, intent, checks).await?,
+        Kind::StartFirst => start_first(ctx, d, intent, checks).await?,
+        Kind::StopFirst => stop_first(ctx, d, intent, checks).await?,
     };
     say(ctx, d, started, &outcome);
     Ok(outcome)

@@ -42,6 +42,7 @@ mod actual;
 mod desired;
 mod gate;
 mod history;
+mod intent;
 mod plan;
 
 pub use actual::{
@@ -56,4 +57,5 @@ pub use gate::{
     Gate, GateFailure, GatePolicy, Millis, ProbePolicy, ProbeTrack, Seen, Verdict, restart_delay,
 };
 pub use history::{Backoff, Failure, History, Timestamp, next_attempt};
-pub use plan::{Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with};
+pub use intent::{Intent, Kind, Phase};
+pub use plan::{Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, waves};

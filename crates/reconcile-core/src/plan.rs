@@ -56,6 +56,45 @@ pub struct Step {
     pub reason: Reason,
 }
 
+impl Step {
+    /// The name its container has when it is done.
+    pub fn target_name(&self) -> &str {
+        match &self.action {
+            Action::Create { container_name, .. }
+            | Action::Replace { container_name, .. }
+            | Action::Start { container_name, .. }
+            | Action::Unpause { container_name, .. }
+            | Action::Remove { container_name, .. } => container_name,
+            Action::Rename { to, .. } => to,
+        }
+    }
+
+    /// The name it frees for another step to take: a replaced container's, a renamed one's.
+    pub fn frees(&self) -> Option<&str> {
+        match &self.action {
+            Action::Replace { old_name, .. } => Some(old_name),
+            Action::Rename { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+}
+
+/// Groups `steps` (in the plan's order) into waves that may run at once: a step that takes a
+/// name a step of the current wave frees starts the next wave, so it runs only once that
+/// wave has landed. The plan orders such steps after the ones they wait for, so one walk
+/// finds every wave.
+pub fn waves<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<Vec<&'a Step>> {
+    let mut waves: Vec<Vec<&Step>> = Vec::new();
+    for step in steps {
+        let target = step.target_name();
+        match waves.last_mut() {
+            Some(w) if !w.iter().any(|s| s.frees() == Some(target)) => w.push(step),
+            _ => waves.push(vec![step]),
+        }
+    }
+    waves
+}
+
 /// What a step does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -248,7 +287,8 @@ pub fn plan_with(
     out
 }
 
-/// [`plan_with`], leaving the containers of `excluded` ids out of every step.
+/// [`plan_with`], leaving the containers of `excluded` ids out of every step: the two passes,
+/// then the steps in their order.
 fn plan_excluding(
     desired: &Desired,
     actual: &Actual,
@@ -258,6 +298,46 @@ fn plan_excluding(
     excluded: &BTreeSet<&str>,
 ) -> Plan {
     let mut out = Plan::default();
+    let Decided {
+        mut removes,
+        mut starts,
+        gone,
+        changes,
+    } = decide(desired, actual, history, now, backoff, excluded, &mut out);
+    let ordered = sequence(desired, actual, changes, gone, &mut out);
+    let by_name =
+        |a: &Step, b: &Step| (&a.deployment, step_id(a)).cmp(&(&b.deployment, step_id(b)));
+    for group in [&mut removes, &mut starts] {
+        group.sort_by(by_name);
+    }
+    out.steps = [removes, starts, ordered].concat();
+    out.diagnostics.sort_by_cached_key(ToString::to_string);
+    out
+}
+
+/// What pass 1 decided, per deployment.
+struct Decided<'a> {
+    /// Leftovers and orphans to remove.
+    removes: Vec<Step>,
+    /// Current containers to start or unpause.
+    starts: Vec<Step>,
+    /// The containers the plan removes so far, by identity.
+    gone: Gone,
+    /// Deployments that need a new container (or a rename), with the one they keep now.
+    changes: Vec<Change<'a>>,
+}
+
+/// Pass 1: decides, per deployment, which container stays, which go, and what to do; the
+/// backoff, suspension and restart-policy verdicts go into `out`'s diagnostics.
+fn decide<'a>(
+    desired: &'a Desired,
+    actual: &'a Actual,
+    history: &History,
+    now: Timestamp,
+    backoff: &Backoff,
+    excluded: &BTreeSet<&str>,
+    out: &mut Plan,
+) -> Decided<'a> {
     let commit = desired.commit.clone();
 
     // Our containers sorted by deployment, walked beside the deployments sorted by name (a
@@ -297,7 +377,6 @@ fn plan_excluding(
     let mut orphans: Vec<(&str, &ObservedContainer)> = Vec::new();
     let mut next = 0;
 
-    // Pass 1: decide, per deployment, which container stays, which go, and what to do.
     let (mut removes, mut starts) = (Vec::new(), Vec::new());
     // The containers this plan removes or replaces, by identity (an id may be listed twice
     // in a snapshot: removing one entry must not make the other's name look free).
@@ -421,8 +500,25 @@ fn plan_excluding(
             removes.push(remove_step(dep.to_owned(), c, summary, commit.clone()));
         }
     }
+    Decided {
+        removes,
+        starts,
+        gone,
+        changes: changes_wanted,
+    }
+}
 
-    // Pass 2: a new or renamed container needs a name no surviving container holds, managed
+/// Pass 2: gives each change a name no surviving container holds, managed or not, and orders
+/// the changes so a step that takes a name runs after the step that frees it. Clashes go into
+/// `out`'s diagnostics; the steps come back in the order they run.
+fn sequence<'a>(
+    desired: &'a Desired,
+    actual: &'a Actual,
+    changes_wanted: Vec<Change<'a>>,
+    mut gone: Gone,
+    out: &mut Plan,
+) -> Vec<Step> {
+    // A new or renamed container needs a name no surviving container holds, managed
     // or not. A replaced container's own name is free, since it goes; but a replace refused
     // for a clash leaves its old container, and so its name, in place, which can block
     // another deployment in turn: blocks spread by a worklist over names, each change blocked
@@ -488,116 +584,99 @@ fn plan_excluding(
             *holder = h;
         }
     }
-    // (depth, replace-before-create, step); `changes_wanted` is in name order already.
-    let mut ordered: Vec<(usize, u8, Step)> = Vec::with_capacity(changes_wanted.len());
+    // (depth, step); `changes_wanted` is in name order already.
+    let mut ordered: Vec<(usize, Step)> = Vec::with_capacity(changes_wanted.len());
     for (i, (d, keep)) in changes_wanted.into_iter().enumerate() {
         if let Some(other) = blocked.get(d.name.as_str()) {
             out.diagnostics.push(name_clash(desired, d, other));
             continue;
         }
-        match keep {
-            None => ordered.push((
-                depth[i],
-                1,
-                Step {
-                    deployment: d.name.clone(),
-                    action: Action::Create {
-                        container_name: d.spec.container_name.clone(),
-                        spec_hash: d.spec_hash.clone(),
-                        needs_image: d.image_id.is_none(),
-                    },
-                    reason: Reason {
-                        summary: "not running on this node".to_owned(),
-                        changes: Vec::new(),
-                        commit: commit.clone(),
-                    },
-                },
-            )),
-            Some(c)
-                if same_generation(c, d)
-                    && matches!(
-                        c.state,
-                        ContainerState::Running
-                            | ContainerState::Created
-                            | ContainerState::Exited { .. }
-                    ) =>
-            {
-                let start = match c.state {
-                    ContainerState::Running => false,
-                    ContainerState::Exited { code } => should_restart(&d.spec.restart, code),
-                    _ => true,
-                };
-                ordered.push((
-                    depth[i],
-                    0,
-                    Step {
-                        deployment: d.name.clone(),
-                        action: Action::Rename {
-                            container_id: c.id.clone(),
-                            from: c.name.clone(),
-                            to: d.spec.container_name.clone(),
-                            start,
-                        },
-                        reason: Reason {
-                            summary: "it runs the current spec under another name".to_owned(),
-                            changes: Vec::new(),
-                            commit: commit.clone(),
-                        },
-                    },
-                ));
-            }
-            Some(c) => {
-                let changes = changes(c, d);
-                let summary = if matches!(c.state, ContainerState::Dead) && changes.is_empty() {
-                    "container is dead".to_owned()
-                } else if changes.is_empty() {
-                    "spec changed".to_owned()
-                } else {
-                    format!(
-                        "{} changed",
-                        changes
-                            .iter()
-                            .map(|c| c.field.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                ordered.push((
-                    depth[i],
-                    0,
-                    Step {
-                        deployment: d.name.clone(),
-                        action: Action::Replace {
-                            old_id: c.id.clone(),
-                            old_name: c.name.clone(),
-                            container_name: d.spec.container_name.clone(),
-                            spec_hash: d.spec_hash.clone(),
-                            strategy: d.strategy,
-                            needs_image: d.image_id.is_none(),
-                        },
-                        reason: Reason {
-                            summary,
-                            changes,
-                            commit: commit.clone(),
-                        },
-                    },
-                ));
-            }
-        }
-    }
-
-    let by_name =
-        |a: &Step, b: &Step| (&a.deployment, step_id(a)).cmp(&(&b.deployment, step_id(b)));
-    for group in [&mut removes, &mut starts] {
-        group.sort_by(by_name);
+        ordered.push((depth[i], change_step(desired, d, keep)));
     }
     // Replacements before creations, by name, except where a name must be freed first.
     // The sort is stable, so name order holds within each (depth, kind).
-    ordered.sort_by_key(|(depth, kind, _)| (*depth, *kind));
-    out.steps = [removes, starts].concat();
-    out.steps.extend(ordered.into_iter().map(|(_, _, s)| s));
-    out.diagnostics.sort_by_cached_key(ToString::to_string);
-    out
+    ordered.sort_by_key(|(depth, s)| (*depth, matches!(s.action, Action::Create { .. })));
+    ordered.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The step that gives `d` its container: a creation, a rename of a current container under
+/// another name, or a replacement of `keep`.
+fn change_step(desired: &Desired, d: &DesiredDeployment, keep: Option<&ObservedContainer>) -> Step {
+    let commit = desired.commit.clone();
+    let (action, summary, changes) = match keep {
+        None => (
+            Action::Create {
+                container_name: d.spec.container_name.clone(),
+                spec_hash: d.spec_hash.clone(),
+                needs_image: d.image_id.is_none(),
+            },
+            "not running on this node".to_owned(),
+            Vec::new(),
+        ),
+        Some(c)
+            if same_generation(c, d)
+                && matches!(
+                    c.state,
+                    ContainerState::Running
+                        | ContainerState::Created
+                        | ContainerState::Exited { .. }
+                ) =>
+        {
+            let start = match c.state {
+                ContainerState::Running => false,
+                ContainerState::Exited { code } => should_restart(&d.spec.restart, code),
+                _ => true,
+            };
+            (
+                Action::Rename {
+                    container_id: c.id.clone(),
+                    from: c.name.clone(),
+                    to: d.spec.container_name.clone(),
+                    start,
+                },
+                "it runs the current spec under another name".to_owned(),
+                Vec::new(),
+            )
+        }
+        Some(c) => {
+            let changes = changes(c, d);
+            let summary = if matches!(c.state, ContainerState::Dead) && changes.is_empty() {
+                "container is dead".to_owned()
+            } else if changes.is_empty() {
+                "spec changed".to_owned()
+            } else {
+                format!(
+                    "{} changed",
+                    changes
+                        .iter()
+                        .map(|c| c.field.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            (
+                Action::Replace {
+                    old_id: c.id.clone(),
+                    old_name: c.name.clone(),
+                    container_name: d.spec.container_name.clone(),
+                    spec_hash: d.spec_hash.clone(),
+                    strategy: d.strategy,
+                    needs_image: d.image_id.is_none(),
+                },
+                summary,
+                changes,
+            )
+        }
+    };
+    Step {
+        deployment: d.name.clone(),
+        action,
+        reason: Reason {
+            summary,
+            changes,
+            commit,
+        },
+    }
 }
 
 type Change<'a> = (&'a DesiredDeployment, Option<&'a ObservedContainer>);
@@ -1060,6 +1139,95 @@ impl fmt::Display for Diagnostic {
                     "{deployment}: exited with code {code}; its restart policy leaves it stopped"
                 )
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(dep: &str, action: Action) -> Step {
+        Step {
+            deployment: dep.to_owned(),
+            action,
+            reason: Reason {
+                summary: String::new(),
+                changes: Vec::new(),
+                commit: None,
+            },
+        }
+    }
+
+    fn create(name: &str) -> Step {
+        step(
+            name,
+            Action::Create {
+                container_name: name.to_owned(),
+                spec_hash: "h".to_owned(),
+                needs_image: false,
+            },
+        )
+    }
+
+    fn replace(name: &str, old_name: &str) -> Step {
+        step(
+            name,
+            Action::Replace {
+                old_id: format!("id-{old_name}"),
+                old_name: old_name.to_owned(),
+                container_name: name.to_owned(),
+                spec_hash: "h".to_owned(),
+                strategy: ReplaceStrategy::StartFirst,
+                needs_image: false,
+            },
+        )
+    }
+
+    fn rename(dep: &str, from: &str, to: &str) -> Step {
+        step(
+            dep,
+            Action::Rename {
+                container_id: format!("id-{from}"),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                start: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_step_waits_for_the_wave_that_frees_its_name() {
+        type Waves = Vec<Vec<&'static str>>;
+        let cases: Vec<(&str, Vec<Step>, Waves)> = vec![
+            ("nothing", vec![], vec![]),
+            (
+                "independent steps run at once",
+                vec![replace("a", "a"), create("b"), create("c")],
+                vec![vec!["a", "b", "c"]],
+            ),
+            (
+                "a creation taking a name a rename frees waits",
+                vec![rename("web", "api", "web2"), create("api")],
+                vec![vec!["web"], vec!["api"]],
+            ),
+            (
+                "a chain of three is three waves",
+                vec![rename("x", "b", "a"), rename("y", "c", "b"), create("c")],
+                vec![vec!["x"], vec!["y"], vec!["c"]],
+            ),
+            (
+                "a replacement freeing its own name does not split",
+                vec![replace("a", "a"), replace("b", "b")],
+                vec![vec!["a", "b"]],
+            ),
+        ];
+        for (what, steps, want) in cases {
+            let got: Vec<Vec<&str>> = waves(&steps)
+                .iter()
+                .map(|w| w.iter().map(|s| s.deployment.as_str()).collect())
+                .collect();
+            assert_eq!(got, want, "{what}");
         }
     }
 }
