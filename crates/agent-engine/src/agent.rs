@@ -22,14 +22,8 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use gitsync::Schedule;
 use manifest_model::{DesiredNode, ImageSource, PullPolicy};
-use reconcile_core::{
-    Action, Actual, ContainerState, Desired, Diagnostic, HealthStatus, LABEL_SPEC_HASH,
-    ObservedContainer, Plan, Step, Timestamp,
-};
-use status_http::{
-    ContainerPhase, DeploymentState, DeploymentStatus, EventOutcome, Metrics, NodeStatus,
-    ServiceStatus, Snapshot, Status,
-};
+use reconcile_core::{Action, Actual, ContainerState, Desired, Diagnostic, Plan, Step, Timestamp};
+use status_http::{EventOutcome, Metrics, NodeStatus, Status};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
@@ -39,6 +33,7 @@ use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::{self, Journal};
 use crate::picture::{Ask, Picture};
+use crate::project::{self, rfc3339};
 use crate::rollout::{self, lock};
 use crate::seams::{
     Clock as _, Git as _, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Real, Refusal,
@@ -1112,185 +1107,24 @@ impl<W: World> Agent<W> {
         plan: &Plan,
         errors: &BTreeMap<String, String>,
     ) {
-        let mut node_status = self.node_status();
+        let mut node = self.node_status();
         if let Some((l, _)) = loaded {
-            node_status.git_head = Some(l.commit.clone());
+            node.git_head = Some(l.commit.clone());
         }
-        let mut deployments = BTreeMap::new();
-        let mut services = BTreeMap::new();
-        let mut ready = loaded.is_some();
-        if let Some((l, desired)) = loaded {
-            // Ours by deployment, and the planner's notes by deployment, each gathered in one
-            // pass: a lookup per deployment over every container was quadratic in the node.
-            let mut ours: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
-            for o in &actual.containers {
-                if let Some((deployment, _)) = o.ownership(&desired.node, &desired.environment) {
-                    ours.entry(deployment).or_default().push(o);
-                }
-            }
-            let mut notes: BTreeMap<&str, &Diagnostic> = BTreeMap::new();
-            for d in &plan.diagnostics {
-                if let Diagnostic::NameClash { deployment, .. }
-                | Diagnostic::BackingOff { deployment, .. }
-                | Diagnostic::Exited { deployment, .. } = d
-                {
-                    notes.entry(deployment.as_str()).or_insert(d);
-                }
-            }
-            for (c, d) in l.node.containers.iter().zip(&desired.deployments) {
-                let image = d.spec.image.clone();
-                let spec_hash = d.spec_hash.clone();
-                let mine = ours
-                    .get(c.deployment.as_str())
-                    .map_or(&[][..], Vec::as_slice);
-                let observed = mine
-                    .iter()
-                    .find(|o| o.name == c.container_name)
-                    .or_else(|| mine.first());
-                let diag_error = notes.get(c.deployment.as_str()).and_then(|d| match d {
-                    Diagnostic::NameClash {
-                        container_name,
-                        other_branch: None,
-                        ..
-                    } => Some(format!(
-                        "the name {container_name} is taken by a container orun does not manage"
-                    )),
-                    Diagnostic::NameClash {
-                        container_name,
-                        other_branch: Some(branch),
-                        ..
-                    } => Some(format!(
-                        "the name {container_name} is taken by a container labelled for this node and environment `{}`: another branch's agent (branches with one environment id cannot share a host) or an older orun's; left alone",
-                        manifest_model::escape_file_name(branch)
-                    )),
-                    Diagnostic::BackingOff { until, reason, .. } => Some(format!(
-                        "{reason} (next attempt at {})",
-                        rfc3339(UNIX_EPOCH + Duration::from_secs(until.0))
-                    )),
-                    Diagnostic::Exited { code, .. } => Some(format!(
-                        "exited with code {code}; restart policy leaves it stopped"
-                    )),
-                    _ => None,
-                });
-                let last_error = errors.get(&c.deployment).cloned().or(diag_error);
-                // The planner's test: the spec and, when the image is here, its id.
-                let current = observed.is_some_and(|o| {
-                    o.labels().get(LABEL_SPEC_HASH) == Some(&spec_hash)
-                        && d.image_id.as_ref().is_none_or(|id| *id == o.image_id)
-                });
-                let failed_spec = self
-                    .state
-                    .history
-                    .failures
-                    .get(&c.deployment)
-                    .is_some_and(|f| f.spec_hash == spec_hash);
-                let state = if c.spec.suspend {
-                    DeploymentState::Suspended
-                } else if failed_spec && !current {
-                    match observed {
-                        Some(o) if o.state == ContainerState::Running => {
-                            DeploymentState::FailedRolledBack
-                        }
-                        _ => DeploymentState::Failed,
-                    }
-                } else if last_error.is_some() && !current {
-                    DeploymentState::Failed
-                } else {
-                    match observed {
-                        None => DeploymentState::Missing,
-                        Some(o) if !current => DeploymentState::Outdated(phase(o.state)),
-                        Some(o) => DeploymentState::Current(phase(o.state)),
-                    }
-                };
-                let health = observed.and_then(|o| o.health).map(|h| match h {
-                    HealthStatus::Starting => "starting".to_owned(),
-                    HealthStatus::Healthy => "healthy".to_owned(),
-                    HealthStatus::Unhealthy => "unhealthy".to_owned(),
-                });
-                let healthy = observed.is_some_and(|o| {
-                    o.state == ContainerState::Running
-                        && !matches!(
-                            o.health,
-                            Some(HealthStatus::Starting | HealthStatus::Unhealthy)
-                        )
-                });
-                // A rollout in flight owns its entry: its progress, and (after a start-first
-                // switch) the new container's id and address, which clients follow while the
-                // old one drains.
-                let flying = self.in_flight.contains_key(&c.deployment);
-                let before = flying
-                    .then(|| {
-                        self.shared
-                            .status
-                            .get()
-                            .deployments
-                            .get(&c.deployment)
-                            .cloned()
-                    })
-                    .flatten();
-                let (state, rollout) = if flying {
-                    (
-                        DeploymentState::RollingOut,
-                        before.as_ref().and_then(|d| d.rollout.clone()),
-                    )
-                } else {
-                    (state, None)
-                };
-                let container_id = match &before {
-                    Some(d) => d.container_id.clone(),
-                    None => observed.map(|o| o.id.clone()),
-                };
-                let address = match &before {
-                    Some(d) => d.address.clone(),
-                    None => observed
-                        .and_then(|o| self.inspected.get(&o.id))
-                        .and_then(|(_, a)| a.clone()),
-                };
-                if flying || !(c.spec.suspend || current && healthy) {
-                    ready = false;
-                }
-                deployments.insert(
-                    c.deployment.clone(),
-                    DeploymentStatus {
-                        name: c.deployment.clone(),
-                        image,
-                        container_id,
-                        state,
-                        health,
-                        spec_hash: Some(spec_hash),
-                        last_error,
-                        restarts: self
-                            .metrics
-                            .restarts
-                            .get(&c.deployment)
-                            .copied()
-                            .unwrap_or(0),
-                        address,
-                        rollout,
-                    },
-                );
-            }
-            for s in &l.node.services {
-                services.insert(
-                    s.name.clone(),
-                    ServiceStatus {
-                        name: s.name.clone(),
-                        deployment: s.deployment.clone(),
-                        domain: s.domain.clone(),
-                    },
-                );
-            }
-        }
-        if !plan.steps.is_empty() || !errors.is_empty() {
-            ready = false;
-        }
-        self.shared.status.publish(Snapshot {
-            node: node_status,
-            deployments,
-            services,
-            ready,
-            metrics: self.metrics.clone(),
+        let previous = self.shared.status.get();
+        let snapshot = project::snapshot(&project::View {
+            node,
+            revision: loaded.map(|(l, d)| (&l.node, d)),
+            actual,
+            plan,
+            errors,
+            history: &self.state.history,
+            in_flight: &self.in_flight,
+            previous: &previous,
+            inspected: &self.inspected,
+            metrics: &self.metrics,
         });
+        self.shared.status.publish(snapshot);
     }
 }
 
@@ -1443,43 +1277,5 @@ impl<W: World> Agent<W> {
                 self.inspected.clear();
             }
         }
-    }
-}
-
-/// A container's state as `/status` names it.
-fn phase(s: ContainerState) -> ContainerPhase {
-    match s {
-        ContainerState::Created => ContainerPhase::Created,
-        ContainerState::Running => ContainerPhase::Running,
-        ContainerState::Paused => ContainerPhase::Paused,
-        ContainerState::Restarting => ContainerPhase::Restarting,
-        ContainerState::Removing => ContainerPhase::Removing,
-        ContainerState::Exited { code } => ContainerPhase::Exited(code),
-        ContainerState::Dead => ContainerPhase::Dead,
-        ContainerState::Stopping => ContainerPhase::Stopping,
-    }
-}
-
-/// `2026-11-22T10:00:00Z`, UTC, second precision (times before 1970 show as 1970).
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let ts = i64::try_from(secs)
-        .ok()
-        .and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .unwrap_or(jiff::Timestamp::MAX);
-    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_350_896), "2026-11-22T12:34:56Z");
-        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 }

@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use status_http::{EVENTS_KEPT, Event, EventOutcome, Status};
 use tracing::warn;
 
-use crate::agent::rfc3339;
 use crate::error::{EngineError, report};
+use crate::project::rfc3339;
 use crate::state::write_atomic;
 
 /// The history: the file and the status API's copy.

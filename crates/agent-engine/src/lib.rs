@@ -12,6 +12,7 @@ mod eventlog;
 mod journal;
 mod picture;
 mod probe;
+mod project;
 mod rollout;
 mod seams;
 mod settings;
