@@ -73,31 +73,17 @@ pub struct Outcome {
 /// remembers across passes and restarts.
 pub struct Agent<W: World = Real> {
     cfg: Settings,
-    dir: DataDir,
-    state: State,
-    git: W::Git,
+    /// The data dir and the state file: what survives a restart.
+    store: Store,
+    /// The remote, the revision followed, and how the last syncs went.
+    tracking: Tracking<W::Git>,
     /// The seams, the journal, the history and the status, shared with rollouts in flight.
     shared: Rc<rollout::Shared<W>>,
     auth: RegistryAuth,
-    schedule: Schedule,
-    current: Option<Loaded>,
-    /// The head refused last, so it is not loaded and logged again on every tick.
-    refused: Option<String>,
-    sync_error: Option<String>,
-    load_error: Option<String>,
-    stale_since: Option<SystemTime>,
-    last_sync: Option<SystemTime>,
     started_at: SystemTime,
     metrics: Metrics,
-    /// Supervision restarts in a row, by deployment.
-    backoffs: BTreeMap<String, supervise::RestartBackoff>,
-    /// Liveness probes of promoted containers, by deployment.
-    watches: BTreeMap<String, supervise::Watch>,
-    /// Docker's restart count and the address of each current container, by id; read again
-    /// when it dies.
-    inspected: BTreeMap<String, (u64, Option<String>)>,
-    /// Containers Docker reported dying since the last pass.
-    dirty: BTreeSet<String>,
+    /// Liveness probes, restart backoffs and restart counts of promoted containers.
+    supervision: supervise::Supervision,
     /// The commit being applied, for events.
     current_commit: Option<String>,
     /// Rollouts running beside the loop.
@@ -110,6 +96,26 @@ pub struct Agent<W: World = Real> {
     docker_events: Option<tokio::sync::mpsc::Receiver<WatchEvent>>,
     /// The host as the last pass saw it, kept current by those events.
     picture: Picture,
+}
+
+/// What survives a restart: the locked data dir and the state file in it.
+struct Store {
+    dir: DataDir,
+    state: State,
+}
+
+/// Git tracking: the remote, its poll timer, the revision being converged, and how the last
+/// syncs and loads went.
+struct Tracking<G> {
+    git: G,
+    schedule: Schedule,
+    current: Option<Loaded>,
+    /// The head refused last, so it is not loaded and logged again on every tick.
+    refused: Option<String>,
+    sync_error: Option<String>,
+    load_error: Option<String>,
+    stale_since: Option<SystemTime>,
+    last_sync: Option<SystemTime>,
     /// When Git is next polled.
     next_poll: Option<Instant>,
 }
@@ -224,31 +230,29 @@ impl<W: World> Agent<W> {
         });
         let mut agent = Self {
             cfg,
-            dir,
-            state,
-            git,
+            store: Store { dir, state },
+            tracking: Tracking {
+                git,
+                schedule,
+                current: None,
+                refused: None,
+                sync_error: None,
+                load_error: None,
+                stale_since: None,
+                last_sync: None,
+                next_poll: None,
+            },
             shared,
             auth,
-            schedule,
-            current: None,
-            refused: None,
-            sync_error: None,
-            load_error: None,
-            stale_since: None,
-            last_sync: None,
             started_at: wall,
             metrics: Metrics::default(),
-            backoffs: BTreeMap::new(),
-            watches: BTreeMap::new(),
-            inspected: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            supervision: supervise::Supervision::default(),
             current_commit: None,
             flights: FuturesUnordered::new(),
             in_flight: BTreeMap::new(),
             landed_errors: BTreeMap::new(),
             docker_events: None,
             picture: Picture::default(),
-            next_poll: None,
         };
         // Watched from before the first listing, so no change after it goes unseen.
         if !agent.cfg.once {
@@ -257,7 +261,7 @@ impl<W: World> Agent<W> {
         }
         // Resume from the revision that was running, so a restart with the remote down still
         // keeps (and repairs) the last good state.
-        if let Some(commit) = agent.state.current.clone() {
+        if let Some(commit) = agent.store.state.current.clone() {
             agent.load(&commit, "resuming").await;
         }
         Ok(agent)
@@ -279,9 +283,11 @@ impl<W: World> Agent<W> {
         // A node that resumed a revision repairs its host at once but polls Git only after a
         // random part of one interval, so a fleet restarted together does not poll its Git
         // host in the same instant (docs/SCALING.md). A node with nothing to run polls now.
-        let mut next_poll = match self.next_poll {
+        let mut next_poll = match self.tracking.next_poll {
             Some(at) => at,
-            None if self.current.is_some() => self.shared.clock.now() + self.schedule.splay(),
+            None if self.tracking.current.is_some() => {
+                self.shared.clock.now() + self.tracking.schedule.splay()
+            }
             None => self.shared.clock.now(),
         };
         loop {
@@ -291,9 +297,9 @@ impl<W: World> Agent<W> {
             let git_due = self.shared.clock.now() >= next_poll;
             let outcome = self.tick_beside_flights(git_due).await;
             if git_due {
-                next_poll = self.shared.clock.now() + self.schedule.next_delay();
+                next_poll = self.shared.clock.now() + self.tracking.schedule.next_delay();
             }
-            self.next_poll = Some(next_poll);
+            self.tracking.next_poll = Some(next_poll);
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }
@@ -491,27 +497,34 @@ impl<W: World> Agent<W> {
 
     async fn sync(&mut self) {
         let started = self.shared.clock.now();
-        let result = self.git.sync().await;
+        let result = self.tracking.git.sync().await;
         self.metrics.fetch_duration_seconds = Some(started.elapsed().as_secs_f64());
         match result {
             Ok(head) => {
-                self.schedule.record(true);
-                self.last_sync = Some(self.shared.clock.wall());
-                self.stale_since = None;
-                self.sync_error = None;
-                let known = self.current.as_ref().is_some_and(|c| c.commit == head)
-                    || self.refused.as_deref() == Some(head.as_str());
+                self.tracking.schedule.record(true);
+                self.tracking.last_sync = Some(self.shared.clock.wall());
+                self.tracking.stale_since = None;
+                self.tracking.sync_error = None;
+                let known = self
+                    .tracking
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.commit == head)
+                    || self.tracking.refused.as_deref() == Some(head.as_str());
                 if !known {
                     self.load(&head, "fetched").await;
                 }
             }
             Err(e) => {
-                self.schedule.record(false);
+                self.tracking.schedule.record(false);
                 let wall = self.shared.clock.wall();
-                self.stale_since.get_or_insert(wall);
-                let retry = gitsync::backoff(self.schedule.interval(), self.schedule.failures());
-                warn!(error = %e, failures = self.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
-                self.sync_error = Some(format!("fetch failed: {e}"));
+                self.tracking.stale_since.get_or_insert(wall);
+                let retry = gitsync::backoff(
+                    self.tracking.schedule.interval(),
+                    self.tracking.schedule.failures(),
+                );
+                warn!(error = %e, failures = self.tracking.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
+                self.tracking.sync_error = Some(format!("fetch failed: {e}"));
             }
         }
     }
@@ -523,8 +536,9 @@ impl<W: World> Agent<W> {
     /// `/healthz` and Docker events must still be served.
     async fn load(&mut self, commit: &str, why: &str) {
         let short = commit[..commit.len().min(12)].to_owned();
-        let current = self.current.as_ref().map(|c| c.commit.clone());
+        let current = self.tracking.current.as_ref().map(|c| c.commit.clone());
         let read = self
+            .tracking
             .git
             .read(
                 commit,
@@ -554,7 +568,9 @@ impl<W: World> Agent<W> {
                     if wanted < MIN_MANIFEST_POLL {
                         warn!(?wanted, floor = ?MIN_MANIFEST_POLL, "pollInterval is too short; using the floor");
                     }
-                    self.schedule.set_interval(wanted.max(MIN_MANIFEST_POLL));
+                    self.tracking
+                        .schedule
+                        .set_interval(wanted.max(MIN_MANIFEST_POLL));
                 }
                 let mut desired = Desired::from_node(&node, Some(commit.to_owned()), |_| None);
                 desired.allow_empty = self.cfg.allow_remove_all;
@@ -574,15 +590,15 @@ impl<W: World> Agent<W> {
                     }
                 }
                 self.current_commit = Some(commit.to_owned());
-                self.current = Some(Loaded {
+                self.tracking.current = Some(Loaded {
                     commit: commit.to_owned(),
                     node,
                     desired,
                 });
-                self.refused = None;
-                self.load_error = None;
-                if self.state.current.as_deref() != Some(commit) {
-                    self.state.current = Some(commit.to_owned());
+                self.tracking.refused = None;
+                self.tracking.load_error = None;
+                if self.store.state.current.as_deref() != Some(commit) {
+                    self.store.state.current = Some(commit.to_owned());
                     self.save_state();
                 }
             }
@@ -602,28 +618,29 @@ impl<W: World> Agent<W> {
                 if more > 0 {
                     shown.push(&tail);
                 }
-                if self.current.is_some() {
+                if self.tracking.current.is_some() {
                     error!(commit = %short, errors = total, "revision refused; the previous one keeps running");
                 } else {
                     error!(commit = %short, errors = total, "revision refused; no revision is running yet");
                 }
-                self.load_error = Some(format!("revision {short} refused: {}", shown.join("; ")));
+                self.tracking.load_error =
+                    Some(format!("revision {short} refused: {}", shown.join("; ")));
                 // A commit's content never changes: a revision refused for what it says stays
                 // refused until the branch moves. A read failure is tried again.
                 if permanent {
-                    self.refused = Some(commit.to_owned());
+                    self.tracking.refused = Some(commit.to_owned());
                 }
             }
         }
     }
 
     async fn converge(&mut self, wait: bool) -> Result<Outcome, EngineError> {
-        let Some(loaded) = self.current.take() else {
+        let Some(loaded) = self.tracking.current.take() else {
             self.publish(None, &Actual::default(), &Plan::default(), &BTreeMap::new());
             return Ok(Outcome::default());
         };
         let result = self.converge_to(&loaded, wait).await;
-        self.current = Some(loaded);
+        self.tracking.current = Some(loaded);
         result
     }
 
@@ -700,7 +717,7 @@ impl<W: World> Agent<W> {
                 (ImageSource::Image(_), policy) => {
                     let due = match policy {
                         PullPolicy::Always => {
-                            self.state.pulled_at.get(image) != Some(&loaded.commit)
+                            self.store.state.pulled_at.get(image) != Some(&loaded.commit)
                         }
                         _ => !present,
                     };
@@ -711,7 +728,7 @@ impl<W: World> Agent<W> {
                         match tokio::time::timeout(PULL_TIMEOUT, self.shared.docker.pull(image, &self.auth)).await {
                             Ok(Ok(id)) => {
                                 images.insert(image.clone(), id);
-                                self.state.pulled_at.insert(image.clone(), loaded.commit.clone());
+                                self.store.state.pulled_at.insert(image.clone(), loaded.commit.clone());
                                 None
                             }
                             Ok(Err(e)) => Some(e.to_string()),
@@ -734,7 +751,7 @@ impl<W: World> Agent<W> {
             d.image_id = images.get(&d.spec.image).cloned();
         }
         let desired = Rc::new(desired);
-        let mut plan = reconcile_core::plan(&desired, &actual, &self.state.history, now);
+        let mut plan = reconcile_core::plan(&desired, &actual, &self.store.state.history, now);
         // A deployment with a rollout in flight is that rollout's until it lands.
         self.leave_to_flights(&mut plan, &actual, &desired);
         for d in &plan.diagnostics {
@@ -753,7 +770,7 @@ impl<W: World> Agent<W> {
             let actual = self.observe().await?;
             self.picture.listed(&actual, self.shared.clock.now());
             let mut replan =
-                reconcile_core::plan(&desired, &actual, &self.state.history, self.now_ts());
+                reconcile_core::plan(&desired, &actual, &self.store.state.history, self.now_ts());
             self.leave_to_flights(&mut replan, &actual, &desired);
             (actual, replan)
         };
@@ -781,9 +798,9 @@ impl<W: World> Agent<W> {
         }
         let converged =
             replan.steps.is_empty() && errors.is_empty() && !blocked && self.in_flight.is_empty();
-        if converged && self.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
+        if converged && self.store.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
             info!(commit = %&loaded.commit[..12.min(loaded.commit.len())], applied, "converged");
-            self.state.last_applied = Some(loaded.commit.clone());
+            self.store.state.last_applied = Some(loaded.commit.clone());
             self.save_state();
         } else if applied > 0 || !errors.is_empty() {
             self.save_state();
@@ -827,7 +844,12 @@ impl<W: World> Agent<W> {
                     applied += 1;
                     if let Action::Start { container_id, .. } = &step.action {
                         // Starting a stopped current container is supervision: counted.
-                        *self.state.restarts.entry(container_id.clone()).or_default() += 1;
+                        *self
+                            .store
+                            .state
+                            .restarts
+                            .entry(container_id.clone())
+                            .or_default() += 1;
                     }
                     self.event(Some(&step.deployment), action, summary, EventOutcome::Ok);
                 }
@@ -930,7 +952,7 @@ impl<W: World> Agent<W> {
             Ok(Some(rollout::Outcome::Promoted)) => {
                 count(&mut self.metrics, "promoted");
                 self.clear_failure(dep);
-                self.backoffs.remove(dep);
+                self.supervision.backoffs.remove(dep);
                 true
             }
             Ok(Some(rollout::Outcome::RolledBack(why))) => {
@@ -1050,40 +1072,42 @@ impl<W: World> Agent<W> {
 
     fn backing_off(&self, deployment: &str, spec_hash: &str, now: Timestamp) -> bool {
         let backoff = reconcile_core::Backoff::default();
-        self.state
+        self.store
+            .state
             .history
             .backing_off(deployment, spec_hash, &backoff, now)
     }
 
     fn record_failure(&mut self, deployment: &str, spec_hash: &str, reason: &str, now: Timestamp) {
-        self.state
+        self.store
+            .state
             .history
             .record_failure(deployment, spec_hash, reason, now);
     }
 
     fn clear_failure(&mut self, deployment: &str) {
-        self.state.history.clear(deployment);
+        self.store.state.history.clear(deployment);
     }
 
     fn save_state(&self) {
-        if let Err(e) = self.dir.save_state(&self.state) {
+        if let Err(e) = self.store.dir.save_state(&self.store.state) {
             // The host keeps running; only the memory of this pass is at risk (E8).
             error!(error = %report(&e), "cannot save state");
         }
     }
 
     fn node_status(&self) -> NodeStatus {
-        let sync_error = match (&self.sync_error, &self.load_error) {
+        let sync_error = match (&self.tracking.sync_error, &self.tracking.load_error) {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.clone().or_else(|| b.clone()),
         };
         NodeStatus {
             name: self.cfg.node.clone(),
             started_at: rfc3339(self.started_at),
-            last_sync_time: self.last_sync.map(rfc3339),
-            git_head: self.current.as_ref().map(|c| c.commit.clone()),
+            last_sync_time: self.tracking.last_sync.map(rfc3339),
+            git_head: self.tracking.current.as_ref().map(|c| c.commit.clone()),
             sync_error,
-            stale_since: self.stale_since.map(rfc3339),
+            stale_since: self.tracking.stale_since.map(rfc3339),
         }
     }
 
@@ -1118,10 +1142,10 @@ impl<W: World> Agent<W> {
             actual,
             plan,
             errors,
-            history: &self.state.history,
+            history: &self.store.state.history,
             in_flight: &self.in_flight,
             previous: &previous,
-            inspected: &self.inspected,
+            inspected: &self.supervision.inspected,
             metrics: &self.metrics,
         });
         self.shared.status.publish(snapshot);
@@ -1265,7 +1289,7 @@ impl<W: World> Agent<W> {
             } => {
                 debug!(action = %action, deployment = deployment.as_deref().unwrap_or(""), "docker event");
                 if action == "die" {
-                    self.dirty.insert(id.clone());
+                    self.supervision.dirty.insert(id.clone());
                 }
             }
             WatchEvent::Image { action } => {
@@ -1274,7 +1298,7 @@ impl<W: World> Agent<W> {
             WatchEvent::Reconnected => {
                 info!("docker event stream reconnected; re-observing");
                 // Deaths may have been missed while the stream was down.
-                self.inspected.clear();
+                self.supervision.inspected.clear();
             }
         }
     }

@@ -36,6 +36,20 @@ pub(super) struct RestartBackoff {
     not_before: Millis,
 }
 
+/// What supervision keeps between passes.
+#[derive(Debug, Default)]
+pub(super) struct Supervision {
+    /// Supervision restarts in a row, by deployment.
+    pub(super) backoffs: BTreeMap<String, RestartBackoff>,
+    /// Liveness probes of promoted containers, by deployment.
+    pub(super) watches: BTreeMap<String, Watch>,
+    /// Docker's restart count and the address of each current container, by id; read again
+    /// when it dies.
+    pub(super) inspected: BTreeMap<String, (u64, Option<String>)>,
+    /// Containers Docker reported dying since the last pass.
+    pub(super) dirty: BTreeSet<String>,
+}
+
 impl<W: World> Agent<W> {
     pub(super) fn now_ms(&self) -> Millis {
         u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -64,34 +78,42 @@ impl<W: World> Agent<W> {
             // Restart counts and addresses are for `/status` and `/metrics`, which `--once`
             // does not serve: one inspect per container would double its no-op pass.
             let details = !self.cfg.once;
-            if details && (!self.inspected.contains_key(&o.id) || self.dirty.contains(&o.id)) {
+            if details
+                && (!self.supervision.inspected.contains_key(&o.id)
+                    || self.supervision.dirty.contains(&o.id))
+            {
                 match self.shared.docker.inspect(&o.id).await {
                     Ok(info) => {
                         let address = info.address.map(|a| a.to_string());
-                        self.inspected
+                        self.supervision
+                            .inspected
                             .insert(o.id.clone(), (info.restart_count, address));
                     }
                     Err(e) => debug!(container = %o.id, error = %e, "cannot inspect"),
                 }
             }
-            let total = self.inspected.get(&o.id).map_or(0, |(n, _)| *n)
-                + self.state.restarts.get(&o.id).copied().unwrap_or(0);
+            let total = self.supervision.inspected.get(&o.id).map_or(0, |(n, _)| *n)
+                + self.store.state.restarts.get(&o.id).copied().unwrap_or(0);
             counts.insert(d.name.clone(), total);
             if o.state != ContainerState::Running {
                 continue;
             }
             promoted.insert(d.name.clone());
-            match (&c.spec.health.liveness, self.watches.get(&d.name)) {
+            match (
+                &c.spec.health.liveness,
+                self.supervision.watches.get(&d.name),
+            ) {
                 (Some(_), Some(w)) if w.container_id == o.id => {}
                 (Some(p), _) => {
                     let policy = reconcile_core::GatePolicy::of(&c.spec).liveness;
                     if let Some(policy) = policy {
-                        self.watches
+                        self.supervision
+                            .watches
                             .insert(d.name.clone(), new_watch(&o.id, &p.http, policy, now));
                     }
                 }
                 (None, _) => {
-                    self.watches.remove(&d.name);
+                    self.supervision.watches.remove(&d.name);
                 }
             }
             match o.health {
@@ -103,12 +125,14 @@ impl<W: World> Agent<W> {
                 _ => {}
             }
         }
-        self.watches.retain(|dep, _| promoted.contains(dep));
-        self.dirty.clear();
-        self.inspected.retain(|id, _| ids.contains(id));
-        let before = self.state.restarts.len();
-        self.state.restarts.retain(|id, _| ids.contains(id));
-        if self.state.restarts.len() != before {
+        self.supervision
+            .watches
+            .retain(|dep, _| promoted.contains(dep));
+        self.supervision.dirty.clear();
+        self.supervision.inspected.retain(|id, _| ids.contains(id));
+        let before = self.store.state.restarts.len();
+        self.store.state.restarts.retain(|id, _| ids.contains(id));
+        if self.store.state.restarts.len() != before {
             self.save_state();
         }
         self.metrics.restarts = counts;
@@ -116,7 +140,12 @@ impl<W: World> Agent<W> {
 
     /// When the next liveness probe is due.
     pub(super) fn next_liveness(&self) -> Option<Instant> {
-        let due = self.watches.values().map(|w| w.track.next_due()).min()?;
+        let due = self
+            .supervision
+            .watches
+            .values()
+            .map(|w| w.track.next_due())
+            .min()?;
         Some(self.shared.epoch + Duration::from_millis(due))
     }
 
@@ -125,13 +154,14 @@ impl<W: World> Agent<W> {
     pub(super) async fn check_liveness(&mut self) {
         let now = self.now_ms();
         let due: Vec<String> = self
+            .supervision
             .watches
             .iter()
             .filter(|(_, w)| w.track.due(now))
             .map(|(d, _)| d.clone())
             .collect();
         for dep in due {
-            let Some(w) = self.watches.get(&dep) else {
+            let Some(w) = self.supervision.watches.get(&dep) else {
                 continue;
             };
             let (id, target, timeout) = (
@@ -144,7 +174,7 @@ impl<W: World> Agent<W> {
                 // Not running: Docker's restart policy or the next pass deals with it.
                 _ => {
                     let now = self.now_ms();
-                    if let Some(w) = self.watches.get_mut(&dep) {
+                    if let Some(w) = self.supervision.watches.get_mut(&dep) {
                         w.track.defer(now);
                     }
                     continue;
@@ -152,7 +182,7 @@ impl<W: World> Agent<W> {
             };
             let (ok, detail) = self.shared.probe.http(&target, &info, timeout).await;
             let now = self.now_ms();
-            let Some(w) = self.watches.get_mut(&dep) else {
+            let Some(w) = self.supervision.watches.get_mut(&dep) else {
                 continue;
             };
             let failed = w.track.record(now, ok, detail.clone());
@@ -172,18 +202,19 @@ impl<W: World> Agent<W> {
     /// its backoff: one good answer after each restart must not keep the delay at 1 s.
     fn calm_down(&mut self, dep: &str, now: Millis) {
         if self
+            .supervision
             .backoffs
             .get(dep)
             .is_some_and(|b| now >= b.not_before.saturating_add(CALM))
         {
-            self.backoffs.remove(dep);
+            self.supervision.backoffs.remove(dep);
         }
     }
 
     /// Restarts a promoted container unless its backoff says wait.
     async fn restart(&mut self, dep: &str, id: &str, why: &str) {
         let now = self.now_ms();
-        let b = self.backoffs.entry(dep.to_owned()).or_default();
+        let b = self.supervision.backoffs.entry(dep.to_owned()).or_default();
         if now < b.not_before {
             debug!(deployment = %dep, "restart backing off");
             return;
@@ -193,7 +224,7 @@ impl<W: World> Agent<W> {
         warn!(deployment = %dep, reason = %why, "restarting");
         match self.shared.docker.restart(id, STOP_GRACE).await {
             Ok(()) => {
-                *self.state.restarts.entry(id.to_owned()).or_default() += 1;
+                *self.store.state.restarts.entry(id.to_owned()).or_default() += 1;
                 *self.metrics.restarts.entry(dep.to_owned()).or_default() += 1;
                 self.save_state();
                 self.event(Some(dep), "restart", why, EventOutcome::Ok);
