@@ -662,17 +662,13 @@ impl<W: World> Agent<W> {
                 .chain(self.in_flight.keys())
                 .cloned()
                 .collect();
-            rollout::recover(
-                &self.shared.docker,
-                &self.shared.clock,
-                &loaded.desired.node,
-                &loaded.desired.environment,
-                &self.shared.journal,
-                &self.shared.events,
-                &skip,
-            )
-            .await
-            .map_err(|e| EngineError::Recover(Box::new(e)))?;
+            let ctx = rollout::Ctx::<W> {
+                shared: Rc::clone(&self.shared),
+                desired: Rc::new(loaded.desired.clone()),
+            };
+            rollout::recover(&ctx, &skip)
+                .await
+                .map_err(|e| EngineError::Recover(Box::new(e)))?;
             self.picture.changed();
             if !adopted.is_empty() {
                 self.resume(loaded, adopted);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-pub(crate) use reconcile_core::{Intent, Kind, Phase};
+pub(crate) use reconcile_core::{Intent, Phase};
 
 use crate::error::EngineError;
 use crate::state::write_json;
@@ -72,6 +72,8 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use reconcile_core::Kind;
 
     use super::*;
 

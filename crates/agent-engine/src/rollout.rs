@@ -20,25 +20,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use docker_runtime::{Owner, RuntimeError};
+use docker_runtime::{ContainerInfo, Owner, RuntimeError};
 use manifest_model::ProbeTarget;
-use reconcile_core::{
-    Action, ContainerState, Desired, DesiredDeployment, Gate, GatePolicy, Millis, ProbeTrack, Seen,
-    Step, Verdict,
-};
+use reconcile_core::rollout::{Answer, Do, Look, ProbeKind, Rollout};
+use reconcile_core::{Desired, DesiredDeployment, GatePolicy, Millis, Seen, Step};
 use status_http::{DeploymentState, EventOutcome, Status};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
-use crate::journal::{Intent, Journal, Kind, Phase};
+use crate::journal::{Intent, Journal, Phase};
 use crate::seams::{Clock as _, Probe as _, Runtime, World};
 
 /// Seconds a container gets to stop before it is killed.
 pub(crate) const STOP_GRACE: i32 = 10;
-/// How often a new container is looked at while it waits for its gate.
-const GATE_POLL: Duration = Duration::from_millis(500);
 /// Log lines quoted in a failure report.
 const LOG_LINES: usize = 5;
 
@@ -107,38 +103,7 @@ impl Checks {
     }
 }
 
-/// How a rollout ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The new container passed its gate and serves.
-    Promoted,
-    /// The new container failed; the previous one serves again.
-    RolledBack(String),
-    /// The new container failed and there was nothing to roll back to.
-    Failed(String),
-    /// Shutdown came first: undone, and not the spec's fault.
-    Cancelled,
-    /// A newer revision changes the deployment: undone, and the newer spec rolls out next.
-    Superseded,
-}
-
-/// Why a new container is not promoted.
-enum Fail {
-    Reason(String),
-    Cancelled,
-    Superseded,
-}
-
-impl Fail {
-    /// The rollout's outcome: `failed` for a failure, or cancelled.
-    fn into_outcome(self, failed: fn(String) -> Outcome) -> Outcome {
-        match self {
-            Fail::Reason(r) => failed(r),
-            Fail::Cancelled => Outcome::Cancelled,
-            Fail::Superseded => Outcome::Superseded,
-        }
-    }
-}
+pub(crate) use reconcile_core::rollout::Outcome;
 
 impl<W: World> Ctx<W> {
     fn now(&self) -> Millis {
@@ -210,25 +175,14 @@ pub(crate) async fn run<W: World>(
     // `/readyz` turns 503 from the first step: a stop-first replace has the service down
     // before any probe has run, and a gate that passes at once never reports progress.
     ctx.progress(&d.name, "starting the new container".to_owned());
-    // An error here must not be taken for "it was stopped": a rollback would then leave the
-    // serving container down.
-    let old_running = match &step.action {
-        Action::Replace { old_id, .. } => {
-            ctx.docker.inspect(old_id).await?.state == ContainerState::Running
-        }
-        _ => false,
-    };
-    let Some(intent) = Intent::for_step(step, ctx.desired.commit.clone(), old_running) else {
+    let Some(intent) = Intent::for_step(step, ctx.desired.commit.clone(), false) else {
         return Err(EngineError::Internal(format!(
             "not a rollout: {:?}",
             step.action
         )));
     };
-    let outcome = match intent.kind {
-        Kind::Create => create(ctx, d, intent, checks).await?,
-        Kind::StartFirst => start_first(ctx, d, intent, checks).await?,
-        Kind::StopFirst => stop_first(ctx, d, intent, checks).await?,
-    };
+    let machine = Rollout::new(intent, checks.policy, millis(checks.drain));
+    let outcome = drive(ctx, &d.name, Some((d, checks)), machine).await?;
     say(ctx, d, started, &outcome);
     Ok(outcome)
 }
@@ -243,7 +197,8 @@ pub(crate) async fn resume<W: World>(
     checks: &Checks,
 ) -> Result<Outcome, EngineError> {
     let started = ctx.clock.now();
-    let Some(id) = intent.new_id.clone() else {
+    let id = intent.new_id.clone().unwrap_or_default();
+    let Some(machine) = Rollout::resume(intent, checks.policy, millis(checks.drain)) else {
         return Err(EngineError::Internal(
             "an adopted rollout names no new container".to_owned(),
         ));
@@ -261,22 +216,251 @@ pub(crate) async fn resume<W: World>(
         ),
         EventOutcome::Started,
     );
-    let verdict = match ctx.docker.inspect(&id).await {
-        // The crash came between create and start: start it, as the rollout would have.
-        Ok(info) if info.state == ContainerState::Created => match ctx.docker.start(&id).await {
-            Ok(()) => gate(ctx, d, &id, checks).await?,
-            Err(e) if e.is_unreachable() => return Err(e.into()),
-            Err(e) => Err(Fail::Reason(format!("cannot start the new container: {e}"))),
-        },
-        Ok(_) => gate(ctx, d, &id, checks).await?,
-        Err(RuntimeError::NotFound(_)) => Err(Fail::Reason(
-            "the new container was removed by someone else".to_owned(),
-        )),
-        Err(e) => return Err(e.into()),
-    };
-    let outcome = conclude(ctx, d, intent, checks, verdict).await?;
+    let outcome = drive(ctx, &d.name, Some((d, checks)), machine).await?;
     say(ctx, d, started, &outcome);
     Ok(outcome)
+}
+
+/// The one loop around a rollout's state machine: does what it asks and hands back what
+/// happened. Every Docker call, probe, journal write and wait of a rollout is made here; every
+/// decision is the machine's.
+/// `work`: the deployment and its checks, for a rollout that creates and gates (a recovery
+/// does neither).
+async fn drive<W: World>(
+    ctx: &Ctx<W>,
+    deployment: &str,
+    work: Option<(&DesiredDeployment, &Checks)>,
+    mut machine: Rollout,
+) -> Result<Outcome, EngineError> {
+    let owner = Owner {
+        node: &ctx.desired.node,
+        environment: &ctx.desired.environment,
+        deployment,
+        commit: ctx.desired.commit.as_deref(),
+    };
+    // SOPS values are not decrypted by this agent yet: `create` refuses a spec whose secret
+    // has no value, naming the key, before Docker sees anything.
+    let secrets = BTreeMap::new();
+    // What made the machine stop, when it does: the error is reported whole.
+    let mut cause: Option<EngineError> = None;
+    // The new container as the gate last saw it: probes go to its address.
+    let mut seen: Option<ContainerInfo> = None;
+    let mut slot = None;
+    let mut answer = Answer::Begin;
+    loop {
+        let next = machine.next(ctx.now(), answer);
+        // A create slot is held from the create until its start is done.
+        if !matches!(next, Do::Journal(_) | Do::Start(_)) {
+            drop(slot.take());
+        }
+        answer = match next {
+            Do::Finish(outcome) => return Ok(outcome),
+            Do::Abort => {
+                return Err(cause.take().unwrap_or_else(|| {
+                    EngineError::Internal(format!(
+                        "the rollout of {deployment} stopped on an answer out of turn"
+                    ))
+                }));
+            }
+            Do::Inspect(id) => match ctx.docker.inspect(&id).await {
+                Ok(info) => Answer::Seen(look(&info)),
+                Err(e) => failed(&mut cause, e, None),
+            },
+            Do::Look(id) => {
+                if ctx.shutdown.load(Ordering::SeqCst) {
+                    Answer::Cancelled
+                } else if ctx.superseded.borrow().contains(deployment) {
+                    Answer::Superseded
+                } else {
+                    match ctx.docker.inspect(&id).await {
+                        Ok(info) => {
+                            let answer = Answer::Seen(look(&info));
+                            seen = Some(info);
+                            answer
+                        }
+                        Err(e) => failed(&mut cause, e, None),
+                    }
+                }
+            }
+            Do::Holder(name) => match ctx.docker.observe().await {
+                Ok(actual) => {
+                    Answer::Holder(actual.containers.iter().find(|c| c.name == name).map(|c| {
+                        let ours = c.managed_by(&ctx.desired.node, &ctx.desired.environment);
+                        (c.id.clone(), ours)
+                    }))
+                }
+                Err(e) => failed(&mut cause, e, None),
+            },
+            Do::Orphan {
+                name,
+                spec_hash,
+                except,
+            } => match ctx.docker.observe().await {
+                Ok(actual) => Answer::Holder(
+                    actual
+                        .containers
+                        .iter()
+                        .find(|c| {
+                            c.name == name
+                                && c.managed_by(&ctx.desired.node, &ctx.desired.environment)
+                                && c.spec_hash() == Some(spec_hash.as_str())
+                                && except.as_deref() != Some(c.id.as_str())
+                        })
+                        .map(|c| (c.id.clone(), true)),
+                ),
+                Err(e) => failed(&mut cause, e, None),
+            },
+            Do::NameOf(id) => match ctx.docker.observe().await {
+                Ok(actual) => Answer::Named(
+                    actual
+                        .containers
+                        .iter()
+                        .find(|c| c.id == id)
+                        .map(|c| c.name.clone()),
+                ),
+                Err(e) => failed(&mut cause, e, None),
+            },
+            Do::Journal(intent) => done(&mut cause, ctx.journal(deployment, &intent)),
+            Do::Forget => done(&mut cause, ctx.forget(deployment)),
+            Do::Create(name) => {
+                let Some((d, _)) = work else {
+                    return Err(EngineError::Internal(
+                        "a recovery asked to create a container".to_owned(),
+                    ));
+                };
+                slot = Some(ctx.slots.acquire().await);
+                match ctx.docker.create(&name, &d.spec, owner, &secrets).await {
+                    Ok(id) => Answer::Created(id),
+                    Err(e) => failed(&mut cause, e, None),
+                }
+            }
+            Do::Start(id) => called(&mut cause, ctx.docker.start(&id).await, None),
+            Do::Stop(id) => called(&mut cause, ctx.docker.stop(&id, STOP_GRACE).await, None),
+            Do::Remove(id) => called(&mut cause, ctx.docker.remove(&id).await, None),
+            Do::Rename { id, to, why } => {
+                called(&mut cause, ctx.docker.rename(&id, &to).await, Some(why))
+            }
+            Do::Started(id) => {
+                ctx.event(
+                    deployment,
+                    "start",
+                    &format!("new container {} started; waiting for health", short(&id)),
+                    EventOutcome::Started,
+                );
+                Answer::Done
+            }
+            Do::Probe { kind, timeout } => {
+                let target = work.and_then(|(_, checks)| match kind {
+                    ProbeKind::Readiness => checks.readiness.as_ref(),
+                    ProbeKind::Liveness => checks.liveness.as_ref(),
+                });
+                match (target, seen.as_ref()) {
+                    (Some(target), Some(info)) => {
+                        let (ok, detail) = ctx
+                            .probe
+                            .http(target, info, Duration::from_millis(timeout))
+                            .await;
+                        Answer::Probed { ok, detail }
+                    }
+                    _ => Answer::Probed {
+                        ok: false,
+                        detail: "nothing to probe".to_owned(),
+                    },
+                }
+            }
+            Do::Logs(id) => Answer::Logs(
+                ctx.docker
+                    .logs_tail(&id, LOG_LINES)
+                    .await
+                    .unwrap_or_default(),
+            ),
+            Do::Progress(text) => {
+                ctx.progress(deployment, text);
+                Answer::Done
+            }
+            Do::Warn(text) => {
+                warn!(%deployment, "{text}");
+                Answer::Done
+            }
+            Do::Sleep(until) => {
+                let left = until.saturating_sub(ctx.now());
+                tokio::time::sleep(Duration::from_millis(left)).await;
+                Answer::Done
+            }
+            Do::Switch(id) => {
+                ctx.switch(deployment, &id).await;
+                Answer::Done
+            }
+            Do::Drain(until) => {
+                // A shutdown cuts the drain short: the promotion itself must still finish.
+                while ctx.now() < until && !ctx.shutdown.load(Ordering::SeqCst) {
+                    let left = until.saturating_sub(ctx.now()).min(100);
+                    tokio::time::sleep(Duration::from_millis(left)).await;
+                }
+                Answer::Done
+            }
+        };
+    }
+}
+
+/// What a rollout reads of an inspection.
+fn look(info: &ContainerInfo) -> Look {
+    Look {
+        seen: Seen {
+            state: info.state,
+            health: info.health,
+            health_output: info.health_output.clone(),
+            restart_count: info.restart_count,
+        },
+        last_exit_code: info.last_exit_code,
+        oom_killed: info.oom_killed,
+        error: info.error.clone(),
+    }
+}
+
+/// A failed Docker call as the machine reads it; the error itself is kept as the cause.
+fn failed(cause: &mut Option<EngineError>, e: RuntimeError, why: Option<&'static str>) -> Answer {
+    let answer = Answer::Failed {
+        reason: e.to_string(),
+        unreachable: e.is_unreachable(),
+        gone: matches!(e, RuntimeError::NotFound(_)),
+    };
+    *cause = Some(match why {
+        Some(what) => EngineError::docker(what)(e),
+        None => e.into(),
+    });
+    answer
+}
+
+fn called(
+    cause: &mut Option<EngineError>,
+    result: Result<(), RuntimeError>,
+    why: Option<&'static str>,
+) -> Answer {
+    match result {
+        Ok(()) => Answer::Done,
+        Err(e) => failed(cause, e, why),
+    }
+}
+
+/// A journal write as the machine reads it: it cannot go on without one.
+fn done(cause: &mut Option<EngineError>, result: Result<(), EngineError>) -> Answer {
+    match result {
+        Ok(()) => Answer::Done,
+        Err(e) => {
+            let answer = Answer::Failed {
+                reason: report(&e),
+                unreachable: false,
+                gone: false,
+            };
+            *cause = Some(e);
+            answer
+        }
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Logs and records how a rollout ended.
@@ -321,492 +505,58 @@ fn say<W: World>(ctx: &Ctx<W>, d: &DesiredDeployment, started: Instant, outcome:
     }
 }
 
-async fn create<W: World>(
+/// Resolves the rollouts a crash (or a Docker failure) left in the journal, through the same
+/// machine ([`Rollout::recover`]): a promotion is finished, anything earlier is undone, so the
+/// old container serves and the next plan starts the rollout over. `skip`: rollouts in flight
+/// or adopted, which are nobody's to resolve.
+pub(crate) async fn recover<W: World>(
     ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    mut intent: Intent,
-    checks: &Checks,
-) -> Result<Outcome, EngineError> {
-    let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
-    conclude(ctx, d, intent, checks, verdict).await
-}
-
-/// Ends a rollout whose new container has its gate's verdict: promotes it, or rolls back,
-/// each the way its kind does.
-async fn conclude<W: World>(
-    ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    mut intent: Intent,
-    checks: &Checks,
-    verdict: Result<(), Fail>,
-) -> Result<Outcome, EngineError> {
-    let fail = match verdict {
-        Ok(()) => {
-            // Written down before anything is retired: a crash from here on finishes the
-            // promotion rather than undoing it.
-            intent.phase = Phase::Promoting;
-            ctx.journal(&d.name, &intent)?;
-            match intent.kind {
-                Kind::Create => {}
-                Kind::StartFirst => {
-                    if let Some(new) = &intent.new_id {
-                        ctx.switch(&d.name, new).await;
-                    }
-                    // A shutdown cuts the drain short: the promotion itself must still finish.
-                    let drain_until = ctx.clock.now() + checks.drain;
-                    while ctx.clock.now() < drain_until && !ctx.shutdown.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(100).min(checks.drain)).await;
-                    }
-                    finish_start_first(&ctx.docker, &intent).await?;
-                }
-                Kind::StopFirst => {
-                    if let Some(old) = &intent.old_id {
-                        ctx.docker.remove(old).await?;
-                    }
-                }
-            }
-            ctx.forget(&d.name)?;
-            return Ok(Outcome::Promoted);
-        }
-        Err(f) => f,
-    };
-    match intent.kind {
-        Kind::Create => {
-            discard_new(ctx, d, intent).await?;
-            Ok(fail.into_outcome(Outcome::Failed))
-        }
-        Kind::StartFirst => {
-            discard_new(ctx, d, intent).await?;
-            Ok(fail.into_outcome(Outcome::RolledBack))
-        }
-        Kind::StopFirst => {
-            intent.phase = Phase::RollingBack;
-            ctx.journal(&d.name, &intent)?;
-            undo(&ctx.docker, &intent, None).await?;
-            ctx.forget(&d.name)?;
-            Ok(fail.into_outcome(Outcome::RolledBack))
-        }
-    }
-}
-
-async fn start_first<W: World>(
-    ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    mut intent: Intent,
-    checks: &Checks,
-) -> Result<Outcome, EngineError> {
-    let old_id = intent.old_id.clone().unwrap_or_default();
-    if let Err(why) = clear_leftover(ctx, &intent.new_name, &old_id).await? {
-        return Ok(Outcome::RolledBack(why));
-    }
-    let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
-    conclude(ctx, d, intent, checks, verdict).await
-}
-
-/// Rolls back a rollout whose old container was never touched: the new one goes.
-async fn discard_new<W: World>(
-    ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    mut intent: Intent,
-) -> Result<(), EngineError> {
-    intent.phase = Phase::RollingBack;
-    ctx.journal(&d.name, &intent)?;
-    if let Some(id) = &intent.new_id {
-        ctx.docker.remove(id).await?;
-    }
-    ctx.forget(&d.name)
-}
-
-async fn stop_first<W: World>(
-    ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    mut intent: Intent,
-    checks: &Checks,
-) -> Result<Outcome, EngineError> {
-    let old_id = intent.old_id.clone().unwrap_or_default();
-    let old_name = intent.old_name.clone().unwrap_or_default();
-    let aside = intent.aside.clone().unwrap_or_default();
-    if aside != old_name
-        && let Err(why) = clear_leftover(ctx, &aside, &old_id).await?
-    {
-        return Ok(Outcome::RolledBack(why));
-    }
-    intent.phase = Phase::StoppingOld;
-    ctx.journal(&d.name, &intent)?;
-    stop_gone_ok(&ctx.docker, &old_id).await?;
-    if aside != old_name {
-        ctx.docker.rename(&old_id, &aside).await?;
-    }
-    let verdict = start_and_gate(ctx, d, &mut intent, checks).await?;
-    conclude(ctx, d, intent, checks, verdict).await
-}
-
-/// Creates and starts the new container, then holds it to its gate. The outer `Err` is a
-/// Docker failure the caller cannot judge; the inner one is the new container's failure.
-async fn start_and_gate<W: World>(
-    ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    intent: &mut Intent,
-    checks: &Checks,
-) -> Result<Result<(), Fail>, EngineError> {
-    intent.phase = Phase::Starting;
-    ctx.journal(&d.name, intent)?;
-    let owner = Owner {
-        node: &ctx.desired.node,
-        environment: &ctx.desired.environment,
-        deployment: &d.name,
-        commit: ctx.desired.commit.as_deref(),
-    };
-    // SOPS values are not decrypted by this agent yet: `create` refuses a spec whose secret
-    // has no value, naming the key, before Docker sees anything.
-    let secrets = BTreeMap::new();
-    let id = {
-        let _slot = ctx.slots.acquire().await;
-        let id = match ctx
-            .docker
-            .create(&intent.new_name, &d.spec, owner, &secrets)
-            .await
-        {
-            Ok(id) => id,
-            Err(e) if e.is_unreachable() => return Err(e.into()),
-            Err(e) => {
-                return Ok(Err(Fail::Reason(format!(
-                    "cannot create the new container: {e}"
-                ))));
-            }
-        };
-        intent.new_id = Some(id.clone());
-        intent.phase = Phase::Verifying;
-        ctx.journal(&d.name, intent)?;
-        match ctx.docker.start(&id).await {
-            Ok(()) => {}
-            Err(e) if e.is_unreachable() => return Err(e.into()),
-            // A host port taken by someone else (E5), a missing mount source...
-            Err(e) => {
-                return Ok(Err(Fail::Reason(format!(
-                    "cannot start the new container: {e}"
-                ))));
-            }
-        }
-        id
-    };
-    ctx.event(
-        &d.name,
-        "start",
-        &format!("new container {} started; waiting for health", short(&id)),
-        EventOutcome::Started,
-    );
-    gate(ctx, d, &id, checks).await
-}
-
-/// Watches the new container until its gate decides.
-async fn gate<W: World>(
-    ctx: &Ctx<W>,
-    d: &DesiredDeployment,
-    id: &str,
-    checks: &Checks,
-) -> Result<Result<(), Fail>, EngineError> {
-    let started = ctx.now();
-    let mut gate = Gate::new(checks.policy, started);
-    // A fresh container has never been restarted: a crash before the first look counts.
-    gate.expect_restarts(0);
-    loop {
-        if ctx.shutdown.load(Ordering::SeqCst) {
-            return Ok(Err(Fail::Cancelled));
-        }
-        if ctx.superseded.borrow().contains(&d.name) {
-            return Ok(Err(Fail::Superseded));
-        }
-        let info = match ctx.docker.inspect(id).await {
-            Ok(i) => i,
-            Err(RuntimeError::NotFound(_)) => {
-                return Ok(Err(Fail::Reason(
-                    "the new container was removed by someone else".to_owned(),
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if info.state == ContainerState::Running {
-            for (target, track) in [
-                (checks.readiness.as_ref(), gate.readiness.as_mut()),
-                (checks.liveness.as_ref(), gate.liveness.as_mut()),
-            ] {
-                if let (Some(target), Some(track)) = (target, track) {
-                    probe_if_due(ctx, target, track, &info).await;
-                }
-            }
-        }
-        let seen = Seen {
-            state: info.state,
-            health: info.health,
-            health_output: info.health_output.clone(),
-            restart_count: info.restart_count,
-        };
-        let now = ctx.now();
-        match gate.judge(now, seen) {
-            Verdict::Promote => return Ok(Ok(())),
-            Verdict::Fail(f) => {
-                let mut reason = f.to_string();
-                if matches!(f, reconcile_core::GateFailure::Restarted { .. })
-                    && let Some(code) = exit_code(ctx, id, info.last_exit_code).await
-                {
-                    reason.push_str(&format!("; it exited with code {code}"));
-                }
-                if let Some(err) = &info.error {
-                    reason.push_str(&format!("; docker: {err}"));
-                }
-                if info.oom_killed {
-                    reason.push_str("; it ran out of memory (OOM-killed)");
-                }
-                reason.push_str(&log_lines(&ctx.docker, id).await);
-                return Ok(Err(Fail::Reason(reason)));
-            }
-            Verdict::Wait { until } => {
-                let waited = (now - started) / 1000;
-                let text = match gate.healthy_since() {
-                    Some(since) => format!(
-                        "healthy for {}s of minHealthySeconds {}",
-                        (now - since) / 1000,
-                        checks.policy.min_healthy / 1000
-                    ),
-                    None => format!(
-                        "waiting for health ({waited}s of healthyDeadlineSeconds {}): {}",
-                        checks.policy.deadline / 1000,
-                        gate.last_seen()
-                            .map(|s| gate.obstacle(s))
-                            .unwrap_or_default()
-                    ),
-                };
-                ctx.progress(&d.name, text);
-                let pause = Duration::from_millis(until.saturating_sub(now).clamp(50, 500));
-                tokio::time::sleep(pause.min(GATE_POLL)).await;
-            }
-        }
-    }
-}
-
-/// The exit code of a container that Docker keeps restarting. Docker shows it only between
-/// runs, so a look that found it running again waits a little for the next exit (two
-/// seconds at most) rather than report the crash without its code.
-async fn exit_code<W: World>(ctx: &Ctx<W>, id: &str, seen: Option<i64>) -> Option<i64> {
-    if seen.is_some() {
-        return seen;
-    }
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        match ctx.docker.inspect(id).await {
-            Ok(info) if info.last_exit_code.is_some() => return info.last_exit_code,
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-/// Runs a probe if it is due, recording its result.
-async fn probe_if_due<W: World>(
-    ctx: &Ctx<W>,
-    target: &ProbeTarget,
-    track: &mut ProbeTrack,
-    info: &docker_runtime::ContainerInfo,
-) {
-    if track.due(ctx.now()) {
-        let (ok, detail) = ctx
-            .probe
-            .http(target, info, Duration::from_millis(track.timeout()))
-            .await;
-        track.record(ctx.now(), ok, detail);
-    }
-}
-
-/// `; last log lines: a | b` for a failure report, or nothing.
-async fn log_lines(docker: &impl Runtime, id: &str) -> String {
-    match docker.logs_tail(id, LOG_LINES).await {
-        Ok(lines) if !lines.is_empty() => format!("; last log lines: {}", lines.join(" | ")),
-        _ => String::new(),
-    }
-}
-
-/// Removes a container orun left under `name` by an interrupted rollout, so the name is free.
-/// `Ok(Err)` when the name is held by something orun must not touch.
-async fn clear_leftover<W: World>(
-    ctx: &Ctx<W>,
-    name: &str,
-    keep: &str,
-) -> Result<Result<(), String>, EngineError> {
-    let actual = ctx.docker.observe().await?;
-    if let Some(c) = actual.containers.iter().find(|c| c.name == name) {
-        if c.id == keep {
-            return Ok(Err(format!(
-                "the container being replaced holds the temporary name {name}"
-            )));
-        }
-        if !c.managed_by(&ctx.desired.node, &ctx.desired.environment) {
-            return Ok(Err(format!(
-                "the temporary name {name} is taken by a container orun does not manage"
-            )));
-        }
-        ctx.docker.remove(&c.id).await?;
-    }
-    Ok(Ok(()))
-}
-
-/// Start-first promotion: the old container goes, the new one takes the name.
-async fn finish_start_first(docker: &impl Runtime, intent: &Intent) -> Result<(), EngineError> {
-    if let Some(old) = &intent.old_id {
-        stop_gone_ok(docker, old).await?;
-        docker.remove(old).await?;
-    }
-    if let Some(new) = &intent.new_id {
-        let actual = docker.observe().await?;
-        // It may have its name already: the crash came after the rename.
-        if let Some(c) = actual.containers.iter().find(|c| c.id == *new)
-            && c.name != intent.name
-        {
-            docker
-                .rename(new, &intent.name)
-                .await
-                .map_err(EngineError::docker(
-                    "cannot give the new container its name",
-                ))?;
-        }
-    }
-    Ok(())
-}
-
-/// Undoes a rollout: removes the new container (`found`, or the one the intent names) and
-/// puts the old one back under its name, running if it ran.
-async fn undo(
-    docker: &impl Runtime,
-    intent: &Intent,
-    found: Option<&str>,
-) -> Result<(), EngineError> {
-    if let Some(new) = found.or(intent.new_id.as_deref()) {
-        docker.remove(new).await?;
-    }
-    let (Some(old), Some(old_name)) = (&intent.old_id, &intent.old_name) else {
-        return Ok(());
-    };
-    let info = match docker.inspect(old).await {
-        Ok(i) => i,
-        Err(RuntimeError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let actual = docker.observe().await?;
-    let name_now = actual
-        .containers
-        .iter()
-        .find(|c| c.id == *old)
-        .map(|c| c.name.clone());
-    if name_now.as_deref() != Some(old_name.as_str()) {
-        docker
-            .rename(old, old_name)
-            .await
-            .map_err(EngineError::docker(
-                "cannot give the previous container its name back",
-            ))?;
-    }
-    if intent.old_running
-        && info.state != ContainerState::Running
-        && let Err(e) = docker.start(old).await
-    {
-        if e.is_unreachable() {
-            return Err(e.into());
-        }
-        // It is back under its name; the planner starts it (or reports why not).
-        warn!(container = %old, error = %e, "cannot start the previous container again");
-    }
-    Ok(())
-}
-
-/// Resolves the rollouts a crash (or a Docker failure) left in the journal: a promotion is
-/// finished, anything earlier is undone, so the old container serves and the next plan
-/// starts the rollout over.
-pub(crate) async fn recover(
-    docker: &impl Runtime,
-    clock: &impl crate::seams::Clock,
-    node: &str,
-    environment: &str,
-    journal: &Mutex<Journal>,
-    events: &Mutex<EventLog>,
     skip: &BTreeSet<String>,
 ) -> Result<(), EngineError> {
-    let entries = lock(journal).entries().clone();
+    let entries = lock(&ctx.journal).entries().clone();
     for (deployment, intent) in entries {
         if skip.contains(&deployment) {
             continue;
         }
-        match resolve(docker, node, environment, &intent).await {
-            Ok(what) => {
+        let what = if intent.phase == Phase::Promoting {
+            "finished an interrupted promotion"
+        } else {
+            "undid an interrupted rollout; it starts over"
+        };
+        let record = |reason: &str, outcome| {
+            lock(&ctx.events).record(
+                ctx.clock.wall(),
+                intent.commit.as_deref(),
+                Some(&deployment),
+                "recover",
+                reason,
+                outcome,
+            );
+        };
+        match drive(ctx, &deployment, None, Rollout::recover(intent.clone())).await {
+            Ok(_) => {
                 info!(%deployment, phase = ?intent.phase, "{what}");
-                lock(events).record(
-                    clock.wall(),
-                    intent.commit.as_deref(),
-                    Some(&deployment),
-                    "recover",
+                record(
                     &format!("{what} (it was {:?})", intent.phase).to_lowercase(),
                     EventOutcome::Ok,
                 );
             }
             // Docker is away: try again on the next pass, entry kept.
-            Err(e) if e.is_unreachable() => {
-                return Err(e);
-            }
+            Err(e) if e.is_unreachable() => return Err(e),
             // Anything else would fail the same way forever and hold up every deployment:
             // say so and let the planner take this one from what it observes.
             Err(e) => {
                 let why = report(&e);
                 warn!(%deployment, error = %why, "cannot resolve an interrupted rollout; the planner takes over");
-                lock(events).record(
-                    clock.wall(),
-                    intent.commit.as_deref(),
-                    Some(&deployment),
-                    "recover",
+                record(
                     &format!("could not resolve an interrupted rollout: {why}"),
                     EventOutcome::Failed,
                 );
             }
         }
-        lock(journal).clear(&deployment)?;
+        lock(&ctx.journal).clear(&deployment)?;
     }
     Ok(())
-}
-
-/// Finishes or undoes one interrupted rollout; says which.
-async fn resolve(
-    docker: &impl Runtime,
-    node: &str,
-    environment: &str,
-    intent: &Intent,
-) -> Result<&'static str, EngineError> {
-    let actual = docker.observe().await?;
-    // The new container: by id when it was written down, else by name, ownership and spec
-    // hash (a crash between create and the journal write, RELIABILITY E9).
-    let new = match &intent.new_id {
-        Some(id) => actual.containers.iter().find(|c| c.id == *id),
-        None => actual.containers.iter().find(|c| {
-            c.name == intent.new_name
-                && c.managed_by(node, environment)
-                && c.spec_hash() == Some(intent.spec_hash.as_str())
-                && intent.old_id.as_deref() != Some(c.id.as_str())
-        }),
-    }
-    .map(|c| c.id.clone());
-    if intent.phase == Phase::Promoting {
-        match intent.kind {
-            Kind::StartFirst => finish_start_first(docker, intent).await?,
-            Kind::StopFirst => {
-                if let Some(old) = &intent.old_id {
-                    docker.remove(old).await?;
-                }
-            }
-            Kind::Create => {}
-        }
-        Ok("finished an interrupted promotion")
-    } else {
-        undo(docker, intent, new.as_deref()).await?;
-        Ok("undid an interrupted rollout; it starts over")
-    }
 }
 
 /// Stops a container; one that is already gone counts as stopped.

@@ -44,6 +44,7 @@ mod gate;
 mod history;
 mod intent;
 mod plan;
+pub mod rollout;
 
 pub use actual::{
     Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT,
