@@ -149,6 +149,8 @@ pub struct HostState {
     pub down: bool,
     /// Every mutating call, in order.
     pub ops: Vec<Op>,
+    /// Probes the engine ran.
+    pub probes: u64,
     /// Broken invariants, noticed as they happened.
     pub violations: Vec<String>,
     /// Deployments the newest good revision wants; a working container of one of these may
@@ -192,6 +194,7 @@ impl Host {
                     .collect(),
                 down: false,
                 ops: Vec::new(),
+                probes: 0,
                 violations: Vec::new(),
                 wanted: BTreeSet::new(),
                 poison,
@@ -665,6 +668,7 @@ impl Probe for SimProbe {
     ) -> (bool, String) {
         self.0.point().await;
         let now = Instant::now();
+        self.0.change(|h| h.probes += 1);
         let ready = self.0.with(|h| {
             h.containers
                 .get(&container.id)

@@ -362,6 +362,11 @@ impl Scenario {
     }
 
     async fn start_agent(&mut self) -> Result<(), String> {
+        let settings = self.settings()?;
+        self.start_agent_with(settings).await
+    }
+
+    async fn start_agent_with(&mut self, settings: Settings) -> Result<(), String> {
         self.host.change(|h| {
             h.dead = false;
             h.crash_in = None;
@@ -377,7 +382,7 @@ impl Scenario {
             auth: RegistryAuth::default(),
         };
         let agent = Agent::with_parts(
-            self.settings()?,
+            settings,
             parts,
             self.status.clone(),
             Arc::new(AtomicBool::new(false)),
@@ -821,6 +826,31 @@ impl Scenario {
             return Err(format!(
                 "converged, but the host holds {got:?} where it should hold {want:?}"
             ));
+        }
+        self.quiet_passes().await
+    }
+
+    /// Cheap when nothing changed: on the converged node a pass of the running engine, and
+    /// one of a fresh engine run as `--once` would be (no event stream, a full listing),
+    /// change nothing and probe nothing; what was promoted is not gated again.
+    async fn quiet_passes(&mut self) -> Result<(), String> {
+        for who in ["the running engine", "a fresh engine run --once"] {
+            if who.contains("--once") {
+                self.agent = None;
+                let mut settings = self.settings()?;
+                settings.once = true;
+                self.start_agent_with(settings).await?;
+            }
+            let before = self.host.with(|h| (h.ops.len(), h.probes));
+            let converged = self.pass().await?;
+            let after = self.host.with(|h| (h.ops.len(), h.probes));
+            if converged != Some(true) || after != before {
+                return Err(format!(
+                    "{who}: a pass on the converged node ended converged={converged:?} with {} docker changes and {} probes",
+                    after.0 - before.0,
+                    after.1 - before.1
+                ));
+            }
         }
         Ok(())
     }
