@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use status_http::Event;
 
 /// Arguments of `orun events`.
 #[derive(Debug, clap::Args)]
@@ -32,10 +32,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     {
         bail!("`{d}` is not a deployment name");
     }
-    let events = fetch(args.addr, args.deployment.as_deref(), args.limit)?;
     if args.json {
-        crate::emit(&(serde_json::to_string_pretty(&events)? + "\n"))?;
-    } else if events.is_empty() {
+        // As the agent wrote it: fields a newer agent adds are kept.
+        let body = get(args.addr, &path(args.deployment.as_deref(), args.limit))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&body).context("the agent's /events is not JSON")?;
+        crate::emit(&(serde_json::to_string_pretty(&doc["events"])? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let events = fetch(args.addr, args.deployment.as_deref(), args.limit)?;
+    if events.is_empty() {
         crate::emit("(no events)\n")?;
     } else {
         crate::emit(&render(&events))?;
@@ -43,41 +49,55 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The newest `limit` events from the agent at `addr`, oldest first.
-pub(crate) fn fetch(
-    addr: SocketAddr,
-    deployment: Option<&str>,
-    limit: usize,
-) -> anyhow::Result<Vec<Value>> {
+/// One page of `/events`.
+#[derive(serde::Deserialize)]
+struct Page {
+    events: Vec<Event>,
+}
+
+fn path(deployment: Option<&str>, limit: usize) -> String {
     let mut path = format!("/events?limit={limit}");
     if let Some(d) = deployment {
         path.push_str(&format!("&deployment={d}"));
     }
-    let answer = status_http::get(addr, &path, Duration::from_secs(5))?;
+    path
+}
+
+fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let answer = status_http::get(addr, path, Duration::from_secs(5))?;
     if answer.code != 200 {
         bail!("the agent at {addr} answered {} to /events", answer.code);
     }
-    let doc: Value =
-        serde_json::from_str(&answer.body).context("the agent's /events is not JSON")?;
-    Ok(doc["events"].as_array().cloned().unwrap_or_default())
+    Ok(answer.body)
+}
+
+/// The newest `limit` events from the agent at `addr`, oldest first, read as typed events.
+pub(crate) fn fetch(
+    addr: SocketAddr,
+    deployment: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<Vec<Event>> {
+    let body = get(addr, &path(deployment, limit))?;
+    let page: Page = serde_json::from_str(&body)
+        .context("the agent's /events is not the history this orun reads")?;
+    Ok(page.events)
 }
 
 /// One line per event: time, deployment, step, outcome, commit, reason.
-pub(crate) fn render(events: &[Value]) -> String {
+pub(crate) fn render(events: &[Event]) -> String {
     let mut out = String::new();
     for e in events {
-        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-        let commit: String = s("commit").chars().take(8).collect();
+        let commit: String = e.commit.as_deref().unwrap_or("-").chars().take(8).collect();
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
             "{}  {:<16} {:<9} {:<12} {:<8} {}",
-            s("time"),
-            s("deployment"),
-            s("step"),
-            s("outcome"),
+            e.time,
+            e.deployment.as_deref().unwrap_or("-"),
+            e.step,
+            e.outcome.to_string(),
             commit,
-            s("reason")
+            e.reason
         );
     }
     out
@@ -89,7 +109,7 @@ mod tests {
 
     #[test]
     fn renders_one_line_per_event() {
-        let events: Vec<Value> = serde_json::from_str(
+        let events: Vec<Event> = serde_json::from_str(
             r#"[{"seq":1,"time":"2026-11-22T10:00:00Z","commit":"fbf4cd18513e","deployment":"web",
                  "step":"replace","reason":"image changed","outcome":"started"},
                 {"seq":2,"time":"2026-11-22T10:00:09Z","commit":"fbf4cd18513e","deployment":"web",

@@ -310,7 +310,12 @@ fn plan_excluding(
     for group in [&mut removes, &mut starts] {
         group.sort_by(by_name);
     }
-    out.steps = [removes, starts, ordered].concat();
+    // Moved, not cloned (`concat` would clone every step and its strings).
+    let mut steps = removes;
+    steps.reserve(starts.len() + ordered.len());
+    steps.extend(starts);
+    steps.extend(ordered);
+    out.steps = steps;
     out.diagnostics.sort_by_cached_key(ToString::to_string);
     out
 }
