@@ -662,14 +662,23 @@ impl<W: World> Agent<W> {
                 .chain(self.in_flight.keys())
                 .cloned()
                 .collect();
-            let ctx = rollout::Ctx::<W> {
-                shared: Rc::clone(&self.shared),
-                desired: Rc::new(loaded.desired.clone()),
-            };
-            rollout::recover(&ctx, &skip)
-                .await
-                .map_err(|e| EngineError::Recover(Box::new(e)))?;
-            self.picture.changed();
+            // Only a real leftover costs anything: while rollouts are in flight the journal
+            // holds them on every pass.
+            let leftovers = lock(&self.shared.journal)
+                .entries()
+                .keys()
+                .any(|d| !skip.contains(d));
+            if leftovers {
+                let ctx = rollout::Ctx::<W> {
+                    shared: Rc::clone(&self.shared),
+                    desired: Rc::new(loaded.desired.clone()),
+                };
+                rollout::recover(&ctx, &skip)
+                    .await
+                    .map_err(|e| EngineError::Recover(Box::new(e)))?;
+                // What the recovery changed is listed, not waited for as events.
+                self.picture.changed();
+            }
             if !adopted.is_empty() {
                 self.resume(loaded, adopted);
                 if wait {

@@ -42,7 +42,11 @@ pub enum WatchEvent {
     Reconnected,
 }
 
-/// Actions that cannot change what the planner sees.
+/// Actions that change nothing a listing shows. Every `health_status` change counts: the
+/// agent's picture of the host holds each container's health, which `/status` shows and
+/// supervision acts on, so a container that turns healthy again must be seen to (Docker
+/// reports a health status only when it changes; each check's own `exec_*` events are
+/// ignored).
 fn ignorable(action: &str) -> bool {
     action.starts_with("exec_")
         || matches!(
@@ -51,7 +55,6 @@ fn ignorable(action: &str) -> bool {
                 // Images: these leave every reference where it was.
                 | "push" | "save"
         )
-        || action.starts_with("health_status: healthy")
 }
 
 impl Docker {

@@ -268,7 +268,8 @@ impl Rollout {
     /// A rollout a crash (or a Docker failure) left in the journal, to resolve: a promotion
     /// (`Promoting`) is finished; anything earlier is undone (the new container goes, the old
     /// one is back under its name, running if it ran), so the old container serves and the
-    /// next plan starts the rollout over. It ends `Promoted` or `RolledBack`.
+    /// next plan starts the rollout over. It ends `Promoted`, or `RolledBack` (`Failed` for
+    /// a create, which had nothing to go back to).
     pub fn recover(intent: Intent) -> Self {
         let policy = GatePolicy {
             min_healthy: 0,
@@ -838,6 +839,22 @@ mod tests {
         created_only: bool,
         /// The old container is under its own name (else parked aside).
         old_home: bool,
+        /// A newer revision changes the deployment during the gate.
+        supersede: bool,
+        /// Someone removes the new container during the gate.
+        vanish: bool,
+        /// Docker refuses to start the new container.
+        refuse_start: bool,
+        /// Docker refuses to start the old container again.
+        refuse_old_start: bool,
+        /// Docker stops answering during the gate.
+        gate_unreachable: bool,
+        /// The container being replaced holds the temporary name.
+        holder_old: bool,
+        /// A leftover of an earlier rollout of ours holds the temporary name.
+        leftover: bool,
+        /// A recovery finds no orphan.
+        no_orphan: bool,
     }
 
     /// Drives `m` against `host` until it finishes or aborts; the trace of what it asked,
@@ -849,6 +866,8 @@ mod tests {
         let mut looks = 0;
         let mut exit_looks = 0;
         let mut started = !host.created_only;
+        // The old container runs until it is stopped, and again once started.
+        let mut old_up = true;
         for _ in 0..10_000 {
             let next = m.next(now, answer);
             now += 1;
@@ -891,14 +910,35 @@ mod tests {
                     gone: false,
                 },
                 Do::Create(_) => Answer::Created("new".to_owned()),
+                Do::Start(id)
+                    if (id == "new" && host.refuse_start)
+                        || (id == "old" && host.refuse_old_start) =>
+                {
+                    Answer::Failed {
+                        reason: "port is already allocated".to_owned(),
+                        unreachable: false,
+                        gone: false,
+                    }
+                }
                 Do::Start(id) => {
                     if id == "new" {
                         started = true;
+                    } else {
+                        old_up = true;
+                    }
+                    Answer::Done
+                }
+                Do::Stop(id) => {
+                    if id == "old" {
+                        old_up = false;
                     }
                     Answer::Done
                 }
                 Do::Holder(_) if host.stranger => Answer::Holder(Some(("x".to_owned(), false))),
+                Do::Holder(_) if host.holder_old => Answer::Holder(Some(("old".to_owned(), true))),
+                Do::Holder(_) if host.leftover => Answer::Holder(Some(("left".to_owned(), true))),
                 Do::Holder(_) => Answer::Holder(None),
+                Do::Orphan { .. } if host.no_orphan => Answer::Holder(None),
                 Do::Orphan { .. } => Answer::Holder(Some(("orphan".to_owned(), true))),
                 Do::NameOf(id) if id == "new" => Answer::Named(Some("web.orun-next".to_owned())),
                 Do::NameOf(_) if host.old_home => Answer::Named(Some("web".to_owned())),
@@ -911,8 +951,20 @@ mod tests {
                     let code = host.crash.filter(|n| exit_looks >= *n).map(|_| 3);
                     seen(ContainerState::Running, 1, code)
                 }
-                Do::Inspect(_) => running(),
+                Do::Inspect(_) if old_up => running(),
+                Do::Inspect(_) => seen(ContainerState::Exited { code: 0 }, 0, None),
                 Do::Look(_) if host.shutdown && looks >= 2 => Answer::Cancelled,
+                Do::Look(_) if host.supersede && looks >= 2 => Answer::Superseded,
+                Do::Look(_) if host.vanish && looks >= 2 => Answer::Failed {
+                    reason: "no such container".to_owned(),
+                    unreachable: false,
+                    gone: true,
+                },
+                Do::Look(_) if host.gate_unreachable && looks >= 2 => Answer::Failed {
+                    reason: "daemon down".to_owned(),
+                    unreachable: true,
+                    gone: false,
+                },
                 Do::Look(_) => {
                     looks += 1;
                     match host.crash {
@@ -1062,7 +1114,11 @@ mod tests {
                     "journal RollingBack",
                     "remove new",
                     "inspect old",
+                    "nameof",
                     "rename old web",
+                    "start old",
+                    "forget",
+                    "finish",
                 ],
             ),
             (
@@ -1107,6 +1163,88 @@ mod tests {
                 ],
             ),
             (
+                "superseded during the gate: undone, not failed",
+                Rollout::new(replace(ReplaceStrategy::StartFirst), policy(true), 0),
+                Host {
+                    supersede: true,
+                    ..never_ready
+                },
+                "superseded",
+                vec![
+                    "look",
+                    "journal RollingBack",
+                    "remove new",
+                    "forget",
+                    "finish",
+                ],
+            ),
+            (
+                "the new container removed by someone else",
+                Rollout::new(create(), policy(true), 0),
+                Host {
+                    vanish: true,
+                    ..never_ready
+                },
+                "failed",
+                vec![
+                    "look",
+                    "journal RollingBack",
+                    "remove new",
+                    "forget",
+                    "finish",
+                ],
+            ),
+            (
+                "a refused start",
+                Rollout::new(replace(ReplaceStrategy::StopFirst), policy(true), 0),
+                Host {
+                    refuse_start: true,
+                    ..ready()
+                },
+                "rolled-back",
+                vec![
+                    "start new",
+                    "journal RollingBack",
+                    "remove new",
+                    "inspect old",
+                    "nameof",
+                    "rename old web",
+                    "start old",
+                    "forget",
+                    "finish",
+                ],
+            ),
+            (
+                "the old one cannot start again: a warning, and the planner takes over",
+                Rollout::new(replace(ReplaceStrategy::StopFirst), policy(true), 0),
+                Host {
+                    refuse_old_start: true,
+                    ..never_ready
+                },
+                "rolled-back",
+                vec!["rename old web", "start old", "warn", "forget", "finish"],
+            ),
+            (
+                "Docker away during the gate: stop, the journal keeps it",
+                Rollout::new(replace(ReplaceStrategy::StartFirst), policy(true), 0),
+                Host {
+                    gate_unreachable: true,
+                    ..never_ready
+                },
+                "abort",
+                vec!["started", "look", "abort"],
+            ),
+            (
+                "the old container holds the temporary name: nothing touched",
+                Rollout::new(replace(ReplaceStrategy::StartFirst), policy(true), 0),
+                Host {
+                    holder_old: true,
+                    ..ready()
+                },
+                "rolled-back",
+                vec!["holder web.orun-next", "finish"],
+            ),
+            (
                 "Docker away at the create: stop, the journal keeps it",
                 Rollout::new(create(), policy(true), 0),
                 Host {
@@ -1123,6 +1261,7 @@ mod tests {
                 Do::Finish(Outcome::Failed(_)) => "failed",
                 Do::Finish(Outcome::RolledBack(_)) => "rolled-back",
                 Do::Finish(Outcome::Cancelled) => "cancelled",
+                Do::Finish(Outcome::Superseded) => "superseded",
                 Do::Abort => "abort",
                 _ => "other",
             };
@@ -1132,6 +1271,25 @@ mod tests {
                 let found = trace[at..].iter().position(|t| t == w);
                 assert!(found.is_some(), "{what}: no {w:?} after {at} in {trace:?}");
                 at += found.unwrap_or(0) + 1;
+            }
+            if what.contains("nothing to remove") {
+                assert!(
+                    !trace.iter().any(|w| w.starts_with("remove")),
+                    "{what}: {trace:?}"
+                );
+            }
+            if let Do::Finish(Outcome::RolledBack(why) | Outcome::Failed(why)) = &end {
+                let want = match what {
+                    w if w.contains("refused create") => "cannot create the new container: port",
+                    w if w.contains("refused start") => "cannot start the new container: port",
+                    w if w.contains("removed by someone") => "removed by someone else",
+                    w if w.contains("stranger") => "taken by a container orun does not manage",
+                    w if w.contains("old container holds") => {
+                        "being replaced holds the temporary name"
+                    }
+                    _ => "",
+                };
+                assert!(why.contains(want), "{what}: {why}");
             }
             if what.contains("nothing touched") {
                 assert!(
@@ -1259,5 +1417,106 @@ mod tests {
             assert_eq!(end, Do::Finish(outcome), "{what}: {trace:?}");
             assert_eq!(trace, want, "{what}");
         }
+    }
+
+    #[test]
+    fn leftovers_parked_containers_and_lost_exit_codes() {
+        // A leftover of ours on the temporary name goes before the new container comes.
+        let (trace, end) = drive(
+            Rollout::new(replace(ReplaceStrategy::StartFirst), policy(false), 0),
+            Host {
+                leftover: true,
+                ..ready()
+            },
+        );
+        assert_eq!(end, Do::Finish(Outcome::Promoted), "{trace:?}");
+        assert_eq!(
+            trace[..4],
+            [
+                "inspect old",
+                "holder web.orun-next",
+                "remove left",
+                "journal Starting"
+            ],
+            "{trace:?}"
+        );
+
+        // A stop-first replace of a container already parked aside leaves it where it is.
+        let s = step(Action::Replace {
+            old_id: "old".to_owned(),
+            old_name: "web.orun-old".to_owned(),
+            container_name: "web".to_owned(),
+            spec_hash: "h2".to_owned(),
+            strategy: ReplaceStrategy::StopFirst,
+            needs_image: false,
+        });
+        let intent = Intent::for_step(&s, None, false).unwrap();
+        let (trace, end) = drive(Rollout::new(intent, policy(false), 0), ready());
+        assert_eq!(end, Do::Finish(Outcome::Promoted), "{trace:?}");
+        assert_eq!(
+            trace[..4],
+            [
+                "inspect old",
+                "journal StoppingOld",
+                "stop old",
+                "journal Starting"
+            ],
+            "{trace:?}"
+        );
+
+        // A crash-looper whose exit code Docker never shows: ten looks, then the report
+        // without it.
+        let (trace, end) = drive(
+            Rollout::new(create(), policy(false), 0),
+            Host {
+                crash: Some(100),
+                ..ready()
+            },
+        );
+        let Do::Finish(Outcome::Failed(why)) = end else {
+            panic!("{end:?} {trace:?}");
+        };
+        assert!(!why.contains("exited with code"), "{why}");
+        assert!(why.contains("last log lines: boom"), "{why}");
+        let inspects = trace.iter().filter(|w| *w == "inspect new").count();
+        assert_eq!(inspects, 10, "{trace:?}");
+    }
+
+    #[test]
+    fn a_recovery_of_a_create_and_of_an_orphan_nobody_finds() {
+        let mut promoting = create();
+        promoting.phase = Phase::Promoting;
+        promoting.new_id = Some("new".to_owned());
+        let (trace, end) = drive(Rollout::recover(promoting), ready());
+        assert_eq!(end, Do::Finish(Outcome::Promoted));
+        assert_eq!(trace, ["forget", "finish"]);
+
+        let mut verifying = create();
+        verifying.phase = Phase::Verifying;
+        verifying.new_id = Some("new".to_owned());
+        let (trace, end) = drive(Rollout::recover(verifying), ready());
+        assert!(matches!(end, Do::Finish(Outcome::Failed(_))), "{end:?}");
+        assert_eq!(trace, ["remove new", "forget", "finish"]);
+
+        let mut lost = replace(ReplaceStrategy::StartFirst);
+        lost.phase = Phase::Starting;
+        let (trace, _) = drive(
+            Rollout::recover(lost),
+            Host {
+                no_orphan: true,
+                old_home: true,
+                ..ready()
+            },
+        );
+        assert_eq!(
+            trace,
+            [
+                "orphan web.orun-next",
+                "inspect old",
+                "nameof",
+                "forget",
+                "finish"
+            ]
+        );
     }
 }

@@ -693,7 +693,9 @@ earlier runs, on this machine, that explain them.
   beyond its own, at ee49500). The agent now keeps its picture of the host from Docker's event
   stream: an idle pass asks dockerd nothing, a container an event names is looked at alone,
   and everything is listed again only after a change of its own, a reconnect, or every five
-  minutes. Memory stays flat: one thread for the loop, one for Git while it polls, one
+  minutes. dockerd's share is now below what this bench can tell from its own idle CPU (the
+  table above), and the agent's own halved (a pass was 4.5 ms of CPU, with the listings).
+  Memory stays flat: one thread for the loop, one for Git while it polls, one
   status snapshot.
 - **Commit to serving** is mostly the poll period: a commit waits on average half a period
   for the next poll, for both tools (the loop's period is 5 s plus its own pass, about
@@ -710,8 +712,7 @@ earlier runs, on this machine, that explain them.
   (a B-tree node, then key and value strings that are each an allocation of their own),
   and a twentieth in reading the deployments, which lie in order. Since issue 13 the four
   ownership labels are read once, when a container is observed, into fields of their own
-  (`Ownership`): criterion then measured 6.8 ms for that plan (one run, not yet in the
-  table above, which predates it). On this shared VM the
+  (`Ownership`), which brought that plan under 10 ms (the table above). On this shared VM the
   converged figure for 10 000 moved between 5 and 15 ms within one day with the same
   binary, and fresh between 5 and 10.5 ms (it also allocates three strings for each step
   it returns). The first profile of that plan counted 39 million instructions: a
