@@ -357,15 +357,7 @@ impl<W: World> Agent<W> {
                         self.note_event(&event);
                         // Our own steps cause events too; let a burst settle into one pass.
                         tokio::time::sleep(EVENT_DEBOUNCE).await;
-                        if let Some(rx) = self.docker_events.as_mut() {
-                            let mut burst = Vec::new();
-                            while let Ok(event) = rx.try_recv() {
-                                burst.push(event);
-                            }
-                            for event in &burst {
-                                self.note_event(event);
-                            }
-                        }
+                        self.take_events();
                         break;
                     }
                 }
@@ -1215,15 +1207,7 @@ impl<W: World> Agent<W> {
         refs: &[String],
     ) -> Result<(Actual, BTreeMap<String, String>), EngineError> {
         // Events the loop has not read yet (a pass run by `pass()`, or a burst cut short).
-        if let Some(rx) = self.docker_events.as_mut() {
-            let mut pending = Vec::new();
-            while let Ok(event) = rx.try_recv() {
-                pending.push(event);
-            }
-            for event in &pending {
-                self.note_event(event);
-            }
-        }
+        self.take_events();
         let now = self.shared.clock.now();
         let ask = self.picture.wants(now);
         let known_images = self.picture.images(refs).cloned();
@@ -1284,6 +1268,20 @@ impl<W: World> Agent<W> {
 
     /// Logs a Docker event and remembers containers that died, whose restart counts must be
     /// read again.
+    /// Notes every event already waiting, without waiting for more.
+    fn take_events(&mut self) {
+        let Some(rx) = self.docker_events.as_mut() else {
+            return;
+        };
+        let mut pending = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            pending.push(event);
+        }
+        for event in &pending {
+            self.note_event(event);
+        }
+    }
+
     fn note_event(&mut self, event: &WatchEvent) {
         self.picture.note(event);
         match event {

@@ -146,18 +146,9 @@ impl Intent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Reason;
 
     fn step(action: Action) -> Step {
-        Step {
-            deployment: "web".to_owned(),
-            action,
-            reason: Reason {
-                summary: String::new(),
-                changes: Vec::new(),
-                commit: None,
-            },
-        }
+        crate::plan::test_step("web", action)
     }
 
     fn replace(old_name: &str, strategy: ReplaceStrategy) -> Step {

@@ -1148,21 +1148,25 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A step of `deployment` with an empty reason, for tests.
+#[cfg(test)]
+pub(crate) fn test_step(deployment: &str, action: Action) -> Step {
+    Step {
+        deployment: deployment.to_owned(),
+        action,
+        reason: Reason {
+            summary: String::new(),
+            changes: Vec::new(),
+            commit: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn step(dep: &str, action: Action) -> Step {
-        Step {
-            deployment: dep.to_owned(),
-            action,
-            reason: Reason {
-                summary: String::new(),
-                changes: Vec::new(),
-                commit: None,
-            },
-        }
-    }
+    use super::test_step as step;
 
     fn create(name: &str) -> Step {
         step(

@@ -752,7 +752,7 @@ mod tests {
     use super::*;
     use crate::desired::ReplaceStrategy;
     use crate::gate::ProbePolicy;
-    use crate::plan::{Action, Reason, Step};
+    use crate::plan::{Action, Step};
 
     fn policy(readiness: bool) -> GatePolicy {
         GatePolicy {
@@ -769,15 +769,7 @@ mod tests {
     }
 
     fn step(action: Action) -> Step {
-        Step {
-            deployment: "web".to_owned(),
-            action,
-            reason: Reason {
-                summary: String::new(),
-                changes: Vec::new(),
-                commit: None,
-            },
-        }
+        crate::plan::test_step("web", action)
     }
 
     fn create() -> Intent {
@@ -994,6 +986,22 @@ mod tests {
         }
     }
 
+    /// A gate without probes: healthy at once, then healthy for minHealthySeconds, looked
+    /// at every half second; then the promotion is written down.
+    const GATE: &[&str] = &[
+        "journal Verifying",
+        "start new",
+        "started",
+        "look",
+        "progress",
+        "sleep",
+        "look",
+        "progress",
+        "sleep",
+        "look",
+        "journal Promoting",
+    ];
+
     #[test]
     fn every_kind_promotes_a_healthy_container_one_step_at_a_time() {
         let cases = [
@@ -1025,58 +1033,26 @@ mod tests {
             (
                 "start-first",
                 Rollout::new(replace(ReplaceStrategy::StartFirst), policy(false), 500),
-                vec![
-                    "inspect old",
-                    "holder web.orun-next",
-                    "journal Starting",
-                    "create web.orun-next",
-                    "journal Verifying",
-                    "start new",
-                    "started",
-                    "look",
-                    "progress",
-                    "sleep",
-                    "look",
-                    "progress",
-                    "sleep",
-                    "look",
-                    "journal Promoting",
-                    "switch",
-                    "drain",
-                    "stop old",
-                    "remove old",
-                    "nameof",
-                    "rename new web",
-                    "forget",
-                    "finish",
-                ],
+                [
+                    &["inspect old", "holder web.orun-next", "journal Starting"][..],
+                    &["create web.orun-next"],
+                    GATE,
+                    &["switch", "drain", "stop old", "remove old", "nameof"],
+                    &["rename new web", "forget", "finish"],
+                ]
+                .concat(),
             ),
             (
                 "stop-first",
                 Rollout::new(replace(ReplaceStrategy::StopFirst), policy(false), 0),
-                vec![
-                    "inspect old",
-                    "holder web.orun-old",
-                    "journal StoppingOld",
-                    "stop old",
-                    "rename old web.orun-old",
-                    "journal Starting",
-                    "create web",
-                    "journal Verifying",
-                    "start new",
-                    "started",
-                    "look",
-                    "progress",
-                    "sleep",
-                    "look",
-                    "progress",
-                    "sleep",
-                    "look",
-                    "journal Promoting",
-                    "remove old",
-                    "forget",
-                    "finish",
-                ],
+                [
+                    &["inspect old", "holder web.orun-old", "journal StoppingOld"][..],
+                    &["stop old", "rename old web.orun-old", "journal Starting"],
+                    &["create web"],
+                    GATE,
+                    &["remove old", "forget", "finish"],
+                ]
+                .concat(),
             ),
         ];
         for (what, m, want) in cases {
