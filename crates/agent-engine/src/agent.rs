@@ -772,13 +772,11 @@ impl<W: World> Agent<W> {
             (actual, replan)
         };
         // A name held by a container this node does not manage: its events are not watched
-        // (they carry no label of this node), so only a listing sees the name freed.
-        if replan
-            .diagnostics
-            .iter()
-            .any(|d| matches!(d, Diagnostic::NameClash { .. }))
-        {
-            self.picture.changed();
+        // (they carry no label of this node), so the holder is looked at again each pass.
+        for d in &replan.diagnostics {
+            if let Diagnostic::NameClash { container_id, .. } = d {
+                self.picture.recheck(container_id);
+            }
         }
         let blocked = replan.diagnostics.iter().any(|d| {
             matches!(
@@ -901,19 +899,15 @@ impl<W: World> Agent<W> {
                 let (ctx, step) = (ctx.clone(), (*step).clone());
                 let dep = step.deployment.clone();
                 let action = apply::name(&step.action);
-                let hash = desired
+                // `desired.deployments` is `loaded.node.containers` rendered, in order.
+                let wanted = desired
                     .deployments
                     .iter()
-                    .find(|d| d.name == dep)
-                    .map(|d| d.spec_hash.clone())
-                    .unwrap_or_default();
+                    .zip(&loaded.node.containers)
+                    .find(|(d, _)| d.name == dep);
+                let hash = wanted.map(|(d, _)| d.spec_hash.clone()).unwrap_or_default();
                 let work: Pending<StepResult> = if apply::is_rollout(&step.action) {
-                    let target = desired
-                        .deployments
-                        .iter()
-                        .zip(&loaded.node.containers)
-                        .find(|(d, _)| d.name == dep)
-                        .map(|(d, c)| (d.clone(), rollout::Checks::of(&c.spec)));
+                    let target = wanted.map(|(d, c)| (d.clone(), rollout::Checks::of(&c.spec)));
                     Box::pin(async move {
                         let (d, checks) = target.ok_or_else(not_desired)?;
                         rollout::run(&ctx, &step, &d, &checks).await.map(Some)
@@ -1199,7 +1193,6 @@ impl<W: World> Agent<W> {
         });
     }
 
-    /// Every container on the host, or why Docker could not say.
     /// The host's containers and the local ids of `refs`, from the picture where it is
     /// current; an idle node asks dockerd nothing.
     async fn look(
@@ -1266,8 +1259,6 @@ impl<W: World> Agent<W> {
         )
     }
 
-    /// Logs a Docker event and remembers containers that died, whose restart counts must be
-    /// read again.
     /// Notes every event already waiting, without waiting for more.
     fn take_events(&mut self) {
         let Some(rx) = self.docker_events.as_mut() else {
@@ -1282,6 +1273,8 @@ impl<W: World> Agent<W> {
         }
     }
 
+    /// Logs a Docker event, folds it into the picture, and remembers containers that died,
+    /// whose restart counts must be read again.
     fn note_event(&mut self, event: &WatchEvent) {
         self.picture.note(event);
         match event {

@@ -75,6 +75,12 @@ impl Picture {
         }
     }
 
+    /// Looks at `id` again on the next pass, though no event named it: a container this
+    /// agent does not manage, whose events it does not watch.
+    pub(crate) fn recheck(&mut self, id: &str) {
+        self.dirty.insert(id.to_owned());
+    }
+
     /// What Docker must be asked about containers at `now`.
     pub(crate) fn wants(&self, now: Instant) -> Ask {
         let fresh = self
@@ -217,10 +223,28 @@ mod tests {
                 "the engine changed something",
                 |p, t| {
                     p.listed(&actual(&["a"]), t);
+                    p.changed();
+                },
+                later,
+                Ask::Everything,
+            ),
+            (
+                "a pass failed",
+                |p, t| {
+                    p.listed(&actual(&["a"]), t);
                     p.forget();
                 },
                 later,
                 Ask::Everything,
+            ),
+            (
+                "a stranger holds a wanted name",
+                |p, t| {
+                    p.listed(&actual(&["a"]), t);
+                    p.recheck("x");
+                },
+                later,
+                Ask::Only(vec!["x".to_owned()]),
             ),
         ];
         for (what, setup, now, want) in cases {

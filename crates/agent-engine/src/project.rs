@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use manifest_model::DesiredNode;
 use reconcile_core::{
-    Actual, ContainerState, Desired, Diagnostic, HealthStatus, History, LABEL_SPEC_HASH,
-    ObservedContainer, Plan,
+    Actual, ContainerState, Desired, Diagnostic, HealthStatus, History, ObservedContainer, Plan,
+    same_generation,
 };
 use status_http::{
     ContainerPhase, DeploymentState, DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot,
@@ -99,10 +99,7 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
             });
             let last_error = v.errors.get(&c.deployment).cloned().or(diag_error);
             // The planner's test: the spec and, when the image is here, its id.
-            let current = observed.is_some_and(|o| {
-                o.labels().get(LABEL_SPEC_HASH) == Some(&spec_hash)
-                    && d.image_id.as_ref().is_none_or(|id| *id == o.image_id)
-            });
+            let current = observed.is_some_and(|o| same_generation(o, d));
             let failed_spec = v
                 .history
                 .failures
@@ -233,7 +230,7 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use docker_runtime::Owner;
     use manifest_model::MemSource;
-    use reconcile_core::{ObservedFields, Timestamp};
+    use reconcile_core::{LABEL_SPEC_HASH, ObservedFields, Timestamp};
 
     use super::*;
 

@@ -107,7 +107,7 @@ pub(crate) use reconcile_core::rollout::Outcome;
 
 impl<W: World> Ctx<W> {
     fn now(&self) -> Millis {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.epoch.elapsed())
     }
 
     fn journal(&self, deployment: &str, intent: &Intent) -> Result<(), EngineError> {
@@ -175,7 +175,7 @@ pub(crate) async fn run<W: World>(
     // `/readyz` turns 503 from the first step: a stop-first replace has the service down
     // before any probe has run, and a gate that passes at once never reports progress.
     ctx.progress(&d.name, "starting the new container".to_owned());
-    let Some(intent) = Intent::for_step(step, ctx.desired.commit.clone(), false) else {
+    let Some(intent) = Intent::for_step(step, ctx.desired.commit.clone()) else {
         return Err(EngineError::Internal(format!(
             "not a rollout: {:?}",
             step.action
@@ -459,7 +459,7 @@ fn done(cause: &mut Option<EngineError>, result: Result<(), EngineError>) -> Ans
     }
 }
 
-fn millis(d: Duration) -> Millis {
+pub(crate) fn millis(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -668,6 +668,25 @@ impl Scenario {
         })
     }
 
+    /// After a run of the loop: `version` of `name` serves, unless a fault (`faults`) may have
+    /// held the agent back; `what` names the run in the steps, `late` says why it failed.
+    fn expect_serving(
+        &mut self,
+        name: &str,
+        version: u32,
+        faults: bool,
+        what: &str,
+        late: &str,
+    ) -> Result<(), String> {
+        self.settled = false;
+        let serving = self.serves(name, version);
+        self.note(format!("{what} serves: {serving}"));
+        if !faults && !serving {
+            return Err(format!("{name} v{version} does not serve {late}"));
+        }
+        Ok(())
+    }
+
     /// A release that never turns ready (its deadline 30 s away) is fixed by the next commit
     /// while the loop runs: the fix serves within a poll interval plus its own gate, not
     /// after the broken release's deadline.
@@ -683,17 +702,13 @@ impl Scenario {
         // Within one poll (1 s), the broken rollout's undoing, and the fix's own gate
         // (readiness after 200 ms, probed every second, 1 s healthy).
         self.run_loop(Duration::from_secs(6)).await?;
-        self.settled = false;
-        let serving = self.serves(&name, fixed);
-        self.note(format!(
-            "the loop ran 2.5s, then {name}'s fix was pushed and it ran 6s: the fix serves: {serving}"
-        ));
-        if !faults && !serving {
-            return Err(format!(
-                "{name}'s fix does not serve 6s after it was pushed over a release that never turns ready: it waited behind the rollout"
-            ));
-        }
-        Ok(())
+        self.expect_serving(
+            &name,
+            fixed,
+            faults,
+            &format!("the loop ran 2.5s, then {name}'s fix was pushed and it ran 6s: the fix"),
+            "6s after it was pushed over a release that never turns ready: it waited behind the rollout",
+        )
     }
 
     /// A remote that takes 30 s to answer each poll: the gate of a rollout in flight keeps
@@ -711,18 +726,14 @@ impl Scenario {
         // the next.
         self.run_loop(Duration::from_secs(100)).await?;
         self.remote.change(|r| r.slow = None);
-        self.settled = false;
         let faults = self.faulty();
-        let serving = self.serves(&name, version);
-        self.note(format!(
-            "the loop ran 100s over a remote taking 30s a poll: {name}'s release serves: {serving}"
-        ));
-        if !faults && !serving {
-            return Err(format!(
-                "{name}'s healthy release does not serve after 100s over a slow remote: its gate was not looked at while a poll waited"
-            ));
-        }
-        Ok(())
+        self.expect_serving(
+            &name,
+            version,
+            faults,
+            &format!("the loop ran 100s over a remote taking 30s a poll: {name}'s release"),
+            "after 100s over a slow remote: its gate was not looked at while a poll waited",
+        )
     }
 
     /// Right after a crash, before anything else changes: a healthy new container the dead

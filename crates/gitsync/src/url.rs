@@ -41,16 +41,20 @@ impl RemoteUrl {
         let invalid = |reason: &str| GitError::InvalidUrl {
             reason: reason.to_owned(),
         };
-        let url = if is_relative_path(raw) {
+        if is_relative_path(raw) {
+            // The user's characters are judged, not the working directory's: a space in
+            // the folder the agent runs from is no fault of the path given.
+            git_url_transport(&format!("/{raw}")).map_err(|r| invalid(&r))?;
             let path = cwd.join(raw);
             let Some(path) = path.to_str() else {
                 return Err(invalid("the repository path is not UTF-8"));
             };
-            path.to_owned()
-        } else {
-            raw.to_owned()
-        };
-        let transport = match git_url_transport(&url).map_err(|r| invalid(&r))? {
+            return Ok(Self {
+                url: path.to_owned(),
+                transport: Transport::File,
+            });
+        }
+        let transport = match git_url_transport(raw).map_err(|r| invalid(&r))? {
             GitTransport::File => Transport::File,
             GitTransport::Git => Transport::Git,
             GitTransport::Ssh => Transport::Ssh,
@@ -61,7 +65,10 @@ impl RemoteUrl {
                 ));
             }
         };
-        Ok(Self { url, transport })
+        Ok(Self {
+            url: raw.to_owned(),
+            transport,
+        })
     }
 
     /// The transport.
@@ -184,6 +191,14 @@ mod tests {
             assert_eq!(url.transport(), transport, "{raw}");
             assert_eq!(url.to_string(), shown, "{raw}");
         }
+    }
+
+    #[test]
+    fn a_relative_path_is_judged_by_its_own_characters() {
+        let url = RemoteUrl::parse("m.git", Path::new("/srv/my repos")).unwrap();
+        assert_eq!(url.as_str(), "/srv/my repos/m.git");
+        assert!(RemoteUrl::parse("m.git?token=x", Path::new("/srv")).is_err());
+        assert!(RemoteUrl::parse("m .git", Path::new("/srv")).is_err());
     }
 
     #[test]

@@ -305,6 +305,11 @@ impl Gate {
         self.baseline_restarts = Some(count);
     }
 
+    /// When the container it judges started.
+    pub fn started(&self) -> Millis {
+        self.started
+    }
+
     /// Since when it has been healthy without interruption.
     pub fn healthy_since(&self) -> Option<Millis> {
         self.healthy_since

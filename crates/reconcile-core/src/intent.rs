@@ -70,8 +70,9 @@ pub struct Intent {
 impl Intent {
     /// The intent a rollout of `step` starts with (`None` for a step that is no rollout):
     /// which kind, the names it creates and parks under, and what an undo restores.
-    /// `old_running`: the container being replaced runs now (an undo starts it again).
-    pub fn for_step(step: &Step, commit: Option<String>, old_running: bool) -> Option<Self> {
+    /// Whether the container being replaced runs (an undo starts it again) is learnt by the
+    /// rollout's first look at it.
+    pub fn for_step(step: &Step, commit: Option<String>) -> Option<Self> {
         match &step.action {
             Action::Create {
                 container_name,
@@ -130,7 +131,7 @@ impl Intent {
                     new_id: None,
                     old_id: Some(old_id.clone()),
                     old_name: Some(old_name.clone()),
-                    old_running,
+                    old_running: false,
                     aside,
                     commit,
                 })
@@ -208,7 +209,7 @@ mod tests {
             ),
         ];
         for (what, step, want) in cases {
-            let got = Intent::for_step(&step, Some("c1".to_owned()), true);
+            let got = Intent::for_step(&step, Some("c1".to_owned()));
             let got_short = got
                 .as_ref()
                 .map(|i| (i.kind, i.new_name.as_str(), i.aside.as_deref()));
@@ -218,8 +219,7 @@ mod tests {
                 assert_eq!(i.name, "web", "{what}");
                 assert_eq!(i.spec_hash, "h2", "{what}");
                 assert_eq!(i.commit.as_deref(), Some("c1"), "{what}");
-                // Only a replaced container is restored, and started again if it ran.
-                assert_eq!(i.old_running, i.kind != Kind::Create, "{what}");
+                // Only a replaced container is restored.
                 assert_eq!(i.old_id.is_some(), i.kind != Kind::Create, "{what}");
             }
         }

@@ -1,7 +1,9 @@
 //! The pure planner: from (desired, actual, history, now) to an ordered, explained plan.
 //!
 //! `reconcile-core` decides what to change on a Docker host so it runs what the manifests
-//! say, and says why; and, through [`Gate`], when a new container has earned promotion. It performs no IO, reads no clock, spawns nothing and is never async:
+//! say, and says why; through [`Gate`], when a new container has earned promotion; and,
+//! through [`rollout::Rollout`], each next step of a rollout. It performs no IO, reads no
+//! clock, spawns nothing and is never async:
 //! the caller observes Docker, passes the time in, and applies the steps. That makes it
 //! property-testable against an in-memory fake, and embeddable in other tools. It knows
 //! nothing of Docker's API, Git or HTTP.
@@ -59,4 +61,6 @@ pub use gate::{
 };
 pub use history::{Backoff, Failure, History, Timestamp, next_attempt};
 pub use intent::{Intent, Kind, Phase};
-pub use plan::{Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, waves};
+pub use plan::{
+    Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, same_generation, waves,
+};

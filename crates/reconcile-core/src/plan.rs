@@ -868,7 +868,8 @@ fn is_current(c: &ObservedContainer, spec_hash: &str, d: &DesiredDeployment) -> 
 }
 
 /// Whether `c` runs the desired spec and image, whatever its name.
-fn same_generation(c: &ObservedContainer, d: &DesiredDeployment) -> bool {
+/// Whether `c` runs `d`'s current spec: its spec hash and, when the image is here, its image.
+pub fn same_generation(c: &ObservedContainer, d: &DesiredDeployment) -> bool {
     c.spec_hash() == Some(d.spec_hash.as_str())
         && d.image_id.as_ref().is_none_or(|id| *id == c.image_id)
 }

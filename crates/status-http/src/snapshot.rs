@@ -233,7 +233,7 @@ pub enum EventOutcome {
 }
 
 impl EventOutcome {
-    /// Its name in `/events` and in `orun_rollouts_total{outcome}`.
+    /// Its name in `/events`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
@@ -299,7 +299,7 @@ pub struct Metrics {
     pub fetch_duration_seconds: Option<f64>,
     /// Container restarts by supervision, by deployment.
     pub restarts: BTreeMap<String, u64>,
-    /// Rollouts ended, by outcome (`promoted`, `rolled-back`, `failed`).
+    /// Rollouts ended, by outcome (`promoted`, `rolled-back`, `failed`, `superseded`).
     pub rollouts: BTreeMap<String, u64>,
 }
 

@@ -52,7 +52,7 @@ pub(super) struct Supervision {
 
 impl<W: World> Agent<W> {
     pub(super) fn now_ms(&self) -> Millis {
-        u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        crate::rollout::millis(self.shared.epoch.elapsed())
     }
 
     /// After a pass: which containers are promoted and running, their restart counts, the
