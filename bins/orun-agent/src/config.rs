@@ -65,6 +65,10 @@ pub(crate) struct Args {
     /// ~/.docker/config.json].
     #[arg(long, env = "ORUN_REGISTRY_CONFIG")]
     registry_config: Option<PathBuf>,
+    /// The age key that decrypts SOPS secrets [default: $SOPS_AGE_KEY_FILE, else
+    /// <data-dir>/keys/age.key].
+    #[arg(long, env = "ORUN_AGE_KEY_PATH")]
+    age_key_path: Option<PathBuf>,
     /// Allow a revision to remove every deployment of this node at once.
     #[arg(long, env = "ORUN_ALLOW_REMOVE_ALL")]
     allow_remove_all: bool,
@@ -106,6 +110,7 @@ struct FileConfig {
     git_token_file: Option<PathBuf>,
     fetch_timeout: Option<String>,
     registry_config: Option<PathBuf>,
+    age_key_path: Option<PathBuf>,
     allow_remove_all: Option<bool>,
     log_format: Option<LogFormat>,
 }
@@ -195,6 +200,10 @@ impl Config {
             .or(file.docker_host)
             .or_else(|| std::env::var("DOCKER_HOST").ok());
         engine.registry_config = args.registry_config.or(file.registry_config);
+        engine.age_key = args
+            .age_key_path
+            .or(file.age_key_path)
+            .or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
         engine.allow_remove_all = args.allow_remove_all || file.allow_remove_all.unwrap_or(false);
         engine.once = args.once;
         Ok(Self {

@@ -28,6 +28,13 @@ pub(crate) struct Args {
     /// Docker daemon to observe (default: `DOCKER_HOST`, else the local socket).
     #[arg(long, env = "DOCKER_HOST")]
     docker_host: Option<String>,
+    /// The age key that decrypts the node's secrets; without one, secret values are not
+    /// checked and taken as unchanged.
+    #[arg(long, env = "SOPS_AGE_KEY_FILE")]
+    age_key_path: Option<PathBuf>,
+    /// The node's data dir, whose fingerprint key tells changed secret values apart.
+    #[arg(long, default_value = "/opt/orun")]
+    data_dir: PathBuf,
     /// Print the plan as JSON (schema in docs/plan.md).
     #[arg(long)]
     json: bool,
@@ -74,7 +81,25 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         read_snapshot(&args.actual)?
     };
     actual.containers.sort_by(|a, b| a.id.cmp(&b.id));
-    let desired = Desired::from_node(&node, None, |image| actual.images.get(image).cloned());
+    let ids = match &args.age_key_path {
+        Some(p) => Some(manifest_model::Identities::read(p)?),
+        None => None,
+    };
+    let fp = manifest_model::Fingerprinter::read(&args.data_dir.join("keys/fingerprint.key"));
+    let secrets = manifest_model::unlock::preview(&node, ids.as_ref(), fp.as_ref());
+    for d in &secrets.errors {
+        eprintln!("{d}");
+    }
+    if !secrets.errors.is_empty() {
+        bail!("secret values do not decrypt (see above); the agent would refuse this revision");
+    }
+    let mut desired = Desired::from_node(
+        &node,
+        None,
+        |image| actual.images.get(image).cloned(),
+        &secrets.fingerprints,
+    );
+    let unchecked = desired.assume_unchecked(&actual);
     // The CLI has no agent history: failed specs are not in backoff here.
     let plan = reconcile_core::plan(&desired, &actual, &History::default(), now());
 
@@ -86,11 +111,17 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "environment": node.environment,
             "steps": plan.steps,
             "diagnostics": plan.diagnostics,
+            "notes": secrets.notes,
+            "unchecked": unchecked,
             "summary": { "create": create, "replace": replace, "start": start, "remove": remove },
         });
         serde_json::to_string_pretty(&doc)? + "\n"
     } else {
-        render_text(&node, &plan)
+        let mut text = render_text(&node, &plan);
+        for n in &secrets.notes {
+            text.push_str(&format!("note: {n}\n"));
+        }
+        text
     };
     crate::emit(&out)?;
     Ok(if args.detailed_exitcode && !plan.is_empty() {

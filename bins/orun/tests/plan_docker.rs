@@ -56,7 +56,7 @@ fn create_as_agent(
         .iter()
         .find(|c| c.deployment == deployment)
         .unwrap();
-    let spec = RenderedSpec::from_container(c, image_of(c), None);
+    let spec = RenderedSpec::from_container(c, image_of(c), None, &Default::default());
     let labels = [
         format!("{LABEL_NODE}={node}"),
         format!("{LABEL_ENVIRONMENT}={}", desired.environment.id),

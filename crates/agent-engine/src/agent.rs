@@ -21,7 +21,7 @@ use docker_runtime::{Docker, RegistryAuth, WatchEvent};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use gitsync::Schedule;
-use manifest_model::{DesiredNode, ImageSource, PullPolicy};
+use manifest_model::{DesiredNode, ImageSource, PullPolicy, Unlocked};
 use reconcile_core::{Action, Actual, ContainerState, Desired, Diagnostic, Plan, Step, Timestamp};
 use status_http::{EventOutcome, Metrics, NodeStatus, Status};
 use tokio::sync::Notify;
@@ -32,6 +32,7 @@ use crate::apply;
 use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::{self, Journal};
+use crate::keys::{KeyStamp, Keys};
 use crate::picture::{Ask, Picture};
 use crate::project::{self, rfc3339};
 use crate::rollout::{self, lock};
@@ -53,7 +54,9 @@ const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
 /// A revision that loaded, validated and resolved for this node.
 struct Loaded {
     commit: String,
-    node: DesiredNode,
+    node: Rc<DesiredNode>,
+    /// Its secret values, decrypted, and what masks them.
+    secrets: Rc<rollout::Secrets>,
     /// `node` rendered for the planner, without image ids. A revision never changes, so its
     /// specs are rendered and hashed once here, not on every pass; each pass only fills in
     /// the local image ids.
@@ -81,6 +84,11 @@ pub struct Agent<W: World = Real> {
     shared: Rc<rollout::Shared<W>>,
     auth: RegistryAuth,
     started_at: SystemTime,
+    /// The age key's place and the fingerprint key.
+    keys: Keys,
+    /// The secret values of the revision loaded last, whose redactor masks what the agent
+    /// writes outside a rollout (a rollout masks with its own revision's).
+    secrets: Rc<rollout::Secrets>,
     metrics: Metrics,
     /// Liveness probes, restart backoffs and restart counts of promoted containers.
     supervision: supervise::Supervision,
@@ -110,8 +118,10 @@ struct Tracking<G> {
     git: G,
     schedule: Schedule,
     current: Option<Loaded>,
-    /// The head refused last, so it is not loaded and logged again on every tick.
-    refused: Option<String>,
+    /// The head refused last, so it is not loaded and logged again on every tick; with the
+    /// age key file's state when it was refused for want of a key, so a key installed later
+    /// is tried at the next tick.
+    refused: Option<(String, Option<KeyStamp>)>,
     sync_error: Option<String>,
     load_error: Option<String>,
     stale_since: Option<SystemTime>,
@@ -180,6 +190,7 @@ impl<W: World> Agent<W> {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
         let state = dir.load_state()?;
+        let keys = Keys::open(&cfg.data_dir, cfg.age_key.as_deref())?;
         let journal = match Journal::load(dir.path("intents.json")) {
             Ok(j) => j,
             Err(e) => {
@@ -245,6 +256,8 @@ impl<W: World> Agent<W> {
             shared,
             auth,
             started_at: wall,
+            keys,
+            secrets: Rc::default(),
             metrics: Metrics::default(),
             supervision: supervise::Supervision::default(),
             current_commit: None,
@@ -457,10 +470,11 @@ impl<W: World> Agent<W> {
             let outcome = match self.converge(wait).await {
                 Ok(o) => o,
                 Err(e) => {
-                    error!(error = %report(&e), "pass failed");
+                    let why = self.secrets.redactor.mask(&report(&e));
+                    error!(error = %why, "pass failed");
                     // What a failed pass left behind is not known: look at everything next.
                     self.picture.forget();
-                    self.publish_error(&report(&e));
+                    self.publish_error(&why);
                     Outcome::default()
                 }
             };
@@ -502,7 +516,14 @@ impl<W: World> Agent<W> {
                     .current
                     .as_ref()
                     .is_some_and(|c| c.commit == head)
-                    || self.tracking.refused.as_deref() == Some(head.as_str());
+                    || self
+                        .tracking
+                        .refused
+                        .as_ref()
+                        .is_some_and(|(commit, stamp)| {
+                            *commit == head
+                                && stamp.as_ref().is_none_or(|s| *s == self.keys.stamp())
+                        });
                 if !known {
                     self.load(&head, "fetched").await;
                 }
@@ -552,8 +573,24 @@ impl<W: World> Agent<W> {
             }
             node
         });
-        match result {
+        // Secret values are decrypted before the revision is accepted: one that does not
+        // decrypt (no key, a wrong key, a tampered value, a bad MAC) refuses it whole.
+        let mut key_stamp = None;
+        let result = match result {
             Ok(node) => {
+                let stamp = self.keys.stamp();
+                match self.unlock(node).await {
+                    Ok(ok) => Ok(ok),
+                    Err(refusal) => {
+                        key_stamp = Some(stamp);
+                        Err(refusal)
+                    }
+                }
+            }
+            Err(refusal) => Err(refusal),
+        };
+        match result {
+            Ok((node, unlocked)) => {
                 info!(commit = %short, why, deployments = node.containers.len(), "revision accepted");
                 if self.cfg.poll_interval.is_none() {
                     let wanted = node.node.spec.poll_interval;
@@ -564,7 +601,12 @@ impl<W: World> Agent<W> {
                         .schedule
                         .set_interval(wanted.max(MIN_MANIFEST_POLL));
                 }
-                let mut desired = Desired::from_node(&node, Some(commit.to_owned()), |_| None);
+                let mut desired = Desired::from_node(
+                    &node,
+                    Some(commit.to_owned()),
+                    |_| None,
+                    &unlocked.fingerprints,
+                );
                 desired.allow_empty = self.cfg.allow_remove_all;
                 // A rollout in flight of a spec this revision no longer wants is superseded:
                 // it is undone at its gate's next look, and the newer spec follows at once.
@@ -582,9 +624,13 @@ impl<W: World> Agent<W> {
                     }
                 }
                 self.current_commit = Some(commit.to_owned());
+                let node = Rc::new(node);
+                let secrets = Rc::new(rollout::Secrets::new(Rc::clone(&node), unlocked));
+                self.secrets = Rc::clone(&secrets);
                 self.tracking.current = Some(Loaded {
                     commit: commit.to_owned(),
                     node,
+                    secrets,
                     desired,
                 });
                 self.tracking.refused = None;
@@ -620,9 +666,57 @@ impl<W: World> Agent<W> {
                 // A commit's content never changes: a revision refused for what it says stays
                 // refused until the branch moves. A read failure is tried again.
                 if permanent {
-                    self.tracking.refused = Some(commit.to_owned());
+                    self.tracking.refused = Some((commit.to_owned(), key_stamp));
                 }
             }
+        }
+    }
+
+    /// Decrypts the secret values `node` needs with the node's age key, on the blocking pool
+    /// (a hostile file costs CPU linear in its size, but not on the runtime's thread).
+    async fn unlock(&self, node: DesiredNode) -> Result<(DesiredNode, Unlocked), Refusal> {
+        if manifest_model::unlock::needs(&node).is_empty() {
+            return Ok((node, Unlocked::default()));
+        }
+        let ids = match self.keys.identities() {
+            Ok(ids) => ids,
+            Err(e) => {
+                return Err(Refusal {
+                    permanent: true,
+                    problems: vec![e.to_string()],
+                    total: 1,
+                });
+            }
+        };
+        let fingerprinter = self.keys.fingerprinter.clone();
+        let where_ = self.keys.where_();
+        let opened = tokio::task::spawn_blocking(move || {
+            let result = manifest_model::unlock(&node, ids.as_ref(), &fingerprinter);
+            (node, result, ids.is_none())
+        })
+        .await;
+        match opened {
+            Ok((node, Ok(unlocked), _)) => Ok((node, unlocked)),
+            Ok((_, Err(diagnostics), no_key)) => {
+                let mut problems: Vec<String> =
+                    diagnostics.iter().map(ToString::to_string).collect();
+                if no_key {
+                    problems.push(format!(
+                        "no age key at {where_}: install the node's key there (or give --age-key-path)"
+                    ));
+                }
+                let total = problems.len();
+                Err(Refusal {
+                    permanent: true,
+                    problems,
+                    total,
+                })
+            }
+            Err(e) => Err(Refusal {
+                permanent: false,
+                problems: vec![format!("decrypting the revision's secrets failed: {e}")],
+                total: 1,
+            }),
         }
     }
 
@@ -664,6 +758,7 @@ impl<W: World> Agent<W> {
                 let ctx = rollout::Ctx::<W> {
                     shared: Rc::clone(&self.shared),
                     desired: Rc::new(loaded.desired.clone()),
+                    secrets: Rc::clone(&loaded.secrets),
                 };
                 rollout::recover(&ctx, &skip)
                     .await
@@ -849,7 +944,7 @@ impl<W: World> Agent<W> {
                     self.event(Some(&step.deployment), action, summary, EventOutcome::Ok);
                 }
                 Err(e) => {
-                    let reason = report(&e);
+                    let reason = self.secrets.redactor.mask(&report(&e));
                     error!(deployment = %step.deployment, error = %reason, "step failed");
                     self.event(
                         Some(&step.deployment),
@@ -894,6 +989,7 @@ impl<W: World> Agent<W> {
             let ctx = rollout::Ctx::<W> {
                 shared: Rc::clone(&self.shared),
                 desired: Rc::clone(desired),
+                secrets: Rc::clone(&loaded.secrets),
             };
             for step in &wave {
                 let (ctx, step) = (ctx.clone(), (*step).clone());
@@ -970,7 +1066,7 @@ impl<W: World> Agent<W> {
             Err(e) => {
                 // Docker failed part-way: the journal keeps the rollout and the next pass
                 // resolves it before planning again.
-                let reason = report(&e);
+                let reason = self.secrets.redactor.mask(&report(&e));
                 error!(deployment = %dep, error = %reason, "step failed");
                 self.event(Some(dep), action, &reason, EventOutcome::Failed);
                 errors.insert(dep.to_owned(), reason);
@@ -1028,6 +1124,7 @@ impl<W: World> Agent<W> {
         let ctx = rollout::Ctx::<W> {
             shared: Rc::clone(&self.shared),
             desired: Rc::new(desired.clone()),
+            secrets: Rc::clone(&loaded.secrets),
         };
         for (dep, intent) in adopted {
             let Some((d, c)) = desired
@@ -1051,6 +1148,7 @@ impl<W: World> Agent<W> {
 
     fn event(&self, deployment: Option<&str>, step: &str, reason: &str, outcome: EventOutcome) {
         let commit = self.current_commit.clone();
+        let reason = &self.secrets.redactor.mask(reason);
         lock(&self.shared.events).record(
             self.shared.clock.wall(),
             commit.as_deref(),
@@ -1129,7 +1227,7 @@ impl<W: World> Agent<W> {
         let previous = self.shared.status.get();
         let snapshot = project::snapshot(&project::View {
             node,
-            revision: loaded.map(|(l, d)| (&l.node, d)),
+            revision: loaded.map(|(l, d)| (&*l.node, d)),
             actual,
             plan,
             errors,

@@ -247,7 +247,8 @@ mod tests {
             "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: web:1\n  nodes: [n1]\n",
         );
         let (node, _) = crate::seams::judge(&src, NODE, "main").unwrap();
-        let desired = Desired::from_node(&node, Some("c1".to_owned()), |_| None);
+        let desired =
+            Desired::from_node(&node, Some("c1".to_owned()), |_| None, &Default::default());
         (node, desired)
     }
 

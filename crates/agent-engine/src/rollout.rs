@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docker_runtime::{ContainerInfo, Owner, RuntimeError};
-use manifest_model::ProbeTarget;
+use manifest_model::{DesiredNode, ProbeTarget, Secret, Unlocked};
 use reconcile_core::rollout::{Answer, Do, Look, ProbeKind, Rollout};
 use reconcile_core::{Desired, DesiredDeployment, GatePolicy, Millis, Seen, Step};
 use status_http::{DeploymentState, EventOutcome, Status};
@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::error::{EngineError, report};
 use crate::eventlog::EventLog;
 use crate::journal::{Intent, Journal, Phase};
+use crate::redact::Redactor;
 use crate::seams::{Clock as _, Probe as _, Runtime, World};
 
 /// Seconds a container gets to stop before it is killed.
@@ -63,6 +64,8 @@ pub(crate) struct Shared<W: World> {
 pub(crate) struct Ctx<W: World> {
     pub(crate) shared: Rc<Shared<W>>,
     pub(crate) desired: Rc<Desired>,
+    /// The revision's secret values and what masks them.
+    pub(crate) secrets: Rc<Secrets>,
 }
 
 impl<W: World> Clone for Ctx<W> {
@@ -70,6 +73,44 @@ impl<W: World> Clone for Ctx<W> {
         Self {
             shared: Rc::clone(&self.shared),
             desired: Rc::clone(&self.desired),
+            secrets: Rc::clone(&self.secrets),
+        }
+    }
+}
+
+/// One revision's decrypted secret values: what each container gets at its create, and what
+/// masks them in everything a rollout writes.
+#[derive(Debug, Default)]
+pub(crate) struct Secrets {
+    node: Option<Rc<DesiredNode>>,
+    unlocked: Unlocked,
+    pub(crate) redactor: Redactor,
+}
+
+impl Secrets {
+    pub(crate) fn new(node: Rc<DesiredNode>, unlocked: Unlocked) -> Self {
+        let redactor = Redactor::new(unlocked.values());
+        Self {
+            node: Some(node),
+            unlocked,
+            redactor,
+        }
+    }
+
+    /// The plaintext env `deployment`'s container gets beyond its plain values.
+    fn env(&self, deployment: &str) -> BTreeMap<String, Secret> {
+        let Some(node) = &self.node else {
+            return BTreeMap::new();
+        };
+        // Containers are ordered by deployment name.
+        match node
+            .containers
+            .binary_search_by(|c| c.deployment.as_str().cmp(deployment))
+        {
+            Ok(i) => self
+                .unlocked
+                .env_for(&node.containers[i], node.node.spec.offer_secrets),
+            Err(_) => BTreeMap::new(),
         }
     }
 }
@@ -119,6 +160,7 @@ impl<W: World> Ctx<W> {
     }
 
     fn event(&self, deployment: &str, step: &str, reason: &str, outcome: EventOutcome) {
+        let reason = &self.secrets.redactor.mask(reason);
         lock(&self.events).record(
             self.clock.wall(),
             self.desired.commit.as_deref(),
@@ -147,6 +189,7 @@ impl<W: World> Ctx<W> {
 
     /// Shows the rollout's progress in `/status` between passes.
     fn progress(&self, deployment: &str, text: String) {
+        let text = self.secrets.redactor.mask(&text);
         let mut snap = (*self.status.get()).clone();
         if let Some(d) = snap.deployments.get_mut(deployment) {
             d.rollout = Some(text);
@@ -238,9 +281,9 @@ async fn drive<W: World>(
         deployment,
         commit: ctx.desired.commit.as_deref(),
     };
-    // SOPS values are not decrypted by this agent yet: `create` refuses a spec whose secret
-    // has no value, naming the key, before Docker sees anything.
-    let secrets = BTreeMap::new();
+    // Decrypted in memory at load; they go to Docker's create call and nowhere else.
+    let secrets = ctx.secrets.env(deployment);
+    let mask = &ctx.secrets.redactor;
     // What made the machine stop, when it does: the error is reported whole.
     let mut cause: Option<EngineError> = None;
     // The new container as the gate last saw it: probes go to its address.
@@ -263,8 +306,8 @@ async fn drive<W: World>(
                 }));
             }
             Do::Inspect(id) => match ctx.docker.inspect(&id).await {
-                Ok(info) => Answer::Seen(look(&info)),
-                Err(e) => failed(&mut cause, e, None),
+                Ok(info) => Answer::Seen(look(&info, mask)),
+                Err(e) => failed(mask, &mut cause, e, None),
             },
             Do::Look(id) => {
                 if ctx.shutdown.load(Ordering::SeqCst) {
@@ -274,11 +317,11 @@ async fn drive<W: World>(
                 } else {
                     match ctx.docker.inspect(&id).await {
                         Ok(info) => {
-                            let answer = Answer::Seen(look(&info));
+                            let answer = Answer::Seen(look(&info, mask));
                             seen = Some(info);
                             answer
                         }
-                        Err(e) => failed(&mut cause, e, None),
+                        Err(e) => failed(mask, &mut cause, e, None),
                     }
                 }
             }
@@ -289,7 +332,7 @@ async fn drive<W: World>(
                         (c.id.clone(), ours)
                     }))
                 }
-                Err(e) => failed(&mut cause, e, None),
+                Err(e) => failed(mask, &mut cause, e, None),
             },
             Do::Orphan {
                 name,
@@ -308,7 +351,7 @@ async fn drive<W: World>(
                         })
                         .map(|c| (c.id.clone(), true)),
                 ),
-                Err(e) => failed(&mut cause, e, None),
+                Err(e) => failed(mask, &mut cause, e, None),
             },
             Do::NameOf(id) => match ctx.docker.observe().await {
                 Ok(actual) => Answer::Named(
@@ -318,7 +361,7 @@ async fn drive<W: World>(
                         .find(|c| c.id == id)
                         .map(|c| c.name.clone()),
                 ),
-                Err(e) => failed(&mut cause, e, None),
+                Err(e) => failed(mask, &mut cause, e, None),
             },
             Do::Journal(intent) => done(&mut cause, ctx.journal(deployment, &intent)),
             Do::Forget => done(&mut cause, ctx.forget(deployment)),
@@ -331,15 +374,23 @@ async fn drive<W: World>(
                 slot = Some(ctx.slots.acquire().await);
                 match ctx.docker.create(&name, &d.spec, owner, &secrets).await {
                     Ok(id) => Answer::Created(id),
-                    Err(e) => failed(&mut cause, e, None),
+                    Err(e) => failed(mask, &mut cause, e, None),
                 }
             }
-            Do::Start(id) => called(&mut cause, ctx.docker.start(&id).await, None),
-            Do::Stop(id) => called(&mut cause, ctx.docker.stop(&id, STOP_GRACE).await, None),
-            Do::Remove(id) => called(&mut cause, ctx.docker.remove(&id).await, None),
-            Do::Rename { id, to, why } => {
-                called(&mut cause, ctx.docker.rename(&id, &to).await, Some(why))
-            }
+            Do::Start(id) => called(mask, &mut cause, ctx.docker.start(&id).await, None),
+            Do::Stop(id) => called(
+                mask,
+                &mut cause,
+                ctx.docker.stop(&id, STOP_GRACE).await,
+                None,
+            ),
+            Do::Remove(id) => called(mask, &mut cause, ctx.docker.remove(&id).await, None),
+            Do::Rename { id, to, why } => called(
+                mask,
+                &mut cause,
+                ctx.docker.rename(&id, &to).await,
+                Some(why),
+            ),
             Do::Started(id) => {
                 ctx.event(
                     deployment,
@@ -360,7 +411,10 @@ async fn drive<W: World>(
                             .probe
                             .http(target, info, Duration::from_millis(timeout))
                             .await;
-                        Answer::Probed { ok, detail }
+                        Answer::Probed {
+                            ok,
+                            detail: mask.mask(&detail),
+                        }
                     }
                     _ => Answer::Probed {
                         ok: false,
@@ -368,11 +422,16 @@ async fn drive<W: World>(
                     },
                 }
             }
+            // A container may print its own env: what it says is masked before any of it
+            // can reach a failure reason, an event, a log line or `/status`.
             Do::Logs(id) => Answer::Logs(
                 ctx.docker
                     .logs_tail(&id, LOG_LINES)
                     .await
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|line| mask.mask(&line))
+                    .collect(),
             ),
             Do::Progress(text) => {
                 ctx.progress(deployment, text);
@@ -404,24 +463,31 @@ async fn drive<W: World>(
 }
 
 /// What a rollout reads of an inspection.
-fn look(info: &ContainerInfo) -> Look {
+/// Health-check output and Docker's error are the container's words: masked.
+fn look(info: &ContainerInfo, mask: &Redactor) -> Look {
     Look {
         seen: Seen {
             state: info.state,
             health: info.health,
-            health_output: info.health_output.clone(),
+            health_output: info.health_output.as_deref().map(|o| mask.mask(o)),
             restart_count: info.restart_count,
         },
         last_exit_code: info.last_exit_code,
         oom_killed: info.oom_killed,
-        error: info.error.clone(),
+        error: info.error.as_deref().map(|e| mask.mask(e)),
     }
 }
 
 /// A failed Docker call as the machine reads it; the error itself is kept as the cause.
-fn failed(cause: &mut Option<EngineError>, e: RuntimeError, why: Option<&'static str>) -> Answer {
+fn failed(
+    mask: &Redactor,
+    cause: &mut Option<EngineError>,
+    e: RuntimeError,
+    why: Option<&'static str>,
+) -> Answer {
+    // Docker's message may quote the request it refused, env included.
     let answer = Answer::Failed {
-        reason: e.to_string(),
+        reason: mask.mask(&e.to_string()),
         unreachable: e.is_unreachable(),
         gone: matches!(e, RuntimeError::NotFound(_)),
     };
@@ -433,13 +499,14 @@ fn failed(cause: &mut Option<EngineError>, e: RuntimeError, why: Option<&'static
 }
 
 fn called(
+    mask: &Redactor,
     cause: &mut Option<EngineError>,
     result: Result<(), RuntimeError>,
     why: Option<&'static str>,
 ) -> Answer {
     match result {
         Ok(()) => Answer::Done,
-        Err(e) => failed(cause, e, why),
+        Err(e) => failed(mask, cause, e, why),
     }
 }
 

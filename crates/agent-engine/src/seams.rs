@@ -39,7 +39,7 @@ pub trait Runtime {
         name: &str,
         spec: &RenderedSpec,
         owner: Owner<'_>,
-        secrets: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, reconcile_core::Secret>,
     ) -> Result<String, RuntimeError>;
     /// Starts a container.
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
@@ -84,7 +84,7 @@ impl Runtime for Docker {
         name: &str,
         spec: &RenderedSpec,
         owner: Owner<'_>,
-        secrets: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, reconcile_core::Secret>,
     ) -> Result<String, RuntimeError> {
         Docker::create(self, name, spec, owner, secrets).await
     }

@@ -26,6 +26,9 @@ pub struct Settings {
     pub allow_remove_all: bool,
     /// One pass, then exit: skips what only a long-running agent needs.
     pub once: bool,
+    /// The age key file (`--age-key-path`, else `SOPS_AGE_KEY_FILE`); `None`:
+    /// `<data_dir>/keys/age.key`.
+    pub age_key: Option<PathBuf>,
     /// The seed of the poll timer's jitter; `None` draws one from the process and the clock.
     pub jitter_seed: Option<u64>,
 }
@@ -42,6 +45,7 @@ impl Settings {
             registry_config: None,
             allow_remove_all: false,
             once: false,
+            age_key: None,
             jitter_seed: None,
         }
     }

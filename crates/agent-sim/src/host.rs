@@ -445,7 +445,7 @@ impl Runtime for SimRuntime {
         name: &str,
         spec: &RenderedSpec,
         owner: Owner<'_>,
-        _secrets: &BTreeMap<String, String>,
+        _secrets: &BTreeMap<String, reconcile_core::Secret>,
     ) -> Result<String, RuntimeError> {
         self.0.enter().await?;
         let created = self.0.change(|h| {

@@ -305,7 +305,7 @@ impl Docker {
         name: &str,
         spec: &RenderedSpec,
         owner: Owner<'_>,
-        secrets: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, reconcile_core::Secret>,
     ) -> Result<String, RuntimeError> {
         let body = create_body(spec, owner, secrets)?;
         let options = CreateContainerOptionsBuilder::default().name(name).build();
@@ -463,14 +463,14 @@ pub fn labels(spec: &RenderedSpec, owner: Owner<'_>) -> BTreeMap<String, String>
 fn create_body(
     spec: &RenderedSpec,
     owner: Owner<'_>,
-    secrets: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, reconcile_core::Secret>,
 ) -> Result<ContainerCreateBody, RuntimeError> {
     let mut env = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
         match v {
             RenderedEnv::Plain(p) => env.push(format!("{k}={p}")),
             RenderedEnv::Secret(_) => match secrets.get(k) {
-                Some(p) => env.push(format!("{k}={p}")),
+                Some(p) => env.push(format!("{k}={}", p.expose())),
                 None => return Err(RuntimeError::MissingSecret(k.clone())),
             },
         }
@@ -483,7 +483,10 @@ fn create_body(
             .iter()
             .filter(|(k, _)| !spec.env.contains_key(k))
         {
-            match plain.as_ref().or_else(|| secrets.get(k)) {
+            match plain
+                .as_deref()
+                .or_else(|| secrets.get(k).map(reconcile_core::Secret::expose))
+            {
                 Some(p) => env.push(format!("{k}={p}")),
                 None => return Err(RuntimeError::MissingSecret(k.clone())),
             }
@@ -664,7 +667,7 @@ mod tests {
         commit: None,
     };
 
-    fn refused(spec: &RenderedSpec, secrets: &BTreeMap<String, String>) -> String {
+    fn refused(spec: &RenderedSpec, secrets: &BTreeMap<String, reconcile_core::Secret>) -> String {
         create_body(spec, OWNER, secrets).unwrap_err().to_string()
     }
 
@@ -705,33 +708,17 @@ mod tests {
     /// (a key is manifest text).
     #[test]
     fn offered_secrets_reach_the_env_and_nothing_else() {
-        let enc = |v: &str| {
-            manifest_model::EnvValue::Encrypted(
-                manifest_model::SopsValue::parse(&format!(
-                    "ENC[AES256_GCM,data:{v},iv:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]"
-                ))
-                .unwrap()
-                .unwrap(),
-            )
-        };
-        let file = manifest_model::SecretsFile {
-            entries: BTreeMap::from([
-                ("A".into(), enc("YQ==")),
-                ("REGION_unencrypted".into(), manifest_model::EnvValue::Plain("eu".into())),
-                ("TOKEN".into(), enc("Yg==")),
-            ]),
-            age: Vec::new(),
-            last_modified: String::new(),
-            mac: manifest_model::SopsValue::parse(
-                "ENC[AES256_GCM,data:YQ==,iv:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]",
-            )
-            .unwrap()
-            .unwrap(),
-            unencrypted_suffix: "_unencrypted".into(),
-        };
         let mut s = spec();
-        s.offered_secrets = Some(reconcile_core::OfferedSecrets::of(&file));
-        let secrets = BTreeMap::from([("TOKEN".to_owned(), "hunter2".to_owned())]);
+        s.offered_secrets = Some(reconcile_core::OfferedSecrets {
+            digest: "sha256:offer".into(),
+            entries: std::sync::Arc::from(vec![
+                ("A".to_owned(), None),
+                ("REGION_unencrypted".to_owned(), Some("eu".to_owned())),
+                ("TOKEN".to_owned(), None),
+            ]),
+        });
+        let secrets =
+            BTreeMap::from([("TOKEN".to_owned(), reconcile_core::Secret::new("hunter2"))]);
         let body = create_body(&s, OWNER, &secrets).unwrap();
         // Its own `A` wins; the clear entry comes from the file; `TOKEN` from the caller.
         assert_eq!(

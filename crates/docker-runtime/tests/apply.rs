@@ -62,7 +62,7 @@ fn desired(node: &str, port: u16, data: &str, guard: &str) -> Desired {
         );
     let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
     let node = resolve(&rev, node, None).unwrap();
-    Desired::from_node(&node, Some("abc123".into()), |_| None)
+    Desired::from_node(&node, Some("abc123".into()), |_| None, &Default::default())
 }
 
 async fn replan(docker: &Docker, d: &Desired) -> reconcile_core::Plan {

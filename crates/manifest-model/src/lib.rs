@@ -5,7 +5,8 @@
 //! problem found, each with file, line, column and field. [`resolve()`] then says what one
 //! node should run.
 //!
-//! It does not decrypt secrets, talk to Git or Docker, or decide what to change: files arrive
+//! It decrypts secrets only in memory and only when given a key ([`unlock`]). It does not
+//! talk to Git or Docker, or decide what to change: files arrive
 //! through the [`Source`] trait, and planning is `reconcile-core`'s job.
 //!
 //! ```
@@ -29,6 +30,7 @@ mod render;
 mod resolve;
 mod secret;
 mod source;
+pub mod unlock;
 mod validate;
 pub mod values;
 mod walk;
@@ -39,8 +41,10 @@ pub use error::ModelError;
 pub use model::*;
 pub use render::{render_file, render_revision};
 pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve};
-pub use secret::{AgeStanza, EnvValue, Secret, SecretsFile, SopsValue};
+pub use secret::{EnvValue, SealedFile, Secret, SecretsFile, SopsValue};
+pub use sops_age::{Fingerprinter, Identities, SopsError};
 pub use source::{DirSource, Entry, EntryKind, MAX_LINK_TARGET, MemSource, ReadError, Source};
+pub use unlock::{Fingerprints, Unlocked, unlock};
 pub use validate::targets;
 pub use values::{ImageRef, ProbeTarget};
 pub use yaml::{copy_budget, replay_budget};
@@ -202,7 +206,20 @@ fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option
             }),
             "Deployment" => parse_into(&mut cx, &text, |cx, env| {
                 let name = env.metadata.name.value.clone();
-                let valid = validate::deployment(cx, env, stem).map(|(d, o)| {
+                let sops = env.sops;
+                let valid = validate::deployment(cx, env, stem, &text).map(|(d, o)| {
+                    if sops {
+                        // Read again whole, in document order with typed scalars: the MAC
+                        // covers every leaf of the file, not only `env`.
+                        match yaml::parse::<sops_age::Value>(cx.file, &text) {
+                            Ok(tree) => {
+                                if let Some(sealed) = validate::sealed_file(cx, Pos::FILE, tree) {
+                                    rev.sealed.insert(d.name.clone(), sealed);
+                                }
+                            }
+                            Err(diag) => cx.diags.push(diag),
+                        }
+                    }
                     insert(
                         cx,
                         &mut rev.deployments,
@@ -244,8 +261,12 @@ fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option
         }
         if let Some(text) = read_text(source, f, limits.max_file_bytes, diags) {
             let mut cx = Ctx::new(SECRETS_FILE, diags);
-            match yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text) {
-                Ok(raw) => rev.secrets = validate::secrets(&mut cx, raw).map(std::sync::Arc::new),
+            let parsed = yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text)
+                .and_then(|raw| Ok((raw, yaml::parse::<sops_age::Value>(SECRETS_FILE, &text)?)));
+            match parsed {
+                Ok((raw, tree)) => {
+                    rev.secrets = validate::secrets(&mut cx, raw, tree).map(std::sync::Arc::new);
+                }
                 Err(d) => cx.diags.push(d),
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use crate::secret::{EnvValue, SecretsFile};
+use crate::secret::{EnvValue, SealedFile, SecretsFile};
 use crate::values::{ImageRef, ProbeTarget};
 
 /// The API version every manifest declares.
@@ -26,6 +26,8 @@ pub struct Revision {
     pub services: BTreeMap<String, Service>,
     /// `secrets.yaml`, still encrypted.
     pub secrets: Option<std::sync::Arc<SecretsFile>>,
+    /// Deployments whose file sops encrypted (inline `ENC[...]` env values), by name.
+    pub sealed: BTreeMap<String, SealedFile>,
 }
 
 /// A server that runs an agent.
@@ -64,9 +66,17 @@ pub struct NodeSpec {
     pub code_dir: Option<String>,
     /// The branch whose nodes are production (default `main`). [ext]
     pub production_branch: String,
+    /// Offer every `secrets.yaml` key to every container as an env var (default `true`, as
+    /// Orcra Run did); `false` leaves only explicit `secretRef`s. [ext]
+    #[serde(skip_serializing_if = "is_true")]
+    pub offer_secrets: bool,
     /// Free labels matched by Deployment `nodeSelector`. [ext]
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl NodeSpec {

@@ -24,6 +24,8 @@ pub(crate) struct Envelope<S> {
     pub kind: Sp<String>,
     pub metadata: Metadata,
     pub spec: S,
+    /// The file carries a top-level `sops` block: sops encrypted some of its values.
+    pub sops: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +46,7 @@ impl<'de, S: Deserialize<'de>> Deserialize<'de> for Envelope<S> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let (mut api_version, mut kind, mut metadata, mut spec) = (None, None, None, None);
+                let mut sops = false;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "apiVersion" => api_version = Some(map.next_value()?),
@@ -52,6 +55,11 @@ impl<'de, S: Deserialize<'de>> Deserialize<'de> for Envelope<S> {
                         "spec" => spec = Some(map.next_value()?),
                         k if k.starts_with("x-") => {
                             map.next_value::<IgnoredAny>()?;
+                        }
+                        // SOPS metadata: the loader reads the file again as a SOPS document.
+                        "sops" => {
+                            map.next_value::<IgnoredAny>()?;
+                            sops = true;
                         }
                         other => return Err(de::Error::unknown_field(other, ENVELOPE_FIELDS)),
                     }
@@ -62,6 +70,7 @@ impl<'de, S: Deserialize<'de>> Deserialize<'de> for Envelope<S> {
                     kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
                     metadata: metadata.ok_or_else(|| de::Error::missing_field("metadata"))?,
                     spec: spec.ok_or_else(|| de::Error::missing_field("spec"))?,
+                    sops,
                 })
             }
         }
@@ -122,6 +131,7 @@ pub(crate) struct NodeSpec {
     pub data_dir: Option<Sp<String>>,
     pub code_dir: Option<Sp<String>>,
     pub production_branch: Option<Sp<String>>,
+    pub offer_secrets: Option<bool>,
     #[serde(default)]
     pub labels: Entries<Sp<String>>,
 }
@@ -136,7 +146,7 @@ pub(crate) struct DeploymentSpec {
     #[serde(default)]
     pub volumes: Vec<Sp<Volume>>,
     #[serde(default)]
-    pub env: Entries<Sp<String>>,
+    pub env: Entries<Sp<EnvValue>>,
     pub health: Option<Health>,
     pub pull: Option<Sp<String>>,
     pub command: Option<Vec<Sp<String>>>,
@@ -150,6 +160,78 @@ pub(crate) struct DeploymentSpec {
     #[serde(default)]
     pub labels: Entries<Sp<String>>,
     pub suspend: Option<bool>,
+}
+
+/// An `env` value: text, or `{secretRef: key}`.
+#[derive(Debug)]
+pub(crate) enum EnvValue {
+    /// A string the parser kept as written.
+    Text(String),
+    /// A plain scalar the parser typed (`8080`, `1.10`, `yes`): its spelling is taken from
+    /// the source text by its span, since the value must reach the container as written.
+    Typed,
+    /// `{secretRef: key}`.
+    SecretRef(String),
+}
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or {secretRef: key}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            // `KEY:` or `KEY: ~`: as written, like every other plain scalar.
+            fn visit_unit<E: de::Error>(self) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<EnvValue, E> {
+                Ok(EnvValue::Typed)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvValue, A::Error> {
+                let mut key = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "secretRef" if key.is_none() => key = Some(map.next_value::<String>()?),
+                        "secretRef" => {
+                            return Err(de::Error::custom(
+                                "duplicate key: a key may appear only once",
+                            ));
+                        }
+                        other => return Err(de::Error::unknown_field(other, &["secretRef"])),
+                    }
+                }
+                key.map(EnvValue::SecretRef)
+                    .ok_or_else(|| de::Error::missing_field("secretRef"))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,7 +321,8 @@ pub(crate) struct Domain {
 #[derive(Debug)]
 pub(crate) struct SecretsFile {
     pub entries: Vec<(String, Sp<String>)>,
-    pub sops: Option<Sp<SopsMetadata>>,
+    /// Where the `sops` block is; its content is read by `sops_age`.
+    pub sops: Option<Sp<IgnoredAny>>,
 }
 
 impl<'de> Deserialize<'de> for SecretsFile {
@@ -265,24 +348,4 @@ impl<'de> Deserialize<'de> for SecretsFile {
         }
         deserializer.deserialize_map(V)
     }
-}
-
-/// The parts of SOPS metadata orun needs; other keys (kms, pgp, ...) are SOPS's business.
-#[derive(Debug, Deserialize)]
-pub(crate) struct SopsMetadata {
-    #[serde(default)]
-    pub age: Option<Vec<AgeRecipient>>,
-    pub lastmodified: Option<String>,
-    pub mac: Option<String>,
-    pub unencrypted_suffix: Option<String>,
-    pub encrypted_suffix: Option<String>,
-    pub unencrypted_regex: Option<String>,
-    pub encrypted_regex: Option<String>,
-    pub mac_only_encrypted: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct AgeRecipient {
-    pub recipient: String,
-    pub enc: String,
 }

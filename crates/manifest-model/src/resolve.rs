@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::diag::{Diagnostic, Pos, escape_file_name};
 use crate::error::ModelError;
 use crate::model::{DeploymentSpec, Node, Protocol, Revision};
-use crate::secret::SecretsFile;
+use crate::secret::{SealedFile, SecretsFile};
 use crate::validate::{HostPorts, targets};
 use crate::values;
 
@@ -70,6 +70,10 @@ pub struct DesiredNode {
     /// n entries and m deployments cost n + m, not n × m.
     #[serde(skip)]
     pub secrets: Option<Arc<SecretsFile>>,
+    /// The sops-encrypted files of this node's deployments (inline `ENC[...]` values), by
+    /// deployment name; each shares the revision's document.
+    #[serde(skip)]
+    pub sealed: BTreeMap<String, SealedFile>,
 }
 
 impl Serialize for Node {
@@ -174,7 +178,12 @@ pub fn resolve(
     if !unfit.is_empty() {
         return Err(ModelError::Unfit { diagnostics: unfit });
     }
+    let sealed = containers
+        .iter()
+        .filter_map(|c| Some((c.deployment.clone(), rev.sealed.get(&c.deployment)?.clone())))
+        .collect();
     Ok(DesiredNode {
+        sealed,
         node: n.clone(),
         branch,
         environment,

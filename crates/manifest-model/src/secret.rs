@@ -1,11 +1,12 @@
 //! Secrets as the model holds them: SOPS ciphertext kept opaque, and a [`Secret`] type that
 //! cannot be printed by accident.
 //!
-//! Decryption is not this crate's job; it only recognises SOPS values, checks their shape and
-//! keeps them whole so the agent can decrypt them in memory later.
+//! Loading only recognises SOPS values, checks their shape and keeps each encrypted file's
+//! document whole; [`crate::unlock`] decrypts them in memory, given a node's age key.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -55,51 +56,19 @@ impl SopsValue {
     /// # Errors
     /// When `s` starts like a SOPS value but is malformed (a truncated paste, a bad IV).
     pub fn parse(s: &str) -> Result<Option<Self>, String> {
-        let Some(body) = s.strip_prefix("ENC[") else {
+        if !sops_age::looks_sealed(s) {
             return Ok(None);
+        }
+        let sealed = sops_age::Sealed::parse(s)?;
+        let kind = match sealed.kind {
+            sops_age::Kind::Str => "str",
+            sops_age::Kind::Int => "int",
+            sops_age::Kind::Float => "float",
+            sops_age::Kind::Bool => "bool",
+            sops_age::Kind::Bytes => "bytes",
+            sops_age::Kind::Time => "time",
+            sops_age::Kind::Comment => "comment",
         };
-        let Some(body) = body.strip_suffix(']') else {
-            return Err("SOPS value is not closed by `]`".into());
-        };
-        let mut parts = body.split(',');
-        if parts.next() != Some("AES256_GCM") {
-            return Err("SOPS value must use AES256_GCM".into());
-        }
-        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-        for part in parts {
-            let Some((k, v)) = part.split_once(':') else {
-                return Err("SOPS value has a field without `:`".into());
-            };
-            if fields.insert(k, v).is_some() {
-                return Err("SOPS value repeats a field".into());
-            }
-        }
-        for (field, len) in [("data", None), ("iv", Some(32)), ("tag", Some(16))] {
-            let Some(v) = fields.get(field) else {
-                return Err(format!("SOPS value lacks `{field}`"));
-            };
-            let n = base64_len(v).ok_or_else(|| format!("SOPS `{field}` is not valid base64"))?;
-            if let Some(want) = len
-                && n != want
-            {
-                return Err(format!("SOPS `{field}` must be {want} bytes, found {n}"));
-            }
-        }
-        let kind = *fields
-            .get("type")
-            .ok_or_else(|| "SOPS value lacks `type`".to_owned())?;
-        if !matches!(
-            kind,
-            "str" | "int" | "float" | "bool" | "bytes" | "time" | "comment"
-        ) {
-            return Err("SOPS value has an unknown type".into());
-        }
-        if fields
-            .keys()
-            .any(|k| !matches!(*k, "data" | "iv" | "tag" | "type"))
-        {
-            return Err("SOPS value has an unknown field".into());
-        }
         Ok(Some(Self {
             text: Secret::new(s),
             kind: kind.to_owned(),
@@ -124,32 +93,15 @@ impl Serialize for SopsValue {
     }
 }
 
-/// Decoded length of standard, padded base64, or `None` when `s` is not such base64.
-fn base64_len(s: &str) -> Option<usize> {
-    if !s.len().is_multiple_of(4) {
-        return None;
-    }
-    let pad = s.bytes().rev().take_while(|b| *b == b'=').count();
-    if pad > 2 {
-        return None;
-    }
-    let body = &s[..s.len() - pad];
-    if !body
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-    {
-        return None;
-    }
-    Some(s.len() / 4 * 3 - pad)
-}
-
 /// An env value: plain text, or SOPS ciphertext decrypted in place by the agent.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum EnvValue {
     /// Plain text from the manifest. Still never echoed in diagnostics.
     Plain(String),
-    /// An inline `ENC[...]` value.
+    /// An inline `ENC[...]` value, decrypted with its own file's SOPS data key.
     Encrypted(SopsValue),
+    /// `{secretRef: key}`: the value of `key` in `secrets.yaml`.
+    SecretRef(String),
 }
 
 /// Env values are not printed even in debug output: plain values often hold secrets too
@@ -159,6 +111,7 @@ impl fmt::Debug for EnvValue {
         match self {
             EnvValue::Plain(_) => f.write_str("Plain(***)"),
             EnvValue::Encrypted(v) => write!(f, "Encrypted({v:?})"),
+            EnvValue::SecretRef(k) => write!(f, "SecretRef({k})"),
         }
     }
 }
@@ -168,30 +121,45 @@ impl Serialize for EnvValue {
         match self {
             EnvValue::Plain(v) => s.serialize_str(v),
             EnvValue::Encrypted(v) => v.serialize(s),
+            EnvValue::SecretRef(k) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("secretRef", k)?;
+                m.end()
+            }
         }
     }
 }
 
-/// `secrets.yaml`: key/value pairs offered to deployments as env vars, still encrypted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretsFile {
-    /// Values by key; cleartext only for keys with the unencrypted suffix.
-    pub entries: BTreeMap<String, EnvValue>,
-    /// Age recipients with their wrapped data keys.
-    pub age: Vec<AgeStanza>,
-    /// SOPS `lastmodified`, the MAC's additional data.
-    pub last_modified: String,
-    /// The encrypted MAC over all values.
-    pub mac: SopsValue,
-    /// Keys ending with this stay cleartext (default `_unencrypted`).
-    pub unencrypted_suffix: String,
+/// A file sops encrypted (`secrets.yaml`, or a Deployment whose `env` holds `ENC[...]`
+/// values): its whole document, held once and shared, for the decryptor.
+#[derive(Clone, Debug)]
+pub struct SealedFile {
+    /// The file, relative to the repository root.
+    pub file: String,
+    /// The parsed document and its `sops` metadata.
+    pub document: Arc<sops_age::Document>,
 }
 
-/// One age recipient of a SOPS file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgeStanza {
-    /// `age1…` public key.
-    pub recipient: String,
-    /// The armored, age-encrypted data key.
-    pub enc: String,
+/// One file is one document: equal when they are the same parse of the same file.
+impl PartialEq for SealedFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && Arc::ptr_eq(&self.document, &other.document)
+    }
+}
+
+impl SealedFile {
+    /// The age recipients its data key is wrapped for.
+    pub fn recipients(&self) -> Vec<String> {
+        self.document.recipients().map(str::to_owned).collect()
+    }
+}
+
+/// `secrets.yaml`: key/value pairs offered to deployments as env vars, still encrypted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretsFile {
+    /// Values by key; cleartext only for keys the file's rule leaves in clear.
+    pub entries: BTreeMap<String, EnvValue>,
+    /// The whole file, for the decryptor (which verifies its MAC).
+    pub sealed: SealedFile,
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::diag::{Diagnostic, Diags, KEY, Pos, escape_file_name};
 use crate::model::*;
 use crate::raw::{self, Entries, Envelope, Sp};
-use crate::secret::{AgeStanza, EnvValue, SecretsFile, SopsValue};
+use crate::secret::{EnvValue, SealedFile, SecretsFile, SopsValue};
 use crate::values::{self, ImageRef, ProbeTarget};
 use crate::yaml::pos;
 
@@ -57,6 +57,8 @@ pub(crate) struct Origin {
     pub port_at: Pos,
     pub domain_at: Pos,
     pub nodes_at: Vec<Pos>,
+    /// Where each `env` entry with a `secretRef` is, by env name.
+    pub refs_at: BTreeMap<String, Pos>,
 }
 
 impl Origin {
@@ -69,12 +71,28 @@ impl Origin {
             port_at: Pos::FILE,
             domain_at: Pos::FILE,
             nodes_at: Vec::new(),
+            refs_at: BTreeMap::new(),
         }
     }
 }
 
 /// Checks the envelope shared by all kinds; returns the name when it is usable.
 fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> Option<String> {
+    if env.sops && kind != "Deployment" {
+        cx.err(
+            Pos::FILE,
+            "sops",
+            "only secrets.yaml and Deployment files (their `env`) may be encrypted with sops",
+        );
+    }
+    if sops_age::looks_sealed(&env.api_version.value) {
+        cx.err(
+            pos(&env.api_version.referenced),
+            "apiVersion",
+            "the whole file is encrypted; encrypt only `env` values: `sops --encrypt --encrypted-regex '^env$'`",
+        );
+        return None;
+    }
     if env.api_version.value != API_VERSION {
         cx.err(
             pos(&env.api_version.referenced),
@@ -205,6 +223,7 @@ pub(crate) fn node(
         data_dir,
         code_dir,
         production_branch: opt_str(&s.production_branch, "main"),
+        offer_secrets: s.offer_secrets.unwrap_or(true),
         labels: labels(cx, "spec.labels", &s.labels),
     };
     let name = name?;
@@ -329,10 +348,48 @@ fn env_value(cx: &mut Ctx<'_>, field: &str, v: &Sp<String>) -> EnvValue {
     }
 }
 
+/// A Deployment's `env` value: text as written (a plain scalar the parser typed is read back
+/// from `text` by its span, so `1.10` stays `1.10`), or a reference into `secrets.yaml`.
+fn deployment_env_value(
+    cx: &mut Ctx<'_>,
+    field: &str,
+    v: &Sp<raw::EnvValue>,
+    text: &str,
+) -> EnvValue {
+    let written = match &v.value {
+        raw::EnvValue::SecretRef(key) => {
+            if let Err(r) = values::check_env_name(key) {
+                cx.err(pos(&v.referenced), &format!("{field}.secretRef"), r);
+            }
+            return EnvValue::SecretRef(key.clone());
+        }
+        raw::EnvValue::Text(t) => t.clone(),
+        raw::EnvValue::Typed => {
+            // `defined`: an alias's value is spelled where its anchor is.
+            let span = v.defined.span();
+            let spelled = span.byte_offset().zip(span.byte_len()).and_then(|(o, l)| {
+                let o = usize::try_from(o).ok()?;
+                text.get(o..o.checked_add(usize::try_from(l).ok()?)?)
+            });
+            match spelled {
+                Some("~" | "null" | "Null" | "NULL") | None => String::new(),
+                Some(s) => s.to_owned(),
+            }
+        }
+    };
+    let sp = Sp {
+        value: written,
+        referenced: v.referenced,
+        defined: v.defined,
+    };
+    env_value(cx, field, &sp)
+}
+
 pub(crate) fn deployment(
     cx: &mut Ctx<'_>,
     env: Envelope<raw::DeploymentSpec>,
     stem: &str,
+    text: &str,
 ) -> Option<(Deployment, Origin)> {
     let name = envelope(cx, &env, "Deployment", stem);
     if name.as_ref().is_some_and(|n| n.len() < 2) {
@@ -475,13 +532,25 @@ pub(crate) fn deployment(
         });
     }
 
+    let sealed = env.sops;
     let mut env_map = BTreeMap::new();
     let env_field = format!("spec.env.{KEY}");
     for (k, v) in &s.env.0 {
         if let Err(r) = values::check_env_name(k) {
             cx.err(pos(&v.referenced), &env_field, r);
         }
-        env_map.insert(k.clone(), env_value(cx, &env_field, v));
+        let value = deployment_env_value(cx, &env_field, v, text);
+        if matches!(value, EnvValue::SecretRef(_)) {
+            origin.refs_at.insert(k.clone(), pos(&v.referenced));
+        }
+        if matches!(value, EnvValue::Encrypted(_)) && !sealed {
+            cx.err(
+                pos(&v.referenced),
+                &env_field,
+                "an encrypted value needs its file's `sops` metadata to be decrypted, and this file has none: encrypt the file with `sops --encrypt --encrypted-regex '^env$' --in-place` rather than pasting a value from another file",
+            );
+        }
+        env_map.insert(k.clone(), value);
     }
 
     let health = match &s.health {
@@ -822,70 +891,28 @@ pub(crate) fn service(
     cx.ok().then_some((Service { name, file, spec }, origin))
 }
 
-pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<SecretsFile> {
+pub(crate) fn secrets(
+    cx: &mut Ctx<'_>,
+    raw: raw::SecretsFile,
+    tree: sops_age::Value,
+) -> Option<SecretsFile> {
     let Some(meta) = raw.sops else {
         cx.err(Pos::FILE, "sops", "secrets.yaml is not encrypted with SOPS (no `sops` metadata); never commit plaintext secrets");
         return None;
     };
-    let at = pos(&meta.referenced);
-    let meta = meta.value;
-    if meta.encrypted_suffix.is_some()
-        || meta.unencrypted_regex.is_some()
-        || meta.encrypted_regex.is_some()
-    {
-        cx.err(
-            at,
-            "sops",
-            "only the `unencrypted_suffix` rule is supported for secrets.yaml",
-        );
-    }
-    if meta.mac_only_encrypted == Some(true) {
-        cx.err(
-            at,
-            "sops.mac_only_encrypted",
-            "`mac_only_encrypted` is not supported",
-        );
-    }
-    let age: Vec<AgeStanza> = meta
-        .age
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| AgeStanza {
-            recipient: a.recipient,
-            enc: a.enc,
-        })
-        .collect();
-    if age.is_empty() {
-        cx.err(
-            at,
-            "sops.age",
-            "no age recipients: orun decrypts with age keys only",
-        );
-    }
-    let mac = match meta.mac.as_deref().map(SopsValue::parse) {
-        Some(Ok(Some(mac))) => Some(mac),
-        _ => {
-            cx.err(at, "sops.mac", "missing or malformed SOPS MAC");
-            None
-        }
-    };
-    let last_modified = meta.lastmodified.unwrap_or_default();
-    if last_modified.is_empty() {
-        cx.err(at, "sops.lastmodified", "missing `lastmodified`");
-    }
-    // An empty suffix would match every key and switch the plaintext check off; SOPS itself
-    // falls back to the default then.
-    let suffix = meta
-        .unencrypted_suffix
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "_unencrypted".to_owned());
+    let sealed = sealed_file(cx, pos(&meta.referenced), tree)?;
     let mut entries = BTreeMap::new();
     for (k, v) in raw.entries {
         if let Err(r) = values::check_env_name(&k) {
             cx.err(pos(&v.referenced), KEY, r);
         }
         let value = env_value(cx, KEY, &v);
-        if matches!(value, EnvValue::Plain(_)) && !k.ends_with(&suffix) {
+        // The file's own rule says which keys stay in clear; any other plaintext is a secret
+        // committed by mistake (or a value swapped in by hand, which the MAC would refuse).
+        if matches!(value, EnvValue::Plain(_))
+            && !v.value.is_empty()
+            && sealed.document.encrypts(&[k.as_str()])
+        {
             cx.err(
                 pos(&v.referenced),
                 KEY,
@@ -894,14 +921,26 @@ pub(crate) fn secrets(cx: &mut Ctx<'_>, raw: raw::SecretsFile) -> Option<Secrets
         }
         entries.insert(k, value);
     }
-    let mac = mac?;
-    cx.ok().then_some(SecretsFile {
-        entries,
-        age,
-        last_modified,
-        mac,
-        unencrypted_suffix: suffix,
-    })
+    cx.ok().then_some(SecretsFile { entries, sealed })
+}
+
+/// Reads a file's `sops` metadata (at `at`) for the decryptor; an error names what is wrong
+/// with it.
+pub(crate) fn sealed_file(cx: &mut Ctx<'_>, at: Pos, tree: sops_age::Value) -> Option<SealedFile> {
+    match sops_age::Document::parse(tree) {
+        Ok(Some(document)) => Some(SealedFile {
+            file: cx.file.to_owned(),
+            document: std::sync::Arc::new(document),
+        }),
+        Ok(None) => {
+            cx.err(at, "sops", "the file has no `sops` metadata");
+            None
+        }
+        Err(e) => {
+            cx.err(at, "sops", e.to_string());
+            None
+        }
+    }
 }
 
 /// Who published a host port, by bind address, for one key (a port and protocol, or a node):
@@ -991,6 +1030,27 @@ pub fn targets(spec: &DeploymentSpec, node: &Node) -> bool {
 /// reports each offending item once, against the first it collides with: a repository that
 /// repeats one mistake n times gets n diagnostics, not n².
 pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Diags) {
+    // `secretRef`s name keys of secrets.yaml, which SOPS keeps in clear: checked without a key.
+    for (name, dep) in &rev.deployments {
+        let o = &origins.deployments[name];
+        for (env, v) in &dep.spec.env {
+            let EnvValue::SecretRef(key) = v else {
+                continue;
+            };
+            // Neither name is echoed: a value pasted where a name belongs must not reach a log.
+            let missing = match &rev.secrets {
+                None => "the key is taken from secrets.yaml, and the repository has none",
+                Some(f) if !f.entries.contains_key(key) => "secrets.yaml has no such key",
+                Some(_) => continue,
+            };
+            diags.push(Diagnostic::error(
+                &o.file,
+                o.refs_at.get(env).copied().unwrap_or(Pos::FILE),
+                &format!("spec.env.{KEY}.secretRef"),
+                missing,
+            ));
+        }
+    }
     // Services → Deployments, ports, and domains routed twice.
     let mut domains: HashMap<&str, &str> = HashMap::new();
     // The container ports of each deployment a Service names a port of, gathered once.

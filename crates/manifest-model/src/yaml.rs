@@ -249,6 +249,8 @@ const SCHEMA_FIELDS: &[&str] = &[
     "unencrypted_regex",
     "encrypted_regex",
     "mac_only_encrypted",
+    "secretRef",
+    "offerSecrets",
 ];
 
 /// A mapping key as a field path shows it: schema field names as they are, any other key

@@ -299,7 +299,7 @@ sops:
         .with("secrets.yaml", flat);
     let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
     let secrets = rev.secrets.unwrap();
-    assert_eq!(secrets.age.len(), 1);
+    assert_eq!(secrets.sealed.recipients().len(), 1);
     assert!(matches!(&secrets.entries["DB_PASSWORD"], EnvValue::Encrypted(v) if v.kind == "str"));
     assert_eq!(
         secrets.entries["region_unencrypted"],

@@ -83,6 +83,7 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
                 data_dir,
                 code_dir,
                 production_branch: prod,
+                offer_secrets: true,
                 labels,
             },
         )
@@ -331,6 +332,7 @@ fn revision() -> impl Strategy<Value = Revision> {
                 deployments,
                 services: out,
                 secrets: None,
+                sealed: Default::default(),
             }
         })
 }

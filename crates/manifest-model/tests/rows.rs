@@ -404,12 +404,12 @@ fn a15_errors_never_echo_secret_values() {
     assert!(!json.contains("hunter2"));
     expect![[r#"
         deployments/db.yaml:10:22: error: spec.ports[0].containerPort: expected a whole number
-        deployments/db2.yaml:8:18: error: spec.env.<key>: expected a string
+        deployments/db2.yaml:8:5: error: spec.env.<key>: expected a string or {secretRef: key}, found sequence
         deployments/db3.yaml:8:18: error: spec.env.<key>: malformed encrypted value: SOPS `data` is not valid base64
         deployments/db4.yaml:7:12: error: spec.restart: unknown value, expected one of: always, on-failure, never
         deployments/db4.yaml:8:9: error: spec.pull: unknown value, expected one of: missing, always, never
         deployments/db5.yaml:8:12: error: spec.env.<key>: malformed encrypted value: SOPS value has an unknown type
-        deployments/db5.yaml:9:14: error: spec.env.<key>: malformed encrypted value: SOPS value repeats a field
+        deployments/db5.yaml:9:14: error: spec.env.<key>: malformed encrypted value: SOPS value has an unknown field
         deployments/db5.yaml:10:26: error: spec.env.<key>: variable name must not contain `=` or NUL
         deployments/db5.yaml:12:13: error: spec.resources.memory: unknown size unit; use Ki, Mi, Gi, Ti, K, M, G or T
         deployments/db6.yaml:9:26: error: spec.build.args.<key>: variable name must not contain `=` or NUL

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use manifest_model::{
-    DeploymentSpec, DesiredContainer, DesiredNode, EnvValue, Health, ImageSource, PortMapping,
-    Resources, RestartPolicy, RolloutStrategy, SecretsFile, VolumeMount,
+    DeploymentSpec, DesiredContainer, DesiredNode, EnvValue, Fingerprints, Health, ImageSource,
+    PortMapping, Resources, RestartPolicy, RolloutStrategy, SecretsFile, VolumeMount,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -88,24 +88,34 @@ impl std::fmt::Debug for OfferedSecrets {
 }
 
 impl OfferedSecrets {
-    /// The offer made by a `secrets.yaml`.
-    pub fn of(file: &SecretsFile) -> Self {
+    /// The offer made by a `secrets.yaml`, identified by each key and its value's
+    /// fingerprint ([`UNCHECKED`] when a value's fingerprint is not known).
+    pub fn of(file: &SecretsFile, fps: &Fingerprints) -> Self {
         let mut h = Sha256::new();
-        for (k, v) in &file.entries {
+        let mut unchecked = false;
+        for k in file.entries.keys() {
+            let Some(fp) = fps.file.get(k) else {
+                unchecked = true;
+                break;
+            };
             h.update(k.as_bytes());
             h.update([0]);
-            h.update(value_digest(v).as_bytes());
+            h.update(fp.as_bytes());
             h.update([b'\n']);
         }
         Self {
-            digest: format!("sha256:{}", hex(&h.finalize())),
+            digest: if unchecked {
+                UNCHECKED.to_owned()
+            } else {
+                format!("sha256:{}", hex(&h.finalize()))
+            },
             entries: file
                 .entries
                 .iter()
                 .map(|(k, v)| {
                     let plain = match v {
                         EnvValue::Plain(p) => Some(p.clone()),
-                        EnvValue::Encrypted(_) => None,
+                        EnvValue::Encrypted(_) | EnvValue::SecretRef(_) => None,
                     };
                     (k.clone(), plain)
                 })
@@ -113,6 +123,10 @@ impl OfferedSecrets {
         }
     }
 }
+
+/// What a secret's identity is when its value could not be decrypted (`orun plan` without
+/// the node's keys): compared as unchanged, and said so.
+pub const UNCHECKED: &str = "unchecked";
 
 impl PartialEq for OfferedSecrets {
     fn eq(&self, other: &Self) -> bool {
@@ -137,22 +151,14 @@ impl<'de> Deserialize<'de> for OfferedSecrets {
     }
 }
 
-/// The digest a secret value enters a spec by: of its ciphertext, so the planner never needs
-/// a key and `orun plan` agrees with the agent.
-fn value_digest(v: &EnvValue) -> String {
-    match v {
-        EnvValue::Plain(p) => secret_digest(p.as_bytes()),
-        EnvValue::Encrypted(enc) => secret_digest(enc.ciphertext().as_bytes()),
-    }
-}
-
 /// An env value as rendered: plain text, or a secret known only by its hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RenderedEnv {
     /// A value written in the manifest.
     Plain(String),
-    /// A secret: `sha256:<hex>` of its value.
+    /// A secret, by the keyed fingerprint of its value (`hmac-sha256:<hex>`), or
+    /// [`UNCHECKED`].
     Secret(String),
 }
 
@@ -200,13 +206,14 @@ fn hex(bytes: &[u8]) -> String {
 
 impl RenderedSpec {
     /// Renders a resolved container: its own env, plus the node's `secrets.yaml` offer. A
-    /// secret enters the spec as the digest of its ciphertext, so the planner never needs a
-    /// key and `orun plan` agrees with the agent; re-encrypting a secret (a rotation) rolls
-    /// the containers that use it.
+    /// secret enters the spec by the node-keyed fingerprint of its plaintext (`fps`), so
+    /// re-encrypting an unchanged value restarts nothing and changing one replaces exactly
+    /// the containers that use it; a value not in `fps` is [`UNCHECKED`].
     pub fn from_container(
         c: &DesiredContainer,
         image: impl Into<String>,
         offered: Option<&OfferedSecrets>,
+        fps: &Fingerprints,
     ) -> Self {
         let s: &DeploymentSpec = &c.spec;
         let env = s
@@ -215,9 +222,18 @@ impl RenderedSpec {
             .map(|(k, v)| {
                 let r = match v {
                     EnvValue::Plain(p) => RenderedEnv::Plain(p.clone()),
-                    EnvValue::Encrypted(enc) => {
-                        RenderedEnv::Secret(secret_digest(enc.ciphertext().as_bytes()))
-                    }
+                    EnvValue::Encrypted(_) => RenderedEnv::Secret(
+                        fps.inline
+                            .get(&(c.deployment.clone(), k.clone()))
+                            .cloned()
+                            .unwrap_or_else(|| UNCHECKED.to_owned()),
+                    ),
+                    EnvValue::SecretRef(key) => RenderedEnv::Secret(
+                        fps.file
+                            .get(key)
+                            .cloned()
+                            .unwrap_or_else(|| UNCHECKED.to_owned()),
+                    ),
                 };
                 (k.clone(), r)
             })
@@ -432,13 +448,19 @@ pub struct Desired {
 
 impl Desired {
     /// The desired state of a resolved node. `image_id` looks up the local id of an image
-    /// reference (`None` when the image is not on the host).
+    /// reference (`None` when the image is not on the host); `fps` are the fingerprints of
+    /// its secret values ([`manifest_model::unlock`]).
     pub fn from_node(
         node: &DesiredNode,
         commit: Option<String>,
         mut image_id: impl FnMut(&str) -> Option<String>,
+        fps: &Fingerprints,
     ) -> Self {
-        let offered = node.secrets.as_deref().map(OfferedSecrets::of);
+        let offered = node
+            .secrets
+            .as_deref()
+            .filter(|_| node.node.spec.offer_secrets)
+            .map(|f| OfferedSecrets::of(f, fps));
         let deployments = node
             .containers
             .iter()
@@ -448,7 +470,7 @@ impl Desired {
                 let strategy = strategy_of(&c.spec);
                 DesiredDeployment::new(
                     c.deployment.clone(),
-                    RenderedSpec::from_container(c, image, offered.as_ref()),
+                    RenderedSpec::from_container(c, image, offered.as_ref(), fps),
                     id,
                     strategy,
                     c.spec.suspend,
@@ -462,6 +484,78 @@ impl Desired {
             deployments,
             allow_empty: false,
         }
+    }
+}
+
+/// Secret values `orun plan` could not check, for one deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unchecked {
+    /// The deployment.
+    pub deployment: String,
+    /// `env.<NAME>` per unchecked value, and `secrets.yaml` for the offer.
+    pub fields: Vec<String>,
+}
+
+impl Desired {
+    /// Without the node's keys a secret's identity is [`UNCHECKED`]. Takes each one from the
+    /// spec recorded on the container that runs the deployment now (its `orun.spec` label),
+    /// so the plan shows only what could be checked, and returns which values those were. A
+    /// value the running container does not have stays [`UNCHECKED`]: that env entry is new
+    /// and shows as a change anyway.
+    pub fn assume_unchecked(&mut self, actual: &crate::Actual) -> Vec<Unchecked> {
+        let mut out = Vec::new();
+        for d in &mut self.deployments {
+            let mut fields: Vec<String> = d
+                .spec
+                .env
+                .iter()
+                .filter(|(_, v)| matches!(v, RenderedEnv::Secret(s) if s == UNCHECKED))
+                .map(|(k, _)| format!("env.{k}"))
+                .collect();
+            let offer = d
+                .spec
+                .offered_secrets
+                .as_ref()
+                .is_some_and(|o| o.digest == UNCHECKED);
+            if offer {
+                fields.push("secrets.yaml".to_owned());
+            }
+            if fields.is_empty() {
+                continue;
+            }
+            let running: Option<RenderedSpec> = actual
+                .containers
+                .iter()
+                .filter(|c| {
+                    c.owner().is_some_and(|o| {
+                        o.node == self.node
+                            && o.environment == self.environment
+                            && o.deployment == d.name
+                    })
+                })
+                .find_map(|c| serde_json::from_str(c.labels().get(crate::LABEL_SPEC)?).ok());
+            if let Some(old) = running {
+                for (k, v) in &mut d.spec.env {
+                    if let (RenderedEnv::Secret(s), Some(RenderedEnv::Secret(was))) =
+                        (&mut *v, old.env.get(k))
+                        && s == UNCHECKED
+                    {
+                        s.clone_from(was);
+                    }
+                }
+                if let (Some(o), Some(was)) = (&mut d.spec.offered_secrets, &old.offered_secrets)
+                    && o.digest == UNCHECKED
+                {
+                    o.digest.clone_from(&was.digest);
+                }
+                d.spec_hash = d.spec.hash();
+            }
+            out.push(Unchecked {
+                deployment: d.name.clone(),
+                fields,
+            });
+        }
+        out
     }
 }
 

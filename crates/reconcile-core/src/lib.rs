@@ -19,7 +19,7 @@
 //!     .with("deployments/web.yaml", "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: nginx:1.27\n");
 //! let (revision, _) = load(&repo, &Limits::default()).into_result().unwrap();
 //! let node = resolve(&revision, "n1", None).unwrap();
-//! let desired = Desired::from_node(&node, Some("0a1b2c3".into()), |_image| None);
+//! let desired = Desired::from_node(&node, Some("0a1b2c3".into()), |_image| None, &Default::default());
 //!
 //! // Actual: an unmanaged container and a stale one of ours.
 //! let ours = BTreeMap::from([
@@ -54,7 +54,7 @@ pub use actual::{
 };
 pub use desired::{
     Desired, DesiredDeployment, OfferedSecrets, RenderedEnv, RenderedPort, RenderedSpec,
-    RenderedVolume, ReplaceStrategy, image_of, secret_digest, strategy_of,
+    RenderedVolume, ReplaceStrategy, UNCHECKED, Unchecked, image_of, secret_digest, strategy_of,
 };
 pub use gate::{
     Gate, GateFailure, GatePolicy, Millis, ProbePolicy, ProbeTrack, Seen, Verdict, restart_delay,
@@ -64,3 +64,6 @@ pub use intent::{Intent, Kind, Phase};
 pub use plan::{
     Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, same_generation, waves,
 };
+
+/// A decrypted value, printed as `***`: what the runtime hands Docker for a secret env var.
+pub use manifest_model::Secret;

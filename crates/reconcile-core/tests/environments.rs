@@ -39,9 +39,12 @@ fn repo_with(deployments: &[&str], image: &str) -> manifest_model::Revision {
 
 /// What an agent tracking `branch` wants on node `n1`.
 fn desired(rev: &manifest_model::Revision, branch: &str) -> Desired {
-    Desired::from_node(&resolve(rev, "n1", Some(branch)).unwrap(), None, |_| {
-        Some("sha256:img".to_owned())
-    })
+    Desired::from_node(
+        &resolve(rev, "n1", Some(branch)).unwrap(),
+        None,
+        |_| Some("sha256:img".to_owned()),
+        &Default::default(),
+    )
 }
 
 /// The containers `d`'s agent creates, labelled as docker-runtime labels them.

@@ -29,9 +29,12 @@ fn desired(deployments: &[(&str, &str)]) -> Desired {
     let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
     let node = resolve(&rev, "n1", None).unwrap();
     // Image ids as Docker shows them: a digest, here derived from the reference.
-    Desired::from_node(&node, Some("9f8e7d6c5b4a".into()), |image| {
-        Some(secret_digest(image.as_bytes()))
-    })
+    Desired::from_node(
+        &node,
+        Some("9f8e7d6c5b4a".into()),
+        |image| Some(secret_digest(image.as_bytes())),
+        &Default::default(),
+    )
 }
 
 /// A running container exactly as the agent would have created it for `d`.
@@ -406,7 +409,8 @@ fn swapped_names_name_the_holder() {
 }
 
 /// A value rotated in `secrets.yaml` changes the spec of every deployment it is offered to,
-/// and the diff shows the key, never the value or a digest of it.
+/// and the diff shows the key, never the value or a digest of it. A value re-encrypted but
+/// unchanged (new ciphertext, same fingerprint) changes nothing.
 #[test]
 fn rotated_secrets_file_value_rolls_the_deployment() {
     let secrets = |data: &str| {
@@ -416,18 +420,28 @@ fn rotated_secrets_file_value_rolls_the_deployment() {
              \x20   mac: ENC[AES256_GCM,data:ZXhhbXBsZQ==,iv:9Y2ASpFstcE8ZgwzOvb3oMQsd30Rukd7gvOb7lMvV1o=,tag:qXQosmzw6UoOXFI+8IvtXg==,type:str]\n"
         )
     };
-    let desired_with = |data: &str| {
+    let desired_with = |data: &str, fingerprint: &str| {
         let src = MemSource::new()
             .with("nodes/n1.yaml", NODE)
             .with("deployments/api.yaml", format!("apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: api\nspec:\n{API}"))
             .with("secrets.yaml", secrets(data));
         let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
-        Desired::from_node(&resolve(&rev, "n1", None).unwrap(), None, |i| {
-            Some(secret_digest(i.as_bytes()))
-        })
+        let mut fps = manifest_model::Fingerprints::default();
+        fps.file.insert("DB_PASSWORD".into(), fingerprint.into());
+        Desired::from_node(
+            &resolve(&rev, "n1", None).unwrap(),
+            None,
+            |i| Some(secret_digest(i.as_bytes())),
+            &fps,
+        )
     };
-    let old = desired_with("DywXZc/D+Q==");
-    let new = desired_with("aGVsbG8hIQ==");
+    let old = desired_with("DywXZc/D+Q==", "hmac-sha256:01");
+    let reencrypted = desired_with("aGVsbG8hIQ==", "hmac-sha256:01");
+    assert_eq!(
+        old.deployments[0].spec_hash,
+        reencrypted.deployments[0].spec_hash
+    );
+    let new = desired_with("aGVsbG8hIQ==", "hmac-sha256:02");
     assert_ne!(old.deployments[0].spec_hash, new.deployments[0].spec_hash);
     check(
         &new,

@@ -305,6 +305,11 @@ impl Document {
         }))
     }
 
+    /// Whether the file's rule encrypts a leaf under these mapping keys.
+    pub fn encrypts(&self, keys: &[&str]) -> bool {
+        self.meta.rule.encrypts(keys)
+    }
+
     /// The age recipients the data key is wrapped for.
     pub fn recipients(&self) -> impl Iterator<Item = &str> {
         self.meta.age.iter().map(|(r, _)| r.as_str())
@@ -637,6 +642,7 @@ impl Metadata {
 /// The identity a secret enters a spec by: HMAC-SHA256 of its plaintext under a node-local
 /// key, so equal plaintexts (however often re-encrypted) give equal identities, and nobody
 /// without the node's key can test a guess against a container label.
+#[derive(Clone)]
 pub struct Fingerprinter(Zeroizing<Vec<u8>>);
 
 impl fmt::Debug for Fingerprinter {
@@ -649,6 +655,13 @@ impl Fingerprinter {
     /// A fingerprinter keyed with `key` (at least 32 bytes of randomness, kept on the node).
     pub fn new(key: &[u8]) -> Self {
         Self(Zeroizing::new(key.to_vec()))
+    }
+
+    /// The fingerprinter of the key file at `path`; `None` when it cannot be read or is
+    /// shorter than 32 bytes.
+    pub fn read(path: &Path) -> Option<Self> {
+        let key = Zeroizing::new(std::fs::read(path).ok()?);
+        (key.len() >= 32).then(|| Self::new(&key))
     }
 
     /// `hmac-sha256:<hex>` of `value`.
