@@ -245,7 +245,12 @@ fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option
         if let Some(text) = read_text(source, f, limits.max_file_bytes, diags) {
             let mut cx = Ctx::new(SECRETS_FILE, diags);
             match yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text) {
-                Ok(raw) => rev.secrets = validate::secrets(&mut cx, raw).map(std::sync::Arc::new),
+                Ok(parsed) => {
+                    if let Some(w) = parsed.warning {
+                        cx.diags.push(w);
+                    }
+                    rev.secrets = validate::secrets(&mut cx, parsed.value).map(std::sync::Arc::new);
+                }
                 Err(d) => cx.diags.push(d),
             }
         }
@@ -314,8 +319,11 @@ fn parse_into<S: serde::de::DeserializeOwned>(
     f: impl FnOnce(&mut Ctx<'_>, raw::Envelope<S>) -> Option<()>,
 ) -> Option<()> {
     match yaml::parse::<raw::Envelope<S>>(cx.file, text) {
-        Ok(env) => {
-            f(cx, env);
+        Ok(parsed) => {
+            if let Some(w) = parsed.warning {
+                cx.diags.push(w);
+            }
+            f(cx, parsed.value);
             Some(())
         }
         Err(d) => {
