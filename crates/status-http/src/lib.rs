@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 pub use client::{Answer, ClientError, get, get_https};
 pub use snapshot::{
     ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome, Metrics, NodeStatus,
-    ServiceStatus, Snapshot,
+    ServiceStatus, Snapshot, short_container_id,
 };
 
 /// Everything that can go wrong serving the status API.
