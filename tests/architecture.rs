@@ -126,6 +126,7 @@ fn each_foreign_library_has_one_owner() {
         ("hyper-util", "status-http"),
         ("http-body-util", "status-http"),
         ("prometheus", "status-http"),
+        ("rustls", "status-http"),
         ("jiff", "agent-engine"),
     ] {
         let users: Vec<&String> = members.iter().filter(|m| deps[*m].contains(lib)).collect();

@@ -314,7 +314,8 @@ fn a_crash_looping_release_is_rolled_back_with_its_exit_code_and_log() {
         "true 0"
     );
     assert_eq!(names(&node), ["svc"]);
-    assert_eq!(s["deployments"]["svc"]["container_id"], v1.as_str());
+    assert_eq!(s["deployments"]["svc"]["container_id_full"], v1.as_str());
+    assert_eq!(s["deployments"]["svc"]["container_id"], &v1[..12]);
 }
 
 #[test]

@@ -98,6 +98,8 @@ fn render(snap: &Snapshot, ready: bool) -> String {
             or_dash(d.health.as_deref()),
             d.restarts.to_string(),
             d.image.clone(),
+            // Short already; cut anyway for agents older than `container_id_full`, whose
+            // `container_id` was the full id.
             or_dash(d.container_id.as_deref())
                 .chars()
                 .take(12)
@@ -145,7 +147,8 @@ mod tests {
                 "stale_since":"2026-11-22T10:01:00Z"},
                "deployments":{"api":{"name":"api","image":"reg/api:2","container_id":null,
                  "state":"failed","health":null,"spec_hash":"ab","last_error":"cannot pull reg/api:2: denied","restarts":0},
-                 "web":{"name":"web","image":"nginx:1","container_id":"0123456789abcdef",
+                 "web":{"name":"web","image":"nginx:1","container_id":"0123456789ab",
+                 "container_id_full":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
                  "state":"rolling out","health":"healthy","spec_hash":"cd","last_error":null,"restarts":3,
                  "rollout":"healthy for 2s of minHealthySeconds 10"}},
                "services":{}}"#,

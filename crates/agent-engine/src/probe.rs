@@ -1,6 +1,8 @@
 //! HTTP probes for readiness and liveness. `localhost:PORT/path` means the container's own
 //! port, so the probe goes to the container's address on its network (or to the host's
 //! loopback when it shares the host network), never through a published host port.
+//! `https://` probes speak TLS without verifying the certificate, as Kubernetes' do
+//! (`status_http::get_https` says why).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _};
 use std::time::Duration;
@@ -18,12 +20,8 @@ pub(crate) async fn http(
     c: &ContainerInfo,
     timeout: Duration,
 ) -> (bool, String) {
-    if target.https {
-        return (
-            false,
-            "https probes are not supported yet; probe the container's plain HTTP port".to_owned(),
-        );
-    }
+    let https = target.https;
+    let scheme = if https { "https://" } else { "" };
     let local = matches!(target.host.as_str(), "localhost" | "127.0.0.1" | "::1");
     let host = target.host.clone();
     let port = target.port;
@@ -48,7 +46,15 @@ pub(crate) async fn http(
                 Ok(None) | Err(_) => return (false, format!("cannot resolve {host}")),
             }
         };
-        match status_http::get(addr, &path, timeout) {
+        let answer = if https {
+            // SNI names the host written, or, for the container itself, none: the address
+            // probed is an IP, for which no SNI is sent.
+            let server_name = if local { addr.ip().to_string() } else { host };
+            status_http::get_https(addr, &server_name, &path, timeout)
+        } else {
+            status_http::get(addr, &path, timeout)
+        };
+        match answer {
             Ok(a) if (200..400).contains(&a.code) => (true, format!("HTTP {}", a.code)),
             Ok(a) => {
                 let body: String = a
@@ -61,18 +67,22 @@ pub(crate) async fn http(
                     .take(BODY_SHOWN)
                     .collect();
                 if body.trim().is_empty() {
-                    (false, format!("HTTP {} from {addr}{path}", a.code))
+                    (false, format!("HTTP {} from {scheme}{addr}{path}", a.code))
                 } else {
                     (
                         false,
-                        format!("HTTP {} from {addr}{path}: {}", a.code, body.trim()),
+                        format!("HTTP {} from {scheme}{addr}{path}: {}", a.code, body.trim()),
                     )
                 }
             }
-            Err(status_http::ClientError::Io { source, .. }) => {
-                (false, format!("cannot reach {addr}{path}: {source}"))
-            }
-            Err(e) => (false, format!("{addr}{path}: {e}")),
+            Err(status_http::ClientError::Io { source, .. }) => (
+                false,
+                format!("cannot reach {scheme}{addr}{path}: {source}"),
+            ),
+            Err(status_http::ClientError::Malformed { .. }) => (
+                false,
+                format!("{scheme}{addr}{path} did not answer with HTTP"),
+            ),
         }
     });
     // The blocking read has its own timeout per read; this bounds the whole probe.
@@ -83,5 +93,65 @@ pub(crate) async fn http(
             false,
             format!("no answer within {}s", timeout.as_secs_f32()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
+    use reconcile_core::ContainerState;
+
+    use super::*;
+
+    /// A container at 127.0.0.1 and a plain HTTP server on a port there, answering each of
+    /// `connections` requests with 200.
+    fn container_with_plain_server(connections: usize) -> (ContainerInfo, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let (mut tcp, _) = listener.accept().unwrap();
+                // The head of an HTTP request, or the first byte of a TLS handshake record.
+                let mut seen = Vec::new();
+                let mut byte = [0u8; 1];
+                while !(seen.ends_with(b"\r\n\r\n") || seen.first() == Some(&0x16)) {
+                    tcp.read_exact(&mut byte).unwrap();
+                    seen.push(byte[0]);
+                }
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let c = ContainerInfo {
+            id: "c".into(),
+            state: ContainerState::Running,
+            health: None,
+            health_output: None,
+            last_exit_code: None,
+            restart_count: 0,
+            oom_killed: false,
+            error: None,
+            address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            host_network: false,
+        };
+        (c, port)
+    }
+
+    /// An `https://` probe speaks TLS to the container's own address: the same plain-HTTP
+    /// port that passes an `http` probe fails it, and the report says it was https.
+    #[tokio::test]
+    async fn https_probes_speak_tls_to_the_container() {
+        let (c, port) = container_with_plain_server(2);
+        let timeout = Duration::from_secs(5);
+        let plain = ProbeTarget::parse(&format!("localhost:{port}/health")).unwrap();
+        assert_eq!(http(&plain, &c, timeout).await, (true, "HTTP 200".into()));
+        let tls = ProbeTarget::parse(&format!("https://localhost:{port}/health")).unwrap();
+        let (passed, seen) = http(&tls, &c, timeout).await;
+        assert!(!passed);
+        assert!(
+            seen.starts_with(&format!("cannot reach https://127.0.0.1:{port}/health: ")),
+            "{seen}"
+        );
     }
 }

@@ -11,7 +11,8 @@ use reconcile_core::{
     same_generation,
 };
 use status_http::{
-    ContainerPhase, DeploymentState, DeploymentStatus, Metrics, NodeStatus, ServiceStatus, Snapshot,
+    ContainerPhase, DeploymentState, DeploymentStatus, Metrics, NodeStatus, ServiceStatus,
+    Snapshot, short_container_id,
 };
 
 /// What the projection reads.
@@ -151,7 +152,7 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
                 (state, None)
             };
             let container_id = match &before {
-                Some(d) => d.container_id.clone(),
+                Some(d) => d.container_id_full.clone(),
                 None => observed.map(|o| o.id.clone()),
             };
             let address = match &before {
@@ -168,7 +169,8 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
                 DeploymentStatus {
                     name: c.deployment.clone(),
                     image,
-                    container_id,
+                    container_id: container_id.as_deref().map(short_container_id),
+                    container_id_full: container_id,
                     state,
                     health,
                     spec_hash: Some(spec_hash),
@@ -252,6 +254,10 @@ mod tests {
         (node, desired)
     }
 
+    /// Container ids as Docker writes them: 64 hex digits.
+    const WEB_ID: &str = "4f1c2a9e8b7d60531f2e3d4c5b6a798877665544332211000ffeeddccbbaa998";
+    const NEW_ID: &str = "9a8b7c6d5e4f30211f2e3d4c5b6a798877665544332211000ffeeddccbbaa001";
+
     /// A container of `web` as Docker would list it; `hash` overrides its spec hash.
     fn web(desired: &Desired, state: ContainerState, hash: Option<&str>) -> ObservedContainer {
         let d = &desired.deployments[0];
@@ -262,7 +268,7 @@ mod tests {
             commit: None,
         };
         let mut c = ObservedContainer::from(ObservedFields {
-            id: "id-web".to_owned(),
+            id: WEB_ID.to_owned(),
             name: d.spec.container_name.clone(),
             image_id: "sha256:web".to_owned(),
             state,
@@ -329,7 +335,8 @@ mod tests {
         previous.deployments.insert(
             "web".to_owned(),
             DeploymentStatus {
-                container_id: Some("id-new".to_owned()),
+                container_id: Some(short_container_id(NEW_ID)),
+                container_id_full: Some(NEW_ID.to_owned()),
                 rollout: Some("waiting for health".to_owned()),
                 ..DeploymentStatus::default()
             },
@@ -353,7 +360,7 @@ mod tests {
                 DeploymentState::Current(ContainerPhase::Running),
                 true,
                 None,
-                Some("id-web"),
+                Some(WEB_ID),
             ),
             (
                 "current but exited",
@@ -364,7 +371,7 @@ mod tests {
                 DeploymentState::Current(ContainerPhase::Exited(3)),
                 false,
                 None,
-                Some("id-web"),
+                Some(WEB_ID),
             ),
             (
                 "an earlier spec runs",
@@ -375,7 +382,7 @@ mod tests {
                 DeploymentState::Outdated(ContainerPhase::Running),
                 false,
                 None,
-                Some("id-web"),
+                Some(WEB_ID),
             ),
             (
                 "nothing runs",
@@ -395,7 +402,7 @@ mod tests {
                 DeploymentState::FailedRolledBack,
                 false,
                 None,
-                Some("id-web"),
+                Some(WEB_ID),
             ),
             (
                 "the spec failed with nothing to go back to",
@@ -418,7 +425,7 @@ mod tests {
                 DeploymentState::Failed,
                 false,
                 Some("pull failed"),
-                Some("id-web"),
+                Some(WEB_ID),
             ),
             (
                 "a name held by a stranger",
@@ -447,7 +454,7 @@ mod tests {
                 DeploymentState::RollingOut,
                 false,
                 None,
-                Some("id-new"),
+                Some(NEW_ID),
             ),
         ];
         for (what, case, state, ready, error, id) in cases {
@@ -463,7 +470,9 @@ mod tests {
                 ),
                 None => assert_eq!(d.last_error, None, "{what}"),
             }
-            assert_eq!(d.container_id.as_deref(), id, "{what}");
+            // `/status` shows the short id, as `docker ps` does, and the full one beside it.
+            assert_eq!(d.container_id_full.as_deref(), id, "{what}");
+            assert_eq!(d.container_id.as_deref(), id.map(|i| &i[..12]), "{what}");
             if !case.in_flight.is_empty() {
                 assert_eq!(d.rollout.as_deref(), Some("waiting for health"), "{what}");
             }

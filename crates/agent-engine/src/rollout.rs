@@ -180,7 +180,7 @@ impl<W: World> Ctx<W> {
         };
         let mut snap = (*self.status.get()).clone();
         if let Some(d) = snap.deployments.get_mut(deployment) {
-            d.container_id = Some(new_id.to_owned());
+            d.set_container(Some(new_id.to_owned()));
             d.address = address;
             d.rollout = Some("promoted; the old container drains".to_owned());
             self.status.publish(snap);

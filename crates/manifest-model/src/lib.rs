@@ -213,7 +213,9 @@ fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option
                         // covers every leaf of the file, not only `env`.
                         match yaml::parse::<sops_age::Value>(cx.file, &text) {
                             Ok(tree) => {
-                                if let Some(sealed) = validate::sealed_file(cx, Pos::FILE, tree) {
+                                if let Some(sealed) =
+                                    validate::sealed_file(cx, Pos::FILE, tree.value)
+                                {
                                     rev.sealed.insert(d.name.clone(), sealed);
                                 }
                             }
@@ -261,11 +263,19 @@ fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option
         }
         if let Some(text) = read_text(source, f, limits.max_file_bytes, diags) {
             let mut cx = Ctx::new(SECRETS_FILE, diags);
-            let parsed = yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text)
-                .and_then(|raw| Ok((raw, yaml::parse::<sops_age::Value>(SECRETS_FILE, &text)?)));
+            let parsed = yaml::parse::<raw::SecretsFile>(SECRETS_FILE, &text).and_then(|raw| {
+                Ok((
+                    raw,
+                    yaml::parse::<sops_age::Value>(SECRETS_FILE, &text)?.value,
+                ))
+            });
             match parsed {
-                Ok((raw, tree)) => {
-                    rev.secrets = validate::secrets(&mut cx, raw, tree).map(std::sync::Arc::new);
+                Ok((parsed, tree)) => {
+                    if let Some(w) = parsed.warning {
+                        cx.diags.push(w);
+                    }
+                    rev.secrets =
+                        validate::secrets(&mut cx, parsed.value, tree).map(std::sync::Arc::new);
                 }
                 Err(d) => cx.diags.push(d),
             }
@@ -335,8 +345,11 @@ fn parse_into<S: serde::de::DeserializeOwned>(
     f: impl FnOnce(&mut Ctx<'_>, raw::Envelope<S>) -> Option<()>,
 ) -> Option<()> {
     match yaml::parse::<raw::Envelope<S>>(cx.file, text) {
-        Ok(env) => {
-            f(cx, env);
+        Ok(parsed) => {
+            if let Some(w) = parsed.warning {
+                cx.diags.push(w);
+            }
+            f(cx, parsed.value);
             Some(())
         }
         Err(d) => {

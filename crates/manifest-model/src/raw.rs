@@ -1,7 +1,7 @@
 //! Raw serde shapes of the manifest files: exactly what YAML may say, nothing more.
 //!
-//! Every struct denies unknown fields (RELIABILITY A8) and leaves that validation needs to point
-//! at carry their source position (`Sp`). These types are parsed, then validated into the
+//! Every struct denies unknown fields (RELIABILITY A8), `metadata` aside (see [`Metadata`]),
+//! and leaves that validation needs to point at carry their source position (`Sp`). These types are parsed, then validated into the
 //! domain types of `model`; nothing outside this crate sees them.
 
 use std::fmt;
@@ -28,10 +28,100 @@ pub(crate) struct Envelope<S> {
     pub sops: bool,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `metadata`: the name, and any other key, kept only to be warned about.
+///
+/// Orcra Run read `metadata.name` alone and let other keys be (manifests copied from
+/// Kubernetes carry `labels`, `annotations`, `namespace`), so they are accepted and ignored
+/// with a warning. A misspelt `name` cannot slip through this way: `name` is required.
+#[derive(Debug)]
 pub(crate) struct Metadata {
     pub name: Sp<String>,
+    /// Other keys, with where their values start, in the written order.
+    pub ignored: Vec<(String, Sp<IgnoredAny>)>,
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping with `name`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut name = None;
+                let mut ignored = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "name" {
+                        name = Some(map.next_value()?);
+                    } else {
+                        ignored.push((key, map.next_value()?));
+                    }
+                }
+                Ok(Metadata {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    ignored,
+                })
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// Why a quoted `"true"` or `"false"` is refused in a boolean field (shown as written: see
+/// `yaml::plain_words`).
+pub(crate) const QUOTED_BOOLEAN: &str =
+    "a quoted boolean is a string: write true or false without quotes";
+
+/// A boolean field's value, and whether it was written as a YAML 1.1 word.
+///
+/// YAML 1.2 booleans are `true` and `false` (also `True`, `TRUE`, ...). Orcra Run, a Go
+/// program, read the YAML 1.1 words too when the field is a boolean (`y`, `yes`, `on` and
+/// `n`, `no`, `off`, in lower, title or upper case, quoted or not), so they are read the same
+/// way and the validator warns. Anything else (`1`, `enabled`) is refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Flag {
+    pub value: bool,
+    /// Written as a YAML 1.1 word rather than `true` or `false`.
+    pub yaml11: bool,
+}
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true` or `false`")
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Flag, E> {
+                Ok(Flag {
+                    value,
+                    yaml11: false,
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Flag, E> {
+                // The words Go's YAML decoder (gopkg.in/yaml.v3) takes into a bool.
+                let value = match v {
+                    "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => true,
+                    "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => false,
+                    // Go refuses a quoted `"true"` in a boolean as well; say why, since it
+                    // reads like the right word.
+                    _ if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") => {
+                        return Err(de::Error::custom(QUOTED_BOOLEAN));
+                    }
+                    _ => return Err(de::Error::invalid_value(de::Unexpected::Str(v), &self)),
+                };
+                Ok(Flag {
+                    value,
+                    yaml11: true,
+                })
+            }
+        }
+        // Read as whatever the scalar is: with strict booleans the parser hands the YAML 1.1
+        // words over as strings, which `visit_str` judges.
+        deserializer.deserialize_any(V)
+    }
 }
 
 const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
@@ -77,6 +167,11 @@ impl<'de, S: Deserialize<'de>> Deserialize<'de> for Envelope<S> {
         deserializer.deserialize_map(V(PhantomData))
     }
 }
+
+/// A value in a string map (`env`, `labels`, `nodeSelector`, `build.args`) that may be left
+/// empty (`KEY:`, a YAML null): Orcra Run's Go decoder read that as the empty string, and so
+/// does the validator, with a warning.
+pub(crate) type MapValue = Sp<Option<String>>;
 
 /// A string-keyed mapping in the written order. Keys stay plain strings so error paths name
 /// them (`spec.env.DB_PASSWORD`); problems with a key are reported at its value.
@@ -133,7 +228,7 @@ pub(crate) struct NodeSpec {
     pub production_branch: Option<Sp<String>>,
     pub offer_secrets: Option<bool>,
     #[serde(default)]
-    pub labels: Entries<Sp<String>>,
+    pub labels: Entries<MapValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,13 +248,13 @@ pub(crate) struct DeploymentSpec {
     pub args: Option<Vec<Sp<String>>>,
     pub nodes: Option<Vec<Sp<String>>>,
     #[serde(default)]
-    pub node_selector: Entries<Sp<String>>,
+    pub node_selector: Entries<MapValue>,
     pub restart: Option<Sp<String>>,
     pub resources: Option<Resources>,
     pub rollout: Option<Rollout>,
     #[serde(default)]
-    pub labels: Entries<Sp<String>>,
-    pub suspend: Option<bool>,
+    pub labels: Entries<MapValue>,
+    pub suspend: Option<Sp<Flag>>,
 }
 
 /// An `env` value: text, or `{secretRef: key}`.
@@ -240,7 +335,7 @@ pub(crate) struct Build {
     pub context: Sp<String>,
     pub dockerfile: Option<Sp<String>>,
     #[serde(default)]
-    pub args: Entries<Sp<String>>,
+    pub args: Entries<MapValue>,
     pub build_mode: Option<Sp<String>>,
 }
 
@@ -259,7 +354,7 @@ pub(crate) struct Port {
 pub(crate) struct Volume {
     pub host_path: Sp<String>,
     pub container_path: Sp<String>,
-    pub read_only: Option<bool>,
+    pub read_only: Option<Sp<Flag>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,7 +402,7 @@ pub(crate) struct ServiceSpec {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Ingress {
     pub domain: Domain,
-    pub ssl: Option<bool>,
+    pub ssl: Option<Sp<Flag>>,
 }
 
 #[derive(Debug, Deserialize)]

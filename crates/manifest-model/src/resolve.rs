@@ -92,7 +92,10 @@ impl Serialize for Node {
 ///
 /// # Errors
 /// [`ModelError::UnknownNode`] when `nodes/` does not declare `node`;
-/// [`ModelError::InvalidValue`] when the branch gives no environment id.
+/// [`ModelError::InvalidValue`] when the branch gives no environment id;
+/// [`ModelError::Unfit`] when the revision cannot run on this node: two of its containers
+/// publish one host port, a domain template does not fit its environment, or a container
+/// would have a one-character name (a one-character Deployment on a production node).
 pub fn resolve(
     rev: &Revision,
     node: &str,
@@ -126,6 +129,7 @@ pub fn resolve(
             spec: d.spec.clone(),
         })
         .collect();
+    short_names(rev, &containers)?;
     host_port_clashes(rev, &containers)?;
     // Looked up by name: a search of the list per service made resolving 10 000 deployments
     // quadratic (docs/BENCHMARKS.md).
@@ -191,6 +195,29 @@ pub fn resolve(
         services,
         secrets: rev.secrets.clone(),
     })
+}
+
+/// Refuses a container name of one character: Docker refuses it, and on a production node a
+/// one-character Deployment name is the container's name (elsewhere `<env>.` makes it longer,
+/// which is why `load` only warns).
+fn short_names(rev: &Revision, containers: &[DesiredContainer]) -> Result<(), ModelError> {
+    let short: Vec<Diagnostic> = containers
+        .iter()
+        .filter(|c| c.container_name.len() < 2)
+        .map(|c| {
+            Diagnostic::error(
+                &rev.deployments[&c.deployment].file,
+                Pos::FILE,
+                "metadata.name",
+                "on this production node the container would have this one-character name, and Docker refuses one-character container names; rename the deployment",
+            )
+        })
+        .collect();
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::Unfit { diagnostics: short })
+    }
 }
 
 /// Refuses two containers of this node that publish one host port (and protocol) on

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::diag::{Diagnostic, Diags, KEY, Pos, escape_file_name};
 use crate::model::*;
-use crate::raw::{self, Entries, Envelope, Sp};
+use crate::raw::{self, Entries, Envelope, Flag, MapValue, Sp};
 use crate::secret::{EnvValue, SealedFile, SecretsFile, SopsValue};
 use crate::values::{self, ImageRef, ProbeTarget};
 use crate::yaml::pos;
@@ -111,6 +111,15 @@ fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> O
             };
         cx.err(pos(&env.kind.referenced), "kind", msg);
     }
+    for (key, v) in &env.metadata.ignored {
+        let field = format!("metadata.{}", metadata_key(key));
+        let msg = if key == "labels" {
+            "ignored: orun reads only `metadata.name`; container labels go in `spec.labels`"
+        } else {
+            "ignored: orun reads only `metadata.name`"
+        };
+        cx.warn(pos(&v.referenced), &field, msg);
+    }
     let name = &env.metadata.name;
     if let Err(r) = values::check_dns_label(&name.value) {
         cx.err(pos(&name.referenced), "metadata.name", format!("name {r}"));
@@ -126,25 +135,61 @@ fn envelope<S>(cx: &mut Ctx<'_>, env: &Envelope<S>, kind: &str, stem: &str) -> O
     Some(name.value.clone())
 }
 
+/// A `metadata` key as a field path shows it: the keys Kubernetes manifests carry are named,
+/// any other is [`KEY`] (a key is where a pasted secret lands, so it is never echoed).
+fn metadata_key(key: &str) -> &str {
+    const KNOWN: &[&str] = &["labels", "annotations", "namespace", "uid", "generateName"];
+    if KNOWN.contains(&key) { key } else { KEY }
+}
+
+/// A boolean field: its value, with a warning when it was written as a YAML 1.1 word.
+fn flag(cx: &mut Ctx<'_>, field: &str, v: &Option<Sp<Flag>>) -> Option<bool> {
+    let v = v.as_ref()?;
+    if v.value.yaml11 {
+        cx.warn(
+            pos(&v.referenced),
+            field,
+            format!(
+                "a YAML 1.1 boolean word, read as `{}` as Orcra Run read it; write `true` or `false`",
+                v.value.value
+            ),
+        );
+    }
+    Some(v.value.value)
+}
+
+/// A map value, the empty string when it was left empty (`KEY:`), with a warning then.
+fn map_value<'a>(cx: &mut Ctx<'_>, field: &str, v: &'a MapValue) -> &'a str {
+    match &v.value {
+        Some(s) => s,
+        None => {
+            cx.warn(
+                pos(&v.referenced),
+                field,
+                "empty (null) value, read as the empty string as Orcra Run read it; write `\"\"` to say so",
+            );
+            ""
+        }
+    }
+}
+
 fn opt_str(v: &Option<Sp<String>>, default: &str) -> String {
     v.as_ref()
         .map_or_else(|| default.to_owned(), |s| s.value.clone())
 }
 
-fn labels(
-    cx: &mut Ctx<'_>,
-    field: &str,
-    entries: &Entries<Sp<String>>,
-) -> BTreeMap<String, String> {
+fn labels(cx: &mut Ctx<'_>, field: &str, entries: &Entries<MapValue>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    let field = format!("{field}.{KEY}");
     for (k, v) in &entries.0 {
         if let Err(r) = values::check_label_key(k) {
-            cx.err(pos(&v.referenced), &format!("{field}.{KEY}"), r);
+            cx.err(pos(&v.referenced), &field, r);
         }
-        if let Err(r) = values::check_docker_string(&v.value) {
-            cx.err(pos(&v.referenced), &format!("{field}.{KEY}"), r);
+        let value = map_value(cx, &field, v);
+        if let Err(r) = values::check_docker_string(value) {
+            cx.err(pos(&v.referenced), &field, r);
         }
-        out.insert(k.clone(), v.value.clone());
+        out.insert(k.clone(), value.to_owned());
     }
     out
 }
@@ -328,21 +373,17 @@ fn keyword<T: Copy>(
     }
 }
 
-fn env_value(cx: &mut Ctx<'_>, field: &str, v: &Sp<String>) -> EnvValue {
-    match SopsValue::parse(&v.value) {
+fn env_value(cx: &mut Ctx<'_>, field: &str, value: &str, at: Pos) -> EnvValue {
+    match SopsValue::parse(value) {
         Ok(None) => {
-            if let Err(r) = values::check_docker_string(&v.value) {
-                cx.err(pos(&v.referenced), field, r);
+            if let Err(r) = values::check_docker_string(value) {
+                cx.err(at, field, r);
             }
-            EnvValue::Plain(v.value.clone())
+            EnvValue::Plain(value.to_owned())
         }
         Ok(Some(enc)) => EnvValue::Encrypted(enc),
         Err(r) => {
-            cx.err(
-                pos(&v.referenced),
-                field,
-                format!("malformed encrypted value: {r}"),
-            );
+            cx.err(at, field, format!("malformed encrypted value: {r}"));
             EnvValue::Plain(String::new())
         }
     }
@@ -372,17 +413,19 @@ fn deployment_env_value(
                 text.get(o..o.checked_add(usize::try_from(l).ok()?)?)
             });
             match spelled {
-                Some("~" | "null" | "Null" | "NULL") | None => String::new(),
+                Some("~" | "null" | "Null" | "NULL" | "") | None => {
+                    cx.warn(
+                        pos(&v.referenced),
+                        field,
+                        "empty (null) value, read as the empty string as Orcra Run read it; write `\"\"` to say so",
+                    );
+                    String::new()
+                }
                 Some(s) => s.to_owned(),
             }
         }
     };
-    let sp = Sp {
-        value: written,
-        referenced: v.referenced,
-        defined: v.defined,
-    };
-    env_value(cx, field, &sp)
+    env_value(cx, field, &written, pos(&v.referenced))
 }
 
 pub(crate) fn deployment(
@@ -393,11 +436,13 @@ pub(crate) fn deployment(
 ) -> Option<(Deployment, Origin)> {
     let name = envelope(cx, &env, "Deployment", stem);
     if name.as_ref().is_some_and(|n| n.len() < 2) {
-        // The name becomes the container's name, and Docker refuses one-character names.
-        cx.err(
+        // The name becomes the container's name on production nodes, and Docker refuses
+        // one-character container names; elsewhere it runs as `<env>.<name>`. Only the node
+        // resolving it knows which, so `resolve` refuses it on production.
+        cx.warn(
             pos(&env.metadata.name.referenced),
             "metadata.name",
-            "a Deployment name needs at least 2 characters: it names the container, and Docker refuses shorter names",
+            "a one-character name runs only off production (as `<env>.<name>`): a production node would give it to the container, which Docker refuses, so production nodes refuse the revision",
         );
     }
     let s = env.spec;
@@ -491,30 +536,22 @@ pub(crate) fn deployment(
     let mut mounted = std::collections::HashSet::with_capacity(s.volumes.len());
     for (i, v) in s.volumes.iter().enumerate() {
         let f = format!("spec.volumes[{i}]");
-        let host_path = values::bind_path(&v.value.host_path.value).unwrap_or_else(|r| {
-            cx.err(
-                pos(&v.value.host_path.referenced),
-                &format!("{f}.hostPath"),
-                format!("path {r}"),
-            );
-            String::new()
-        });
+        let host_path = host_path(cx, &format!("{f}.hostPath"), &v.value.host_path);
+        let container_field = format!("{f}.containerPath");
+        let at = pos(&v.value.container_path.referenced);
         let container_path = match values::bind_path(&v.value.container_path.value) {
             Ok(p) if p == "/" => {
-                cx.err(
-                    pos(&v.value.container_path.referenced),
-                    &format!("{f}.containerPath"),
-                    "cannot mount over `/`",
-                );
+                cx.err(at, &container_field, "cannot mount over `/`");
                 p
             }
-            Ok(p) => p,
+            Ok(p) => {
+                if values::has_dot_dot(&v.value.container_path.value) {
+                    cx.warn(at, &container_field, DOT_DOT);
+                }
+                p
+            }
             Err(r) => {
-                cx.err(
-                    pos(&v.value.container_path.referenced),
-                    &format!("{f}.containerPath"),
-                    format!("path {r}"),
-                );
+                cx.err(at, &container_field, format!("path {r}"));
                 String::new()
             }
         };
@@ -528,7 +565,7 @@ pub(crate) fn deployment(
         volumes.push(VolumeMount {
             host_path,
             container_path,
-            read_only: v.value.read_only.unwrap_or(false),
+            read_only: flag(cx, &format!("{f}.readOnly"), &v.value.read_only).unwrap_or(false),
         });
     }
 
@@ -756,7 +793,7 @@ pub(crate) fn deployment(
         resources,
         rollout,
         labels: labels_map,
-        suspend: s.suspend.unwrap_or(false),
+        suspend: flag(cx, "spec.suspend", &s.suspend).unwrap_or(false),
     };
     if spec.rollout.strategy == RolloutStrategy::StartFirst && spec.publishes_host_port() {
         let at = s
@@ -772,6 +809,45 @@ pub(crate) fn deployment(
     }
     let file = cx.file.to_owned();
     cx.ok().then_some((Deployment { name, file, spec }, origin))
+}
+
+/// Said of a bind path holding `..`: what Docker does with it, and so what orun mounts.
+const DOT_DOT: &str = "path holds `..`: Docker cleans it before mounting, and orun mounts the cleaned path; write it without `..`";
+
+/// A volume's `hostPath`: an absolute path, cleaned as Docker cleans it; or a Docker volume
+/// name, which Docker mounts as a named volume (the `host:container` syntax orun hands to
+/// Docker reads any source that is not absolute as one). Anything else is refused: Docker
+/// would refuse it too, and guessing a base folder could mount the wrong one.
+fn host_path(cx: &mut Ctx<'_>, field: &str, v: &Sp<String>) -> String {
+    let at = pos(&v.referenced);
+    if !v.value.starts_with('/') && values::is_volume_name(&v.value) {
+        cx.warn(
+            at,
+            field,
+            "not an absolute path: Docker reads it as the name of a named volume and mounts that (in Docker's volume storage, not a host folder), and so does orun; write an absolute path to bind a host folder",
+        );
+        return v.value.clone();
+    }
+    match values::bind_path(&v.value) {
+        Ok(p) => {
+            if values::has_dot_dot(&v.value) {
+                cx.warn(at, field, DOT_DOT);
+            }
+            p
+        }
+        Err(r) if r == values::NOT_ABSOLUTE => {
+            cx.err(
+                at,
+                field,
+                format!("path {r}: Docker binds only absolute host paths, and this is not a volume name (letters, digits, `_`, `.`, `-`) either"),
+            );
+            String::new()
+        }
+        Err(r) => {
+            cx.err(at, field, format!("path {r}"));
+            String::new()
+        }
+    }
 }
 
 /// A `command` or `args` list: each word goes to Docker as it is, so it must be a string
@@ -821,13 +897,14 @@ fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
         BuildMode::BuildOnce,
     );
     let mut args = BTreeMap::new();
+    let field = format!("spec.build.args.{KEY}");
     for (k, v) in &b.args.0 {
-        if let Err(r) =
-            values::check_env_name(k).and_then(|()| values::check_docker_string(&v.value))
+        let value = map_value(cx, &field, v);
+        if let Err(r) = values::check_env_name(k).and_then(|()| values::check_docker_string(value))
         {
-            cx.err(pos(&v.referenced), &format!("spec.build.args.{KEY}"), r);
+            cx.err(pos(&v.referenced), &field, r);
         }
-        args.insert(k.clone(), v.value.clone());
+        args.insert(k.clone(), value.to_owned());
     }
     Some(BuildSpec {
         context: context?,
@@ -854,10 +931,8 @@ pub(crate) fn service(
             format!("deployment name {r}"),
         );
     }
-    if let Err(r) = values::check_domain(&s.ingress.domain.default.value) {
-        cx.err(origin.domain_at, "spec.ingress.domain.default", r);
-    }
-    if let Some(t) = &s.ingress.domain.environment {
+    let default = domain(cx, "spec.ingress.domain.default", &s.ingress.domain.default);
+    let environment = s.ingress.domain.environment.as_ref().map(|t| {
         if !t.value.contains("$ENV") {
             cx.warn(
                 pos(&t.referenced),
@@ -865,12 +940,8 @@ pub(crate) fn service(
                 "template has no `$ENV`: every non-production environment gets the same domain",
             );
         }
-        // Syntax only: whether the filled-in name fits depends on the branch, and `resolve`
-        // checks it once the environment is known.
-        if let Err(r) = values::check_domain(&t.value.replace("$ENV", "env")) {
-            cx.err(pos(&t.referenced), "spec.ingress.domain.environment", r);
-        }
-    }
+        domain(cx, "spec.ingress.domain.environment", t)
+    });
     let port = s.port.as_ref().map(|p| {
         origin.port_at = pos(&p.referenced);
         port_number(cx, "spec.port", p)
@@ -879,16 +950,41 @@ pub(crate) fn service(
         deployment: s.deployment.value,
         ingress: Ingress {
             domain: DomainSpec {
-                default: s.ingress.domain.default.value,
-                environment: s.ingress.domain.environment.map(|e| e.value),
+                default,
+                environment,
             },
-            ssl: s.ingress.ssl.unwrap_or(false),
+            ssl: flag(cx, "spec.ingress.ssl", &s.ingress.ssl).unwrap_or(false),
         },
         port,
     };
     let name = name?;
     let file = cx.file.to_owned();
     cx.ok().then_some((Service { name, file, spec }, origin))
+}
+
+/// A Service domain or domain template, lowercased. DNS names are case-insensitive and Orcra
+/// Run routed `Example.COM` as `example.com`, so uppercase is accepted with a warning; the
+/// `$ENV` placeholder keeps its case.
+fn domain(cx: &mut Ctx<'_>, field: &str, v: &Sp<String>) -> String {
+    let at = pos(&v.referenced);
+    let lower = v
+        .value
+        .split("$ENV")
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join("$ENV");
+    // Syntax only for a template: whether the filled-in name fits depends on the branch, and
+    // `resolve` checks it once the environment is known.
+    match values::check_domain(&lower.replace("$ENV", "env")) {
+        Err(r) => cx.err(at, field, r),
+        Ok(()) if lower != v.value => cx.warn(
+            at,
+            field,
+            "domain holds uppercase letters: domains are case-insensitive, and orun routes it lowercased",
+        ),
+        Ok(()) => {}
+    }
+    lower
 }
 
 pub(crate) fn secrets(
@@ -906,7 +1002,7 @@ pub(crate) fn secrets(
         if let Err(r) = values::check_env_name(&k) {
             cx.err(pos(&v.referenced), KEY, r);
         }
-        let value = env_value(cx, KEY, &v);
+        let value = env_value(cx, KEY, &v.value, pos(&v.referenced));
         // The file's own rule says which keys stay in clear; any other plaintext is a secret
         // committed by mistake (or a value swapped in by hand, which the MAC would refuse).
         if matches!(value, EnvValue::Plain(_))
@@ -1085,11 +1181,13 @@ pub(crate) fn cross_file(rev: &Revision, origins: &Origins, diags: &mut Diags) {
                     ));
                 }
                 if svc.spec.port.is_none() && dep.spec.ports.is_empty() {
-                    diags.push(Diagnostic::error(
+                    // Nothing to route to, but nothing breaks either: the deployment runs and
+                    // the Service is left out of the node's routes (see `resolve`).
+                    diags.push(Diagnostic::warning(
                         &o.file,
                         o.deployment_at,
                         "spec.deployment",
-                        format!("the deployment ({dep_file}) declares no ports to route to"),
+                        format!("the deployment ({dep_file}) declares no ports, so orun does not route this Service; give the deployment a `containerPort` to route it"),
                     ));
                 }
             }

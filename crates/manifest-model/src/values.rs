@@ -73,9 +73,14 @@ impl ImageRef {
         if let Some(t) = tag {
             check_tag(t)?;
         }
+        // Docker's rule for the first component: a registry when it holds `.` or `:`, is
+        // `localhost`, or holds an uppercase letter (repository paths are lowercase, so
+        // `MyRegistry/app` can only name a host); a repository path component otherwise.
         let (registry, path) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 check_registry(first)?;
                 (Some(first.to_owned()), remainder)
@@ -191,7 +196,10 @@ fn check_path_component(c: &str) -> Result<(), Reason> {
         return Err("repository path has an empty component".into());
     }
     if c.chars().any(|ch| ch.is_ascii_uppercase()) {
-        return Err("repository name must be lowercase".into());
+        return Err(
+            "repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)"
+                .into(),
+        );
     }
     let bytes = c.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -441,10 +449,14 @@ pub fn normalize_abs_path(p: &str) -> Result<String, Reason> {
 /// anything near that is a typo, and a limit Docker cannot take must be refused, not dropped.
 pub const MAX_MEMORY: u64 = 1 << 50;
 
-/// Normalises a bind-mount path (host or container side) as [`normalize_abs_path`] does, and
-/// refuses what Docker would read as syntax rather than path: a `:` (Docker splits
-/// `host:container:options` on it, so a manifest could smuggle in options such as `Z` or
-/// `rshared`), a `,` (the `--mount` separator) and control characters.
+/// Cleans a bind-mount path (host or container side) the way Docker does before it mounts
+/// (Go's `path.Clean`): repeated slashes and `.` dropped, each `..` taking away the component
+/// before it (`..` at the root stays at the root). An absolute path has no base to escape, so
+/// `..` in it is spelling, not a way out; callers warn about it (see `docs/manifests.md`).
+///
+/// Refuses a relative path, and what Docker would read as syntax rather than path: a `:`
+/// (Docker splits `host:container:options` on it, so a manifest could smuggle in options such
+/// as `Z` or `rshared`), a `,` (the `--mount` separator), NUL and control characters.
 pub fn bind_path(p: &str) -> Result<String, Reason> {
     if p.contains([':', ',']) {
         return Err("must not contain `:` or `,` (Docker reads them as mount options)".into());
@@ -452,7 +464,37 @@ pub fn bind_path(p: &str) -> Result<String, Reason> {
     if p.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
     }
-    normalize_abs_path(p)
+    if !p.starts_with('/') {
+        return Err(NOT_ABSOLUTE.into());
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
+
+/// Why [`bind_path`] refused a relative path.
+pub const NOT_ABSOLUTE: &str = "must be absolute (start with `/`)";
+
+/// Whether a path holds a `..` component.
+pub fn has_dot_dot(p: &str) -> bool {
+    p.split('/').any(|c| c == "..")
+}
+
+/// Whether `s` is a name Docker's local volume driver takes: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// Docker reads a bind source that is not an absolute path as such a name.
+pub fn is_volume_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Checks a string that reaches Docker as it is (an env value, a command word, a label
@@ -753,7 +795,13 @@ mod tests {
                 "127.0.0.1:5000/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
                 "reg:5000/a/b/c:1.0-rc_1",
                 "a__b/c--d.e:x",
+                "nginx:Latest",
+                "MyRegistry/app:V1",
+                "Reg.Example.COM:5000/org/app",
                 "Nginx",
+                "org/App:1",
+                "Org/App:1",
+                "localhost/App",
                 "nginx:",
                 "nginx:.hidden",
                 "app@sha256:abc",
@@ -776,7 +824,13 @@ mod tests {
                 "127.0.0.1:5000/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" => (Some("127.0.0.1:5000"), "app", None, Some(71))
                 "reg:5000/a/b/c:1.0-rc_1" => (Some("reg:5000"), "a/b/c", Some("1.0-rc_1"), None)
                 "a__b/c--d.e:x" => (None, "a__b/c--d.e", Some("x"), None)
-                "Nginx" => error: repository name must be lowercase
+                "nginx:Latest" => (None, "nginx", Some("Latest"), None)
+                "MyRegistry/app:V1" => (Some("MyRegistry"), "app", Some("V1"), None)
+                "Reg.Example.COM:5000/org/app" => (Some("Reg.Example.COM:5000"), "org/app", None, None)
+                "Nginx" => error: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
+                "org/App:1" => error: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
+                "Org/App:1" => error: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
+                "localhost/App" => error: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
                 "nginx:" => error: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
                 "nginx:.hidden" => error: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
                 "app@sha256:abc" => error: sha256 digest must be exactly 64 lowercase hex digits (got 3 characters)
@@ -1042,6 +1096,48 @@ mod tests {
                 "relative" => error: must be absolute (start with `/`)
                 "/a/../b" => error: must not contain `..`
                 "/a/./b" => "/a/b"
+            "#]],
+        );
+        // Bind paths are cleaned as Docker cleans them (Go's `path.Clean`).
+        table(
+            &[
+                "/var/storage/db",
+                "/srv//data/./x/",
+                "/srv/data/../../etc",
+                "/..",
+                "/a/b/..",
+                "data",
+                "/a:Z",
+                "/a,b",
+                "/a\tb",
+            ],
+            bind_path,
+            expect![[r#"
+                "/var/storage/db" => "/var/storage/db"
+                "/srv//data/./x/" => "/srv/data/x"
+                "/srv/data/../../etc" => "/etc"
+                "/.." => "/"
+                "/a/b/.." => "/a"
+                "data" => error: must be absolute (start with `/`)
+                "/a:Z" => error: must not contain `:` or `,` (Docker reads them as mount options)
+                "/a,b" => error: must not contain `:` or `,` (Docker reads them as mount options)
+                "/a\tb" => error: must not contain control characters
+            "#]],
+        );
+        table(
+            &[
+                "data", "db_1.x-y", "d", "./data", "data/sub", "~data", "-data", "",
+            ],
+            |s| Ok::<_, Reason>(is_volume_name(s)),
+            expect![[r#"
+                "data" => true
+                "db_1.x-y" => true
+                "d" => false
+                "./data" => false
+                "data/sub" => false
+                "~data" => false
+                "-data" => false
+                "" => false
             "#]],
         );
         table(

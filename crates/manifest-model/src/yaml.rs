@@ -1,8 +1,10 @@
 //! The one door through which YAML enters: parser options, budgets and error mapping.
 //!
 //! Every manifest is parsed here with the same budgets (RELIABILITY A2–A4), duplicate keys as
-//! errors (A6) and strict booleans (A9). Parser errors become [`Diagnostic`]s whose messages
-//! are written by us from the error's kind, so no input value is ever echoed (A15).
+//! errors (A6) and strict booleans (A9: a YAML 1.1 word such as `yes` is never a boolean by
+//! itself; a boolean field reads it as Orcra Run did, see `raw::Flag`). Parser errors become
+//! [`Diagnostic`]s whose messages are written by us from the error's kind, so no input value
+//! is ever echoed (A15).
 
 use serde::de::DeserializeOwned;
 use serde_saphyr::{DuplicateKeyPolicy, Error, Location, Options};
@@ -121,28 +123,104 @@ fn options(len: usize) -> Options {
     }
 }
 
+/// A parsed document, and a warning about the text around it, if any.
+pub(crate) struct Parsed<T> {
+    pub value: T,
+    /// Said of empty documents after the manifest (a trailing `---`), which are ignored.
+    pub warning: Option<Diagnostic>,
+}
+
 /// Parses one YAML document into `T`, or says where and why it could not.
+///
+/// Empty documents after the first (a trailing `---`, or `---` followed by comments only) are
+/// ignored with a warning: Go's YAML decoder, which Orcra Run used, reads the first document
+/// and drops the rest, and an empty one drops nothing. A second document with content is
+/// still an error: dropping it silently would ignore a whole manifest.
 ///
 /// Tracking the field path costs about a third of the parse, and only a failure needs it: a
 /// file is parsed plainly first and again with tracking only when it fails for what it says
 /// (not for breaking a budget: that file is built to make the parser work, and its path would
 /// tell the author nothing new). Parsing is deterministic, so the second run fails at the
 /// same place.
-pub(crate) fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
+pub(crate) fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<Parsed<T>, Diagnostic> {
+    match parse_one(file, text) {
+        Ok(value) => Ok(Parsed {
+            value,
+            warning: None,
+        }),
+        Err((d, true)) => match empty_after_first(text) {
+            Some((cut, at)) => parse_one(file, &text[..cut])
+                .map(|value| Parsed {
+                    value,
+                    warning: Some(Diagnostic::warning(
+                        file,
+                        at,
+                        "",
+                        "empty YAML document after the manifest (a trailing `---`): ignored",
+                    )),
+                })
+                .map_err(|(d, _)| d),
+            None => Err(d),
+        },
+        Err((d, false)) => Err(d),
+    }
+}
+
+/// Where the second document of `text` starts (a byte offset) when it and every later
+/// document are empty: nothing, a null, or comments.
+///
+/// Only called once a parse failed for holding more than one document, so files that parse
+/// are not scanned again.
+fn empty_after_first(text: &str) -> Option<(usize, Pos)> {
+    use granit_parser::{Event, Parser, ScalarStyle};
+    let mut documents = 0usize;
+    let mut second = None;
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.ok()?;
+        match event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents == 2 {
+                    let at = span.start;
+                    second = Some((at.index(), Pos::new(at.line() as u64, at.col() as u64 + 1)));
+                }
+            }
+            Event::Scalar(value, ScalarStyle::Plain, 0, None)
+                if documents >= 2 && matches!(&*value, "" | "~" | "null" | "Null" | "NULL") => {}
+            Event::DocumentEnd | Event::StreamStart | Event::StreamEnd => {}
+            _ if documents >= 2 => return None,
+            _ => {}
+        }
+    }
+    let (chars, at) = second?;
+    // The marker counts characters; the cut is a byte offset.
+    let cut = text
+        .char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i);
+    Some((cut, at))
+}
+
+/// [`parse`] of exactly one document; the flag says a failure was for holding more.
+fn parse_one<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, (Diagnostic, bool)> {
     if let Err(at) = alias_weight_within(text, copy_budget(text.len())) {
-        return Err(Diagnostic::error(
-            file,
-            at,
-            "",
-            "aliases expand too far: the document exceeds the alias budget",
+        return Err((
+            Diagnostic::error(
+                file,
+                at,
+                "",
+                "aliases expand too far: the document exceeds the alias budget",
+            ),
+            false,
         ));
     }
     let first = match serde_saphyr::from_str_with_options(text, options(text.len())) {
         Ok(value) => return Ok(value),
         Err(e) => e,
     };
+    let more = is_more_documents(&first);
     if is_budget(&first) {
-        return Err(to_diagnostic(file, String::new(), &first));
+        return Err((to_diagnostic(file, String::new(), &first), more));
     }
     let mut path = None;
     let result =
@@ -152,7 +230,20 @@ pub(crate) fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Di
                 e.into_inner()
             })
         });
-    result.map_err(|e| to_diagnostic(file, path.unwrap_or_default(), &e))
+    result.map_err(|e| (to_diagnostic(file, path.unwrap_or_default(), &e), more))
+}
+
+/// Whether a parse failed for holding more than one document.
+fn is_more_documents(err: &Error) -> bool {
+    let mut err = err;
+    while let Error::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    match err {
+        Error::MultipleDocuments { .. } => true,
+        Error::Budget { breach, .. } => format!("{breach:?}").starts_with("Documents"),
+        _ => false,
+    }
 }
 
 /// The position of a parsed value, as the loader reports it.
@@ -436,8 +527,9 @@ fn plain_words(msg: &str) -> String {
         "invalid utf-8",
         "invalid encoding",
         "the handle wasn't declared",
-        // Our own, from `raw::Entries`.
+        // Our own, from `raw::Entries` and `raw::Flag`.
         "duplicate key: a key may appear only once",
+        crate::raw::QUOTED_BOOLEAN,
     ];
     match msg {
         "expected sequence start" => "expected a list (`- item` lines)".to_owned(),

@@ -17,7 +17,10 @@ use std::io;
 use std::path::Path;
 
 use expect_test::{Expect, expect};
-use manifest_model::{DirSource, Entry, Limits, MemSource, ReadError, Report, Source, load};
+use manifest_model::{
+    DirSource, Entry, EnvValue, ImageSource, Limits, MemSource, ModelError, ReadError, Report,
+    Source, load, resolve,
+};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -274,16 +277,152 @@ fn a08_unknown_fields() {
     );
 }
 
-/// A9: YAML 1.1 coercions: an unquoted `22:22` is not a port list and `yes` is not a boolean.
+/// A9: YAML 1.1 coercions: an unquoted `22:22` is not a port list; `yes` in a boolean field
+/// is read as Orcra Run's Go decoder read it, with a warning.
 #[test]
-fn a09_coercions_are_refused() {
+fn a09_coercions() {
     check(
         "a09-coercions",
         expect![[r#"
-            deployments/norway.yaml:7:12: error: spec.suspend: expected `true` or `false`
+            deployments/norway.yaml:7:12: warning: spec.suspend: a YAML 1.1 boolean word, read as `true` as Orcra Run read it; write `true` or `false`
             deployments/sexagesimal.yaml:7:10: error: spec.ports: expected a list (`- item` lines)
             refused
         "#]],
+    );
+}
+
+/// Issue 14: what Orcra Run ran, orun runs too, each time with a warning naming the file,
+/// line and field and saying what orun does (docs/manifests.md, "Leniency").
+#[test]
+fn what_the_original_ran_is_accepted_with_a_warning() {
+    check(
+        "lenient",
+        expect![[r#"
+        deployments/empty-values.yaml:9:14: warning: spec.build.args.<key>: empty (null) value, read as the empty string as Orcra Run read it; write `""` to say so
+        deployments/empty-values.yaml:11:10: warning: spec.env.<key>: empty (null) value, read as the empty string as Orcra Run read it; write `""` to say so
+        deployments/empty-values.yaml:14:11: warning: spec.labels.<key>: empty (null) value, read as the empty string as Orcra Run read it; write `""` to say so
+        deployments/kube-style.yaml:5:14: warning: metadata.namespace: ignored: orun reads only `metadata.name`
+        deployments/kube-style.yaml:7:5: warning: metadata.labels: ignored: orun reads only `metadata.name`; container labels go in `spec.labels`
+        deployments/kube-style.yaml:9:5: warning: metadata.annotations: ignored: orun reads only `metadata.name`
+        deployments/kube-style.yaml:10:9: warning: metadata.<key>: ignored: orun reads only `metadata.name`
+        deployments/volumes.yaml:8:17: warning: spec.volumes[0].hostPath: not an absolute path: Docker reads it as the name of a named volume and mounts that (in Docker's volume storage, not a host folder), and so does orun; write an absolute path to bind a host folder
+        deployments/volumes.yaml:10:17: warning: spec.volumes[1].hostPath: path holds `..`: Docker cleans it before mounting, and orun mounts the cleaned path; write it without `..`
+        deployments/volumes.yaml:11:22: warning: spec.volumes[1].containerPath: path holds `..`: Docker cleans it before mounting, and orun mounts the cleaned path; write it without `..`
+        deployments/yaml11.yaml:7:12: warning: spec.suspend: a YAML 1.1 boolean word, read as `false` as Orcra Run read it; write `true` or `false`
+        deployments/yaml11.yaml:11:17: warning: spec.volumes[0].readOnly: a YAML 1.1 boolean word, read as `true` as Orcra Run read it; write `true` or `false`
+        deployments/yaml11.yaml:14:17: warning: spec.volumes[1].readOnly: a YAML 1.1 boolean word, read as `false` as Orcra Run read it; write `true` or `false`
+        services/shop.yaml:9:16: warning: spec.ingress.domain.default: domain holds uppercase letters: domains are case-insensitive, and orun routes it lowercased
+        services/shop.yaml:10:20: warning: spec.ingress.domain.environment: domain holds uppercase letters: domains are case-insensitive, and orun routes it lowercased
+        services/shop.yaml:11:10: warning: spec.ingress.ssl: a YAML 1.1 boolean word, read as `true` as Orcra Run read it; write `true` or `false`
+        services/worker.yaml:6:15: warning: spec.deployment: the deployment (deployments/worker.yaml) declares no ports, so orun does not route this Service; give the deployment a `containerPort` to route it
+        accepted
+    "#]],
+    );
+    let (rev, _) = load(&fixture("lenient"), &Limits::default())
+        .into_result()
+        .unwrap();
+    let flags = &rev.deployments["yaml11"].spec;
+    assert!(!flags.suspend);
+    let read_only: Vec<bool> = flags.volumes.iter().map(|v| v.read_only).collect();
+    assert_eq!(read_only, [true, false, true]);
+    let mounts: Vec<(&str, &str)> = rev.deployments["volumes"]
+        .spec
+        .volumes
+        .iter()
+        .map(|v| (v.host_path.as_str(), v.container_path.as_str()))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("pgdata", "/var/lib/postgresql/data"),
+            ("/srv/shared", "/shared")
+        ]
+    );
+    let empty = &rev.deployments["empty-values"].spec;
+    assert_eq!(empty.env["DEBUG"], EnvValue::Plain(String::new()));
+    assert_eq!(empty.env["LOG_LEVEL"], EnvValue::Plain("info".into()));
+    assert_eq!(empty.labels["tier"], "");
+    let ImageSource::Build(build) = &empty.source else {
+        panic!("empty-values builds")
+    };
+    assert_eq!(build.args["VERSION"], "");
+    let ImageSource::Image(image) = &rev.deployments["kube-style"].spec.source else {
+        panic!("kube-style has an image")
+    };
+    assert_eq!(
+        (
+            image.registry.as_deref(),
+            image.path.as_str(),
+            image.tag.as_deref()
+        ),
+        (Some("MyRegistry:5000"), "shop/api", Some("V1.2"))
+    );
+    let shop = &rev.services["shop"].spec;
+    assert_eq!(shop.ingress.domain.default, "shop.example.com");
+    assert_eq!(
+        shop.ingress.domain.environment.as_deref(),
+        Some("shop.$ENV.example.com")
+    );
+    assert!(shop.ingress.ssl);
+    // The Service of a deployment without ports is left out of the routes; the deployment
+    // still runs.
+    let desired = resolve(&rev, "web-01", None).unwrap();
+    assert!(desired.containers.iter().any(|c| c.deployment == "worker"));
+    let routed: Vec<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(routed, ["shop", "web"]);
+}
+
+/// Issue 14: what could not work, or would do harm, stays an error, and names file, line
+/// and field without quoting the value.
+#[test]
+fn what_cannot_work_stays_refused() {
+    let mut src = fixture("base");
+    let deployment = |name: &str, body: &str| {
+        format!(
+            "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: org/app:1\n{body}"
+        )
+    };
+    src.insert(
+        "deployments/paths.yaml",
+        deployment(
+            "paths",
+            "  volumes:\n    - {hostPath: ./data, containerPath: /a}\n    - {hostPath: data/sub, containerPath: /b}\n    - {hostPath: /srv/x, containerPath: /x/..}\n    - {hostPath: /srv/y, containerPath: y}\n",
+        ),
+    );
+    // Go's decoders refuse these in a boolean too. One file each: a file stops at its first
+    // parse error.
+    for (name, body) in [
+        ("word", "  suspend: enabled\n"),
+        ("number", "  suspend: 1\n"),
+        (
+            "quoted",
+            "  volumes:\n    - {hostPath: /srv/a, containerPath: /a, readOnly: \"true\"}\n",
+        ),
+    ] {
+        src.insert(format!("deployments/{name}.yaml"), deployment(name, body));
+    }
+    src.insert(
+        "deployments/upper.yaml",
+        deployment("upper", "").replace("org/app:1", "Org/App:1"),
+    );
+    src.insert(
+        "deployments/spec-typo.yaml",
+        deployment("spec-typo", "  privilged: true\n"),
+    );
+    check_source(
+        &src,
+        expect![[r#"
+        deployments/number.yaml:7:3: error: spec.suspend: expected `true` or `false`, found integer
+        deployments/paths.yaml:8:18: error: spec.volumes[0].hostPath: path must be absolute (start with `/`): Docker binds only absolute host paths, and this is not a volume name (letters, digits, `_`, `.`, `-`) either
+        deployments/paths.yaml:9:18: error: spec.volumes[1].hostPath: path must be absolute (start with `/`): Docker binds only absolute host paths, and this is not a volume name (letters, digits, `_`, `.`, `-`) either
+        deployments/paths.yaml:10:41: error: spec.volumes[2].containerPath: cannot mount over `/`
+        deployments/paths.yaml:11:41: error: spec.volumes[3].containerPath: path must be absolute (start with `/`)
+        deployments/quoted.yaml:8:55: error: spec.volumes[0].readOnly: a quoted boolean is a string: write true or false without quotes
+        deployments/spec-typo.yaml:7:3: error: spec.<key>: unknown field, expected one of: image, build, ports, volumes, env, health, pull, command, args, nodes, nodeSelector, restart, resources, rollout, labels, suspend
+        deployments/upper.yaml:6:10: error: spec.image: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
+        deployments/word.yaml:7:3: error: spec.suspend: expected `true` or `false`, found string
+        refused
+    "#]],
     );
 }
 
@@ -335,8 +474,19 @@ fn a10_encodings_and_empty_documents() {
         "#]],
     );
 
-    // A BOM and CRLF line ends are accepted: editors on Windows write them.
+    // A BOM and CRLF line ends are accepted: editors on Windows write them. Empty documents
+    // after the manifest (a trailing `---`) are ignored with a warning, as Go's decoder
+    // ignored every document after the first; one with content is refused above.
     let mut src = fixture("base");
+    for (name, port, tail) in [
+        ("trailing", 8082, "---\n"),
+        ("trailing2", 8083, "...\n---\n# end\n--- ~\n"),
+    ] {
+        let text = good
+            .replace("name: web", &format!("name: {name}"))
+            .replace("port: 8080", &format!("port: {port}"));
+        src.insert(format!("deployments/{name}.yaml"), format!("{text}{tail}"));
+    }
     let crlf = good
         .replace("name: web", "name: crlf")
         .replace('\n', "\r\n");
@@ -347,8 +497,10 @@ fn a10_encodings_and_empty_documents() {
     check_source(
         &src,
         expect![[r#"
-        accepted
-    "#]],
+            deployments/trailing.yaml:10:1: warning: empty YAML document after the manifest (a trailing `---`): ignored
+            deployments/trailing2.yaml:11:1: warning: empty YAML document after the manifest (a trailing `---`): ignored
+            accepted
+        "#]],
     );
 }
 
@@ -385,11 +537,11 @@ fn a14_invalid_image_refs() {
     check(
         "a14-image-refs",
         expect![[r#"
-        deployments/bad-tag.yaml:6:10: error: spec.image: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
-        deployments/short-digest.yaml:6:10: error: spec.image: sha256 digest must be exactly 64 lowercase hex digits (got 6 characters)
-        deployments/uppercase.yaml:6:10: error: spec.image: repository name must be lowercase
-        refused
-    "#]],
+            deployments/bad-tag.yaml:6:10: error: spec.image: tag must be 1–128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
+            deployments/short-digest.yaml:6:10: error: spec.image: sha256 digest must be exactly 64 lowercase hex digits (got 6 characters)
+            deployments/uppercase.yaml:6:10: error: spec.image: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
+            refused
+        "#]],
     );
 }
 
@@ -417,14 +569,15 @@ fn a15_errors_never_echo_secret_values() {
     "#]].assert_eq(&text);
 }
 
-/// A16: repo-relative paths cannot escape their base; host paths cannot hide `..`.
+/// A16: repo-relative paths cannot escape their base. An absolute path has no base to
+/// escape: `..` in a host path is cleaned as Docker cleans it, with a warning.
 #[test]
 fn a16_paths_cannot_escape() {
     check(
         "a16-path-escape",
         expect![[r#"
             deployments/absolute.yaml:7:14: error: spec.build.context: path must be relative, not absolute (it is resolved under the node's codeDir)
-            deployments/absolute.yaml:9:17: error: spec.volumes[0].hostPath: path must not contain `..`
+            deployments/absolute.yaml:9:17: warning: spec.volumes[0].hostPath: path holds `..`: Docker cleans it before mounting, and orun mounts the cleaned path; write it without `..`
             deployments/absolute.yaml:10:22: error: spec.volumes[0].containerPath: path must be absolute (start with `/`)
             deployments/escape.yaml:7:14: error: spec.build.context: path must not contain `..` (it is resolved under the node's codeDir)
             deployments/escape.yaml:8:17: error: spec.build.dockerfile: path must not contain `..` (it is resolved under the build context)
@@ -644,12 +797,14 @@ fn positions_and_no_cascading_errors() {
             deployments/args.yaml:10:11: error: spec.build.args.<key>: variable name is empty
             deployments/roll.yaml:11:15: error: spec.rollout.strategy: `start-first` cannot be used with published host ports: old and new containers would clash; use `stop-first` or `auto`
             deployments/slow.yaml:8:24: error: spec.rollout.minHealthySeconds: must be less than healthyDeadlineSeconds (default 300)
-            deployments/web.yaml:6:10: error: spec.image: repository name must be lowercase
+            deployments/web.yaml:6:10: error: spec.image: repository name must be lowercase: Docker refuses uppercase there (only the registry host and the tag may hold it)
             refused
         "#]],
     );
 }
 
+/// A one-character Deployment runs off production, where its container is `<env>.a`; a
+/// production node would name the container `a`, which Docker refuses, so it refuses there.
 #[test]
 fn a_one_character_deployment_name_is_refused_where_docker_would_refuse_it() {
     let mut src = fixture("base");
@@ -657,11 +812,32 @@ fn a_one_character_deployment_name_is_refused_where_docker_would_refuse_it() {
         "deployments/a.yaml".to_owned(),
         b"apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: a\nspec:\n  image: nginx:1.27\n".to_vec(),
     );
+    src.insert(
+        "nodes/web-staging.yaml".to_owned(),
+        b"apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: web-staging\nspec:\n  host: 203.0.113.11\n  gitRepo: git@github.com:org/manifests.git\n  gitBranch: staging\n".to_vec(),
+    );
     check_source(
         &src,
         expect![[r#"
-        deployments/a.yaml:4:9: error: metadata.name: a Deployment name needs at least 2 characters: it names the container, and Docker refuses shorter names
-        refused
+        deployments/a.yaml:4:9: warning: metadata.name: a one-character name runs only off production (as `<env>.<name>`): a production node would give it to the container, which Docker refuses, so production nodes refuse the revision
+        accepted
     "#]],
     );
+    let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
+    let staging = resolve(&rev, "web-staging", None).unwrap();
+    assert!(
+        staging
+            .containers
+            .iter()
+            .any(|c| c.container_name == "staging.a")
+    );
+    let Err(ModelError::Unfit { diagnostics }) = resolve(&rev, "web-01", None) else {
+        panic!("the production node must refuse a one-character container name")
+    };
+    let shown: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    expect![[r#"
+        [
+            "deployments/a.yaml:0:0: error: metadata.name: on this production node the container would have this one-character name, and Docker refuses one-character container names; rename the deployment",
+        ]
+    "#]].assert_debug_eq(&shown);
 }

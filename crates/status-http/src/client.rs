@@ -1,20 +1,27 @@
-//! A minimal client for the status API, for `orun status` and tests: one `GET` over plain
-//! HTTP/1.1 on loopback, bounded in time and size.
+//! A minimal HTTP client: one `GET` over HTTP/1.1, bounded in time and size, plain for the
+//! status API (`orun status`, tests) and for probes, or over TLS for `https://` probes.
 //!
-//! Kept here so the wire format has one owner; it needs none of hyper's machinery for a single
-//! request to a server we wrote, which always answers with `Content-Length`.
+//! Kept here so HTTP has one owner; it needs none of hyper's machinery for a single request
+//! whose answer carries `Content-Length` or ends with the connection. TLS goes through
+//! `rustls`, known to this crate alone.
 
-use std::io::{Read as _, Write as _};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 
 /// Largest answer read.
 const MAX_RESPONSE: u64 = 8 << 20;
 
-/// Why a status request failed.
+/// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Nothing listens there, or the connection broke.
+    /// Nothing listens there, the connection broke, or the TLS handshake failed.
     #[error("cannot reach the agent's status API at {addr}: {source}")]
     Io {
         /// The address asked.
@@ -40,26 +47,135 @@ pub struct Answer {
     pub body: String,
 }
 
-/// `GET path` from the status API at `addr`, within `timeout` per read or write.
+/// `GET path` over plain HTTP from `addr`, within `timeout` per read or write.
 ///
 /// # Errors
-/// When the agent cannot be reached or answers something that is not HTTP.
+/// When `addr` cannot be reached or answers something that is not HTTP.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer, ClientError> {
     let io = |source| ClientError::Io { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )
-    .map_err(io)?;
+    let stream = connect(addr, timeout).map_err(io)?;
+    exchange(stream, addr, path)
+}
+
+/// `GET path` over HTTPS from `addr`, within `timeout` per read or write, for probes.
+///
+/// The server's certificate is **not** verified, as Kubernetes does not verify it for its
+/// HTTPS probes: a probe asks whether the container's own endpoint answers, and that
+/// endpoint's certificate is typically self-signed or issued for a public name, never for the
+/// address probed. The handshake is otherwise real (TLS 1.2 or 1.3, its signatures checked),
+/// so a plain-HTTP port or a broken TLS server fails the probe. `server_name` is sent as SNI
+/// when it is a DNS name; an IP address sends none.
+///
+/// # Errors
+/// When `addr` cannot be reached, the handshake fails, or the answer is not HTTP.
+pub fn get_https(
+    addr: SocketAddr,
+    server_name: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    let io = |source| ClientError::Io { addr, source };
+    let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
+        io(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "invalid TLS server name",
+        ))
+    })?;
+    let conn = ClientConnection::new(unverified_config(), name)
+        .map_err(|e| io(std::io::Error::new(ErrorKind::InvalidData, e)))?;
+    let tcp = connect(addr, timeout).map_err(io)?;
+    exchange(StreamOwned::new(conn, tcp), addr, path)
+}
+
+fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Answer, ClientError> {
+    let io = |source| ClientError::Io { addr, source };
+    // One write, so the request leaves as one segment (or one TLS record).
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    stream.flush().map_err(io)?;
     let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
+    match stream.take(MAX_RESPONSE).read_to_end(&mut raw) {
+        Ok(_) => {}
+        // Many TLS servers close without `close_notify`; what came before is the answer, and
+        // a truncated one fails to parse below.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(io(e)),
+    }
     parse(&raw).ok_or(ClientError::Malformed { addr })
+}
+
+/// The TLS client configuration of probes, built once.
+fn unverified_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = Arc::new(NoCertificateCheck(
+                provider.signature_verification_algorithms,
+            ));
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                // The ring provider supports the default versions (TLS 1.2 and 1.3) by
+                // construction; rustls fails here only for a provider lacking them.
+                .expect("the ring provider supports TLS 1.2 and 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Accepts any certificate, and still checks the handshake's signatures with it (so the
+/// server must hold the key of the certificate it shows).
+#[derive(Debug)]
+struct NoCertificateCheck(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for NoCertificateCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
 }
 
 fn parse(raw: &[u8]) -> Option<Answer> {

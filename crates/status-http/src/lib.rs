@@ -11,7 +11,9 @@
 //! credential-bearing URL (RELIABILITY G3). Requests are bounded (G2): header size, time to
 //! send the headers, connection lifetime and the number of connections at once.
 //!
-//! [`get`] is the matching client (`orun status`, tests): one bounded request.
+//! [`get`] is the matching client (`orun status`, tests, and the agent's http probes): one
+//! bounded request; [`get_https`] is the same over TLS, without certificate verification, for
+//! `https://` probes (`rustls`, like `hyper`, is known to this crate alone).
 
 mod client;
 mod snapshot;
@@ -31,10 +33,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use client::{Answer, ClientError, get};
+pub use client::{Answer, ClientError, get, get_https};
 pub use snapshot::{
     ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome, Metrics, NodeStatus,
-    ServiceStatus, Snapshot,
+    ServiceStatus, Snapshot, short_container_id,
 };
 
 /// Everything that can go wrong serving the status API.

@@ -53,8 +53,13 @@ pub struct DeploymentStatus {
     pub name: String,
     /// Image reference.
     pub image: String,
-    /// The container running it.
+    /// The container running it, in the short form `docker ps` shows and Orcra Run documented
+    /// (12 hex digits). Set with [`DeploymentStatus::set_container`].
     pub container_id: Option<String>,
+    /// The same container's full id (64 hex digits), for `docker inspect` and scripts. Absent
+    /// from the `/status` of agents older than this field, hence the default.
+    #[serde(default)]
+    pub container_id_full: Option<String>,
     /// Where it stands: `running`, `rolling out`, `failed, rolled back`, `outdated (exited
     /// (1))`, ...
     pub state: DeploymentState,
@@ -75,6 +80,22 @@ pub struct DeploymentStatus {
     /// The rollout in progress, in words (`waiting for health: 3s of minHealthySeconds 10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+}
+
+impl DeploymentStatus {
+    /// Names the container running it (its full id, or none): `container_id` and
+    /// `container_id_full` are set together, so they never name different containers.
+    pub fn set_container(&mut self, full: Option<String>) {
+        self.container_id = full.as_deref().map(short_container_id);
+        self.container_id_full = full;
+    }
+}
+
+/// The short form of a container id, as `docker ps` shows it: its first 12 characters,
+/// after an algorithm prefix (`sha256:`) if there is one, as Docker truncates ids.
+pub fn short_container_id(id: &str) -> String {
+    let hex = id.split_once(':').map_or(id, |(_, h)| h);
+    hex.chars().take(12).collect()
 }
 
 /// Where a deployment stands, as `/status` spells it.
@@ -412,6 +433,27 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    /// The short id is Docker's: 12 characters, after an algorithm prefix if any; shorter
+    /// ids stay whole. Both fields are set together.
+    #[test]
+    fn container_ids_are_shown_short_and_full() {
+        let full = "4f1c2a9e8b7d60531f2e3d4c5b6a798877665544332211000ffeeddccbbaa998";
+        assert_eq!(short_container_id(full), "4f1c2a9e8b7d");
+        assert_eq!(
+            short_container_id("sha256:4f1c2a9e8b7d6053"),
+            "4f1c2a9e8b7d"
+        );
+        assert_eq!(short_container_id("abc"), "abc");
+        let mut d = DeploymentStatus::default();
+        d.set_container(Some(full.to_owned()));
+        assert_eq!(
+            (d.container_id.as_deref(), d.container_id_full.as_deref()),
+            (Some("4f1c2a9e8b7d"), Some(full))
+        );
+        d.set_container(None);
+        assert_eq!((d.container_id, d.container_id_full), (None, None));
+    }
 
     #[test]
     fn states_read_back_as_they_were_written() {

@@ -70,17 +70,19 @@ fn snapshot(ready: bool) -> Snapshot {
         },
         ..Default::default()
     };
-    s.deployments.insert(
-        "web".into(),
-        DeploymentStatus {
-            name: "web".into(),
-            image: "nginx:1.27".into(),
-            state: DeploymentState::Current(ContainerPhase::Running),
-            ..Default::default()
-        },
-    );
+    let mut web = DeploymentStatus {
+        name: "web".into(),
+        image: "nginx:1.27".into(),
+        state: DeploymentState::Current(ContainerPhase::Running),
+        ..Default::default()
+    };
+    web.set_container(Some(WEB_ID.into()));
+    s.deployments.insert("web".into(), web);
     s
 }
+
+/// A container id as Docker writes it: 64 hex digits.
+const WEB_ID: &str = "4f1c2a9e8b7d60531f2e3d4c5b6a798877665544332211000ffeeddccbbaa998";
 
 #[test]
 fn endpoints_and_methods() {
@@ -97,7 +99,32 @@ fn endpoints_and_methods() {
         assert_eq!(v["node"]["name"], "web-01");
         assert_eq!(v["node"]["git_head"], "9f8e7d6");
         assert!(v["node"]["sync_error"].is_null());
-        assert_eq!(v["deployments"]["web"]["state"], "running");
+        let web = &v["deployments"]["web"];
+        assert_eq!(web["state"], "running");
+        // The short id, as `docker ps` shows it (and Orcra Run documented), and the full one.
+        assert_eq!(web["container_id"], "4f1c2a9e8b7d");
+        assert_eq!(web["container_id_full"], WEB_ID);
+        // The schema is an allowlist: exactly these fields, nothing else.
+        let fields: Vec<&str> = web
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "container_id",
+                "container_id_full",
+                "health",
+                "image",
+                "last_error",
+                "name",
+                "restarts",
+                "spec_hash",
+                "state"
+            ]
+        );
         assert!(v["services"].as_object().unwrap().is_empty());
     }
     // G4: no write method changes anything; each is refused.
