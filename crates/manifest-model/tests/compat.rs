@@ -174,6 +174,50 @@ fn non_production_node_resolution() {
     );
 }
 
+/// The agent reads a node's own file on the remote's default branch to learn its branch:
+/// the rest of that revision is not judged (a broken deployment on `main` must not stop a
+/// staging node from finding its branch), the file itself is, whole.
+#[test]
+fn a_node_file_is_read_alone() {
+    let limits = Limits::default();
+    let src = MemSource::new()
+        .with("nodes/web-staging.yaml", STAGING_NODE)
+        .with("nodes/web-01.yaml", "not: [a node")
+        .with("deployments/broken.yaml", "kind: Deployment\n")
+        .with("secrets.yaml", "not sops\n");
+    let node = manifest_model::load_node(&src, "web-staging", &limits).unwrap();
+    assert_eq!(node.spec.git_branch, "staging");
+    assert_eq!(node.file, "nodes/web-staging.yaml");
+    let yml = MemSource::new().with("nodes/web-staging.yml", STAGING_NODE);
+    assert_eq!(
+        manifest_model::load_node(&yml, "web-staging", &limits)
+            .unwrap()
+            .spec
+            .git_branch,
+        "staging"
+    );
+
+    let err = manifest_model::load_node(&src, "web-01", &limits).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Invalid { diagnostics, .. } if diagnostics.iter().all(|d| d.file == "nodes/web-01.yaml")),
+        "{err:?}"
+    );
+    for missing in [
+        MemSource::new().with("nodes/web-01.yaml", NODE),
+        MemSource::new().with("deployments/hello-world.yaml", DEPLOYMENT),
+        // A file of another name declaring the node is not its file.
+        MemSource::new().with("nodes/other.yaml", STAGING_NODE),
+    ] {
+        assert!(
+            matches!(
+                manifest_model::load_node(&missing, "web-staging", &limits),
+                Err(ModelError::UnknownNode(n)) if n == "web-staging"
+            ),
+            "{missing:?}"
+        );
+    }
+}
+
 #[test]
 fn unknown_node_is_an_error() {
     let rev = documented_repo();
