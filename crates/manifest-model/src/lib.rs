@@ -38,7 +38,7 @@ pub use diag::{Diagnostic, Omitted, Pos, Severity, escape_file_name};
 pub use error::ModelError;
 pub use model::*;
 pub use render::{render_file, render_revision};
-pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve};
+pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve, tracking};
 pub use secret::{AgeStanza, EnvValue, Secret, SecretsFile, SopsValue};
 pub use source::{DirSource, Entry, EntryKind, MAX_LINK_TARGET, MemSource, ReadError, Source};
 pub use validate::targets;
