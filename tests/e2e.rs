@@ -455,10 +455,13 @@ fn branches_with_one_environment_id_never_touch_each_other() {
     let _guard = Guard(format!("orun.node={node}"));
     let worker = format!("e2b{id}-w");
     let remote = Remote::new();
+    // Each branch's node manifest names its own branch, or the agent refuses it.
+    let on =
+        |branch: &str| node_yaml(&node).replace("gitBranch: main", &format!("gitBranch: {branch}"));
     let commit = remote.commit(
         "first",
         &[
-            (&format!("nodes/{node}.yaml"), &node_yaml(&node)),
+            (&format!("nodes/{node}.yaml"), &on("feature/x")),
             (
                 &format!("deployments/{worker}.yaml"),
                 &worker_yaml(&node, &worker, "v1"),
@@ -478,10 +481,13 @@ fn branches_with_one_environment_id_never_touch_each_other() {
     // the first one's containers for its own would replace them.
     let other = remote.commit_local(
         "other",
-        &[(
-            &format!("deployments/{worker}.yaml"),
-            &worker_yaml(&node, &worker, "v2"),
-        )],
+        &[
+            (&format!("nodes/{node}.yaml"), &on("feature_x")),
+            (
+                &format!("deployments/{worker}.yaml"),
+                &worker_yaml(&node, &worker, "v2"),
+            ),
+        ],
     );
     git_support::git(
         &remote.work(),
@@ -525,4 +531,83 @@ fn branches_with_one_environment_id_never_touch_each_other() {
     assert_eq!(container(&name), Some(before));
     let s = first.converged(&commit);
     assert_eq!(s["deployments"][&worker]["state"], "running", "{s}");
+}
+
+/// Issue 14: the Node manifest configures the node. On a remote whose default branch
+/// (`HEAD`: `main`) says the node follows `staging`, `orun-agent --once` told no branch runs
+/// `staging`'s revision as environment `staging` (`staging.<name>`), never as production;
+/// told `main`, whose node manifest names `staging`, it refuses the revision and runs
+/// nothing.
+#[test]
+fn once_without_a_branch_follows_the_one_the_node_manifest_names() {
+    let id = std::process::id();
+    let node = format!("e2n-{id}");
+    let _guard = Guard(format!("orun.node={node}"));
+    let name = format!("e2n{id}-w");
+    let staging_node = node_yaml(&node).replace("gitBranch: main", "gitBranch: staging");
+    let remote = Remote::new();
+    // `main` would run the worker as production (`e2n…-w`) if anything took it for this
+    // node's revision.
+    remote.commit(
+        "main",
+        &[
+            (&format!("nodes/{node}.yaml"), &staging_node),
+            (
+                &format!("deployments/{name}.yaml"),
+                &worker_yaml(&node, &name, "main"),
+            ),
+        ],
+    );
+    let staging = remote.commit_local(
+        "staging",
+        &[(
+            &format!("deployments/{name}.yaml"),
+            &worker_yaml(&node, &name, "staging"),
+        )],
+    );
+    git_support::git(
+        &remote.work(),
+        &["push", "-q", &remote.file_url(), "HEAD:refs/heads/staging"],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let once = |dir: &str, extra: &[&str]| {
+        let out = Command::new(bin("orun-agent"))
+            .args(["--repo", &remote.file_url(), "--node", &node, "--once"])
+            .arg("--data-dir")
+            .arg(data.path().join(dir))
+            .args(extra)
+            .env("ORUN_LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Told `main`: its node manifest names `staging`, so the revision is refused whole.
+    let (code, log) = once("main", &["--branch", "main"]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("this revision is of branch `main`, but the node's manifest on it names branch `staging`"),
+        "{log}"
+    );
+    assert!(container(&name).is_none(), "nothing runs as production");
+
+    // Told nothing: `staging`, from the default branch's node manifest.
+    let (code, log) = once("default", &[]);
+    assert_eq!(code, Some(0), "{log}");
+    let staged = format!("staging.{name}");
+    assert!(container(&staged).is_some(), "{log}");
+    assert!(container(&name).is_none(), "nothing runs as production");
+    let labels = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"orun.environment\"}} {{index .Config.Labels \"orun.commit\"}} {{range .Config.Env}}{{.}} {{end}}",
+        &staged,
+    ]);
+    assert!(
+        labels.starts_with(&format!("staging {staging}")) && labels.contains("MARKER=staging"),
+        "{labels}"
+    );
 }

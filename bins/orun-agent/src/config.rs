@@ -28,7 +28,8 @@ pub(crate) struct Args {
     /// This node's name (a file in nodes/).
     #[arg(long, env = "ORUN_NODE")]
     node: Option<String>,
-    /// The branch to follow [default: main].
+    /// The branch to follow [default: the one nodes/<node>.yaml names on the remote's default
+    /// branch, looked up on every poll]. The node's manifest on it must name it too.
     #[arg(long, env = "ORUN_BRANCH")]
     branch: Option<String>,
     /// Node-local state: the Git mirror, the state file and the lock [default: /opt/orun].
@@ -146,7 +147,9 @@ impl Config {
         let Some(node) = args.node.or(file.node) else {
             bail!("no node name: give --node (or ORUN_NODE, or `node` in the config file)");
         };
-        let branch = args.branch.or(file.branch).unwrap_or_else(|| "main".into());
+        // Without one, the engine follows what the node's manifest on the remote's default
+        // branch names (REFERENCE §1: the Node manifest configures the node).
+        let branch = args.branch.or(file.branch);
         let file_duration = |v: Option<String>, what: &str| -> anyhow::Result<Option<Duration>> {
             v.map(|s| parse_duration(&s).map_err(|e| anyhow::anyhow!("config file {what}: {e}")))
                 .transpose()
@@ -174,7 +177,10 @@ impl Config {
         }
 
         let url = RemoteUrl::parse(&repo, cwd)?;
-        let mut remote = RemoteOptions::new(url, branch);
+        let mut remote = match branch {
+            Some(branch) => RemoteOptions::new(url, branch),
+            None => RemoteOptions::without_branch(url),
+        };
         if let Some(t) = fetch_timeout {
             remote.deadline = t;
         }
@@ -243,11 +249,21 @@ mod tests {
         .unwrap();
         assert_eq!(c.engine.node, "web-01");
         assert_eq!(c.engine.poll_interval, Some(Duration::from_secs(2)));
-        assert_eq!(c.engine.remote.branch, "prod");
+        assert_eq!(c.engine.remote.branch.as_deref(), Some("prod"));
         assert_eq!(c.engine.remote.url.as_str(), "file:///r.git");
         assert_eq!(c.engine.data_dir, PathBuf::from("/opt/orun"));
         assert_eq!(c.status_addr, "127.0.0.1:9100".parse().unwrap());
         assert!(!c.engine.once);
+
+        // No branch anywhere: none is assumed (not `main`); the engine asks the remote.
+        let c = resolve(&["--repo", "/r.git", "--node", "n"], None).unwrap();
+        assert_eq!(c.engine.remote.branch, None);
+        let c = resolve(
+            &["--repo", "/r.git", "--node", "n", "--branch", "staging"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.engine.remote.branch.as_deref(), Some("staging"));
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub(crate) struct Args {
     /// The node to plan for.
     #[arg(long)]
     node: String,
-    /// Plan as if the node tracked this branch (default: its `gitBranch`).
+    /// The branch this working tree is of (default: the node's `gitBranch`). As the agent
+    /// does, plan refuses it when the node's manifest names another branch.
     #[arg(long)]
     branch: Option<String>,
     /// What runs now: `docker` (observe the local daemon, read-only) or a JSON snapshot file.

@@ -37,7 +37,7 @@ use crate::picture::{Ask, Picture};
 use crate::project::{self, rfc3339};
 use crate::rollout::{self, lock};
 use crate::seams::{
-    Clock as _, Git as _, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Real, Refusal,
+    Clock as _, Git as _, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Real, Refusal,
     Runtime as _, SystemClock, World,
 };
 use crate::settings::Settings;
@@ -54,6 +54,8 @@ const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
 /// A revision that loaded, validated and resolved for this node.
 struct Loaded {
     commit: String,
+    /// The branch it was read from (and that its Node manifest names).
+    branch: String,
     node: Rc<DesiredNode>,
     /// Its secret values, decrypted, and what masks them.
     secrets: Rc<rollout::Secrets>,
@@ -117,11 +119,14 @@ struct Store {
 struct Tracking<G> {
     git: G,
     schedule: Schedule,
+    /// The branch followed: the one the agent was told, else the one the last sync found
+    /// named (or, before it, the one the last run followed).
+    branch: Option<String>,
     current: Option<Loaded>,
     /// The head refused last, so it is not loaded and logged again on every tick; with the
     /// age key file's state when it was refused for want of a key, so a key installed later
     /// is tried at the next tick.
-    refused: Option<(String, Option<KeyStamp>)>,
+    refused: Option<(Head, Option<KeyStamp>)>,
     sync_error: Option<String>,
     load_error: Option<String>,
     stale_since: Option<SystemTime>,
@@ -149,7 +154,7 @@ impl Agent<Real> {
             .await
             .map_err(EngineError::docker("cannot start without Docker"))?;
         // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
-        let git = MirrorGit::open(dir.git_dir(), cfg.remote.clone())?;
+        let git = MirrorGit::open(dir.git_dir(), cfg.remote.clone(), &cfg.node)?;
         let auth = match cfg
             .registry_config
             .clone()
@@ -221,7 +226,11 @@ impl<W: World> Agent<W> {
         info!(
             node = %cfg.node,
             repo = %cfg.remote.url,
-            branch = %cfg.remote.branch,
+            branch = cfg
+                .remote
+                .branch
+                .as_deref()
+                .unwrap_or("the one its manifest on the remote's default branch names"),
             docker_api = %runtime.api_version(),
             data_dir = %cfg.data_dir.display(),
             "orun-agent starting"
@@ -239,12 +248,16 @@ impl<W: World> Agent<W> {
             epoch,
             superseded: std::cell::RefCell::new(BTreeSet::new()),
         });
+        // The branch the resumed revision is of: the one the agent is told, else the one the
+        // last run followed.
+        let branch = cfg.remote.branch.clone().or_else(|| state.branch.clone());
         let mut agent = Self {
             cfg,
             store: Store { dir, state },
             tracking: Tracking {
                 git,
                 schedule,
+                branch,
                 current: None,
                 refused: None,
                 sync_error: None,
@@ -274,8 +287,15 @@ impl<W: World> Agent<W> {
         }
         // Resume from the revision that was running, so a restart with the remote down still
         // keeps (and repairs) the last good state.
-        if let Some(commit) = agent.store.state.current.clone() {
-            agent.load(&commit, "resuming").await;
+        match (
+            agent.store.state.current.clone(),
+            agent.tracking.branch.clone(),
+        ) {
+            (Some(commit), Some(branch)) => agent.load(&Head { branch, commit }, "resuming").await,
+            (Some(_), None) => info!(
+                "the last run did not record its branch; nothing is changed until the first poll finds it"
+            ),
+            (None, _) => {}
         }
         Ok(agent)
     }
@@ -511,19 +531,27 @@ impl<W: World> Agent<W> {
                 self.tracking.last_sync = Some(self.shared.clock.wall());
                 self.tracking.stale_since = None;
                 self.tracking.sync_error = None;
+                if self.tracking.branch.as_deref() != Some(head.branch.as_str()) {
+                    // Only without --branch: the node's manifest on the default branch names
+                    // a branch (first poll) or another one than before.
+                    match &self.tracking.branch {
+                        Some(from) => {
+                            info!(from = %from, to = %head.branch, "the node's manifest on the remote's default branch names another branch: following it");
+                        }
+                        None => {
+                            info!(branch = %head.branch, "following the branch the node's manifest on the remote's default branch names");
+                        }
+                    }
+                    self.tracking.branch = Some(head.branch.clone());
+                }
                 let known = self
                     .tracking
                     .current
                     .as_ref()
-                    .is_some_and(|c| c.commit == head)
-                    || self
-                        .tracking
-                        .refused
-                        .as_ref()
-                        .is_some_and(|(commit, stamp)| {
-                            *commit == head
-                                && stamp.as_ref().is_none_or(|s| *s == self.keys.stamp())
-                        });
+                    .is_some_and(|c| c.commit == head.commit && c.branch == head.branch)
+                    || self.tracking.refused.as_ref().is_some_and(|(h, stamp)| {
+                        *h == head && stamp.as_ref().is_none_or(|s| *s == self.keys.stamp())
+                    });
                 if !known {
                     self.load(&head, "fetched").await;
                 }
@@ -536,29 +564,41 @@ impl<W: World> Agent<W> {
                     self.tracking.schedule.interval(),
                     self.tracking.schedule.failures(),
                 );
-                warn!(error = %e, failures = self.tracking.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
-                self.tracking.sync_error = Some(format!("fetch failed: {e}"));
+                // A failure to learn the branch is retried as a failed fetch is: the host
+                // keeps what it runs, and the poll backs off.
+                let fetch = matches!(e, EngineError::Git(_));
+                let e = report(&e);
+                if fetch {
+                    warn!(error = %e, failures = self.tracking.schedule.failures(), retry_in = ?retry, "fetch failed; keeping the current revision");
+                    self.tracking.sync_error = Some(format!("fetch failed: {e}"));
+                } else {
+                    warn!(error = %e, failures = self.tracking.schedule.failures(), retry_in = ?retry, "no branch to follow; keeping the current revision");
+                    self.tracking.sync_error = Some(e);
+                }
             }
         }
     }
 
-    /// Loads `commit` from the mirror; on success it becomes current, otherwise it is refused.
+    /// Loads `head` (a commit of a branch) from the mirror; on success it becomes current,
+    /// otherwise it is refused.
     ///
     /// Reading, parsing and resolving a revision runs on the blocking pool, never on the
     /// runtime's thread: a large (or hostile) revision may take a while, and meanwhile
     /// `/healthz` and Docker events must still be served.
-    async fn load(&mut self, commit: &str, why: &str) {
+    async fn load(&mut self, head: &Head, why: &str) {
+        let Head { branch, commit } = head;
         let short = commit[..commit.len().min(12)].to_owned();
-        let current = self.tracking.current.as_ref().map(|c| c.commit.clone());
+        // A commit of another branch is no ancestor to compare with (not a force-push).
+        let current = self
+            .tracking
+            .current
+            .as_ref()
+            .filter(|c| c.branch == *branch)
+            .map(|c| c.commit.clone());
         let read = self
             .tracking
             .git
-            .read(
-                commit,
-                current.as_deref(),
-                &self.cfg.node,
-                &self.cfg.remote.branch,
-            )
+            .read(commit, current.as_deref(), &self.cfg.node, branch)
             .await;
         let Some(result) = read else {
             warn!("the mirror is busy with a stuck fetch; loading later");
@@ -591,7 +631,7 @@ impl<W: World> Agent<W> {
         };
         match result {
             Ok((node, unlocked)) => {
-                info!(commit = %short, why, deployments = node.containers.len(), "revision accepted");
+                info!(commit = %short, branch = %branch, why, deployments = node.containers.len(), "revision accepted");
                 if self.cfg.poll_interval.is_none() {
                     let wanted = node.node.spec.poll_interval;
                     if wanted < MIN_MANIFEST_POLL {
@@ -629,14 +669,18 @@ impl<W: World> Agent<W> {
                 self.secrets = Rc::clone(&secrets);
                 self.tracking.current = Some(Loaded {
                     commit: commit.to_owned(),
+                    branch: branch.to_owned(),
                     node,
                     secrets,
                     desired,
                 });
                 self.tracking.refused = None;
                 self.tracking.load_error = None;
-                if self.store.state.current.as_deref() != Some(commit) {
+                if self.store.state.current.as_deref() != Some(commit)
+                    || self.store.state.branch.as_deref() != Some(branch)
+                {
                     self.store.state.current = Some(commit.to_owned());
+                    self.store.state.branch = Some(branch.to_owned());
                     self.save_state();
                 }
             }
@@ -666,7 +710,7 @@ impl<W: World> Agent<W> {
                 // A commit's content never changes: a revision refused for what it says stays
                 // refused until the branch moves. A read failure is tried again.
                 if permanent {
-                    self.tracking.refused = Some((commit.to_owned(), key_stamp));
+                    self.tracking.refused = Some((head.clone(), key_stamp));
                 }
             }
         }

@@ -66,6 +66,21 @@ pub enum EngineError {
     /// The Git mirror failed.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// The branch to follow could not be learnt: the node's file on the remote's default
+    /// branch is missing or refused. Tried again on the next poll; the last good revision
+    /// keeps running meanwhile.
+    #[error(
+        "cannot learn which branch to follow from nodes/{node}.yaml on the remote's default branch `{default_branch}`"
+    )]
+    Discovery {
+        /// This node's name.
+        node: String,
+        /// The remote's default branch.
+        default_branch: String,
+        /// Why the file gave no branch.
+        #[source]
+        source: manifest_model::ModelError,
+    },
     /// A state the engine's own bookkeeping should have ruled out.
     #[error("internal error: {0}")]
     Internal(String),

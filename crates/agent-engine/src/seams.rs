@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use docker_runtime::{ContainerInfo, Docker, Owner, RegistryAuth, RuntimeError, WatchEvent};
-use gitsync::{GitError, Mirror, RemoteOptions};
+use gitsync::{GitError, Mirror, RemoteOptions, Slot};
 use manifest_model::{DesiredNode, Limits, ProbeTarget, Source};
 use reconcile_core::{Actual, ObservedContainer, RenderedSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
+
+use crate::error::EngineError;
 
 /// What the engine asks of the container runtime: Docker's calls, one for one.
 pub trait Runtime {
@@ -147,10 +149,21 @@ pub struct Refusal {
 /// Problems of a refused revision kept for the log; the rest are counted.
 pub const LOGGED_PROBLEMS: usize = 20;
 
+/// The branch followed and its tip, as one sync found them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The branch followed: the one the agent was told, or the one the node's manifest on
+    /// the remote's default branch names ([`discover`]).
+    pub branch: String,
+    /// Its tip, held locally.
+    pub commit: String,
+}
+
 /// What the engine asks of Git: the branch head, and one revision read for this node.
 pub trait Git {
-    /// Checks the remote; the branch head held locally afterwards.
-    async fn sync(&mut self) -> Result<String, GitError>;
+    /// Checks the remote: which branch to follow, when the agent was not told, and that
+    /// branch's head, held locally afterwards.
+    async fn sync(&mut self) -> Result<Head, EngineError>;
     /// Reads, validates and resolves `commit` for `node` on `branch`. `current` is the
     /// commit running now (a branch that no longer descends from it was force-pushed).
     /// `None` when the repository is busy and the read should be tried later.
@@ -164,7 +177,9 @@ pub trait Git {
 }
 
 /// Reads one revision from `src` the way every [`Git`] must: loaded whole, refused whole on
-/// any error, resolved for `node`; at most [`LOGGED_PROBLEMS`] problems kept.
+/// any error, resolved for `node` as a revision of `branch` (by [`manifest_model::resolve`],
+/// as `orun plan` resolves, so a Node manifest naming another branch is refused); at most
+/// [`LOGGED_PROBLEMS`] problems kept.
 pub fn judge(src: &dyn Source, node: &str, branch: &str) -> Result<Accepted, Refusal> {
     let report = manifest_model::load(src, &Limits::default());
     let refused = |diagnostics: Vec<manifest_model::Diagnostic>, total: usize| Refusal {
@@ -214,6 +229,43 @@ pub fn judge(src: &dyn Source, node: &str, branch: &str) -> Result<Accepted, Ref
     }
 }
 
+/// Which branch `node` follows, read from `src`, the tip of the remote's default branch
+/// `default_branch`: the `gitBranch` of the node's own file there (`main` when unset), read
+/// alone ([`manifest_model::load_node`]), so nothing else on that branch can stop a node from
+/// finding its branch. The revision of the branch found is then judged whole, and refused if
+/// its own Node manifest names another branch ([`judge`], [`manifest_model::tracking`]).
+///
+/// # Errors
+/// [`EngineError::Discovery`] when the node's file is missing there or refused.
+pub fn discover(src: &dyn Source, node: &str, default_branch: &str) -> Result<String, EngineError> {
+    manifest_model::load_node(src, node, &Limits::default())
+        .map(|n| n.spec.git_branch)
+        .map_err(|source| EngineError::Discovery {
+            node: node.to_owned(),
+            default_branch: default_branch.to_owned(),
+            source,
+        })
+}
+
+/// One poll of the real remote, on the mirror's thread: one listing of the remote's refs;
+/// without a `fixed` branch, the default branch's tip held (fetched when it moved) and the
+/// branch to follow read from it; then that branch's tip held. Nothing is downloaded when
+/// nothing moved, so an idle poll costs what it did before discovery: one listing, plus
+/// reading one small file from objects already here.
+fn poll(mirror: &mut Mirror, fixed: Option<&str>, node: &str) -> Result<Head, EngineError> {
+    let listing = mirror.list()?;
+    let branch = match fixed {
+        Some(branch) => branch.to_owned(),
+        None => {
+            let default = listing.default_branch()?.to_owned();
+            let tip = mirror.hold(&listing, &default, Slot::Default)?.head;
+            discover(&mirror.source(&tip)?, node, &default)?
+        }
+    };
+    let commit = mirror.hold(&listing, &branch, Slot::Followed)?.head;
+    Ok(Head { branch, commit })
+}
+
 /// After this many consecutive `Stalled` syncs the stuck mirror handle is abandoned.
 const STALLED_REOPEN: u32 = 3;
 
@@ -222,18 +274,23 @@ const STALLED_REOPEN: u32 = 3;
 pub struct MirrorGit {
     git_dir: PathBuf,
     remote: RemoteOptions,
+    /// This node's name, whose file on the default branch names the branch to follow.
+    node: String,
     mirror: Arc<Mutex<Mirror>>,
     /// Consecutive syncs that found the previous fetch still stuck.
     stalled: u32,
 }
 
 impl MirrorGit {
-    /// Opens (or creates) the mirror at `git_dir` for `remote`.
-    pub fn open(git_dir: PathBuf, remote: RemoteOptions) -> Result<Self, GitError> {
+    /// Opens (or creates) the mirror at `git_dir` for `remote`, for `node`: without a branch
+    /// in `remote`, each sync follows the one `node`'s manifest on the remote's default
+    /// branch names.
+    pub fn open(git_dir: PathBuf, remote: RemoteOptions, node: &str) -> Result<Self, GitError> {
         let mirror = Mirror::open(&git_dir, remote.clone())?;
         Ok(Self {
             git_dir,
             remote,
+            node: node.to_owned(),
             mirror: Arc::new(Mutex::new(mirror)),
             stalled: 0,
         })
@@ -241,18 +298,21 @@ impl MirrorGit {
 }
 
 impl Git for MirrorGit {
-    async fn sync(&mut self) -> Result<String, GitError> {
+    async fn sync(&mut self) -> Result<Head, EngineError> {
         let mirror = Arc::clone(&self.mirror);
         let deadline = self.remote.deadline;
-        let result =
-            tokio::task::spawn_blocking(move || gitsync::sync_with_deadline(&mirror, deadline))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(GitError::Repository {
-                        reason: format!("fetch thread failed: {e}"),
-                    })
-                });
-        if matches!(result, Err(GitError::Stalled)) {
+        let (fixed, node) = (self.remote.branch.clone(), self.node.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            gitsync::with_deadline(&mirror, deadline, move |m| poll(m, fixed.as_deref(), &node))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(GitError::Repository {
+                reason: format!("fetch thread failed: {e}"),
+            }
+            .into())
+        });
+        if matches!(result, Err(EngineError::Git(GitError::Stalled))) {
             self.stalled += 1;
             if self.stalled >= STALLED_REOPEN {
                 // A read that never returns (a silently dropped connection) would hold the
@@ -269,7 +329,7 @@ impl Git for MirrorGit {
         } else {
             self.stalled = 0;
         }
-        result.map(|synced| synced.head)
+        result
     }
 
     async fn read(

@@ -18,7 +18,9 @@ pub struct Settings {
     pub poll_interval: Option<Duration>,
     /// The Docker daemon; `None` for the local default.
     pub docker_host: Option<String>,
-    /// The remote, the branch and how to authenticate.
+    /// The remote, the branch and how to authenticate. Without a branch, the engine follows
+    /// the one this node's manifest on the remote's default branch names, found again on
+    /// every poll.
     pub remote: RemoteOptions,
     /// Docker client config with registry logins; `None` for Docker's default place.
     pub registry_config: Option<PathBuf>,

@@ -124,6 +124,9 @@ pub(crate) struct State {
     pub(crate) last_applied: Option<String>,
     /// The last commit loaded and accepted (the one running, converged or not).
     pub(crate) current: Option<String>,
+    /// The branch `current` is of, so an agent told no branch resumes it before its first
+    /// poll finds the branch again.
+    pub(crate) branch: Option<String>,
     /// Failed rollouts, for backoff across restarts.
     pub(crate) history: History,
     /// The commit at which each `pull: always` image was last pulled.

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use agent_engine::{Accepted, Git, Refusal, judge};
+use agent_engine::{Accepted, EngineError, Git, Head, Refusal, judge};
 use gitsync::GitError;
 use manifest_model::MemSource;
 
@@ -78,7 +78,7 @@ pub struct SimGit {
 }
 
 impl Git for SimGit {
-    async fn sync(&mut self) -> Result<String, GitError> {
+    async fn sync(&mut self) -> Result<Head, EngineError> {
         self.host.point().await;
         let slow = self.remote.0.borrow().slow;
         if let Some(d) = slow {
@@ -88,13 +88,18 @@ impl Git for SimGit {
         if r.down {
             return Err(GitError::Unreachable {
                 reason: "the simulated remote is down".to_owned(),
-            });
+            }
+            .into());
         }
         match r.head {
-            Some(i) => Ok(r.commits[i].id.clone()),
+            Some(i) => Ok(Head {
+                branch: "main".to_owned(),
+                commit: r.commits[i].id.clone(),
+            }),
             None => Err(GitError::BranchMissing {
                 branch: "main".to_owned(),
-            }),
+            }
+            .into()),
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 pub use known_hosts::{KnownHosts, Verdict};
-pub use mirror::{Mirror, RemoteOptions, Synced, Token};
+pub use mirror::{Listing, Mirror, RemoteOptions, Slot, Synced, Token};
 pub use schedule::{BACKOFF_CAP, Schedule, backoff};
 pub use tree::TreeSource;
 pub use url::{RemoteUrl, Transport};
@@ -65,6 +65,13 @@ pub enum GitError {
         /// The branch.
         branch: String,
     },
+    /// The remote does not say which branch its `HEAD` points at (an empty repository, a
+    /// detached `HEAD`, or a server that does not advertise it), so its default branch is
+    /// unknown.
+    #[error(
+        "the remote does not say which branch is its default (its HEAD names no branch); give the branch to follow"
+    )]
+    NoDefaultBranch,
     /// The head check and fetch took longer than the deadline.
     #[error("fetch took longer than its {seconds}s deadline")]
     Deadline {
@@ -116,27 +123,46 @@ pub fn sync_with_deadline(
     mirror: &Arc<Mutex<Mirror>>,
     deadline: Duration,
 ) -> Result<Synced, GitError> {
+    with_deadline(mirror, deadline, Mirror::sync)
+}
+
+/// Runs `work` on the mirror on a thread of its own and gives up waiting after `deadline`,
+/// as [`sync_with_deadline`] does for [`Mirror::sync`]: for a poll made of several calls
+/// ([`Mirror::list`], then [`Mirror::hold`] of the branches the caller picks), with the
+/// caller's error type.
+pub fn with_deadline<T, E>(
+    mirror: &Arc<Mutex<Mirror>>,
+    deadline: Duration,
+    work: impl FnOnce(&mut Mirror) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<GitError> + Send + 'static,
+{
     let cancel = match mirror.try_lock() {
         Ok(m) => m.cancel_flag(),
         Err(TryLockError::Poisoned(p)) => p.into_inner().cancel_flag(),
-        Err(TryLockError::WouldBlock) => return Err(GitError::Stalled),
+        Err(TryLockError::WouldBlock) => return Err(GitError::Stalled.into()),
     };
     let (tx, rx) = mpsc::channel();
     let shared = Arc::clone(mirror);
     std::thread::Builder::new()
         .name("orun-git".to_owned())
         .spawn(move || {
-            let result = shared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .sync();
+            let result = work(
+                &mut shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             // The guard is dropped above, before the caller wakes: a caller that uses the
             // mirror straight after a successful sync must never find it still held.
             // The receiver may be gone after a timeout; nothing to do then.
             let _ = tx.send(result);
         })
-        .map_err(|e| GitError::Repository {
-            reason: format!("cannot start the fetch thread: {e}"),
+        .map_err(|e| {
+            E::from(GitError::Repository {
+                reason: format!("cannot start the fetch thread: {e}"),
+            })
         })?;
     // A small grace beyond the in-call deadline, which usually fires first with a better error.
     match rx.recv_timeout(deadline + Duration::from_secs(1)) {
@@ -145,7 +171,8 @@ pub fn sync_with_deadline(
             cancel.store(true, std::sync::atomic::Ordering::SeqCst);
             Err(GitError::Deadline {
                 seconds: deadline.as_secs(),
-            })
+            }
+            .into())
         }
     }
 }

@@ -2,13 +2,16 @@
 //! its fetch, and the commits it can hand out as [`TreeSource`]s.
 //!
 //! The remote is anonymous (its URL is never written into the repository's config) and the
-//! fetched tip lives under `refs/orun/fetched`, updated with a forced refspec so a force-push is
-//! followed. libgit2 runs no hooks and this code never touches submodules. Each network call
-//! carries a deadline and a byte cap enforced from libgit2's progress callbacks; a call stuck
-//! where no callback fires is left behind by [`crate::sync_with_deadline`].
+//! fetched tip lives under `refs/orun/fetched` (and the remote's default branch, when the
+//! caller asks for it, under `refs/orun/default`), updated with a forced refspec so a
+//! force-push is followed. libgit2 runs no hooks and this code never touches submodules.
+//! Each network call carries a deadline and a byte cap enforced from libgit2's progress
+//! callbacks; a call stuck where no callback fires is left behind by
+//! [`crate::sync_with_deadline`].
 
 use manifest_model::values::check_branch;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +28,8 @@ use crate::{GitError, TreeSource};
 
 /// The ref the fetched tip is stored under.
 const FETCHED: &str = "refs/orun/fetched";
+/// The ref the remote's default branch is stored under, when it is asked for.
+const DEFAULT: &str = "refs/orun/default";
 
 /// A bearer token for `https://` remotes. Its `Debug` never shows it.
 #[derive(Clone)]
@@ -48,8 +53,10 @@ impl std::fmt::Debug for Token {
 pub struct RemoteOptions {
     /// The checked URL.
     pub url: RemoteUrl,
-    /// The branch to follow.
-    pub branch: String,
+    /// The branch to follow; `None` when the caller picks one on each poll from a
+    /// [`Listing`] ([`Mirror::list`], [`Mirror::hold`]), as the agent does when it follows the
+    /// branch a manifest on the remote's default branch names.
+    pub branch: Option<String>,
     /// The deploy key for ssh remotes.
     pub ssh_key: Option<PathBuf>,
     /// The pinned host keys for ssh remotes (required for ssh).
@@ -66,8 +73,17 @@ impl RemoteOptions {
     /// Options with the defaults: 60 s deadline (Flux's), 256 MiB pack cap, no credentials.
     pub fn new(url: RemoteUrl, branch: impl Into<String>) -> Self {
         Self {
+            branch: Some(branch.into()),
+            ..Self::without_branch(url)
+        }
+    }
+
+    /// [`RemoteOptions::new`] naming no branch: [`Mirror::sync`] refuses to run, the caller
+    /// picks a branch on each poll with [`Mirror::list`] and [`Mirror::hold`].
+    pub fn without_branch(url: RemoteUrl) -> Self {
+        Self {
             url,
-            branch: branch.into(),
+            branch: None,
             ssh_key: None,
             known_hosts: None,
             token: None,
@@ -86,7 +102,11 @@ impl RemoteOptions {
         // The manifests' own check, made without libgit2: settings are validated before
         // libgit2 has initialised, which the agent lets happen on another thread
         // ([`crate::warm_up`]) because it parses the system's CA bundle.
-        if check_branch(&self.branch).is_err() {
+        if self
+            .branch
+            .as_deref()
+            .is_some_and(|b| check_branch(b).is_err())
+        {
             return config("the branch name is not a valid Git branch name");
         }
         match self.url.transport() {
@@ -116,6 +136,57 @@ pub struct Synced {
     pub head: String,
     /// Whether a fetch ran (the remote head differed from the local copy).
     pub fetched: bool,
+}
+
+/// Where [`Mirror::hold`] keeps a branch's tip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The branch followed (`refs/orun/fetched`): what [`Mirror::local_head`] reads.
+    Followed,
+    /// The remote's default branch (`refs/orun/default`), read only to learn which branch
+    /// to follow.
+    Default,
+}
+
+impl Slot {
+    fn refname(self) -> &'static str {
+        match self {
+            Slot::Followed => FETCHED,
+            Slot::Default => DEFAULT,
+        }
+    }
+}
+
+/// One listing of the remote's refs: its branches' tips and the branch its `HEAD` names. The
+/// head check of a poll; [`Mirror::hold`] then fetches only what moved.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// Branch name (without `refs/heads/`) → tip.
+    tips: BTreeMap<String, Oid>,
+    /// The branch the remote's `HEAD` points at, when it says.
+    default_branch: Option<String>,
+    /// When the poll began: the deadline of its fetches counts from here.
+    started: Instant,
+}
+
+impl Listing {
+    /// The remote's default branch: the branch its `HEAD` points at (the symref the server
+    /// advertises). Never guessed from matching commit ids, which two branches at one commit
+    /// would make ambiguous.
+    ///
+    /// # Errors
+    /// [`GitError::NoDefaultBranch`] when the remote does not say (an empty repository, a
+    /// detached `HEAD`, a server that does not advertise it).
+    pub fn default_branch(&self) -> Result<&str, GitError> {
+        self.default_branch
+            .as_deref()
+            .ok_or(GitError::NoDefaultBranch)
+    }
+
+    /// The tip of `branch`, if the remote has it.
+    pub fn tip(&self, branch: &str) -> Option<String> {
+        self.tips.get(branch).map(Oid::to_string)
+    }
 }
 
 /// The local bare repository holding the followed branch.
@@ -173,35 +244,104 @@ impl Mirror {
             .map(|id| id.to_string())
     }
 
-    /// Checks the remote head and fetches when it moved. Keeps the last fetched tip on error.
+    /// Checks the remote head of the options' branch and fetches when it moved: [`list`]
+    /// then [`hold`]. Keeps the last fetched tip on error.
+    ///
+    /// # Errors
+    /// [`GitError::Config`] when the options name no branch; what `list` and `hold` report.
+    ///
+    /// [`list`]: Mirror::list
+    /// [`hold`]: Mirror::hold
     pub fn sync(&mut self) -> Result<Synced, GitError> {
+        let Some(branch) = self.options.branch.clone() else {
+            return Err(GitError::Config {
+                reason: "no branch to follow was given".to_owned(),
+            });
+        };
+        let listing = self.list()?;
+        self.hold(&listing, &branch, Slot::Followed)
+    }
+
+    /// Lists the remote's refs: one connection, no download. A new poll starts here (its
+    /// deadline counts from now, and a cancel from an earlier one is forgotten).
+    pub fn list(&mut self) -> Result<Listing, GitError> {
         self.cancel.store(false, Ordering::SeqCst);
         let started = Instant::now();
-        let remote_head = self.remote_head(started)?;
-        let local = self.repo.refname_to_id(FETCHED).ok();
-        if local == Some(remote_head) {
+        let state = CallState::default();
+        let mut remote = self
+            .repo
+            .remote_anonymous(self.options.url.as_str())
+            .map_err(|e| repo_error(&e))?;
+        let callbacks = callbacks(&self.options, &state, started, &self.cancel);
+        let result = remote
+            .connect_auth(Direction::Fetch, Some(callbacks), None)
+            .and_then(|conn| {
+                let mut tips = BTreeMap::new();
+                let mut default_branch = None;
+                for h in conn.list()? {
+                    if let Some(branch) = h.name().strip_prefix("refs/heads/") {
+                        tips.insert(branch.to_owned(), h.oid());
+                    } else if h.name() == "HEAD" {
+                        default_branch = h
+                            .symref_target()
+                            .and_then(|t| t.strip_prefix("refs/heads/"))
+                            .map(str::to_owned);
+                    }
+                }
+                Ok((tips, default_branch))
+            });
+        match result {
+            Ok((tips, default_branch)) => Ok(Listing {
+                tips,
+                // A name Git's rules refuse is no branch to follow.
+                default_branch: default_branch.filter(|b| check_branch(b).is_ok()),
+                started,
+            }),
+            Err(e) => Err(state.classify(&e, &self.options)),
+        }
+    }
+
+    /// Makes `slot` hold `branch`'s tip as `listing` saw it, fetching only when that commit
+    /// is not here yet. Keeps the slot's last tip on error.
+    ///
+    /// # Errors
+    /// [`GitError::BranchMissing`] when the listing has no such branch (this is never an
+    /// empty desired state); a refused name as [`GitError::Config`]; the fetch's errors.
+    pub fn hold(
+        &mut self,
+        listing: &Listing,
+        branch: &str,
+        slot: Slot,
+    ) -> Result<Synced, GitError> {
+        if check_branch(branch).is_err() {
+            return Err(GitError::Config {
+                reason: "the branch name is not a valid Git branch name".to_owned(),
+            });
+        }
+        let missing = || GitError::BranchMissing {
+            branch: branch.to_owned(),
+        };
+        let tip = *listing.tips.get(branch).ok_or_else(missing)?;
+        let refname = slot.refname();
+        if self.repo.refname_to_id(refname).ok() == Some(tip) {
             return Ok(Synced {
-                head: remote_head.to_string(),
+                head: tip.to_string(),
                 fetched: false,
             });
         }
-        // The tip may already be here (a force-push back to a commit fetched before).
-        if self.repo.find_commit(remote_head).is_ok() {
+        // The tip may already be here (a force-push back to a commit fetched before, or the
+        // same commit on another branch).
+        if self.repo.find_commit(tip).is_ok() {
             self.repo
-                .reference(FETCHED, remote_head, true, "orun: remote head moved")
+                .reference(refname, tip, true, "orun: remote head moved")
                 .map_err(|e| repo_error(&e))?;
             return Ok(Synced {
-                head: remote_head.to_string(),
+                head: tip.to_string(),
                 fetched: true,
             });
         }
-        self.fetch(started)?;
-        let head = self
-            .repo
-            .refname_to_id(FETCHED)
-            .map_err(|_| GitError::BranchMissing {
-                branch: self.options.branch.clone(),
-            })?;
+        self.fetch(listing.started, branch, refname)?;
+        let head = self.repo.refname_to_id(refname).map_err(|_| missing())?;
         Ok(Synced {
             head: head.to_string(),
             fetched: true,
@@ -237,33 +377,7 @@ impl Mirror {
         c.summary().ok().flatten().map(str::to_owned)
     }
 
-    fn remote_head(&mut self, started: Instant) -> Result<Oid, GitError> {
-        let state = CallState::default();
-        let mut remote = self
-            .repo
-            .remote_anonymous(self.options.url.as_str())
-            .map_err(|e| repo_error(&e))?;
-        let callbacks = callbacks(&self.options, &state, started, &self.cancel);
-        let wanted = format!("refs/heads/{}", self.options.branch);
-        let result = remote
-            .connect_auth(Direction::Fetch, Some(callbacks), None)
-            .and_then(|conn| {
-                Ok(conn
-                    .list()?
-                    .iter()
-                    .find(|h| h.name() == wanted)
-                    .map(git2::RemoteHead::oid))
-            });
-        match result {
-            Ok(Some(id)) => Ok(id),
-            Ok(None) => Err(GitError::BranchMissing {
-                branch: self.options.branch.clone(),
-            }),
-            Err(e) => Err(state.classify(&e, &self.options)),
-        }
-    }
-
-    fn fetch(&mut self, started: Instant) -> Result<(), GitError> {
+    fn fetch(&mut self, started: Instant, branch: &str, into: &str) -> Result<(), GitError> {
         let state = CallState::default();
         let mut remote = self
             .repo
@@ -275,7 +389,7 @@ impl Mirror {
         fo.update_fetchhead(false);
         // Credentials were checked against the configured host; do not follow it elsewhere.
         fo.follow_redirects(git2::RemoteRedirect::None);
-        let refspec = format!("+refs/heads/{}:{FETCHED}", self.options.branch);
+        let refspec = format!("+refs/heads/{branch}:{into}");
         remote
             .fetch(&[refspec.as_str()], Some(&mut fo), Some("orun: fetch"))
             .map_err(|e| state.classify(&e, &self.options))

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gitsync::{
-    GitError, KnownHosts, Mirror, RemoteOptions, RemoteUrl, Synced, Verdict, sync_with_deadline,
+    GitError, KnownHosts, Mirror, RemoteOptions, RemoteUrl, Slot, Synced, Verdict,
+    sync_with_deadline,
 };
 use manifest_model::{EntryKind, ReadError, Source};
 use test_support::git::{self as common, Remote, Sshd, git_daemon};
@@ -83,6 +84,97 @@ fn follows_a_branch_over_git_daemon() {
     let remote = Remote::new();
     let daemon = git_daemon(&remote);
     follow_a_branch(&remote, &format!("git://127.0.0.1:{}/m.git", daemon.port));
+}
+
+/// The same checks over any transport: the default branch is the one the remote's `HEAD`
+/// names (never guessed), and each slot holds the tip of the branch it is given, fetched
+/// only when it moved.
+fn learn_the_default_branch(remote: &Remote, url: &str) {
+    let data = tempfile::tempdir().unwrap();
+    let unpinned = || RemoteOptions::without_branch(RemoteUrl::parse(url, Path::new("/")).unwrap());
+    let mut m = mirror(&data, unpinned());
+    // Options without a branch: the plain sync has nothing to follow.
+    assert!(matches!(m.sync(), Err(GitError::Config { .. })));
+    // An empty remote names no default branch.
+    let l = m.list().unwrap();
+    assert!(matches!(l.default_branch(), Err(GitError::NoDefaultBranch)));
+
+    let on_main = remote.commit("one", &[("nodes/n.yaml", "main\n")]);
+    let on_staging = remote.commit_local("two", &[("nodes/n.yaml", "staging\n")]);
+    let push_to = |branch: &str| {
+        common::git(
+            &remote.work(),
+            &[
+                "push",
+                "-q",
+                &remote.file_url(),
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
+    };
+    push_to("staging");
+    // `aaa` is at `main`'s commit and sorts first: a guess by commit id (libgit2's fallback)
+    // would take it for `HEAD`; the symref the remote advertises says `main`.
+    common::git(&remote.work(), &["reset", "-q", "--hard", &on_main]);
+    push_to("aaa");
+    let l = m.list().unwrap();
+    assert_eq!(l.default_branch().unwrap(), "main");
+    assert_eq!(l.tip("staging").as_deref(), Some(on_staging.as_str()));
+    assert_eq!(l.tip("qa"), None);
+    let fetched = |head: &str| Synced {
+        head: head.to_owned(),
+        fetched: true,
+    };
+    assert_eq!(
+        m.hold(&l, "main", Slot::Default).unwrap(),
+        fetched(&on_main)
+    );
+    assert_eq!(
+        m.hold(&l, "staging", Slot::Followed).unwrap(),
+        fetched(&on_staging)
+    );
+    assert_eq!(m.local_head().as_deref(), Some(on_staging.as_str()));
+    let bytes = m
+        .source(&on_main)
+        .unwrap()
+        .read("nodes/n.yaml", 64)
+        .unwrap();
+    assert_eq!(bytes, b"main\n");
+    // Nothing moved: nothing fetched, in either slot.
+    let l = m.list().unwrap();
+    assert!(!m.hold(&l, "main", Slot::Default).unwrap().fetched);
+    assert!(!m.hold(&l, "staging", Slot::Followed).unwrap().fetched);
+    assert!(matches!(
+        m.hold(&l, "qa", Slot::Followed),
+        Err(GitError::BranchMissing { branch }) if branch == "qa"
+    ));
+    // The slots are apart: holding `main` as the default leaves the followed tip alone.
+    assert_eq!(m.local_head().as_deref(), Some(on_staging.as_str()));
+
+    // The remote's HEAD moves: the next listing says so.
+    let bare = remote.bare();
+    common::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/staging"]);
+    assert_eq!(m.list().unwrap().default_branch().unwrap(), "staging");
+    // A detached HEAD names no branch.
+    common::git(&bare, &["update-ref", "--no-deref", "HEAD", &on_main]);
+    assert!(matches!(
+        m.list().unwrap().default_branch(),
+        Err(GitError::NoDefaultBranch)
+    ));
+    common::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+}
+
+#[test]
+fn learns_the_default_branch_over_file_urls() {
+    let remote = Remote::new();
+    learn_the_default_branch(&remote, &remote.file_url());
+}
+
+#[test]
+fn learns_the_default_branch_over_git_daemon() {
+    let remote = Remote::new();
+    let daemon = git_daemon(&remote);
+    learn_the_default_branch(&remote, &format!("git://127.0.0.1:{}/m.git", daemon.port));
 }
 
 #[test]
@@ -250,7 +342,7 @@ fn ssh_without_pinned_keys_is_refused_at_open() {
     let err = Mirror::open(data.path(), options("ssh://git@127.0.0.1:1/m.git")).unwrap_err();
     assert!(err.to_string().contains("known_hosts"), "{err}");
     let mut o = options("file:///x.git");
-    o.branch = "-evil".to_owned();
+    o.branch = Some("-evil".to_owned());
     assert!(Mirror::open(data.path(), o).is_err());
 }
 

@@ -29,8 +29,10 @@ impl fmt::Display for Severity {
 /// Neither the message nor the field quotes text from a manifest: values, keys, names and
 /// scalars that failed to parse are described by their kind and located by line and column,
 /// never echoed, so a secret pasted in the wrong place cannot reach a log through a
-/// diagnostic (RELIABILITY A15). The one exception is file names, which are shown escaped to
-/// a single line without control characters ([`escape_file_name`]).
+/// diagnostic (RELIABILITY A15). The exceptions: file names, which are shown escaped to a
+/// single line without control characters ([`escape_file_name`]), and the two branch names
+/// of a Node manifest naming another branch than the one its revision is of
+/// ([`crate::tracking`]), each a valid branch name (no space or control character).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Diagnostic {
     /// Path of the file relative to the repository root, `/`-separated, escaped by

@@ -40,7 +40,7 @@ pub use diag::{Diagnostic, Omitted, Pos, Severity, escape_file_name};
 pub use error::ModelError;
 pub use model::*;
 pub use render::{render_file, render_revision};
-pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve};
+pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve, tracking};
 pub use secret::{EnvValue, SealedFile, Secret, SecretsFile, SopsValue};
 pub use sops_age::{Fingerprinter, Identities, SopsError};
 pub use source::{DirSource, Entry, EntryKind, MAX_LINK_TARGET, MemSource, ReadError, Source};
@@ -156,8 +156,28 @@ fn stem(name: &str) -> &str {
 /// YAML aliases may replay at most [`replay_budget`] events per file (docs/BENCHMARKS.md
 /// measures each hostile shape).
 pub fn load(source: &dyn Source, limits: &Limits) -> Report {
+    load_scoped(source, limits, None)
+}
+
+/// Loads only the Node manifest of `node` (`nodes/<node>.yaml` or `.yml`) from `source`, by
+/// the same rules as [`load`]: what the agent reads on the remote's default branch to learn
+/// which branch the node follows, without judging anything else there (a broken deployment
+/// on `main` must not stop a staging node from finding its branch).
+///
+/// # Errors
+/// [`ModelError::Invalid`] when that file is refused; [`ModelError::UnknownNode`] when there
+/// is no such file, or it declares another name.
+pub fn load_node(source: &dyn Source, node: &str, limits: &Limits) -> Result<Node, ModelError> {
+    let (mut rev, _) = load_scoped(source, limits, Some(node)).into_result()?;
+    rev.nodes
+        .remove(node)
+        .ok_or_else(|| ModelError::UnknownNode(node.to_owned()))
+}
+
+/// [`load`], or with `only_node` only that node's file.
+fn load_scoped(source: &dyn Source, limits: &Limits, only_node: Option<&str>) -> Report {
     let mut diags = Diags::new(limits.max_diagnostics);
-    let revision = load_inner(source, limits, &mut diags);
+    let revision = load_inner(source, limits, only_node, &mut diags);
     let refused = diags.errors() > 0;
     let (diagnostics, omitted) = diags.finish();
     Report {
@@ -179,9 +199,14 @@ struct Manifest {
     size: u64,
 }
 
-fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option<Revision> {
+fn load_inner(
+    source: &dyn Source,
+    limits: &Limits,
+    only_node: Option<&str>,
+    diags: &mut Diags,
+) -> Option<Revision> {
     let mut tree = Tree::new(source);
-    let (found, secrets) = list_manifests(&mut tree, limits, diags)?;
+    let (found, secrets) = list_manifests(&mut tree, limits, only_node, diags)?;
 
     let mut rev = Revision::default();
     let mut origins = Origins::default();
@@ -284,6 +309,10 @@ fn load_inner(source: &dyn Source, limits: &Limits, diags: &mut Diags) -> Option
     if diags.full_of_errors() {
         // Refused already, and every check across files would only add to what is not shown.
         return None;
+    }
+    if only_node.is_some() {
+        // One file: nothing across files to check.
+        return Some(rev);
     }
     validate::cross_file(&rev, &origins, diags);
     Some(rev)
@@ -391,10 +420,12 @@ fn hint_kind_mismatch(cx: &mut Ctx<'_>, text: &str, expected: &str) {
 }
 
 /// Lists the manifest files by the rules of [`walk`], applying the count and size caps
-/// before any file is read. Returns `None` when the revision cannot even be listed.
+/// before any file is read. Returns `None` when the revision cannot even be listed. With
+/// `only_node`, lists that node's file in `nodes/` alone (and no `secrets.yaml`).
 fn list_manifests(
     tree: &mut Tree<'_>,
     limits: &Limits,
+    only_node: Option<&str>,
     diags: &mut Diags,
 ) -> Option<(Vec<Manifest>, Option<Manifest>)> {
     let root = match tree.list("") {
@@ -423,6 +454,9 @@ fn list_manifests(
     let mut any_folder = false;
     let mut named = 0usize;
     for (folder, kind) in FOLDERS {
+        if only_node.is_some() && kind != "Node" {
+            continue;
+        }
         let Some(entry) = root.iter().find(|e| e.utf8 && e.name == folder) else {
             continue;
         };
@@ -472,6 +506,9 @@ fn list_manifests(
             if !is_manifest_name(&entry.name) {
                 continue;
             }
+            if only_node.is_some_and(|n| stem(&entry.name) != n) {
+                continue;
+            }
             // The count cap comes before any link is followed or file read.
             named += 1;
             if named > limits.max_files {
@@ -503,6 +540,7 @@ fn list_manifests(
     }
     let secrets = root
         .iter()
+        .filter(|_| only_node.is_none())
         .find(|e| e.utf8 && e.name == SECRETS_FILE)
         .and_then(|e| match tree.classify("", &e.name, &e.kind) {
             Ok(r) => Some(Manifest {
@@ -517,6 +555,10 @@ fn list_manifests(
                 None
             }
         });
+    if !any_folder && only_node.is_some() {
+        // No nodes/ folder: the node is not declared, which the caller says in its words.
+        return Some((found, None));
+    }
     if !any_folder {
         diags.push(Diagnostic::error(
             ".",

@@ -86,32 +86,76 @@ impl Serialize for Node {
     }
 }
 
-/// Resolves the desired state of `node` in `rev`.
+/// The branch a node follows and the environment that makes it: the one rule the agent and
+/// `orun plan` both go by, so they can never disagree about a node.
 ///
-/// `branch` overrides the node's `gitBranch` (the agent's `--branch` flag).
+/// A node follows the branch its Node manifest names (`gitBranch`, `main` when unset).
+/// `revision_of` is the branch the revision was read from, when the caller knows it (the
+/// agent always does; `orun plan --branch`). The Node manifest on that branch must name that
+/// same branch: a manifest naming another one is not this node's configuration (a merge
+/// carried it over, or the agent was pointed at the wrong branch), and running it would put
+/// one environment's containers under another's names, so it is refused.
 ///
 /// # Errors
-/// [`ModelError::UnknownNode`] when `nodes/` does not declare `node`;
-/// [`ModelError::InvalidValue`] when the branch gives no environment id;
-/// [`ModelError::Unfit`] when the revision cannot run on this node: two of its containers
-/// publish one host port, a domain template does not fit its environment, or a container
-/// would have a one-character name (a one-character Deployment on a production node).
+/// [`ModelError::Unfit`] naming `spec.gitBranch` in the node's file, and both branches, when
+/// `revision_of` is not the branch the manifest names; [`ModelError::InvalidValue`] when the
+/// branch is not a valid branch name or gives no environment id.
+pub fn tracking(
+    node: &Node,
+    revision_of: Option<&str>,
+) -> Result<(String, Environment), ModelError> {
+    let named = node.spec.git_branch.as_str();
+    let branch = revision_of.unwrap_or(named);
+    values::check_branch(branch).map_err(|r| ModelError::invalid("branch", r))?;
+    if branch != named {
+        // Branch names are shown (the one value of a manifest a diagnostic shows besides file
+        // names): the operator cannot fix this without knowing both, and a name that passed
+        // `check_branch` is one line with no space or control character.
+        return Err(ModelError::Unfit {
+            diagnostics: vec![Diagnostic::error(
+                &node.file,
+                Pos::FILE,
+                "spec.gitBranch",
+                format!(
+                    "this revision is of branch `{branch}`, but the node's manifest on it names branch `{named}`{}; a node runs only the branch its manifest names, so the revision is refused",
+                    if named == "main" {
+                        " (`main` when unset)"
+                    } else {
+                        ""
+                    }
+                ),
+            )],
+        });
+    }
+    let id = values::environment_id(branch).map_err(|r| ModelError::invalid("branch", r))?;
+    let environment = Environment {
+        production: branch == node.spec.production_branch,
+        id,
+    };
+    Ok((branch.to_owned(), environment))
+}
+
+/// Resolves the desired state of `node` in `rev`.
+///
+/// `revision_of` is the branch `rev` was read from, when known; the branch and environment
+/// come from [`tracking`], which refuses a Node manifest naming another branch.
+///
+/// # Errors
+/// [`ModelError::UnknownNode`] when `nodes/` does not declare `node`; what [`tracking`]
+/// refuses; [`ModelError::Unfit`] when the revision cannot run on this node: two of its
+/// containers publish one host port, a domain template does not fit its environment, or a
+/// container would have a one-character name (a one-character Deployment on a production
+/// node).
 pub fn resolve(
     rev: &Revision,
     node: &str,
-    branch: Option<&str>,
+    revision_of: Option<&str>,
 ) -> Result<DesiredNode, ModelError> {
     let n = rev
         .nodes
         .get(node)
         .ok_or_else(|| ModelError::UnknownNode(node.to_owned()))?;
-    let branch = branch.unwrap_or(&n.spec.git_branch).to_owned();
-    values::check_branch(&branch).map_err(|r| ModelError::invalid("branch", r))?;
-    let id = values::environment_id(&branch).map_err(|r| ModelError::invalid("branch", r))?;
-    let environment = Environment {
-        production: branch == n.spec.production_branch,
-        id,
-    };
+    let (branch, environment) = tracking(n, revision_of)?;
     let container_name = |deployment: &str| {
         if environment.production {
             deployment.to_owned()

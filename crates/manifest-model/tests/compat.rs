@@ -162,8 +162,17 @@ fn non_production_node_resolution() {
     );
     assert_eq!(desired.services[0].container_name, "staging.hello-world");
 
-    // The agent's --branch flag overrides the manifest's branch.
-    let desired = resolve(&rev, "web-01", Some("feature/Login_x")).unwrap();
+    // The environment id is the branch made a DNS label.
+    let src = MemSource::new()
+        .with(
+            "nodes/web-01.yaml",
+            NODE.replace("gitBranch: main", "gitBranch: feature/Login_x"),
+        )
+        .with("deployments/hello-world.yaml", DEPLOYMENT)
+        .with("deployments/my-app.yaml", BUILD)
+        .with("services/hello-world.yaml", SERVICE);
+    let (feature, _) = load(&src, &Limits::default()).into_result().unwrap();
+    let desired = resolve(&feature, "web-01", Some("feature/Login_x")).unwrap();
     assert_eq!(
         desired.containers[1].container_name,
         "feature-login-x.my-app"
@@ -172,6 +181,87 @@ fn non_production_node_resolution() {
         desired.services[0].domain.as_deref(),
         Some("hello-world.feature-login-x.example.com")
     );
+}
+
+/// A node follows the branch its manifest names; told the branch a revision is of (the
+/// agent always is; `orun plan --branch`), resolution agrees when it is that branch and
+/// refuses the revision, naming both branches and the field, when it is another.
+#[test]
+fn a_node_runs_only_the_branch_its_manifest_names() {
+    let rev = documented_repo();
+    let named = resolve(&rev, "web-staging", None).unwrap();
+    assert_eq!(
+        (named.branch.as_str(), named.environment.id.as_str()),
+        ("staging", "staging")
+    );
+    assert_eq!(
+        resolve(&rev, "web-staging", Some("staging")).unwrap(),
+        named
+    );
+    for (node, branch, expected) in [
+        (
+            "web-staging",
+            "main",
+            "nodes/web-staging.yaml:0:0: error: spec.gitBranch: this revision is of branch `main`, but the node's manifest on it names branch `staging`; a node runs only the branch its manifest names, so the revision is refused",
+        ),
+        (
+            "web-01",
+            "feature/Login_x",
+            "nodes/web-01.yaml:0:0: error: spec.gitBranch: this revision is of branch `feature/Login_x`, but the node's manifest on it names branch `main` (`main` when unset); a node runs only the branch its manifest names, so the revision is refused",
+        ),
+    ] {
+        match resolve(&rev, node, Some(branch)) {
+            Err(e @ ModelError::Unfit { .. }) => assert_eq!(e.to_string(), expected),
+            other => panic!("{node} on {branch}: {other:?}"),
+        }
+    }
+    // An invalid branch is refused before it is compared, without quoting it.
+    let err = resolve(&rev, "web-01", Some("-x")).unwrap_err().to_string();
+    assert_eq!(err, "invalid branch: is not a valid Git branch name");
+}
+
+/// The agent reads a node's own file on the remote's default branch to learn its branch:
+/// the rest of that revision is not judged (a broken deployment on `main` must not stop a
+/// staging node from finding its branch), the file itself is, whole.
+#[test]
+fn a_node_file_is_read_alone() {
+    let limits = Limits::default();
+    let src = MemSource::new()
+        .with("nodes/web-staging.yaml", STAGING_NODE)
+        .with("nodes/web-01.yaml", "not: [a node")
+        .with("deployments/broken.yaml", "kind: Deployment\n")
+        .with("secrets.yaml", "not sops\n");
+    let node = manifest_model::load_node(&src, "web-staging", &limits).unwrap();
+    assert_eq!(node.spec.git_branch, "staging");
+    assert_eq!(node.file, "nodes/web-staging.yaml");
+    let yml = MemSource::new().with("nodes/web-staging.yml", STAGING_NODE);
+    assert_eq!(
+        manifest_model::load_node(&yml, "web-staging", &limits)
+            .unwrap()
+            .spec
+            .git_branch,
+        "staging"
+    );
+
+    let err = manifest_model::load_node(&src, "web-01", &limits).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Invalid { diagnostics, .. } if diagnostics.iter().all(|d| d.file == "nodes/web-01.yaml")),
+        "{err:?}"
+    );
+    for missing in [
+        MemSource::new().with("nodes/web-01.yaml", NODE),
+        MemSource::new().with("deployments/hello-world.yaml", DEPLOYMENT),
+        // A file of another name declaring the node is not its file.
+        MemSource::new().with("nodes/other.yaml", STAGING_NODE),
+    ] {
+        assert!(
+            matches!(
+                manifest_model::load_node(&missing, "web-staging", &limits),
+                Err(ModelError::UnknownNode(n)) if n == "web-staging"
+            ),
+            "{missing:?}"
+        );
+    }
 }
 
 #[test]
@@ -343,19 +433,25 @@ fn environment_domain_too_long_for_branch() {
     let rev = documented_repo();
     let branch = format!("feature/{}", "a".repeat(60));
     let svc = SERVICE.replace("hello-world.$ENV.example.com", "web-$ENV.example.com");
-    let src = MemSource::new()
-        .with("nodes/web-01.yaml", NODE)
-        .with("deployments/hello-world.yaml", DEPLOYMENT)
-        .with("services/hello-world.yaml", svc);
-    let (rev2, _) = load(&src, &Limits::default()).into_result().unwrap();
-    let err = resolve(&rev2, "web-01", Some(&branch))
+    let on = |branch: &str| {
+        let src = MemSource::new()
+            .with(
+                "nodes/web-01.yaml",
+                NODE.replace("gitBranch: main", &format!("gitBranch: {branch}")),
+            )
+            .with("deployments/hello-world.yaml", DEPLOYMENT)
+            .with("services/hello-world.yaml", svc.clone());
+        load(&src, &Limits::default()).into_result().unwrap().0
+    };
+    let err = resolve(&on(&branch), "web-01", None)
         .unwrap_err()
         .to_string();
     assert_eq!(
         err,
         "services/hello-world.yaml:0:0: error: spec.ingress.domain.environment: in this node's environment the domain is not valid: domain label 1 is 67 characters long; at most 63 are allowed"
     );
-    assert!(resolve(&rev, "web-01", Some("staging")).is_ok());
+    assert!(resolve(&on("staging"), "web-01", None).is_ok());
+    assert!(resolve(&rev, "web-staging", None).is_ok());
 }
 
 /// Plaintext in secrets.yaml is refused even when the file's suffix rule is empty.

@@ -37,10 +37,15 @@ fn repo_with(deployments: &[&str], image: &str) -> manifest_model::Revision {
     load(&src, &Limits::default()).into_result().unwrap().0
 }
 
-/// What an agent tracking `branch` wants on node `n1`.
+/// What an agent tracking `branch` wants on node `n1`, from `rev` as that branch holds it:
+/// there the node's manifest names `branch` (a manifest naming another is refused).
 fn desired(rev: &manifest_model::Revision, branch: &str) -> Desired {
+    let mut rev = rev.clone();
+    if let Some(n) = rev.nodes.get_mut("n1") {
+        n.spec.git_branch = branch.to_owned();
+    }
     Desired::from_node(
-        &resolve(rev, "n1", Some(branch)).unwrap(),
+        &resolve(&rev, "n1", Some(branch)).unwrap(),
         None,
         |_| Some("sha256:img".to_owned()),
         &Default::default(),

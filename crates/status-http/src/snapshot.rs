@@ -40,7 +40,8 @@ pub struct NodeStatus {
     pub last_sync_time: Option<String>,
     /// The commit applied.
     pub git_head: Option<String>,
-    /// Why the last fetch or load failed; never holds a value from the manifests.
+    /// Why the last fetch or load failed; never holds a value from the manifests but
+    /// branch names (a Node manifest naming another branch than the one followed).
     pub sync_error: Option<String>,
     /// Since when the remote could not be reached (RFC 3339).
     pub stale_since: Option<String>,
