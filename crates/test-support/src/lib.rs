@@ -12,6 +12,7 @@
 
 pub mod docker;
 pub mod git;
+pub mod sops;
 pub mod wait;
 
 /// Whether a missing component must fail the test rather than skip it: `cargo xtask test`
