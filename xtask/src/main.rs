@@ -161,7 +161,7 @@ fn test_steps() -> Vec<Step> {
     ]
 }
 
-/// The end-to-end suite alone (`tests/e2e.rs`).
+/// The end-to-end suites alone (`tests/e2e.rs`, `tests/rollouts.rs`, `tests/secrets.rs`).
 fn e2e_steps() -> Vec<Step> {
     vec![
         build_binaries(),
@@ -175,6 +175,8 @@ fn e2e_steps() -> Vec<Step> {
                 "e2e",
                 "--test",
                 "rollouts",
+                "--test",
+                "secrets",
             ],
         )
         .require_all(),

@@ -399,7 +399,13 @@ fn deployment_env_value(
 ) -> EnvValue {
     let written = match &v.value {
         raw::EnvValue::SecretRef(key) => {
-            if let Err(r) = values::check_env_name(key) {
+            if sops_age::looks_sealed(key) {
+                cx.err(
+                    pos(&v.referenced),
+                    &format!("{field}.secretRef"),
+                    "sops encrypted this reference's key name (its rule covers all of `env`): keep `secretRef`s in files sops does not encrypt, or encrypt only the values, e.g. `--encrypted-regex '^(DB_PASS|API_KEY)$'`",
+                );
+            } else if let Err(r) = values::check_env_name(key) {
                 cx.err(pos(&v.referenced), &format!("{field}.secretRef"), r);
             }
             return EnvValue::SecretRef(key.clone());
