@@ -128,6 +128,10 @@ fn each_foreign_library_has_one_owner() {
         ("prometheus", "status-http"),
         ("rustls", "status-http"),
         ("jiff", "agent-engine"),
+        ("age", "sops-age"),
+        ("aes-gcm", "sops-age"),
+        ("hmac", "sops-age"),
+        ("aho-corasick", "agent-engine"),
     ] {
         let users: Vec<&String> = members.iter().filter(|m| deps[*m].contains(lib)).collect();
         assert!(

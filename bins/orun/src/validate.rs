@@ -22,6 +22,10 @@ pub(crate) struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// An age key to check that every sops-encrypted value decrypts; without one, encrypted
+    /// values are not checked (and the output says so).
+    #[arg(long, env = "SOPS_AGE_KEY_FILE")]
+    age_key_path: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -65,15 +69,27 @@ enum Format {
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source = DirSource::new(&args.dir)
         .with_context(|| format!("cannot open manifest repository {}", args.dir.display()))?;
-    let report = manifest_model::load(&source, &args.limits.limits());
+    let mut report = manifest_model::load(&source, &args.limits.limits());
+    let mut notes = Vec::new();
+    if let Some(rev) = &report.revision {
+        let (errors, n) = agent_checks(rev, args.age_key_path.as_deref())?;
+        report.diagnostics.extend(errors);
+        notes = n;
+    }
     let resolved = match (&report.revision, &args.node) {
         (Some(rev), Some(node)) => Some(manifest_model::resolve(rev, node, None)),
         _ => None,
     };
     let ok = !report.has_errors() && resolved.as_ref().is_none_or(Result::is_ok);
     let out = match args.format {
-        Format::Text => render_text(&report, resolved.as_ref()),
-        Format::Json => render_json(&report, resolved.as_ref(), ok)?,
+        Format::Text => {
+            let mut text = render_text(&report, resolved.as_ref());
+            for n in &notes {
+                text.push_str(&format!("note: {n}\n"));
+            }
+            text
+        }
+        Format::Json => render_json(&report, resolved.as_ref(), ok, &notes)?,
     };
     crate::emit(&out)?;
     Ok(if ok {
@@ -85,6 +101,47 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 type Resolved = Result<manifest_model::DesiredNode, manifest_model::ModelError>;
 
+/// What a valid revision would still meet on a node: a Deployment the agent cannot run yet
+/// (a node-local build), and sops-encrypted values that do not decrypt with `key`. Without a
+/// key, notes say which files were not checked.
+fn agent_checks(
+    rev: &manifest_model::Revision,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<(Vec<Diagnostic>, Vec<String>)> {
+    let mut errors: Vec<Diagnostic> = rev
+        .deployments
+        .values()
+        .filter(|d| matches!(d.spec.source, ImageSource::Build(_)))
+        .map(|d| {
+            Diagnostic::error(
+                &d.file,
+                manifest_model::Pos::FILE,
+                "spec.build",
+                "the agent does not build images on the node yet: build and push the image, then use `image:`",
+            )
+        })
+        .collect();
+    let sealed: Vec<&str> = rev
+        .secrets
+        .iter()
+        .map(|s| s.sealed.file.as_str())
+        .chain(rev.sealed.values().map(|s| s.file.as_str()))
+        .collect();
+    let mut notes = Vec::new();
+    match key {
+        Some(path) => {
+            let ids = manifest_model::Identities::read(path)?;
+            errors.extend(manifest_model::unlock::check_all(rev, &ids));
+        }
+        None if !sealed.is_empty() => notes.push(format!(
+            "encrypted values in {} were not checked: give --age-key-path to check that they decrypt",
+            sealed.join(", ")
+        )),
+        None => {}
+    }
+    Ok((errors, notes))
+}
+
 fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut lines: Vec<String> = report
@@ -95,6 +152,9 @@ fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
     lines.extend(omitted_line(&report.omitted));
     let (errors, warnings) = (report.error_count(), report.warning_count());
     lines.push(match &report.revision {
+        Some(_) if errors > 0 => format!(
+            "not runnable: {errors} error(s) the agent would meet on the node, {warnings} warning(s)"
+        ),
         Some(rev) => format!(
             "valid: {} node(s), {} deployment(s), {} service(s); {warnings} warning(s)",
             rev.nodes.len(),
@@ -185,7 +245,12 @@ fn paint(d: &Diagnostic, colour: bool) -> String {
 }
 
 /// JSON output: diagnostics, counts and the resolved node, never env values.
-fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow::Result<String> {
+fn render_json(
+    report: &Report,
+    resolved: Option<&Resolved>,
+    ok: bool,
+    notes: &[String],
+) -> anyhow::Result<String> {
     let node = resolved.map(|r| match r {
         Ok(d) => json!({
             "name": d.node.name,
@@ -218,6 +283,7 @@ fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow
         "warnings": report.warning_count(),
         "counts": counts,
         "node": node,
+        "notes": notes,
     });
     Ok(serde_json::to_string_pretty(&out)? + "\n")
 }
