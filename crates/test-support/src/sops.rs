@@ -27,6 +27,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Whether `sops` and `age-keygen` are here; panics when they must be (`ORUN_REQUIRE_ALL`).
+#[allow(clippy::print_stderr, reason = "a skipped test says why")]
 pub fn available() -> bool {
     let ok = program().is_some() && which("age-keygen").is_some();
     if !ok {
@@ -34,7 +35,6 @@ pub fn available() -> bool {
             !crate::required(),
             "sops or age-keygen is missing (cargo xtask test installs them)"
         );
-        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
         eprintln!("skipped: sops or age-keygen is missing (cargo xtask test installs them)");
     }
     ok
