@@ -131,7 +131,14 @@ fn agent_checks(
     match key {
         Some(path) => {
             let ids = manifest_model::Identities::read(path)?;
-            errors.extend(manifest_model::unlock::check_all(rev, &ids));
+            let (bad, others) = manifest_model::unlock::check_all(rev, &ids);
+            errors.extend(bad);
+            if !others.is_empty() {
+                notes.push(format!(
+                    "{} not checked: encrypted to other keys than the one given",
+                    others.join(", ")
+                ));
+            }
         }
         None if !sealed.is_empty() => notes.push(format!(
             "encrypted values in {} were not checked: give --age-key-path to check that they decrypt",

@@ -665,7 +665,11 @@ impl<W: World> Agent<W> {
                 }
                 self.current_commit = Some(commit.to_owned());
                 let node = Rc::new(node);
-                let secrets = Rc::new(rollout::Secrets::new(Rc::clone(&node), unlocked));
+                let secrets = Rc::new(rollout::Secrets::new(
+                    Rc::clone(&node),
+                    unlocked,
+                    &self.secrets,
+                ));
                 self.secrets = Rc::clone(&secrets);
                 self.tracking.current = Some(Loaded {
                     commit: commit.to_owned(),

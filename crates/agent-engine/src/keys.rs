@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -21,9 +21,10 @@ use crate::EngineError;
 const FINGERPRINT_KEY_BYTES: usize = 32;
 
 /// What identifies one state of the age key file: a refusal for want of a key is tried again
-/// when this changes.
+/// when this changes. The change time and inode are in it, so a `chmod`, `chown` or a file
+/// moved into place count too.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyStamp(Option<(u64, Option<SystemTime>)>);
+pub(crate) struct KeyStamp(Option<(u64, Option<SystemTime>, i64, i64, u64, u64)>);
 
 /// The node's keys.
 #[derive(Debug)]
@@ -71,11 +72,16 @@ impl Keys {
 
     /// The key file's state now.
     pub(crate) fn stamp(&self) -> KeyStamp {
-        KeyStamp(
-            fs::metadata(&self.age_key)
-                .ok()
-                .map(|m| (m.len(), m.modified().ok())),
-        )
+        KeyStamp(fs::metadata(&self.age_key).ok().map(|m| {
+            (
+                m.len(),
+                m.modified().ok(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino(),
+                m.dev(),
+            )
+        }))
     }
 }
 

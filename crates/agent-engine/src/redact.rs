@@ -17,8 +17,16 @@ pub(crate) const MASK: &str = "***";
 const MIN_MASKED_LEN: usize = 4;
 
 /// The masking automaton of one revision's secret values.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Redactor(Option<AhoCorasick>);
+
+/// The automaton's own `Debug` spells out its patterns: only their number is shown.
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.as_ref().map_or(0, AhoCorasick::patterns_len);
+        write!(f, "Redactor({n} values)")
+    }
+}
 
 impl Redactor {
     /// A redactor for `values`.
@@ -47,7 +55,14 @@ impl Redactor {
     /// `text` with every secret value replaced by [`MASK`].
     pub(crate) fn mask(&self, text: &str) -> String {
         match &self.0 {
-            Some(ac) => ac.replace_all(text, &vec![MASK; ac.patterns_len()]),
+            Some(ac) => {
+                let mut out = String::with_capacity(text.len());
+                ac.replace_all_with(text, &mut out, |_, _, dst| {
+                    dst.push_str(MASK);
+                    true
+                });
+                out
+            }
             None => text.to_owned(),
         }
     }
@@ -71,5 +86,6 @@ mod tests {
             "DB=*** and ***; key line: ***; no"
         );
         assert_eq!(Redactor::default().mask("hunter2"), "hunter2");
+        assert_eq!(format!("{r:?}"), "Redactor(6 values)");
     }
 }

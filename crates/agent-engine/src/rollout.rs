@@ -88,8 +88,10 @@ pub(crate) struct Secrets {
 }
 
 impl Secrets {
-    pub(crate) fn new(node: Rc<DesiredNode>, unlocked: Unlocked) -> Self {
-        let redactor = Redactor::new(unlocked.values());
+    /// `previous` is the revision this one follows: its values are masked too, since its
+    /// containers may still run (and print) them while this revision rolls out.
+    pub(crate) fn new(node: Rc<DesiredNode>, unlocked: Unlocked, previous: &Secrets) -> Self {
+        let redactor = Redactor::new(unlocked.values().chain(previous.unlocked.values()));
         Self {
             node: Some(node),
             unlocked,
@@ -613,7 +615,7 @@ pub(crate) async fn recover<W: World>(
             // Anything else would fail the same way forever and hold up every deployment:
             // say so and let the planner take this one from what it observes.
             Err(e) => {
-                let why = report(&e);
+                let why = ctx.secrets.redactor.mask(&report(&e));
                 warn!(%deployment, error = %why, "cannot resolve an interrupted rollout; the planner takes over");
                 record(
                     &format!("could not resolve an interrupted rollout: {why}"),

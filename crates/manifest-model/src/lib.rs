@@ -168,16 +168,22 @@ pub fn load(source: &dyn Source, limits: &Limits) -> Report {
 /// [`ModelError::Invalid`] when that file is refused; [`ModelError::UnknownNode`] when there
 /// is no such file, or it declares another name.
 pub fn load_node(source: &dyn Source, node: &str, limits: &Limits) -> Result<Node, ModelError> {
-    let (mut rev, _) = load_scoped(source, limits, Some(node)).into_result()?;
+    let (mut rev, _) = load_scoped(source, limits, Some(Some(node))).into_result()?;
+    if let Some(n) = rev.nodes.remove(node) {
+        return Ok(n);
+    }
+    // A file named otherwise (`nodes/web.yaml` declaring `web-01`) is only a warning to the
+    // loader: the node is found by its name among all of `nodes/`, and nothing else is read.
+    let (mut rev, _) = load_scoped(source, limits, Some(None)).into_result()?;
     rev.nodes
         .remove(node)
         .ok_or_else(|| ModelError::UnknownNode(node.to_owned()))
 }
 
-/// [`load`], or with `only_node` only that node's file.
-fn load_scoped(source: &dyn Source, limits: &Limits, only_node: Option<&str>) -> Report {
+/// [`load`], or with `only_nodes` only `nodes/`: the one node's file when it names one.
+fn load_scoped(source: &dyn Source, limits: &Limits, only_nodes: Option<Option<&str>>) -> Report {
     let mut diags = Diags::new(limits.max_diagnostics);
-    let revision = load_inner(source, limits, only_node, &mut diags);
+    let revision = load_inner(source, limits, only_nodes, &mut diags);
     let refused = diags.errors() > 0;
     let (diagnostics, omitted) = diags.finish();
     Report {
@@ -202,11 +208,11 @@ struct Manifest {
 fn load_inner(
     source: &dyn Source,
     limits: &Limits,
-    only_node: Option<&str>,
+    only_nodes: Option<Option<&str>>,
     diags: &mut Diags,
 ) -> Option<Revision> {
     let mut tree = Tree::new(source);
-    let (found, secrets) = list_manifests(&mut tree, limits, only_node, diags)?;
+    let (found, secrets) = list_manifests(&mut tree, limits, only_nodes, diags)?;
 
     let mut rev = Revision::default();
     let mut origins = Origins::default();
@@ -310,8 +316,8 @@ fn load_inner(
         // Refused already, and every check across files would only add to what is not shown.
         return None;
     }
-    if only_node.is_some() {
-        // One file: nothing across files to check.
+    if only_nodes.is_some() {
+        // Node files alone: nothing across files to check.
         return Some(rev);
     }
     validate::cross_file(&rev, &origins, diags);
@@ -421,11 +427,12 @@ fn hint_kind_mismatch(cx: &mut Ctx<'_>, text: &str, expected: &str) {
 
 /// Lists the manifest files by the rules of [`walk`], applying the count and size caps
 /// before any file is read. Returns `None` when the revision cannot even be listed. With
-/// `only_node`, lists that node's file in `nodes/` alone (and no `secrets.yaml`).
+/// `only_nodes`, lists `nodes/` alone (that node's file, when it names one) and no
+/// `secrets.yaml`.
 fn list_manifests(
     tree: &mut Tree<'_>,
     limits: &Limits,
-    only_node: Option<&str>,
+    only_nodes: Option<Option<&str>>,
     diags: &mut Diags,
 ) -> Option<(Vec<Manifest>, Option<Manifest>)> {
     let root = match tree.list("") {
@@ -454,7 +461,7 @@ fn list_manifests(
     let mut any_folder = false;
     let mut named = 0usize;
     for (folder, kind) in FOLDERS {
-        if only_node.is_some() && kind != "Node" {
+        if only_nodes.is_some() && kind != "Node" {
             continue;
         }
         let Some(entry) = root.iter().find(|e| e.utf8 && e.name == folder) else {
@@ -506,7 +513,7 @@ fn list_manifests(
             if !is_manifest_name(&entry.name) {
                 continue;
             }
-            if only_node.is_some_and(|n| stem(&entry.name) != n) {
+            if only_nodes.flatten().is_some_and(|n| stem(&entry.name) != n) {
                 continue;
             }
             // The count cap comes before any link is followed or file read.
@@ -540,7 +547,7 @@ fn list_manifests(
     }
     let secrets = root
         .iter()
-        .filter(|_| only_node.is_none())
+        .filter(|_| only_nodes.is_none())
         .find(|e| e.utf8 && e.name == SECRETS_FILE)
         .and_then(|e| match tree.classify("", &e.name, &e.kind) {
             Ok(r) => Some(Manifest {
@@ -555,7 +562,7 @@ fn list_manifests(
                 None
             }
         });
-    if !any_folder && only_node.is_some() {
+    if !any_folder && only_nodes.is_some() {
         // No nodes/ folder: the node is not declared, which the caller says in its words.
         return Some((found, None));
     }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use sops_age::{Fingerprinter, Identities, Step};
+use sops_age::{Fingerprinter, Identities};
 
 use crate::diag::{Diagnostic, Pos};
 use crate::resolve::{DesiredContainer, DesiredNode};
@@ -120,34 +120,42 @@ pub fn unlock(
     };
     let mut problems = Vec::new();
     if let Some(file) = needs.secrets {
-        match open(file, ids) {
-            Ok(leaves) => {
-                for (path, value) in leaves {
-                    if let [Step::Key(k)] = path.as_slice() {
-                        out.fingerprints
-                            .file
-                            .insert(k.clone(), fp.of(value.expose().as_bytes()));
-                        out.file.insert(k.clone(), value);
-                    }
+        let held = node.secrets.as_deref().map(|f| &f.entries);
+        match open(file, ids, &[], |k| {
+            held.is_some_and(|e| matches!(e.get(k), Some(EnvValue::Encrypted(_))))
+        }) {
+            Ok(values) => {
+                for (k, value) in values {
+                    out.fingerprints
+                        .file
+                        .insert(k.clone(), fp.of(value.expose().as_bytes()));
+                    out.file.insert(k, value);
                 }
             }
             Err(d) => problems.push(d),
         }
     }
     for (deployment, file) in needs.sealed {
-        match open(file, ids) {
-            Ok(leaves) => {
-                for (path, value) in leaves {
-                    if let [Step::Key(s), Step::Key(e), Step::Key(k)] = path.as_slice()
-                        && s == "spec"
-                        && e == "env"
-                    {
-                        let at = (deployment.to_owned(), k.clone());
-                        out.fingerprints
-                            .inline
-                            .insert(at.clone(), fp.of(value.expose().as_bytes()));
-                        out.inline.insert(at, value);
+        let env = node
+            .containers
+            .iter()
+            .find(|c| c.deployment == deployment)
+            .map(|c| &c.spec.env);
+        let sealed_env =
+            |k: &str| env.is_some_and(|e| matches!(e.get(k), Some(EnvValue::Encrypted(_))));
+        match open(file, ids, &["spec", "env"], sealed_env) {
+            Ok(values) => {
+                for (k, value) in values {
+                    // Only what the model holds as encrypted is a secret; a cleartext value
+                    // of the same file is its plain env.
+                    if !sealed_env(&k) {
+                        continue;
                     }
+                    let at = (deployment.to_owned(), k);
+                    out.fingerprints
+                        .inline
+                        .insert(at.clone(), fp.of(value.expose().as_bytes()));
+                    out.inline.insert(at, value);
                 }
             }
             Err(d) => problems.push(d),
@@ -191,6 +199,23 @@ pub fn preview(
         ));
         return out;
     };
+    let mine = ids.recipients();
+    let foreign: Vec<&str> = needs
+        .secrets
+        .iter()
+        .copied()
+        .chain(needs.sealed.iter().map(|(_, f)| *f))
+        .filter(|f| !f.document.recipients().any(|r| mine.iter().any(|m| m == r)))
+        .map(|f| f.file.as_str())
+        .collect();
+    if !foreign.is_empty() {
+        // Not this node's key, perhaps: the agent holds its own. Nothing can be said.
+        out.notes.push(format!(
+            "secret values in {} were not checked: they are not encrypted to the age key given; they are taken as unchanged",
+            foreign.join(", ")
+        ));
+        return out;
+    }
     // Without the node's own key a fingerprint would differ from the agent's: decrypt to
     // check, under a key of no consequence, and compare nothing.
     let local = Fingerprinter::new(&[0; 32]);
@@ -204,59 +229,76 @@ pub fn preview(
     out
 }
 
-/// Decrypts every sops-encrypted file of a revision with `ids`: what `orun validate` checks
-/// when given a key. One diagnostic per file that does not open.
-pub fn check_all(rev: &crate::Revision, ids: &Identities) -> Vec<Diagnostic> {
-    rev.secrets
+/// Decrypts every sops-encrypted file of a revision that is encrypted to one of `ids`' public
+/// keys: what `orun validate --age-key-path` checks. Returns one diagnostic per such file
+/// that does not open, and the files encrypted to other keys only (another node's, say),
+/// which a key that is not theirs cannot check.
+pub fn check_all(rev: &crate::Revision, ids: &Identities) -> (Vec<Diagnostic>, Vec<String>) {
+    let mine = ids.recipients();
+    let (mut errors, mut others) = (Vec::new(), Vec::new());
+    for f in rev
+        .secrets
         .iter()
         .map(|s| &s.sealed)
         .chain(rev.sealed.values())
-        .filter_map(|f| open(f, ids).err())
-        .collect()
+    {
+        if f.document.recipients().any(|r| mine.iter().any(|m| m == r)) {
+            errors.extend(open(f, ids, &[], |_| false).err());
+        } else {
+            others.push(f.file.clone());
+        }
+    }
+    (errors, others)
 }
 
-/// Decrypts one file whole (verifying its MAC) into text values by path.
-fn open(file: &SealedFile, ids: &Identities) -> Result<Vec<(Vec<Step>, Secret)>, Diagnostic> {
+/// Decrypts one file whole (verifying its MAC) and returns the text values directly under
+/// the mapping at `under`. A key for which `sealed` says the model holds an `ENC[...]` value
+/// must have been encrypted under the file's rule: an `ENC[...]` text in a place the rule
+/// keeps in clear would otherwise reach the container as literal text.
+fn open(
+    file: &SealedFile,
+    ids: &Identities,
+    under: &[&str],
+    sealed: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Secret)>, Diagnostic> {
     let decrypted = file.document.decrypt(ids).map_err(|e| match e {
         sops_age::SopsError::Value { path, reason } => {
             Diagnostic::error(&file.file, Pos::FILE, &path, reason)
         }
         other => Diagnostic::error(&file.file, Pos::FILE, "sops", other.to_string()),
     })?;
+    let field = |k: &str| {
+        under
+            .iter()
+            .copied()
+            .chain([k])
+            .collect::<Vec<_>>()
+            .join(".")
+    };
     decrypted
-        .leaves
-        .into_iter()
-        .map(|leaf| {
-            let field = show(&leaf.path);
+        .children(under)
+        .map(|(k, leaf)| {
+            if leaf.kind.is_none() && sealed(k) {
+                return Err(Diagnostic::error(
+                    &file.file,
+                    Pos::FILE,
+                    &field(k),
+                    "holds an encrypted value where the file's rule keeps values in clear; it cannot be decrypted",
+                ));
+            }
             let text = String::from_utf8(leaf.value.expose().to_vec()).map_err(|_| {
                 Diagnostic::error(
                     &file.file,
                     Pos::FILE,
-                    &field,
+                    &field(k),
                     "decrypts to bytes that are not text; an env var must be text",
                 )
             })?;
             values::check_docker_string(&text)
-                .map_err(|r| Diagnostic::error(&file.file, Pos::FILE, &field, r))?;
-            Ok((leaf.path, Secret::new(text)))
+                .map_err(|r| Diagnostic::error(&file.file, Pos::FILE, &field(k), r))?;
+            Ok((k.to_owned(), Secret::new(text)))
         })
         .collect()
-}
-
-fn show(path: &[Step]) -> String {
-    let mut out = String::new();
-    for step in path {
-        match step {
-            Step::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
-            Step::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }
 
 impl Unlocked {

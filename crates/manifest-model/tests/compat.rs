@@ -248,11 +248,16 @@ fn a_node_file_is_read_alone() {
         matches!(&err, ModelError::Invalid { diagnostics, .. } if diagnostics.iter().all(|d| d.file == "nodes/web-01.yaml")),
         "{err:?}"
     );
+    // A file of another name declaring the node (a warning to the loader) is found by the
+    // name it declares, among the node files alone.
+    let other = MemSource::new()
+        .with("nodes/other.yaml", STAGING_NODE)
+        .with("deployments/broken.yaml", "kind: Deployment\n");
+    let node = manifest_model::load_node(&other, "web-staging", &limits).unwrap();
+    assert_eq!(node.file, "nodes/other.yaml");
     for missing in [
         MemSource::new().with("nodes/web-01.yaml", NODE),
         MemSource::new().with("deployments/hello-world.yaml", DEPLOYMENT),
-        // A file of another name declaring the node is not its file.
-        MemSource::new().with("nodes/other.yaml", STAGING_NODE),
     ] {
         assert!(
             matches!(

@@ -523,7 +523,9 @@ impl Desired {
             if fields.is_empty() {
                 continue;
             }
-            let running: Option<RenderedSpec> = actual
+            // The container under the deployment's own name first: a parked or temporary
+            // one may hold an older spec.
+            let mut owned: Vec<&crate::ObservedContainer> = actual
                 .containers
                 .iter()
                 .filter(|c| {
@@ -533,6 +535,10 @@ impl Desired {
                             && o.deployment == d.name
                     })
                 })
+                .collect();
+            owned.sort_by_key(|c| c.name != d.spec.container_name);
+            let running: Option<RenderedSpec> = owned
+                .into_iter()
                 .find_map(|c| serde_json::from_str(c.labels().get(crate::LABEL_SPEC)?).ok());
             if let Some(old) = running {
                 for (k, v) in &mut d.spec.env {

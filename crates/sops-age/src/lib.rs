@@ -188,14 +188,25 @@ enum Rule {
 }
 
 impl Rule {
+    /// Whether one key of a path matches the rule's suffix or regex.
+    fn matches(&self, key: &str) -> bool {
+        match self {
+            Rule::UnencryptedSuffix(s) | Rule::EncryptedSuffix(s) => key.ends_with(s.as_str()),
+            Rule::UnencryptedRegex(r) | Rule::EncryptedRegex(r) => r.is_match(key),
+        }
+    }
+
+    /// Whether a leaf is encrypted, given whether any key on its path matches.
+    fn encrypts_if(&self, any_matches: bool) -> bool {
+        match self {
+            Rule::UnencryptedSuffix(_) | Rule::UnencryptedRegex(_) => !any_matches,
+            Rule::EncryptedSuffix(_) | Rule::EncryptedRegex(_) => any_matches,
+        }
+    }
+
     /// Whether a leaf under `path` (its mapping keys) is encrypted.
     fn encrypts(&self, path: &[&str]) -> bool {
-        match self {
-            Rule::UnencryptedSuffix(s) => !path.iter().any(|k| k.ends_with(s.as_str())),
-            Rule::EncryptedSuffix(s) => path.iter().any(|k| k.ends_with(s.as_str())),
-            Rule::UnencryptedRegex(r) => !path.iter().any(|k| r.is_match(k)),
-            Rule::EncryptedRegex(r) => path.iter().any(|k| r.is_match(k)),
-        }
+        self.encrypts_if(path.iter().any(|k| self.matches(k)))
     }
 }
 
@@ -217,8 +228,8 @@ pub struct Document {
     meta: Metadata,
 }
 
-/// What [`Document::walk`] calls for each leaf.
-type OnLeaf<'a> = dyn FnMut(&[Step], &Value) -> Result<(), SopsError> + 'a;
+/// What [`walk_tree`] calls for each leaf, with its node in the path table.
+type OnLeaf<'a> = dyn FnMut(&Walk<'_>, usize, &Value) -> Result<(), SopsError> + 'a;
 
 /// One step of a key path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,8 +272,8 @@ fn show_path(path: &[Step]) -> String {
 /// One leaf of a decrypted file.
 #[derive(Debug)]
 pub struct Leaf {
-    /// Where it is.
-    pub path: Vec<Step>,
+    /// Where it is: a node of [`Decrypted`]'s path table.
+    at: usize,
     /// Its type when it was encrypted; `None` for a cleartext leaf.
     pub kind: Option<Kind>,
     /// Its text as `sops -d` prints a scalar (`true`, `1.5`, the string itself).
@@ -270,16 +281,93 @@ pub struct Leaf {
 }
 
 /// Every leaf of a file, decrypted and verified, in document order.
+///
+/// Paths are kept as a table of steps with parents, one entry per mapping entry or list
+/// item, so a file costs memory linear in its size however deep or long its keys.
 #[derive(Debug)]
 pub struct Decrypted {
+    /// `(parent, step)` per node of the tree.
+    steps: Vec<(Option<usize>, Step)>,
     /// The leaves.
     pub leaves: Vec<Leaf>,
 }
 
 impl Decrypted {
+    /// The path of `leaf`.
+    pub fn path(&self, leaf: &Leaf) -> Vec<Step> {
+        let mut out = Vec::new();
+        let mut at = Some(leaf.at);
+        while let Some(i) = at {
+            let (parent, step) = &self.steps[i];
+            out.push(step.clone());
+            at = *parent;
+        }
+        out.reverse();
+        out
+    }
+
     /// The leaf at `path`.
     pub fn get(&self, path: &[Step]) -> Option<&Leaf> {
-        self.leaves.iter().find(|l| l.path == path)
+        self.leaves.iter().find(|l| self.path(l) == path)
+    }
+
+    /// The leaves directly under the mapping at `prefix` (mapping keys only), with their
+    /// keys: `&[]` for the top-level keys, `&["spec", "env"]` for a Deployment's env. Costs
+    /// at most `prefix.len() + 1` steps per leaf.
+    pub fn children<'a>(&'a self, prefix: &'a [&str]) -> impl Iterator<Item = (&'a str, &'a Leaf)> {
+        self.leaves.iter().filter_map(move |leaf| {
+            let (parent, Step::Key(key)) = &self.steps[leaf.at] else {
+                return None;
+            };
+            let mut at = *parent;
+            for want in prefix.iter().rev() {
+                let (up, Step::Key(k)) = &self.steps[at?] else {
+                    return None;
+                };
+                if k != want {
+                    return None;
+                }
+                at = *up;
+            }
+            at.is_none().then_some((key.as_str(), leaf))
+        })
+    }
+}
+
+/// The longest key path (keys joined by `:`, the values' additional data) a file may hold:
+/// each encrypted value authenticates its path, so a path's length is paid per value.
+pub const MAX_PATH_BYTES: usize = 16 * 1024;
+
+/// The state of one walk over a document.
+struct Walk<'a> {
+    rule: &'a Rule,
+    steps: Vec<(Option<usize>, Step)>,
+    /// The current path's keys as additional data: `a:b:`.
+    aad: String,
+    /// Per key on the current path: whether it or a key above it matches the rule.
+    matched: Vec<bool>,
+}
+
+impl Walk<'_> {
+    /// `path` for people, from node `at`, cut short if long.
+    fn show(&self, at: Option<usize>) -> String {
+        let mut steps = Vec::new();
+        let mut at = at;
+        while let Some(i) = at {
+            steps.push(self.steps[i].1.clone());
+            at = self.steps[i].0;
+        }
+        steps.reverse();
+        let mut shown = show_path(&steps);
+        if shown.len() > 200 {
+            let mut cut = 200;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        shown
     }
 }
 
@@ -329,48 +417,52 @@ impl Document {
             hash.update(Sha256::digest(b"sops"));
         }
         let mut leaves = Vec::new();
-        let mut path = Vec::new();
-        self.walk(&self.tree, &mut path, &mut |path, leaf| {
-            let keys: Vec<&str> = path
-                .iter()
-                .filter_map(|s| match s {
-                    Step::Key(k) => Some(k.as_str()),
-                    Step::Index(_) => None,
-                })
-                .collect();
-            let encrypted = self.meta.rule.encrypts(&keys);
-            let fail = |reason: &str| SopsError::Value {
-                path: show_path(path),
+        let mut walk = Walk {
+            rule: &self.meta.rule,
+            steps: Vec::new(),
+            aad: String::new(),
+            matched: Vec::new(),
+        };
+        let mac_only = self.meta.mac_only_encrypted;
+        walk_tree(&self.tree, None, &mut walk, &mut |walk, at, leaf| {
+            let encrypted = walk
+                .rule
+                .encrypts_if(walk.matched.last().copied().unwrap_or(false));
+            let fail = |walk: &Walk<'_>, reason: &str| SopsError::Value {
+                path: walk.show(Some(at)),
                 reason: reason.to_owned(),
             };
             let (kind, mac_bytes, text) = if encrypted {
                 let Value::Str(s) = leaf else {
-                    return Err(fail("is in clear where the file's rule encrypts it"));
+                    return Err(fail(walk, "is in clear where the file's rule encrypts it"));
                 };
                 if s.is_empty() {
                     // SOPS stores an empty string as it is.
                     (Some(Kind::Str), Vec::new(), Vec::new())
                 } else {
                     let sealed = Sealed::parse(s).map_err(|_| {
-                        fail("is not an encrypted value where the file's rule encrypts it")
+                        fail(
+                            walk,
+                            "is not an encrypted value where the file's rule encrypts it",
+                        )
                     })?;
-                    let aad = format!("{}:", keys.join(":"));
-                    let plain = sealed.open(&key, &aad).ok_or_else(|| {
-                        fail("does not decrypt: the value was tampered with, moved to another key, or sealed with another file's key")
+                    let plain = sealed.open(&key, &walk.aad).ok_or_else(|| {
+                        fail(walk, "does not decrypt: the value was tampered with, moved to another key, or sealed with another file's key")
                     })?;
-                    let (mac, text) = canonical(sealed.kind, plain.expose())
-                        .ok_or_else(|| fail("decrypts to text that does not match its type"))?;
+                    let (mac, text) = canonical(sealed.kind, plain.expose()).ok_or_else(|| {
+                        fail(walk, "decrypts to text that does not match its type")
+                    })?;
                     (Some(sealed.kind), mac, text)
                 }
             } else {
                 let (mac, text) = clear_bytes(leaf);
                 (None, mac, text)
             };
-            if kind != Some(Kind::Comment) && (encrypted || !self.meta.mac_only_encrypted) {
+            if kind != Some(Kind::Comment) && (encrypted || !mac_only) {
                 hash.update(&mac_bytes);
             }
             leaves.push(Leaf {
-                path: path.to_vec(),
+                at,
                 kind,
                 value: Plaintext::new(text),
             });
@@ -386,7 +478,10 @@ impl Document {
         if stored.expose() != computed.as_bytes() {
             return Err(SopsError::MacMismatch);
         }
-        Ok(Decrypted { leaves })
+        Ok(Decrypted {
+            steps: walk.steps,
+            leaves,
+        })
     }
 
     /// Decrypts one encrypted YAML comment (`#ENC[...,type:comment]`), whose additional data
@@ -445,35 +540,55 @@ impl Document {
             recipients: self.recipients().collect::<Vec<_>>().join(", "),
         })
     }
+}
 
-    /// Calls `leaf` for every non-null scalar, in document order, with its path.
-    fn walk(
-        &self,
-        v: &Value,
-        path: &mut Vec<Step>,
-        leaf: &mut OnLeaf<'_>,
-    ) -> Result<(), SopsError> {
-        match v {
-            Value::Map(entries) => {
-                for (k, v) in entries {
-                    path.push(Step::Key(k.clone()));
-                    self.walk(v, path, leaf)?;
-                    path.pop();
+/// Calls `leaf` for every non-null scalar under `v`, in document order, with its node in
+/// the path table; keeps the walk's additional data and rule matches current, each key
+/// judged once however many leaves lie beneath it.
+fn walk_tree(
+    v: &Value,
+    at: Option<usize>,
+    walk: &mut Walk<'_>,
+    leaf: &mut OnLeaf<'_>,
+) -> Result<(), SopsError> {
+    match v {
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                let before = walk.aad.len();
+                walk.aad.push_str(k);
+                walk.aad.push(':');
+                if walk.aad.len() > MAX_PATH_BYTES {
+                    return Err(SopsError::Value {
+                        path: walk.show(at),
+                        reason: format!("holds a key path longer than {MAX_PATH_BYTES} bytes"),
+                    });
                 }
-                Ok(())
+                let above = walk.matched.last().copied().unwrap_or(false);
+                walk.matched.push(above || walk.rule.matches(k));
+                walk.steps.push((at, Step::Key(k.clone())));
+                let me = walk.steps.len() - 1;
+                walk_tree(v, Some(me), walk, leaf)?;
+                walk.matched.pop();
+                walk.aad.truncate(before);
             }
-            Value::List(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    path.push(Step::Index(i));
-                    self.walk(v, path, leaf)?;
-                    path.pop();
-                }
-                Ok(())
-            }
-            // SOPS skips nulls: neither encrypted nor hashed.
-            Value::Null => Ok(()),
-            _ => leaf(path, v),
+            Ok(())
         }
+        Value::List(items) => {
+            for (i, v) in items.iter().enumerate() {
+                // List indices are not part of the additional data.
+                walk.steps.push((at, Step::Index(i)));
+                let me = walk.steps.len() - 1;
+                walk_tree(v, Some(me), walk, leaf)?;
+            }
+            Ok(())
+        }
+        // SOPS skips nulls: neither encrypted nor hashed.
+        Value::Null => Ok(()),
+        _ => match at {
+            Some(at) => leaf(walk, at, v),
+            // A document that is one scalar has nothing SOPS encrypts.
+            None => Ok(()),
+        },
     }
 }
 

@@ -247,6 +247,19 @@ fn tampering_is_refused_by_path_never_by_value() {
             SopsError::MacMismatch,
         ),
         (flip_data(&src, "    mac:"), SopsError::MacMismatch),
+        // A key path longer than any real one: refused before it costs a value's worth of
+        // authentication per leaf beneath it.
+        (
+            src.replacen(
+                "somelist_unencrypted:",
+                &format!("long_unencrypted:\n    ? {}\n    : x\nsomelist_unencrypted:", "k".repeat(17_000)),
+                1,
+            ),
+            SopsError::Value {
+                path: "long_unencrypted".into(),
+                reason: "holds a key path longer than 16384 bytes".into(),
+            },
+        ),
         (
             src.replace("2022-03-15T22:11:15Z", "2022-03-15T22:11:16Z"),
             SopsError::MacMismatch,

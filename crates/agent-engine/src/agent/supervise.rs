@@ -181,6 +181,8 @@ impl<W: World> Agent<W> {
                 }
             };
             let (ok, detail) = self.shared.probe.http(&target, &info, timeout).await;
+            // The answer's body is the container's words, which may quote its env.
+            let detail = self.secrets.redactor.mask(&detail);
             let now = self.now_ms();
             let Some(w) = self.supervision.watches.get_mut(&dep) else {
                 continue;
