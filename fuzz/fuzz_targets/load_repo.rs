@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(rev) = &report.revision else { return };
     for name in rev.nodes.keys() {
         let Ok(node) = resolve(rev, name, None) else { continue };
-        let desired = Desired::from_node(&node, None, |_| None);
+        let desired = Desired::from_node(&node, None, |_| None, &Default::default());
         let p = plan(&desired, &Actual::default(), &History::default(), Timestamp(0));
         assert!(p.steps.iter().all(|s| matches!(s.action, reconcile_core::Action::Create { .. })));
     }
