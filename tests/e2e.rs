@@ -331,6 +331,26 @@ fn the_agent_converges_follows_and_survives_faults() {
     assert!(logs.contains("pass{"), "one span per pass in the logs");
 }
 
+/// `orun-agent --once` on `node` from `url` with the data dir `data`: its exit code and log.
+fn run_once(
+    url: &str,
+    node: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let out = Command::new(bin("orun-agent"))
+        .args(["--repo", url, "--node", node, "--once", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .env("ORUN_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn common_restore(remote: &Remote, node: &str, web: &str, port: u16) {
     std::fs::write(
         remote.work().join(format!("deployments/{web}.yaml")),
@@ -357,19 +377,8 @@ fn once_over_ssh_and_file_with_exit_codes() {
         ],
     );
     let data = tempfile::tempdir().unwrap();
-    let once = |url: &str, dir: &str, extra: &[&str]| {
-        let out = Command::new(bin("orun-agent"))
-            .args(["--repo", url, "--node", &node, "--once", "--data-dir"])
-            .arg(data.path().join(dir))
-            .args(extra)
-            .env("ORUN_LOG_FORMAT", "text")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let once =
+        |url: &str, dir: &str, extra: &[&str]| run_once(url, &node, &data.path().join(dir), extra);
 
     // file://: converged → 0.
     let (code, log) = once(&remote.file_url(), "file", &[]);
@@ -570,20 +579,8 @@ fn once_without_a_branch_follows_the_one_the_node_manifest_names() {
         &["push", "-q", &remote.file_url(), "HEAD:refs/heads/staging"],
     );
     let data = tempfile::tempdir().unwrap();
-    let once = |dir: &str, extra: &[&str]| {
-        let out = Command::new(bin("orun-agent"))
-            .args(["--repo", &remote.file_url(), "--node", &node, "--once"])
-            .arg("--data-dir")
-            .arg(data.path().join(dir))
-            .args(extra)
-            .env("ORUN_LOG_FORMAT", "text")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let url = remote.file_url();
+    let once = |dir: &str, extra: &[&str]| run_once(&url, &node, &data.path().join(dir), extra);
 
     // Told `main`: its node manifest names `staging`, so the revision is refused whole.
     let (code, log) = once("main", &["--branch", "main"]);

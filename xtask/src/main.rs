@@ -439,6 +439,8 @@ fn ensure_sops() -> Result<()> {
             );
         }
         apt_install(&["python3-venv"])?;
+        // The failed attempt leaves a venv without pip behind.
+        let _ = std::fs::remove_dir_all(&venv);
         run_program("python3", &["-m", "venv", &venv_text])?;
     }
     let pip = venv.join("bin/pip").display().to_string();

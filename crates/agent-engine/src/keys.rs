@@ -41,7 +41,13 @@ impl Keys {
     /// The keys of the data dir at `root`; creates the fingerprint key on first use.
     pub(crate) fn open(root: &Path, age_key: Option<&Path>) -> Result<Self, EngineError> {
         let (age_key, origin) = match age_key {
-            Some(p) => (p.to_owned(), "--age-key-path or SOPS_AGE_KEY_FILE"),
+            Some(p) => {
+                if !p.exists() {
+                    // Not fatal: a node without secrets needs none, and the key may come later.
+                    warn!(path = %p.display(), "the age key file given does not exist (yet); revisions with secrets are refused until it does");
+                }
+                (p.to_owned(), "--age-key-path or SOPS_AGE_KEY_FILE")
+            }
             None => (root.join("keys").join("age.key"), "the data dir"),
         };
         let fingerprinter = Fingerprinter::new(&fingerprint_key(&root.join("keys"))?);
