@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use manifest_model::{DirSource, ModelError};
-use reconcile_core::{Actual, Desired, History, Plan, Timestamp};
+use reconcile_core::{Actual, Plan, Timestamp};
 use serde_json::json;
 
 /// Arguments of `orun plan`.
@@ -54,11 +54,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source = DirSource::new(&args.repo)
         .with_context(|| format!("cannot open manifest repository {}", args.repo.display()))?;
     let report = manifest_model::load(&source, &args.limits.limits());
-    for d in &report.diagnostics {
-        eprintln!("{d}");
-    }
-    if let Some(line) = crate::validate::omitted_line(&report.omitted) {
-        eprintln!("{line}");
+    print_all(&report.diagnostics);
+    if !report.omitted.is_empty() {
+        eprintln!("{}", report.omitted);
     }
     let Some(revision) = &report.revision else {
         bail!(
@@ -68,9 +66,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let node = match manifest_model::resolve(revision, &args.node, args.branch.as_deref()) {
         Ok(node) => node,
         Err(ModelError::Unfit { diagnostics }) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
+            print_all(&diagnostics);
             bail!("the revision does not fit this node (see above); the agent would refuse it");
         }
         Err(e) => return Err(e.into()),
@@ -82,27 +78,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         read_snapshot(&args.actual)?
     };
     actual.containers.sort_by(|a, b| a.id.cmp(&b.id));
-    let ids = match &args.age_key_path {
-        Some(p) => Some(manifest_model::Identities::read(p)?),
-        None => None,
-    };
+    let ids = args
+        .age_key_path
+        .as_deref()
+        .map(manifest_model::Identities::read)
+        .transpose()?;
     let fp = manifest_model::Fingerprinter::read(&args.data_dir.join("keys/fingerprint.key"));
     let secrets = manifest_model::unlock::preview(&node, ids.as_ref(), fp.as_ref());
-    for d in &secrets.errors {
-        eprintln!("{d}");
-    }
     if !secrets.errors.is_empty() {
+        print_all(&secrets.errors);
         bail!("secret values do not decrypt (see above); the agent would refuse this revision");
     }
-    let mut desired = Desired::from_node(
-        &node,
-        None,
-        |image| actual.images.get(image).cloned(),
-        &secrets.fingerprints,
-    );
-    let unchecked = desired.assume_unchecked(&actual);
-    // The CLI has no agent history: failed specs are not in backoff here.
-    let plan = reconcile_core::plan(&desired, &actual, &History::default(), now());
+    let (plan, unchecked) = reconcile_core::preview(&node, &actual, &secrets.fingerprints, now());
 
     let out = if args.json {
         let (create, replace, start, remove) = plan.counts();
@@ -161,14 +148,20 @@ fn observe_docker(
     rt.block_on(async {
         let docker = docker_runtime::Docker::connect(host).await?;
         let mut actual = docker.observe().await?;
-        for c in &node.containers {
-            let image = reconcile_core::image_of(c);
-            if let Some(id) = docker.image_id(&image).await? {
-                actual.images.insert(image, id);
-            }
-        }
+        let images: Vec<String> = node
+            .containers
+            .iter()
+            .map(reconcile_core::image_of)
+            .collect();
+        actual.images = docker.image_ids(&images).await?;
         Ok(actual)
     })
+}
+
+fn print_all(diagnostics: &[manifest_model::Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
 }
 
 fn now() -> Timestamp {

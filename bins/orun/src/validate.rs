@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use manifest_model::{
-    Diagnostic, DirSource, ImageSource, Limits, ModelError, Omitted, Report, Severity,
-};
+use manifest_model::{Diagnostic, DirSource, ImageSource, Limits, ModelError, Report, Severity};
 use serde_json::json;
 
 /// Arguments of `orun validate`.
@@ -70,11 +68,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source = DirSource::new(&args.dir)
         .with_context(|| format!("cannot open manifest repository {}", args.dir.display()))?;
     let mut report = manifest_model::load(&source, &args.limits.limits());
-    let mut notes = Vec::new();
     if let Some(rev) = &report.revision {
-        let (errors, n) = agent_checks(rev, args.age_key_path.as_deref())?;
-        report.diagnostics.extend(errors);
-        notes = n;
+        let ids = args
+            .age_key_path
+            .as_deref()
+            .map(manifest_model::Identities::read)
+            .transpose()?;
+        let more = manifest_model::unlock::runnable(rev, ids.as_ref());
+        report.diagnostics.extend(more);
     }
     let resolved = match (&report.revision, &args.node) {
         (Some(rev), Some(node)) => Some(manifest_model::resolve(rev, node, None)),
@@ -82,14 +83,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let ok = !report.has_errors() && resolved.as_ref().is_none_or(Result::is_ok);
     let out = match args.format {
-        Format::Text => {
-            let mut text = render_text(&report, resolved.as_ref());
-            for n in &notes {
-                text.push_str(&format!("note: {n}\n"));
-            }
-            text
-        }
-        Format::Json => render_json(&report, resolved.as_ref(), ok, &notes)?,
+        Format::Text => render_text(&report, resolved.as_ref()),
+        Format::Json => render_json(&report, resolved.as_ref(), ok)?,
     };
     crate::emit(&out)?;
     Ok(if ok {
@@ -101,54 +96,6 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 type Resolved = Result<manifest_model::DesiredNode, manifest_model::ModelError>;
 
-/// What a valid revision would still meet on a node: a Deployment the agent cannot run yet
-/// (a node-local build), and sops-encrypted values that do not decrypt with `key`. Without a
-/// key, notes say which files were not checked.
-fn agent_checks(
-    rev: &manifest_model::Revision,
-    key: Option<&std::path::Path>,
-) -> anyhow::Result<(Vec<Diagnostic>, Vec<String>)> {
-    let mut errors: Vec<Diagnostic> = rev
-        .deployments
-        .values()
-        .filter(|d| matches!(d.spec.source, ImageSource::Build(_)))
-        .map(|d| {
-            Diagnostic::error(
-                &d.file,
-                manifest_model::Pos::FILE,
-                "spec.build",
-                "the agent does not build images on the node yet: build and push the image, then use `image:`",
-            )
-        })
-        .collect();
-    let sealed: Vec<&str> = rev
-        .secrets
-        .iter()
-        .map(|s| s.sealed.file.as_str())
-        .chain(rev.sealed.values().map(|s| s.file.as_str()))
-        .collect();
-    let mut notes = Vec::new();
-    match key {
-        Some(path) => {
-            let ids = manifest_model::Identities::read(path)?;
-            let (bad, others) = manifest_model::unlock::check_all(rev, &ids);
-            errors.extend(bad);
-            if !others.is_empty() {
-                notes.push(format!(
-                    "{} not checked: encrypted to other keys than the one given",
-                    others.join(", ")
-                ));
-            }
-        }
-        None if !sealed.is_empty() => notes.push(format!(
-            "encrypted values in {} were not checked: give --age-key-path to check that they decrypt",
-            sealed.join(", ")
-        )),
-        None => {}
-    }
-    Ok((errors, notes))
-}
-
 fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut lines: Vec<String> = report
@@ -156,7 +103,9 @@ fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
         .iter()
         .map(|d| paint(d, colour))
         .collect();
-    lines.extend(omitted_line(&report.omitted));
+    if !report.omitted.is_empty() {
+        lines.push(report.omitted.to_string());
+    }
     let (errors, warnings) = (report.error_count(), report.warning_count());
     lines.push(match &report.revision {
         Some(_) if errors > 0 => format!(
@@ -210,27 +159,6 @@ fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
     lines.join("\n") + "\n"
 }
 
-/// What a capped report left out, in one line; `None` when nothing was.
-pub(crate) fn omitted_line(o: &Omitted) -> Option<String> {
-    if o.is_empty() {
-        return None;
-    }
-    let mut parts = Vec::new();
-    if o.errors + o.warnings > 0 {
-        parts.push(format!(
-            "{} more error(s) and {} more warning(s) not shown",
-            o.errors, o.warnings
-        ));
-    }
-    if o.unchecked_files > 0 {
-        parts.push(format!(
-            "{} file(s) not checked: the revision is refused whatever they say",
-            o.unchecked_files
-        ));
-    }
-    Some(format!("… {}", parts.join("; ")))
-}
-
 fn source_text(s: &ImageSource) -> String {
     match s {
         ImageSource::Image(i) => i.to_string(),
@@ -252,12 +180,7 @@ fn paint(d: &Diagnostic, colour: bool) -> String {
 }
 
 /// JSON output: diagnostics, counts and the resolved node, never env values.
-fn render_json(
-    report: &Report,
-    resolved: Option<&Resolved>,
-    ok: bool,
-    notes: &[String],
-) -> anyhow::Result<String> {
+fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow::Result<String> {
     let node = resolved.map(|r| match r {
         Ok(d) => json!({
             "name": d.node.name,
@@ -290,7 +213,6 @@ fn render_json(
         "warnings": report.warning_count(),
         "counts": counts,
         "node": node,
-        "notes": notes,
     });
     Ok(serde_json::to_string_pretty(&out)? + "\n")
 }

@@ -200,6 +200,29 @@ impl Omitted {
     }
 }
 
+/// What a capped report left out, in one line (empty when nothing was).
+impl fmt::Display for Omitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        if self.errors + self.warnings > 0 {
+            parts.push(format!(
+                "{} more error(s) and {} more warning(s) not shown",
+                self.errors, self.warnings
+            ));
+        }
+        if self.unchecked_files > 0 {
+            parts.push(format!(
+                "{} file(s) not checked: the revision is refused whatever they say",
+                self.unchecked_files
+            ));
+        }
+        write!(f, "… {}", parts.join("; "))
+    }
+}
+
 impl Diags {
     pub(crate) fn new(cap: usize) -> Self {
         Self {

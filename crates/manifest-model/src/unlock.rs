@@ -230,10 +230,10 @@ pub fn preview(
 }
 
 /// Decrypts every sops-encrypted file of a revision that is encrypted to one of `ids`' public
-/// keys: what `orun validate --age-key-path` checks. Returns one diagnostic per such file
+/// keys. Returns one diagnostic per such file
 /// that does not open, and the files encrypted to other keys only (another node's, say),
 /// which a key that is not theirs cannot check.
-pub fn check_all(rev: &crate::Revision, ids: &Identities) -> (Vec<Diagnostic>, Vec<String>) {
+fn check_all(rev: &crate::Revision, ids: &Identities) -> (Vec<Diagnostic>, Vec<String>) {
     let mine = ids.recipients();
     let (mut errors, mut others) = (Vec::new(), Vec::new());
     for f in rev
@@ -249,6 +249,50 @@ pub fn check_all(rev: &crate::Revision, ids: &Identities) -> (Vec<Diagnostic>, V
         }
     }
     (errors, others)
+}
+
+/// What a valid revision would still meet on a node, for `orun validate`: errors for a
+/// Deployment the agent cannot run yet (a node-local build) and, given `ids`, for encrypted
+/// files that do not decrypt with them; a warning for each encrypted file not checked (no
+/// key given, or encrypted to other keys only).
+pub fn runnable(rev: &crate::Revision, ids: Option<&Identities>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = rev
+        .deployments
+        .values()
+        .filter(|d| matches!(d.spec.source, crate::ImageSource::Build(_)))
+        .map(|d| {
+            Diagnostic::error(
+                &d.file,
+                Pos::FILE,
+                "spec.build",
+                "the agent does not build images on the node yet: build and push the image, then use `image:`",
+            )
+        })
+        .collect();
+    let (unchecked, why) = match ids {
+        Some(ids) => {
+            let (bad, others) = check_all(rev, ids);
+            out.extend(bad);
+            (others, "not encrypted to the age key given")
+        }
+        None => (
+            rev.secrets
+                .iter()
+                .map(|s| s.sealed.file.clone())
+                .chain(rev.sealed.values().map(|s| s.file.clone()))
+                .collect(),
+            "no age key given (--age-key-path)",
+        ),
+    };
+    out.extend(unchecked.iter().map(|f| {
+        Diagnostic::warning(
+            f,
+            Pos::FILE,
+            "sops",
+            format!("encrypted values not checked: {why}"),
+        )
+    }));
+    out
 }
 
 /// Decrypts one file whole (verifying its MAC) and returns the text values directly under

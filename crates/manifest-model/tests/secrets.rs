@@ -281,3 +281,56 @@ fn references_and_inline_values_are_checked_without_a_key() {
         assert_eq!(env[k], EnvValue::Plain(v.into()), "{k}");
     }
 }
+
+/// `orun validate`'s checks: with the key every file opens; with another key or none, each
+/// encrypted file is a warning saying it was not checked; a tampered one is an error.
+#[test]
+fn validate_checks_what_the_key_given_can_open() {
+    let Some(r) = repo(NODE, SECRETS, &[]) else {
+        return;
+    };
+    let runnable = |rev: &Revision, key: Option<&std::path::Path>| {
+        let ids = key.map(|k| Identities::read(k).unwrap());
+        text(&manifest_model::unlock::runnable(rev, ids.as_ref()))
+    };
+    assert_eq!(runnable(&r.rev, Some(&r.key)), "");
+    let dir = tempfile::tempdir().unwrap();
+    let (stranger, _) = sops::keygen(dir.path(), "stranger");
+    assert_eq!(
+        runnable(&r.rev, Some(&stranger)),
+        "secrets.yaml:0:0: warning: sops: encrypted values not checked: not encrypted to the age key given\n\
+         deployments/web.yaml:0:0: warning: sops: encrypted values not checked: not encrypted to the age key given"
+    );
+    assert_eq!(
+        runnable(&r.rev, None),
+        "secrets.yaml:0:0: warning: sops: encrypted values not checked: no age key given (--age-key-path)\n\
+         deployments/web.yaml:0:0: warning: sops: encrypted values not checked: no age key given (--age-key-path)"
+    );
+    // A cleartext edit outside sops: the MAC refuses it.
+    let (_, recipient) = sops::keygen(dir.path(), "again");
+    let key = dir.path().join("again.key");
+    let web = sops::encrypt("web.yaml", WEB, &recipient, &["--encrypted-regex", "^env$"]);
+    let src = MemSource::new().with("nodes/n1.yaml", NODE).with(
+        "deployments/web.yaml",
+        web.replace("nginx:1.27", "nginx:1.28"),
+    );
+    let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
+    assert_eq!(
+        runnable(&rev, Some(&key)),
+        "deployments/web.yaml:0:0: error: sops: MAC mismatch: a value was changed, added or removed after sops encrypted the file"
+    );
+}
+
+/// A Deployment the agent cannot run yet is an error at validation, not a surprise on a node.
+#[test]
+fn a_build_is_reported_before_it_reaches_a_node() {
+    let build = "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  build:\n    context: app\n";
+    let src = MemSource::new()
+        .with("nodes/n1.yaml", NODE)
+        .with("deployments/app.yaml", build);
+    let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
+    assert_eq!(
+        text(&manifest_model::unlock::runnable(&rev, None)),
+        "deployments/app.yaml:0:0: error: spec.build: the agent does not build images on the node yet: build and push the image, then use `image:`"
+    );
+}

@@ -62,7 +62,8 @@ pub use gate::{
 pub use history::{Backoff, Failure, History, Timestamp, next_attempt};
 pub use intent::{Intent, Kind, Phase};
 pub use plan::{
-    Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, same_generation, waves,
+    Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, preview, same_generation,
+    waves,
 };
 
 /// A decrypted value, printed as `***`: what the runtime hands Docker for a secret env var.

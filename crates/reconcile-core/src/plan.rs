@@ -235,6 +235,22 @@ pub enum Diagnostic {
     },
 }
 
+/// What `orun plan` shows for a resolved node: the plan from `actual`, as an agent without
+/// history would make it, and the secret values it could not check (their fingerprints are
+/// not in `fps`, and are taken from the running containers: see
+/// [`Desired::assume_unchecked`]).
+pub fn preview(
+    node: &manifest_model::DesiredNode,
+    actual: &Actual,
+    fps: &manifest_model::Fingerprints,
+    now: Timestamp,
+) -> (Plan, Vec<crate::Unchecked>) {
+    let mut desired =
+        Desired::from_node(node, None, |image| actual.images.get(image).cloned(), fps);
+    let unchecked = desired.assume_unchecked(actual);
+    (plan(&desired, actual, &History::default(), now), unchecked)
+}
+
 /// Computes the plan that takes `actual` to `desired`.
 ///
 /// # Guarantees
