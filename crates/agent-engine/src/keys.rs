@@ -50,7 +50,7 @@ impl Keys {
             }
             None => (root.join("keys").join("age.key"), "the data dir"),
         };
-        let fingerprinter = Fingerprinter::new(&fingerprint_key(&root.join("keys"))?);
+        let fingerprinter = fingerprinter(&root.join("keys"))?;
         Ok(Self {
             age_key,
             origin,
@@ -91,17 +91,16 @@ impl Keys {
     }
 }
 
-/// Reads the fingerprint key, creating it (mode 0600, from the kernel's randomness) if it
-/// does not exist yet. Losing it only costs one restart of the containers that hold secrets.
-fn fingerprint_key(dir: &Path) -> Result<Vec<u8>, EngineError> {
+/// The fingerprinter of the node's key, creating the key (mode 0600, from the kernel's
+/// randomness) if there is none yet. Losing it only costs one restart of the containers that
+/// hold secrets.
+fn fingerprinter(dir: &Path) -> Result<Fingerprinter, EngineError> {
     let path = dir.join("fingerprint.key");
-    match fs::read(&path) {
-        Ok(key) if key.len() >= FINGERPRINT_KEY_BYTES => return Ok(key),
-        Ok(_) => {
-            warn!(path = %path.display(), "the fingerprint key is too short; making a new one")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(EngineError::io("read", &path)(e)),
+    if let Some(f) = Fingerprinter::read(&path) {
+        return Ok(f);
+    }
+    if path.exists() {
+        warn!(path = %path.display(), "the fingerprint key is unreadable or too short; making a new one");
     }
     fs::create_dir_all(dir).map_err(EngineError::io("create", dir))?;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
@@ -122,7 +121,7 @@ fn fingerprint_key(dir: &Path) -> Result<Vec<u8>, EngineError> {
         })
         .map_err(EngineError::io("write", &tmp))?;
     fs::rename(&tmp, &path).map_err(EngineError::io("write", &path))?;
-    Ok(key)
+    Ok(Fingerprinter::new(&key))
 }
 
 #[cfg(test)]
