@@ -31,6 +31,7 @@ fn spec(name: &str, image: &str) -> RenderedSpec {
         labels: BTreeMap::new(),
         probes: BTreeMap::new(),
         offered_secrets: None,
+        network: None,
     }
 }
 

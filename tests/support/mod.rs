@@ -59,6 +59,12 @@ pub(crate) fn spawn_agent(url: &str, node: &str, data: &Path, port: u16, extra: 
         .arg(data)
         .args(["--status-addr", &format!("127.0.0.1:{port}")])
         .args(extra)
+        // Caddy on the host's ports 80 and 443 is the ingress tests' business only.
+        .args(if extra.contains(&"--ingress") {
+            &[][..]
+        } else {
+            &["--ingress", "off"][..]
+        })
         .env("ORUN_LOG", "debug")
         .env("ORUN_LOG_FORMAT", "text")
         .stdout(Stdio::null())

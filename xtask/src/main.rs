@@ -161,7 +161,8 @@ fn test_steps() -> Vec<Step> {
     ]
 }
 
-/// The end-to-end suites alone (`tests/e2e.rs`, `tests/rollouts.rs`, `tests/secrets.rs`).
+/// The end-to-end suites alone (`tests/e2e.rs`, `tests/rollouts.rs`, `tests/secrets.rs`,
+/// `tests/ingress.rs`).
 fn e2e_steps() -> Vec<Step> {
     vec![
         build_binaries(),
@@ -177,6 +178,8 @@ fn e2e_steps() -> Vec<Step> {
                 "rollouts",
                 "--test",
                 "secrets",
+                "--test",
+                "ingress",
             ],
         )
         .require_all(),

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_engine::Settings;
+use agent_engine::{IngressMode, IngressSettings, Settings};
+use ingress::Issuer;
 use anyhow::{Context, bail};
 use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
 use serde::Deserialize;
@@ -79,6 +80,45 @@ pub(crate) struct Args {
     /// Converge once and exit: 0 when converged, 1 when not.
     #[arg(long, env = "ORUN_ONCE")]
     once: bool,
+    /// Where the ingress (Caddy) that serves Services comes from: `container` (the agent runs
+    /// it), `host` (a Caddy service configured through its admin API), `off` [default:
+    /// container]. See docs/ingress.md.
+    #[arg(long, env = "ORUN_INGRESS")]
+    ingress: Option<IngressKind>,
+    /// Caddy's admin API, on loopback [default: 127.0.0.1:2019].
+    #[arg(long, env = "ORUN_INGRESS_ADMIN")]
+    ingress_admin: Option<SocketAddr>,
+    /// The port Caddy serves HTTP on [default: 80].
+    #[arg(long, env = "ORUN_INGRESS_HTTP_PORT")]
+    ingress_http_port: Option<u16>,
+    /// The port Caddy serves HTTPS on [default: 443].
+    #[arg(long, env = "ORUN_INGRESS_HTTPS_PORT")]
+    ingress_https_port: Option<u16>,
+    /// Caddy's image in container mode [default: caddy:2].
+    #[arg(long, env = "ORUN_INGRESS_IMAGE")]
+    ingress_image: Option<String>,
+    /// The ACME directory certificates come from, or `internal` for Caddy's own CA
+    /// [default: Let's Encrypt].
+    #[arg(long, env = "ORUN_ACME_CA")]
+    acme_ca: Option<String>,
+    /// The contact e-mail given to the ACME server.
+    #[arg(long, env = "ORUN_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// A PEM file of roots trusted for the ACME server's own TLS (a private ACME server).
+    #[arg(long, env = "ORUN_ACME_CA_ROOT")]
+    acme_ca_root: Option<PathBuf>,
+}
+
+/// Where the ingress comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum IngressKind {
+    /// The agent runs Caddy as a container.
+    Container,
+    /// Caddy runs as a host service.
+    Host,
+    /// No ingress.
+    Off,
 }
 
 /// Where logs go.
@@ -114,6 +154,14 @@ struct FileConfig {
     age_key_path: Option<PathBuf>,
     allow_remove_all: Option<bool>,
     log_format: Option<LogFormat>,
+    ingress: Option<IngressKind>,
+    ingress_admin: Option<SocketAddr>,
+    ingress_http_port: Option<u16>,
+    ingress_https_port: Option<u16>,
+    ingress_image: Option<String>,
+    acme_ca: Option<String>,
+    acme_email: Option<String>,
+    acme_ca_root: Option<PathBuf>,
 }
 
 /// Everything the agent needs, checked.
@@ -212,12 +260,86 @@ impl Config {
             .or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
         engine.allow_remove_all = args.allow_remove_all || file.allow_remove_all.unwrap_or(false);
         engine.once = args.once;
+        engine.ingress = ingress_settings(
+            IngressArgs {
+                kind: args.ingress.or(file.ingress),
+                admin: args.ingress_admin.or(file.ingress_admin),
+                http_port: args.ingress_http_port.or(file.ingress_http_port),
+                https_port: args.ingress_https_port.or(file.ingress_https_port),
+                image: args.ingress_image.or(file.ingress_image),
+                acme_ca: args.acme_ca.or(file.acme_ca),
+                acme_email: args.acme_email.or(file.acme_email),
+                acme_ca_root: args.acme_ca_root.or(file.acme_ca_root),
+            },
+            cwd,
+        )?;
         Ok(Self {
             engine,
             status_addr,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
+}
+
+/// The ingress settings, merged.
+struct IngressArgs {
+    kind: Option<IngressKind>,
+    admin: Option<SocketAddr>,
+    http_port: Option<u16>,
+    https_port: Option<u16>,
+    image: Option<String>,
+    acme_ca: Option<String>,
+    acme_email: Option<String>,
+    acme_ca_root: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory.
+const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+fn ingress_settings(a: IngressArgs, cwd: &Path) -> anyhow::Result<IngressSettings> {
+    let mode = match a.kind.unwrap_or(IngressKind::Container) {
+        IngressKind::Off => IngressMode::Off,
+        IngressKind::Host => IngressMode::Host,
+        IngressKind::Container => IngressMode::Container {
+            image: a.image.unwrap_or_else(|| "caddy:2".to_owned()),
+        },
+    };
+    let admin = a
+        .admin
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2019)));
+    if !admin.ip().is_loopback() {
+        // Whoever reaches Caddy's admin API reroutes every domain of the node.
+        bail!("--ingress-admin {admin} is not a loopback address: Caddy's admin API must stay on this host");
+    }
+    let issuer = match a.acme_ca.as_deref() {
+        Some("internal") => Issuer::Internal,
+        directory => {
+            let directory = directory.unwrap_or(LETS_ENCRYPT).to_owned();
+            if !directory.starts_with("https://") {
+                bail!("--acme-ca must be an https:// ACME directory, or `internal`");
+            }
+            Issuer::Acme {
+                directory,
+                email: a.acme_email,
+                trusted_roots: a.acme_ca_root.map(|p| cwd.join(p)).into_iter().collect(),
+            }
+        }
+    };
+    let mut caddy = ingress::Settings {
+        admin,
+        issuer,
+        ..ingress::Settings::default()
+    };
+    if let Some(p) = a.http_port {
+        caddy.http_port = p;
+    }
+    if let Some(p) = a.https_port {
+        caddy.https_port = p;
+    }
+    if caddy.http_port == caddy.https_port {
+        bail!("--ingress-http-port and --ingress-https-port must differ");
+    }
+    Ok(IngressSettings { mode, caddy })
 }
 
 #[cfg(test)]

@@ -247,6 +247,11 @@ impl<W: World> Agent<W> {
             slots: tokio::sync::Semaphore::new(CREATE_SLOTS),
             epoch,
             superseded: std::cell::RefCell::new(BTreeSet::new()),
+            ingress: crate::ingress::Ingress::new(
+                cfg.ingress.clone(),
+                cfg.node.clone(),
+                cfg.data_dir.clone(),
+            ),
         });
         // The branch the resumed revision is of: the one the agent is told, else the one the
         // last run followed.
@@ -900,9 +905,17 @@ impl<W: World> Agent<W> {
                 _ => warn!("{d:?}"),
             }
         }
+        self.shared
+            .ingress
+            .prepare_network(&self.shared.docker, &loaded.node)
+            .await;
         let applied = self
             .apply(loaded, &desired, &plan, &mut errors, wait)
             .await?;
+        if !errors.is_empty() {
+            // A create may have failed for want of the network (removed by hand): look again.
+            self.shared.ingress.forget_network();
+        }
         let (actual, replan) = if plan.steps.is_empty() {
             (actual, plan)
         } else {
@@ -944,6 +957,16 @@ impl<W: World> Agent<W> {
             self.save_state();
         }
         self.supervise(loaded, &desired, &actual).await;
+        self.shared
+            .ingress
+            .sync(
+                &self.shared.docker,
+                &self.auth,
+                &loaded.node,
+                &actual,
+                &self.in_flight,
+            )
+            .await;
         self.publish(Some((loaded, &desired)), &actual, &replan, &errors);
         Ok(Outcome {
             converged,
@@ -1284,6 +1307,7 @@ impl<W: World> Agent<W> {
             previous: &previous,
             inspected: &self.supervision.inspected,
             metrics: &self.metrics,
+            services: self.shared.ingress.services(),
         });
         self.shared.status.publish(snapshot);
     }

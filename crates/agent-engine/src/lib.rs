@@ -9,6 +9,7 @@ mod agent;
 mod apply;
 mod error;
 mod eventlog;
+mod ingress;
 mod journal;
 mod keys;
 mod picture;
@@ -26,4 +27,5 @@ pub use seams::{
     Accepted, Clock, Git, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe, Real, Refusal,
     Runtime, SystemClock, Warnings, World, discover, judge,
 };
+pub use ingress::{IngressMode, IngressSettings};
 pub use settings::Settings;

@@ -38,6 +38,8 @@ pub(crate) struct View<'a> {
     pub(crate) inspected: &'a BTreeMap<String, (u64, Option<String>)>,
     /// The counters.
     pub(crate) metrics: &'a Metrics,
+    /// Each Service's route, as the ingress last saw it.
+    pub(crate) services: BTreeMap<String, ServiceStatus>,
 }
 
 /// The snapshot `/status` serves for `v`.
@@ -182,14 +184,13 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
             );
         }
         for s in &revision.services {
-            services.insert(
-                s.name.clone(),
-                ServiceStatus {
-                    name: s.name.clone(),
-                    deployment: s.deployment.clone(),
-                    domain: s.domain.clone(),
-                },
-            );
+            let status = v.services.get(&s.name).cloned().unwrap_or_else(|| ServiceStatus {
+                name: s.name.clone(),
+                deployment: s.deployment.clone(),
+                domain: s.domain.clone(),
+                ..ServiceStatus::default()
+            });
+            services.insert(s.name.clone(), status);
         }
     }
     if !v.plan.steps.is_empty() || !v.errors.is_empty() {
@@ -313,6 +314,7 @@ mod tests {
             previous: &case.previous,
             inspected: &BTreeMap::new(),
             metrics: &Metrics::default(),
+            services: BTreeMap::new(),
         })
     }
 

@@ -57,6 +57,9 @@ pub(crate) struct Shared<W: World> {
     /// Deployments whose rollout in flight a newer revision has superseded: their gate ends
     /// at its next look, and the rollout is undone.
     pub(crate) superseded: std::cell::RefCell<BTreeSet<String>>,
+    /// The node's ingress, which a start-first promotion switches before the old container
+    /// drains.
+    pub(crate) ingress: crate::ingress::Ingress,
 }
 
 /// What one rollout needs: the shared parts and the revision it rolls out. It owns both, so
@@ -176,10 +179,16 @@ impl<W: World> Ctx<W> {
     /// Start-first promotion: `/status` names the new container and its address, so clients
     /// that follow it move over while the old one still serves.
     async fn switch(&self, deployment: &str, new_id: &str) {
-        let address = match self.docker.inspect(new_id).await {
-            Ok(i) => i.address.map(|a| a.to_string()),
+        let ip = match self.docker.inspect(new_id).await {
+            Ok(i) => i.address,
             Err(_) => None,
         };
+        // The route moves first: the old container drains only once the ingress sends
+        // nothing new to it.
+        if let Some(Err(e)) = self.ingress.switch(deployment, new_id, ip).await {
+            warn!(%deployment, error = %e, "the ingress kept the old route; the old container drains anyway");
+        }
+        let address = ip.map(|a| a.to_string());
         let mut snap = (*self.status.get()).clone();
         if let Some(d) = snap.deployments.get_mut(deployment) {
             d.set_container(Some(new_id.to_owned()));

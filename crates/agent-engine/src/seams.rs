@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use docker_runtime::{ContainerInfo, Docker, Owner, RegistryAuth, RuntimeError, WatchEvent};
+use docker_runtime::{
+    ContainerInfo, Docker, IngressContainer, IngressFound, Owner, RegistryAuth, RuntimeError,
+    WatchEvent,
+};
 use gitsync::{GitError, Mirror, RemoteOptions, Slot};
 use manifest_model::{DesiredNode, Limits, ProbeTarget, Source};
 use reconcile_core::{Actual, ObservedContainer, RenderedSpec};
@@ -63,6 +66,28 @@ pub trait Runtime {
     async fn observe_ids(&self, ids: &[String]) -> Result<Vec<ObservedContainer>, RuntimeError>;
     /// This node's container events, and image events, until the receiver is dropped.
     fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent>;
+    /// Makes the ingress network unless it exists. A runtime without networks (the
+    /// simulation) has nothing to make.
+    async fn ensure_network(&self, name: &str, node: &str) -> Result<(), RuntimeError> {
+        let _ = (name, node);
+        Ok(())
+    }
+    /// The container under the ingress's name. A runtime without an ingress has none.
+    async fn ingress_container(
+        &self,
+        name: &str,
+        node: &str,
+    ) -> Result<IngressFound, RuntimeError> {
+        let _ = (name, node);
+        Ok(IngressFound::Absent)
+    }
+    /// Creates and starts the ingress's container.
+    async fn create_ingress(&self, spec: &IngressContainer) -> Result<String, RuntimeError> {
+        Err(RuntimeError::NotFound(format!(
+            "this runtime cannot run the ingress {}",
+            spec.name
+        )))
+    }
 }
 
 impl Runtime for Docker {
@@ -116,6 +141,19 @@ impl Runtime for Docker {
     }
     async fn observe_ids(&self, ids: &[String]) -> Result<Vec<ObservedContainer>, RuntimeError> {
         Docker::observe_ids(self, ids).await
+    }
+    async fn ensure_network(&self, name: &str, node: &str) -> Result<(), RuntimeError> {
+        Docker::ensure_network(self, name, node).await
+    }
+    async fn ingress_container(
+        &self,
+        name: &str,
+        node: &str,
+    ) -> Result<IngressFound, RuntimeError> {
+        Docker::ingress_container(self, name, node).await
+    }
+    async fn create_ingress(&self, spec: &IngressContainer) -> Result<String, RuntimeError> {
+        Docker::create_ingress(self, spec).await
     }
     fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent> {
         Docker::watch(self, node)

@@ -33,6 +33,8 @@ pub struct Settings {
     pub age_key: Option<PathBuf>,
     /// The seed of the poll timer's jitter; `None` draws one from the process and the clock.
     pub jitter_seed: Option<u64>,
+    /// The node's ingress (Caddy); off unless set.
+    pub ingress: crate::IngressSettings,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             once: false,
             age_key: None,
             jitter_seed: None,
+            ingress: crate::IngressSettings::default(),
         }
     }
 }

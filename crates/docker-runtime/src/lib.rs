@@ -11,12 +11,14 @@
 //! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
 
 mod events;
+mod ingress;
 mod inspect;
 mod pull;
 
 use std::collections::{BTreeMap, HashMap};
 
 pub use events::WatchEvent;
+pub use ingress::{IngressContainer, IngressFound, LABEL_INGRESS, LABEL_INGRESS_SPEC};
 pub use inspect::ContainerInfo;
 pub use pull::{RegistryAuth, registry_of};
 
@@ -410,14 +412,22 @@ fn observed(c: ContainerSummary) -> Option<ObservedContainer> {
         Some(ContainerSummaryHealthStatusEnum::UNHEALTHY) => Some(HealthStatus::Unhealthy),
         _ => c.status.as_deref().and_then(health_from_status),
     };
-    Some(ObservedContainer::from(ObservedFields {
+    let mut observed = ObservedContainer::from(ObservedFields {
         id,
         name,
         image_id: c.image_id.unwrap_or_default(),
         state,
         health,
         labels: c.labels.unwrap_or_default().into_iter().collect(),
-    }))
+    });
+    observed.addresses = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(net, e)| Some((net, e.ip_address.filter(|ip| !ip.is_empty())?)))
+        .collect();
+    Some(observed)
 }
 
 /// The health in Docker's status text: `Up 3 seconds (health: starting)`, `(healthy)`,
@@ -577,6 +587,9 @@ fn create_body(
             }),
             memory,
             nano_cpus: spec.millicpus.map(|m| i64::from(m) * 1_000_000),
+            // The ingress network instead of the default bridge: the one address the
+            // ingress routes to, and a name other containers of the network resolve.
+            network_mode: spec.network.clone(),
             ..Default::default()
         }),
         ..Default::default()
@@ -657,6 +670,7 @@ mod tests {
             labels: BTreeMap::new(),
             probes: BTreeMap::new(),
             offered_secrets: None,
+            network: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Environment {
     pub production: bool,
 }
 
+/// The name of the ingress network on a production node; prefixed `<env>.` elsewhere.
+const NETWORK: &str = "orun-ingress";
+
 /// One container the node should run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DesiredContainer {
@@ -33,6 +36,10 @@ pub struct DesiredContainer {
     pub container_name: String,
     /// The deployment's spec.
     pub spec: DeploymentSpec,
+    /// The Docker network the node's ingress reaches it on ([`DesiredNode::network`]): set
+    /// when a Service with a domain on this node routes to it, so it needs no host port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// One route the node's ingress should serve.
@@ -65,6 +72,9 @@ pub struct DesiredNode {
     pub containers: Vec<DesiredContainer>,
     /// Routes, ordered by service name.
     pub services: Vec<ResolvedService>,
+    /// The Docker network of this node's ingress: `orun-ingress`, prefixed `<env>.` off
+    /// production like container names, so environments sharing a host stay apart.
+    pub network: String,
     /// `secrets.yaml`, whose every entry is offered to every container as an env var (its
     /// own `env` wins on a shared key). Held once for the node, never copied per container:
     /// n entries and m deployments cost n + m, not n × m.
@@ -163,7 +173,7 @@ pub fn resolve(
             format!("{}.{deployment}", environment.id)
         }
     };
-    let containers: Vec<DesiredContainer> = rev
+    let mut containers: Vec<DesiredContainer> = rev
         .deployments
         .values()
         .filter(|d| targets(&d.spec, n))
@@ -171,6 +181,7 @@ pub fn resolve(
             deployment: d.name.clone(),
             container_name: container_name(&d.name),
             spec: d.spec.clone(),
+            network: None,
         })
         .collect();
     short_names(rev, &containers)?;
@@ -226,6 +237,17 @@ pub fn resolve(
     if !unfit.is_empty() {
         return Err(ModelError::Unfit { diagnostics: unfit });
     }
+    let network = container_name(NETWORK);
+    let routed: std::collections::BTreeSet<&str> = services
+        .iter()
+        .filter(|s| s.domain.is_some())
+        .map(|s| s.deployment.as_str())
+        .collect();
+    for c in &mut containers {
+        if routed.contains(c.deployment.as_str()) {
+            c.network = Some(network.clone());
+        }
+    }
     let sealed = containers
         .iter()
         .filter_map(|c| Some((c.deployment.clone(), rev.sealed.get(&c.deployment)?.clone())))
@@ -237,6 +259,7 @@ pub fn resolve(
         environment,
         containers,
         services,
+        network,
         secrets: rev.secrets.clone(),
     })
 }

@@ -40,6 +40,7 @@ fn spec(i: usize, version: &str) -> RenderedSpec {
         labels: BTreeMap::from([("team".to_owned(), "core".to_owned())]),
         probes: BTreeMap::new(),
         offered_secrets: None,
+        network: None,
     }
 }
 

@@ -59,6 +59,10 @@ pub struct ObservedContainer {
     /// was most of a converged plan's time at 10 000 containers (docs/BENCHMARKS.md).
     #[serde(skip)]
     owner: Option<Ownership>,
+    /// Its IP address on each network it is attached to, by network name: where the
+    /// node's ingress reaches it. Filled in by the observer; not read back from JSON.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, String>,
 }
 
 /// A container's fields as Docker reports them, before its ownership labels are read.
@@ -90,6 +94,7 @@ impl From<ObservedFields> for ObservedContainer {
             state: f.state,
             health: f.health,
             labels: f.labels,
+            addresses: BTreeMap::new(),
         }
     }
 }

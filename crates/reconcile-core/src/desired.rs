@@ -57,6 +57,11 @@ pub struct RenderedSpec {
     /// on a shared key), by one digest of the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered_secrets: Option<OfferedSecrets>,
+    /// The ingress network the container joins instead of Docker's default bridge, when a
+    /// Service routes to it. Absent otherwise, so specs (and hashes) of containers no
+    /// Service routes to are what they were before orun had an ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// `secrets.yaml` as every container of a node is offered it: one digest for identity, and
@@ -270,6 +275,7 @@ impl RenderedSpec {
             labels: s.labels.clone(),
             probes: render_probes(&s.health),
             offered_secrets: offered.cloned(),
+            network: c.network.clone(),
         }
     }
 
@@ -343,6 +349,9 @@ impl RenderedSpec {
         if let Some(o) = &self.offered_secrets {
             // Compared by digest; `plan` shows it masked, like every env value.
             out.insert("env.(secrets.yaml)".to_owned(), o.digest.clone());
+        }
+        if let Some(n) = &self.network {
+            out.insert("network".to_owned(), n.clone());
         }
         out
     }

@@ -47,6 +47,7 @@ mod history;
 mod intent;
 mod plan;
 pub mod rollout;
+mod routes;
 
 pub use actual::{
     Actual, ContainerState, HealthStatus, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT,
@@ -65,6 +66,7 @@ pub use plan::{
     Action, Diagnostic, FieldChange, Plan, Reason, Step, plan, plan_with, preview, same_generation,
     waves,
 };
+pub use routes::{RouteChange, RouteNow, route_changes};
 
 /// A decrypted value, printed as `***`: what the runtime hands Docker for a secret env var.
 pub use manifest_model::Secret;

@@ -34,6 +34,7 @@ fn spec(name: &str, image: &str, env: &str, restart: &str) -> RenderedSpec {
         labels: BTreeMap::new(),
         probes: BTreeMap::new(),
         offered_secrets: None,
+        network: None,
     }
 }
 

@@ -306,6 +306,68 @@ pub struct ServiceStatus {
     pub deployment: String,
     /// The domain on this node, if any.
     pub domain: Option<String>,
+    /// Automatic HTTPS (`ingress.ssl`).
+    #[serde(default)]
+    pub ssl: bool,
+    /// How the route stands.
+    #[serde(default)]
+    pub route: RouteState,
+    /// The container the route sends requests to, when one serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Its address and port on the ingress network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_address: Option<String>,
+    /// The certificate the ingress serves for the domain (`ssl: true`), as read from the
+    /// ingress itself by a TLS handshake; absent until one is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+    /// The last error of the route or of the ingress serving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// How one Service's route stands, spelled in kebab-case on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteState {
+    /// The ingress serves the domain from a healthy container.
+    Routed,
+    /// The route is loaded, but no container serves it (the deployment is missing, failing
+    /// or in its first gate): the ingress answers 503.
+    NoContainer,
+    /// The ingress has not taken the route yet (starting, or refusing: see `last_error`).
+    Pending,
+    /// The node runs no ingress (`--ingress off`), or the Service has no domain here.
+    #[default]
+    NotRouted,
+    /// A word from a newer agent.
+    #[serde(other)]
+    Other,
+}
+
+impl fmt::Display for RouteState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Routed => "routed",
+            Self::NoContainer => "no-container",
+            Self::Pending => "pending",
+            Self::NotRouted => "not-routed",
+            Self::Other => "other",
+        })
+    }
+}
+
+/// A served TLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// Its issuer's common name.
+    pub issuer: String,
+    /// When it expires, RFC 3339.
+    pub not_after: String,
+    /// The same, in Unix seconds (for `/metrics`).
+    #[serde(default)]
+    pub not_after_unix: i64,
 }
 
 /// Counters the agent keeps for `/metrics`.
@@ -392,7 +454,8 @@ impl Metrics {
                 "1 when the current revision is converged and healthy.",
             )?;
             ready.set(i64::from(snap.ready));
-            registry.register(Box::new(ready))
+            registry.register(Box::new(ready))?;
+            routes(&registry, snap)
         };
         let mut out = String::new();
         // Names and labels are ours and fixed, so registering cannot fail; if it did, the
@@ -401,6 +464,36 @@ impl Metrics {
         let _ = TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
         out
     }
+}
+
+/// Route and certificate gauges: one series per Service with a domain.
+fn routes(registry: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
+    let up = IntGaugeVec::new(
+        Opts::new(
+            "orun_route_up",
+            "1 when the ingress routes the Service's domain to a serving container.",
+        ),
+        &["service", "domain"],
+    )?;
+    let expiry = IntGaugeVec::new(
+        Opts::new(
+            "orun_certificate_expiry_timestamp_seconds",
+            "Unix time the certificate the ingress serves for a domain expires.",
+        ),
+        &["domain"],
+    )?;
+    for s in snap.services.values() {
+        let Some(domain) = &s.domain else { continue };
+        up.with_label_values(&[s.name.as_str(), domain.as_str()])
+            .set(i64::from(s.route == RouteState::Routed));
+        if let Some(c) = &s.certificate {
+            expiry
+                .with_label_values(&[domain.as_str()])
+                .set(c.not_after_unix);
+        }
+    }
+    registry.register(Box::new(up))?;
+    registry.register(Box::new(expiry))
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<()> {

@@ -1,0 +1,401 @@
+//! End to end with the real ingress: the agent configures a real Caddy (the Debian package as
+//! a host service, and the same binary in a container the agent runs itself) through its
+//! admin API. Services answer on their domains by Host header, over HTTP and over HTTPS with
+//! a certificate from a real ACME server (`pebble`) through the actual ACME flow; a rollout
+//! under a steady request loop fails no request; Caddy killed and restarted gets its routes
+//! back; a removed Service's route goes; a bad domain is refused whole while the old route
+//! serves; two environments share one host with prefixed containers and `$ENV` domains.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{container, node_yaml, spawn_agent};
+use test_support::caddy::{Caddy, Pebble};
+use test_support::docker::{Guard, docker_ok};
+use test_support::free_port;
+use test_support::git::Remote;
+
+/// Serves `GREETING` at `/` and `ok` at `/health`, on port 80, with no host port.
+fn web_yaml(node: &str, name: &str, greeting: &str) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"mkdir -p /www && echo \\\"$GREETING\\\" > /www/index.html && echo ok > /www/health && exec httpd -f -p 80 -h /www\"]\n  ports:\n    - containerPort: 80\n  env:\n    GREETING: {greeting}\n  health:\n    readiness:\n      http: localhost:80/health\n      periodSeconds: 1\n  rollout:\n    minHealthySeconds: 1\n    drainSeconds: 1\n"
+    )
+}
+
+fn service_yaml(name: &str, deployment: &str, domain: &str, env_domain: &str, ssl: bool) -> String {
+    format!(
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  deployment: {deployment}\n  ingress:\n    domain:\n      default: {domain}\n      environment: {env_domain}\n    ssl: {ssl}\n"
+    )
+}
+
+/// `GET /` through the proxy at `port` with `Host: domain`: the status and body.
+fn through(port: u16, domain: &str) -> Option<(u16, String)> {
+    let a = status_http::request(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        "/",
+        &[("Host", domain)],
+        None,
+        Duration::from_secs(3),
+    )
+    .ok()?;
+    Some((a.code, a.body.trim().to_owned()))
+}
+
+/// `GET /` over HTTPS through the proxy at `port`, with SNI and Host `domain`.
+fn through_tls(port: u16, domain: &str) -> Option<(u16, String)> {
+    let a = status_http::get_https(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        domain,
+        "/",
+        Duration::from_secs(3),
+    )
+    .ok()?;
+    Some((a.code, a.body.trim().to_owned()))
+}
+
+fn commit(remote: &Remote, msg: &str, files: &[(String, String)]) -> String {
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    remote.commit(msg, &refs)
+}
+
+/// A steady request loop through the proxy: every answer must be 200 with one of the
+/// greetings a rollout moves between.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, domain: &str, accepted: &[&str]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let domain = domain.to_owned();
+        let accepted: Vec<String> = accepted.iter().map(|a| (*a).to_owned()).collect();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match through(port, &domain) {
+                    Some((200, body)) if accepted.contains(&body) => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => f.lock().unwrap().push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Self {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        let failed = self.failed.lock().unwrap().clone();
+        (self.ok.load(Ordering::SeqCst), failed)
+    }
+}
+
+fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
+    &status["services"][name]
+}
+
+#[test]
+fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_errors() {
+    if !Caddy::available() || !Pebble::available() {
+        return;
+    }
+    let mut caddy = Caddy::start();
+    let pebble = Pebble::start();
+    let directory = pebble.directory();
+    let id = std::process::id();
+    let node = format!("ing-{id}");
+    let _guard = Guard(format!("orun.node={node}"));
+    let web = format!("ing{id}-web");
+    let (secure, plain) = (format!("secure-{id}.orun.test"), format!("plain-{id}.orun.test"));
+    let remote = Remote::new();
+    let files = |greeting: &str, with_plain: bool, secure_domain: &str| {
+        let mut v = vec![
+            (format!("nodes/{node}.yaml"), node_yaml(&node)),
+            (
+                format!("deployments/{web}.yaml"),
+                web_yaml(&node, &web, greeting),
+            ),
+            (
+                "services/secure.yaml".to_owned(),
+                service_yaml("secure", &web, secure_domain, "s.$ENV.orun.test", true),
+            ),
+        ];
+        if with_plain {
+            v.push((
+                "services/plain.yaml".to_owned(),
+                service_yaml("plain", &web, &plain, "p.$ENV.orun.test", false),
+            ));
+        }
+        v
+    };
+    let c1 = commit(&remote, "first", &files("v1", true, &secure));
+    let data_root = tempfile::tempdir().unwrap();
+    let data = data_root.path().join("data");
+    let (http, https) = (caddy.http_port(), caddy.https_port());
+    let agent = spawn_agent(
+        &remote.file_url(),
+        &node,
+        &data,
+        free_port(),
+        &[
+            "--ingress",
+            "host",
+            "--ingress-admin",
+            &caddy.admin().to_string(),
+            "--ingress-http-port",
+            &http.to_string(),
+            "--ingress-https-port",
+            &https.to_string(),
+            "--acme-ca",
+            &directory,
+            "--acme-email",
+            "ops@orun.test",
+            "--acme-ca-root",
+            &pebble.ca_cert_path().display().to_string(),
+        ],
+    );
+
+    // 1. Plain HTTP by Host header; HTTP of the HTTPS domain redirects; HTTPS answers with
+    //    a certificate pebble issued through the ACME flow.
+    agent.converged(&c1);
+    agent
+        .wait("the plain route")
+        .until(|| (through(http, &plain)? == (200, "v1".to_owned())).then_some(()));
+    let redirect = status_http::request(
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        "GET",
+        "/x?y=1",
+        &[("Host", &secure)],
+        None,
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(redirect.code, 308, "{redirect:?}");
+    agent
+        .wait("HTTPS with pebble's certificate")
+        .until(|| (through_tls(https, &secure)? == (200, "v1".to_owned())).then_some(()));
+    let status = agent.wait_status("the certificate in /status", |s| {
+        service(s, "secure")["certificate"]["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("Pebble"))
+    });
+    let upstream = service(&status, "secure")["upstream"].as_str().unwrap().to_owned();
+    assert_eq!(upstream, web);
+    assert_eq!(service(&status, "secure")["route"], "routed");
+    assert_eq!(service(&status, "plain")["route"], "routed");
+    assert_eq!(service(&status, "plain")["domain"], plain.as_str());
+    let metrics = agent.get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains(&format!(
+            "orun_route_up{{domain=\"{secure}\",service=\"secure\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "orun_certificate_expiry_timestamp_seconds{{domain=\"{secure}\"}}"
+        )),
+        "{metrics}"
+    );
+    // An unknown host is not served by any container.
+    assert_eq!(through(http, "nobody.orun.test").map(|a| a.0), Some(404));
+
+    // 2. A rollout under a steady request loop: zero failed requests.
+    let (old_id, _) = container(&web).unwrap();
+    let load = Load::start(http, &plain, &["v1", "v2"]);
+    agent
+        .wait("requests flowing before the rollout")
+        .until(|| (load.ok.load(Ordering::SeqCst) > 20).then_some(()));
+    let c2 = commit(&remote, "v2", &files("v2", true, &secure));
+    agent.converged(&c2);
+    agent.wait("the old container gone").until_true(|| {
+        container(&web).is_some_and(|(id, _)| id != old_id) && docker_ok(&["inspect", &old_id]).is_none()
+    });
+    agent
+        .wait("v2 through the proxy")
+        .until(|| (through(http, &plain)? == (200, "v2".to_owned())).then_some(()));
+    let (ok, failed) = load.finish();
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok);
+    assert!(ok > 50, "only {ok} requests made it");
+
+    // 3. Caddy killed and started again, empty: the agent loads its routes back, and the
+    //    certificate is served from Caddy's storage.
+    caddy.kill();
+    caddy.restart();
+    agent
+        .wait("routes back after Caddy restarted")
+        .until(|| (through(http, &plain)? == (200, "v2".to_owned())).then_some(()));
+    agent
+        .wait("HTTPS back after Caddy restarted")
+        .until(|| (through_tls(https, &secure)? == (200, "v2".to_owned())).then_some(()));
+
+    // 4. A bad domain is refused whole; the old routes keep serving.
+    let bad = commit(&remote, "bad domain", &files("v3", true, "bad_domain!.orun.test"));
+    let s = agent.wait_status("the bad domain refused", |s| {
+        s["node"]["sync_error"].as_str().is_some_and(|e| {
+            e.contains(&bad[..12]) && e.contains("services/secure.yaml:") && e.contains("domain")
+        })
+    });
+    assert_eq!(s["node"]["git_head"], c2.as_str(), "{s}");
+    assert_eq!(through(http, &plain), Some((200, "v2".to_owned())));
+
+    // 5. A Service removed: its route goes with it.
+    std::fs::remove_file(remote.work().join("services/plain.yaml")).unwrap();
+    let c4 = commit(&remote, "no plain", &files("v2", false, &secure));
+    agent.converged(&c4);
+    agent
+        .wait("the removed Service's route gone")
+        .until(|| (through(http, &plain)?.0 == 404).then_some(()));
+    let status = agent.status().unwrap();
+    assert!(status["services"].get("plain").is_none(), "{status}");
+}
+
+#[test]
+fn two_environments_share_a_host_with_caddy_in_a_container() {
+    if !test_support::required() && docker_ok(&["image", "inspect", "orun-test/caddy:2"]).is_none() {
+        return;
+    }
+    if !Caddy::available() {
+        return;
+    }
+    let host_caddy = Caddy::start();
+    let id = std::process::id();
+    let (prod_node, staging_node) = (format!("ie-{id}"), format!("ies-{id}"));
+    let _guards = (
+        Guard(format!("orun.node={prod_node}")),
+        Guard(format!("orun.node={staging_node}")),
+        Guard(format!("orun.ingress={prod_node}")),
+    );
+    let web = format!("ie{id}-web");
+    let domain = format!("app-{id}.orun.test");
+    let remote = Remote::new();
+    // Both nodes run the deployment; each Node manifest names its own branch.
+    let staging_node_yaml = node_yaml(&staging_node).replace("gitBranch: main", "gitBranch: staging");
+    let files = |greeting: &str| {
+        vec![
+            (format!("nodes/{prod_node}.yaml"), node_yaml(&prod_node)),
+            (format!("nodes/{staging_node}.yaml"), staging_node_yaml.clone()),
+            (
+                format!("deployments/{web}.yaml"),
+                web_yaml(&prod_node, &web, greeting).replace(
+                    &format!("nodes: [{prod_node}]"),
+                    &format!("nodes: [{prod_node}, {staging_node}]"),
+                ),
+            ),
+            (
+                "services/app.yaml".to_owned(),
+                service_yaml("app", &web, &domain, &format!("app-{id}.$ENV.orun.test"), false),
+            ),
+        ]
+    };
+    let c1 = commit(&remote, "prod", &files("production"));
+    test_support::git::git(&remote.work(), &["checkout", "-q", "-b", "staging"]);
+    let s1 = commit(&remote, "staging", &files("staging"));
+    let url = remote.file_url();
+    test_support::git::git(&remote.work(), &["push", "-q", &url, "staging"]);
+    test_support::git::git(&remote.work(), &["checkout", "-q", "main"]);
+
+    let data_root = tempfile::tempdir().unwrap();
+    let (admin, http, https) = (free_port(), free_port(), free_port());
+    let prod = spawn_agent(
+        &url,
+        &prod_node,
+        &data_root.path().join("prod"),
+        free_port(),
+        &[
+            "--branch",
+            "main",
+            "--ingress",
+            "container",
+            "--ingress-image",
+            "orun-test/caddy:2",
+            "--ingress-admin",
+            &format!("127.0.0.1:{admin}"),
+            "--ingress-http-port",
+            &http.to_string(),
+            "--ingress-https-port",
+            &https.to_string(),
+            "--acme-ca",
+            "internal",
+        ],
+    );
+    let staging = spawn_agent(
+        &url,
+        &staging_node,
+        &data_root.path().join("staging"),
+        free_port(),
+        &[
+            "--branch",
+            "staging",
+            "--ingress",
+            "host",
+            "--ingress-admin",
+            &host_caddy.admin().to_string(),
+            "--ingress-http-port",
+            &host_caddy.http_port().to_string(),
+            "--ingress-https-port",
+            &host_caddy.https_port().to_string(),
+            "--acme-ca",
+            "internal",
+        ],
+    );
+    prod.converged(&c1);
+    staging.converged(&s1);
+    // Prefixed container names, each environment on its own network.
+    assert!(container(&web).is_some());
+    assert!(container(&format!("staging.{web}")).is_some());
+    prod.wait("production through the agent's own Caddy").until(|| {
+        (through(http, &domain)? == (200, "production".to_owned())).then_some(())
+    });
+    let staging_domain = format!("app-{id}.staging.orun.test");
+    staging.wait("staging on its $ENV domain").until(|| {
+        (through(host_caddy.http_port(), &staging_domain)? == (200, "staging".to_owned()))
+            .then_some(())
+    });
+    // Each proxy serves its own environment only.
+    assert_eq!(through(http, &staging_domain).map(|a| a.0), Some(404));
+    let status = staging.status().unwrap();
+    assert_eq!(service(&status, "app")["domain"], staging_domain.as_str());
+    assert_eq!(
+        service(&status, "app")["upstream"],
+        format!("staging.{web}").as_str()
+    );
+
+    // The agent's Caddy container killed: Docker or the agent starts it again, and the agent
+    // loads its routes back.
+    docker_ok(&["kill", "orun-caddy"]).expect("the agent's Caddy container runs");
+    prod.wait("routes back after the Caddy container was killed").until(|| {
+        (through(http, &domain)? == (200, "production".to_owned())).then_some(())
+    });
+    drop(prod);
+    // The container and its certificate volume are the agent's: removed by label here.
+    if let Some(v) = docker_ok(&["volume", "ls", "-q", "--filter", "name=orun-caddy-data"]) {
+        for v in v.split_whitespace() {
+            let _ = docker_ok(&["rm", "-f", "orun-caddy"]);
+            let _ = docker_ok(&["volume", "rm", v]);
+        }
+    }
+}
