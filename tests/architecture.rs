@@ -127,6 +127,7 @@ fn each_foreign_library_has_one_owner() {
         ("http-body-util", "status-http"),
         ("prometheus", "status-http"),
         ("rustls", "status-http"),
+        ("x509-parser", "status-http"),
         ("jiff", "agent-engine"),
         ("age", "sops-age"),
         ("aes-gcm", "sops-age"),

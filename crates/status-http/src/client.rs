@@ -1,9 +1,10 @@
-//! A minimal HTTP client: one `GET` over HTTP/1.1, bounded in time and size, plain for the
-//! status API (`orun status`, tests) and for probes, or over TLS for `https://` probes.
+//! A minimal HTTP client: one request over HTTP/1.1, bounded in time and size, plain for the
+//! status API (`orun status`, tests), for probes and for Caddy's admin API, or over TLS for
+//! `https://` probes; and a TLS handshake that reads the certificate a server presents.
 //!
 //! Kept here so HTTP has one owner; it needs none of hyper's machinery for a single request
 //! whose answer carries `Content-Length` or ends with the connection. TLS goes through
-//! `rustls`, known to this crate alone.
+//! `rustls`, and certificates are read with `x509-parser`, both known to this crate alone.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,6 +15,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use x509_parser::extensions::GeneralName;
 
 /// Largest answer read.
 const MAX_RESPONSE: u64 = 8 << 20;
@@ -21,8 +23,10 @@ const MAX_RESPONSE: u64 = 8 << 20;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Nothing listens there, the connection broke, or the TLS handshake failed.
-    #[error("cannot reach the agent's status API at {addr}: {source}")]
+    /// Nothing listens there, the connection broke, the TLS handshake failed, or the request
+    /// was refused before sending because it could not be written as asked (a line break in a
+    /// header value, a method that is not a token: kind `InvalidInput`).
+    #[error("cannot reach {addr}: {source}")]
     Io {
         /// The address asked.
         addr: SocketAddr,
@@ -30,8 +34,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// The answer is not HTTP as the agent writes it.
-    #[error("the status API at {addr} gave a malformed answer")]
+    /// The answer is not HTTP, or the certificate presented cannot be read.
+    #[error("{addr} gave a malformed answer")]
     Malformed {
         /// The address asked.
         addr: SocketAddr,
@@ -47,14 +51,55 @@ pub struct Answer {
     pub body: String,
 }
 
+/// What a TLS server presents as its own (end-entity) certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The issuer's common name, or its whole distinguished name when it has none.
+    pub issuer: String,
+    /// The DNS names among the subject alternative names, in the certificate's order.
+    pub subject_names: Vec<String>,
+    /// Start of validity, in Unix seconds.
+    pub not_before: i64,
+    /// End of validity, in Unix seconds.
+    pub not_after: i64,
+}
+
 /// `GET path` over plain HTTP from `addr`, within `timeout` per read or write.
 ///
 /// # Errors
 /// When `addr` cannot be reached or answers something that is not HTTP.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer, ClientError> {
+    request(addr, "GET", path, &[], None, timeout)
+}
+
+/// One request over plain HTTP to `addr`, within `timeout` per read or write: `method path`,
+/// the given `headers`, and `body` as `(content type, bytes)`, sent with its
+/// `Content-Length` and `Connection: close`.
+///
+/// `Host` is `addr` unless `headers` names one (to reach a virtual host through a proxy).
+/// `Content-Length`, `Connection` and `Transfer-Encoding` are the client's own and refused in
+/// `headers`. A `POST`, `PUT` or `PATCH` without a body says `Content-Length: 0`.
+///
+/// # Guarantees
+/// Nothing is sent unless the whole request is well-formed: the method and header names are
+/// HTTP tokens, the path has no space or control character, and no header value (nor the
+/// content type) holds a CR, LF or NUL, so a value cannot smuggle a header or a request.
+///
+/// # Errors
+/// [`ClientError::Io`] of kind `InvalidInput` for a request that cannot be written as asked;
+/// otherwise when `addr` cannot be reached or answers something that is not HTTP.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
     let io = |source| ClientError::Io { addr, source };
+    let request = compose(&addr.to_string(), method, path, headers, body).map_err(io)?;
     let stream = connect(addr, timeout).map_err(io)?;
-    exchange(stream, addr, path)
+    exchange(stream, addr, &request)
 }
 
 /// `GET path` over HTTPS from `addr`, within `timeout` per read or write, for probes.
@@ -64,7 +109,9 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer, Cl
 /// endpoint's certificate is typically self-signed or issued for a public name, never for the
 /// address probed. The handshake is otherwise real (TLS 1.2 or 1.3, its signatures checked),
 /// so a plain-HTTP port or a broken TLS server fails the probe. `server_name` is sent as SNI
-/// when it is a DNS name; an IP address sends none.
+/// and as `Host` (with the port unless it is 443) when it is a DNS name, so a server with
+/// virtual hosts (a proxy such as Caddy) answers for that name; an IP address sends no SNI,
+/// and `Host` is then `addr`.
 ///
 /// # Errors
 /// When `addr` cannot be reached, the handshake fails, or the answer is not HTTP.
@@ -75,16 +122,89 @@ pub fn get_https(
     timeout: Duration,
 ) -> Result<Answer, ClientError> {
     let io = |source| ClientError::Io { addr, source };
-    let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
-        io(std::io::Error::new(
-            ErrorKind::InvalidInput,
-            "invalid TLS server name",
-        ))
-    })?;
+    let name = tls_name(server_name).map_err(io)?;
+    let host = match &name {
+        ServerName::DnsName(dns) if addr.port() == 443 => dns.as_ref().to_owned(),
+        ServerName::DnsName(dns) => format!("{}:{}", dns.as_ref(), addr.port()),
+        _ => addr.to_string(),
+    };
+    let request = compose(&host, "GET", path, &[], None).map_err(io)?;
     let conn = ClientConnection::new(unverified_config(), name)
         .map_err(|e| io(std::io::Error::new(ErrorKind::InvalidData, e)))?;
     let tcp = connect(addr, timeout).map_err(io)?;
-    exchange(StreamOwned::new(conn, tcp), addr, path)
+    exchange(StreamOwned::new(conn, tcp), addr, &request)
+}
+
+/// The certificate `addr` presents in a TLS handshake that sends `server_name` as SNI (none
+/// for an IP address), within `timeout` per read or write.
+///
+/// Like [`get_https`], the certificate is not verified: the question is which certificate a
+/// server (Caddy, for a route) actually serves, trusted or not, and the answer says who
+/// issued it, for which names and until when. The handshake's signatures are still checked,
+/// so the server holds the key of the certificate reported. Nothing is sent after the
+/// handshake but `close_notify`.
+///
+/// # Errors
+/// [`ClientError::Io`] when `addr` cannot be reached or the handshake fails (a server with no
+/// certificate for that name typically answers with a TLS alert: kind `InvalidData`);
+/// [`ClientError::Malformed`] when the certificate presented cannot be read as X.509.
+pub fn peer_certificate(
+    addr: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<PeerCertificate, ClientError> {
+    let io = |source| ClientError::Io { addr, source };
+    let name = tls_name(server_name).map_err(io)?;
+    let mut conn = ClientConnection::new(unverified_config(), name)
+        .map_err(|e| io(std::io::Error::new(ErrorKind::InvalidData, e)))?;
+    let mut tcp = connect(addr, timeout).map_err(io)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(io)?;
+    }
+    let der = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or(ClientError::Malformed { addr })?;
+    let certificate = read_certificate(der).ok_or(ClientError::Malformed { addr })?;
+    // Polite, not needed: the answer is already in hand, so a failure here changes nothing.
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut tcp);
+    Ok(certificate)
+}
+
+/// Issuer, DNS names and validity of a DER certificate; `None` when it is not X.509.
+fn read_certificate(der: &[u8]) -> Option<PeerCertificate> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let issuer = cert
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map_or_else(|| cert.issuer().to_string(), str::to_owned);
+    let subject_names = match cert.subject_alternative_name().ok()? {
+        Some(san) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Some(PeerCertificate {
+        issuer,
+        subject_names,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// The TLS name for `server_name`: a DNS name (sent as SNI) or an IP address (no SNI).
+fn tls_name(server_name: &str) -> std::io::Result<ServerName<'static>> {
+    ServerName::try_from(server_name.to_owned())
+        .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "invalid TLS server name"))
 }
 
 fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
@@ -94,16 +214,97 @@ fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Whether `s` is an HTTP token (RFC 9110 §5.6.2): a method or a header name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The whole request, head and body, as one buffer; refuses what cannot be written safely.
+fn compose(
+    default_host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<Vec<u8>> {
+    let refuse = |why: &str| {
+        Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("refused to send the request: {why}"),
+        ))
+    };
+    // A value may hold any visible text and spaces, but a CR or LF would end the header
+    // early (and start another one, or another request), and NUL is refused by servers.
+    let safe_value = |v: &str| !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+    if !is_token(method) {
+        return refuse("the method is not an HTTP token");
+    }
+    if path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return refuse("the path is empty or holds a space or a control character");
+    }
+    let mut host = default_host;
+    for &(name, value) in headers {
+        if !is_token(name) {
+            return refuse("a header name is not an HTTP token");
+        }
+        if !safe_value(value) {
+            return refuse("a header value holds a line break or NUL");
+        }
+        if ["content-length", "connection", "transfer-encoding"]
+            .iter()
+            .any(|own| name.eq_ignore_ascii_case(own))
+        {
+            return refuse("Content-Length, Connection and Transfer-Encoding are the client's own");
+        }
+        if name.eq_ignore_ascii_case("host") {
+            host = value;
+        }
+    }
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+    {
+        head.push_str("Accept: */*\r\n");
+    }
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("host") {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    let content: &[u8] = match body {
+        Some((content_type, bytes)) => {
+            if !safe_value(content_type) {
+                return refuse("the content type holds a line break or NUL");
+            }
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                bytes.len()
+            ));
+            bytes
+        }
+        None if matches!(method, "POST" | "PUT" | "PATCH") => {
+            head.push_str("Content-Length: 0\r\n");
+            &[]
+        }
+        None => &[],
+    };
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(content);
+    Ok(request)
+}
+
 fn exchange(
     mut stream: impl Read + Write,
     addr: SocketAddr,
-    path: &str,
+    request: &[u8],
 ) -> Result<Answer, ClientError> {
     let io = |source| ClientError::Io { addr, source };
-    // One write, so the request leaves as one segment (or one TLS record).
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(io)?;
+    // One write, so the request leaves as one segment (or one TLS record) when it fits.
+    stream.write_all(request).map_err(io)?;
     stream.flush().map_err(io)?;
     let mut raw = Vec::new();
     match stream.take(MAX_RESPONSE).read_to_end(&mut raw) {
@@ -205,6 +406,250 @@ fn parse(raw: &[u8]) -> Option<Answer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::{ServerConfig, ServerConnection};
+
+    // The test certificate of `tests/https_probe.rs` (self-signed, CN=localhost, no SAN,
+    // valid 2026-12-02T05:52:54Z to 2126-11-08T05:52:54Z); it protects nothing.
+    const CERT: &[u8] = include_bytes!("../tests/fixtures/self-signed.cert.der");
+    const KEY: &[u8] = include_bytes!("../tests/fixtures/self-signed.key.der");
+
+    /// Reads one request (head, then `Content-Length` bytes of body) from `stream`.
+    fn read_request(stream: &mut impl Read) -> String {
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            raw.push(byte[0]);
+        }
+        let head = String::from_utf8(raw.clone()).unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |n| n.parse::<usize>().unwrap());
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).unwrap();
+        raw.extend(body);
+        String::from_utf8(raw).unwrap()
+    }
+
+    /// A plain HTTP server for one request: answers 200 `ok` and returns the request seen.
+    fn serve_once() -> (SocketAddr, JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let seen = read_request(&mut tcp);
+            tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            seen
+        });
+        (addr, handle)
+    }
+
+    /// A TLS server for one connection with the test certificate: when `answer`, reads a
+    /// request and answers it, returning the request; otherwise only completes the handshake.
+    fn serve_tls_once(answer: bool) -> (SocketAddr, JoinHandle<String>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(CERT.to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec())),
+            )
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut conn = ServerConnection::new(Arc::new(config)).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).unwrap();
+            }
+            let mut tls = StreamOwned::new(conn, tcp);
+            if !answer {
+                // Wait for the client's close_notify (or its going away) before closing.
+                let _ = tls.read(&mut [0u8; 1]);
+                return String::new();
+            }
+            let seen = read_request(&mut tls);
+            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+            seen
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn request_sends_method_headers_and_body_with_its_length() {
+        let (addr, server) = serve_once();
+        let answer = request(
+            addr,
+            "POST",
+            "/load",
+            &[("Host", "app.example.test"), ("X-Trace", "a b")],
+            Some(("application/json", b"{\"a\":1}")),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(answer.code, 200);
+        assert_eq!(answer.body, "ok");
+        assert_eq!(
+            server.join().unwrap(),
+            "POST /load HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\
+             Accept: */*\r\nX-Trace: a b\r\nContent-Type: application/json\r\n\
+             Content-Length: 7\r\n\r\n{\"a\":1}"
+        );
+
+        // `get` is the same request with nothing added; `Host` is then the address.
+        let (addr, server) = serve_once();
+        assert_eq!(
+            get(addr, "/status", Duration::from_secs(5)).unwrap().code,
+            200
+        );
+        assert_eq!(
+            server.join().unwrap(),
+            format!(
+                "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+            )
+        );
+
+        // A POST without a body still says how long it is.
+        let (addr, server) = serve_once();
+        request(addr, "POST", "/stop", &[], None, Duration::from_secs(5)).unwrap();
+        assert!(
+            server
+                .join()
+                .unwrap()
+                .ends_with("Content-Length: 0\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_written_safely_is_refused_before_connecting() {
+        // Nothing listens there: a refusal must come before any connection is tried.
+        let closed: SocketAddr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = Duration::from_secs(5);
+        // Method, path, headers and body of each request refused.
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<(&'a str, &'a [u8])>,
+        );
+        let cases: [Case; 9] = [
+            ("GET", "/", &[("Host", "a\r\nX-Evil: 1")], None),
+            ("GET", "/", &[("X-A", "line\nbreak")], None),
+            ("GET", "/", &[("X-A", "nul\0")], None),
+            ("GET", "/", &[("X-A:", "v")], None),
+            ("GET", "/", &[("Content-Length", "3")], None),
+            ("GET", "/", &[("connection", "keep-alive")], None),
+            ("GET /x HTTP/1.1\r\n", "/", &[], None),
+            ("GET", "/a b", &[], None),
+            ("POST", "/", &[], Some(("text/plain\r\nX-Evil: 1", b"x"))),
+        ];
+        for (method, path, headers, body) in cases {
+            let err = request(closed, method, path, headers, body, t).unwrap_err();
+            match &err {
+                ClientError::Io { source, .. } => {
+                    assert_eq!(
+                        source.kind(),
+                        ErrorKind::InvalidInput,
+                        "{method:?} {headers:?}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                err.to_string().contains("refused to send the request"),
+                "{err}"
+            );
+        }
+        // The same address, asked properly, fails as unreachable: the refusals were early.
+        let err = get(closed, "/", t).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Io { source, .. } if source.kind() == ErrorKind::ConnectionRefused),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("cannot reach {closed}: Connection refused (os error 111)")
+        );
+    }
+
+    #[test]
+    fn get_https_names_the_virtual_host_it_asks_for() {
+        let (addr, server) = serve_tls_once(true);
+        get_https(addr, "app.example.test", "/", Duration::from_secs(5)).unwrap();
+        let seen = server.join().unwrap();
+        assert!(
+            seen.starts_with(&format!(
+                "GET / HTTP/1.1\r\nHost: app.example.test:{}\r\n",
+                addr.port()
+            )),
+            "{seen}"
+        );
+
+        let (addr, server) = serve_tls_once(true);
+        get_https(addr, "127.0.0.1", "/", Duration::from_secs(5)).unwrap();
+        let seen = server.join().unwrap();
+        assert!(
+            seen.starts_with(&format!("GET / HTTP/1.1\r\nHost: {addr}\r\n")),
+            "{seen}"
+        );
+    }
+
+    #[test]
+    fn peer_certificate_reads_what_the_server_presents() {
+        let (addr, server) = serve_tls_once(false);
+        let cert = peer_certificate(addr, "localhost", Duration::from_secs(5)).unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            cert,
+            PeerCertificate {
+                issuer: "localhost".into(),
+                subject_names: Vec::new(),
+                not_before: 1_796_190_774,
+                not_after: 4_949_790_774,
+            }
+        );
+    }
+
+    #[test]
+    fn peer_certificate_of_a_plain_http_port_is_a_failed_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let _ = tcp.read(&mut [0u8; 512]);
+            tcp.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        });
+        let err = peer_certificate(addr, "localhost", Duration::from_secs(5)).unwrap_err();
+        server.join().unwrap();
+        assert!(
+            matches!(&err, ClientError::Io { source, .. } if source.kind() == ErrorKind::InvalidData),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn junk_is_not_a_certificate() {
+        assert_eq!(read_certificate(b"not a certificate"), None);
+    }
 
     #[test]
     fn parses_answers_and_refuses_junk() {

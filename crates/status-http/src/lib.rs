@@ -13,7 +13,9 @@
 //!
 //! [`get`] is the matching client (`orun status`, tests, and the agent's http probes): one
 //! bounded request; [`get_https`] is the same over TLS, without certificate verification, for
-//! `https://` probes (`rustls`, like `hyper`, is known to this crate alone).
+//! `https://` probes (`rustls`, like `hyper`, is known to this crate alone); [`request`] sends
+//! any method, headers and body (Caddy's admin API), and [`peer_certificate`] reads the
+//! certificate a TLS server presents for a name (`x509-parser`, known to this crate alone).
 
 mod client;
 mod snapshot;
@@ -33,7 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use client::{Answer, ClientError, get, get_https};
+pub use client::{Answer, ClientError, PeerCertificate, get, get_https, peer_certificate, request};
 pub use snapshot::{
     ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome, Metrics, NodeStatus,
     ServiceStatus, Snapshot, short_container_id,
