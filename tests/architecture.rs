@@ -128,6 +128,7 @@ fn each_foreign_library_has_one_owner() {
         ("prometheus", "status-http"),
         ("rustls", "status-http"),
         ("x509-parser", "status-http"),
+        ("rcgen", "test-support"),
         ("jiff", "agent-engine"),
         ("age", "sops-age"),
         ("aes-gcm", "sops-age"),

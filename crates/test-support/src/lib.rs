@@ -1,6 +1,7 @@
 //! Helpers the tests of every crate share, so each exists once: real Git remotes (bare repos,
 //! `git daemon`, `sshd` on loopback), the Docker CLI and a guard that removes a test's
-//! containers by label, and [`wait::wait`], the one way a test waits for something.
+//! containers by label, the real Caddy and the `pebble` ACME server on loopback, and
+//! [`wait::wait`], the one way a test waits for something.
 //!
 //! Dev-only: no crate depends on it outside `[dev-dependencies]`.
 
@@ -10,6 +11,7 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+pub mod caddy;
 pub mod docker;
 pub mod git;
 pub mod sops;
