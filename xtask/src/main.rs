@@ -405,16 +405,49 @@ fn ensure_git() -> Result<()> {
 }
 
 /// The programs the tests start beside Docker and Git: `sshd` for the deploy-key remote,
-/// `docker-registry` and `htpasswd` for authenticated pulls, `promtool` to lint `/metrics`.
-/// Installed here so that `cargo xtask test` skips nothing on a fresh machine.
+/// `docker-registry` and `htpasswd` for authenticated pulls, `promtool` to lint `/metrics`,
+/// `caddy` and `pebble` (an ACME server) for the ingress. Installed here so that
+/// `cargo xtask test` skips nothing on a fresh machine.
 fn ensure_test_components() -> Result<()> {
     ensure_programs(&[
         ("sshd", "openssh-server"),
         ("docker-registry", "docker-registry"),
         ("htpasswd", "apache2-utils"),
         ("promtool", "prometheus"),
+        ("caddy", "caddy"),
+        ("pebble", "pebble"),
     ])?;
+    ensure_tcp_migrate_req()?;
     ensure_sops()
+}
+
+/// The kernel setting that lets a listening socket's queued connections move to its
+/// `SO_REUSEPORT` sibling when it closes (Linux 5.14+).
+const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// Caddy 2.6 reloads its config by opening new `SO_REUSEPORT` listeners and closing the old
+/// ones; Linux resets the connections still queued on a closed one unless
+/// `net.ipv4.tcp_migrate_req` is 1. The ingress test of route swaps under load asserts that
+/// no request fails, as the agent promises, so the test machine is set as a node must be.
+fn ensure_tcp_migrate_req() -> Result<()> {
+    let Ok(value) = fs::read_to_string(TCP_MIGRATE_REQ) else {
+        bail!(
+            "this kernel lacks net.ipv4.tcp_migrate_req (Linux 5.14+), without which Caddy's \
+             reloads reset queued connections"
+        );
+    };
+    if value.trim() == "1" {
+        return Ok(());
+    }
+    if !running_as_root() {
+        bail!(
+            "Caddy's reloads reset queued connections unless net.ipv4.tcp_migrate_req is 1: \
+             run `sysctl -w net.ipv4.tcp_migrate_req=1` as root"
+        );
+    }
+    fs::write(TCP_MIGRATE_REQ, "1").with_context(|| format!("writing {TCP_MIGRATE_REQ}"))?;
+    println!("sysctl: net.ipv4.tcp_migrate_req = 1 (Caddy's reloads keep queued connections)");
+    Ok(())
 }
 
 /// Where the test run keeps the real `sops` (see [`ensure_sops`]); `test-support` looks
@@ -743,21 +776,26 @@ fn stop(child: &mut Child) {
 /// One image the real-Docker tests use, built offline from a context of a few files.
 struct TestImage {
     tag: &'static str,
-    dockerfile: &'static str,
+    dockerfile: String,
     /// Context files other than the Dockerfile: name, contents and whether it is a program
     /// (`COPY` keeps the mode, and busybox must be executable in the image).
-    files: Vec<(&'static str, Vec<u8>, bool)>,
+    files: Vec<(String, Vec<u8>, bool)>,
 }
 
+/// The tag of the container-mode Caddy image ([`caddy_image`]).
+const CADDY_IMAGE: &str = "orun-test/caddy:2";
+
 /// Builds the images the real-Docker tests and the demo run, each only if it is missing. No
-/// registry is reachable, so everything starts `FROM scratch` with Debian's static busybox.
+/// registry is reachable, so everything starts `FROM scratch` with Debian's static busybox,
+/// or, for Caddy, with Debian's `caddy` and the libraries it links.
 fn ensure_images() -> Result<()> {
     let images = [
         TestImage {
             tag: "orun-test/busybox:1",
             dockerfile: "FROM scratch\n\
                          COPY busybox /bin/busybox\n\
-                         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+                         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"
+                .to_owned(),
             files: Vec::new(),
         },
         TestImage {
@@ -765,11 +803,22 @@ fn ensure_images() -> Result<()> {
             dockerfile: "FROM orun-test/busybox:1\n\
                          COPY index.html health /www/\n\
                          EXPOSE 80\n\
-                         CMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+                         CMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n"
+                .to_owned(),
             files: vec![
-                ("index.html", b"hello from orun\n".to_vec(), false),
-                ("health", b"ok".to_vec(), false),
+                (
+                    "index.html".to_owned(),
+                    b"hello from orun\n".to_vec(),
+                    false,
+                ),
+                ("health".to_owned(), b"ok".to_vec(), false),
             ],
+        },
+        TestImage {
+            tag: CADDY_IMAGE,
+            // Filled in by `caddy_image` only when the image must be built.
+            dockerfile: String::new(),
+            files: Vec::new(),
         },
     ];
     for mut image in images {
@@ -778,7 +827,12 @@ fn ensure_images() -> Result<()> {
             continue;
         }
         if image.tag == "orun-test/busybox:1" {
-            image.files.push(("busybox", static_busybox()?, true));
+            image
+                .files
+                .push(("busybox".to_owned(), static_busybox()?, true));
+        }
+        if image.tag == CADDY_IMAGE {
+            image = caddy_image()?;
         }
         let started = Instant::now();
         build_image(&image)?;
@@ -789,6 +843,66 @@ fn ensure_images() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where Debian's `caddy` package puts its binary.
+const DEBIAN_CADDY: &str = "/usr/bin/caddy";
+
+/// The container-mode Caddy: Debian's `/usr/bin/caddy` as `/caddy` in an empty image, its
+/// entrypoint. Debian builds Caddy with cgo, so unlike upstream's static binary it needs its
+/// program interpreter and shared libraries (`ldd` names them: libc, libzstd), each copied to
+/// the path it was found at. No CA bundle: the tests' ACME server is trusted explicitly.
+fn caddy_image() -> Result<TestImage> {
+    ensure_programs(&[("caddy", "caddy")])?;
+    let elf = fs::read(DEBIAN_CADDY).with_context(|| format!("reading {DEBIAN_CADDY}"))?;
+    let mut dockerfile = String::from("FROM scratch\nCOPY caddy /caddy\n");
+    let mut files = Vec::new();
+    if !is_static_elf(&elf) {
+        let ldd = Command::new("ldd")
+            .arg(DEBIAN_CADDY)
+            .output()
+            .context("could not run ldd")?;
+        if !ldd.status.success() {
+            bail!(
+                "`ldd {DEBIAN_CADDY}` failed: {}",
+                String::from_utf8_lossy(&ldd.stderr)
+            );
+        }
+        for (index, path) in shared_libraries(&String::from_utf8_lossy(&ldd.stdout))
+            .into_iter()
+            .enumerate()
+        {
+            // `fs::read` follows the links (libc.so.6 -> libc-2.36.so), so the image holds
+            // each library as a file at the path the loader asks for.
+            let bytes = fs::read(&path).with_context(|| format!("reading {path}"))?;
+            let name = format!("lib{index}");
+            dockerfile.push_str(&format!("COPY {name} {path}\n"));
+            files.push((name, bytes, true));
+        }
+    }
+    dockerfile.push_str("ENTRYPOINT [\"/caddy\"]\n");
+    files.push(("caddy".to_owned(), elf, true));
+    Ok(TestImage {
+        tag: CADDY_IMAGE,
+        dockerfile,
+        files,
+    })
+}
+
+/// The absolute paths of the libraries and the program interpreter in `ldd`'s output
+/// (`libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2
+/// (0x...)`); the kernel's vDSO, which is no file, is left out.
+fn shared_libraries(ldd: &str) -> Vec<String> {
+    ldd.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, target)) => target.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect()
 }
 
 /// The bytes of a statically linked busybox, installing Debian's `busybox-static` if need be.
@@ -843,7 +957,7 @@ fn build_image(image: &TestImage) -> Result<()> {
         "orun-xtask-{}",
         image.tag.replace(['/', ':'], "-")
     ))?;
-    fs::write(context.0.join("Dockerfile"), image.dockerfile).context("writing the Dockerfile")?;
+    fs::write(context.0.join("Dockerfile"), &image.dockerfile).context("writing the Dockerfile")?;
     for (name, contents, program) in &image.files {
         let path = context.0.join(name);
         fs::write(&path, contents).with_context(|| format!("writing {name}"))?;
@@ -1151,4 +1265,25 @@ fn shell_words(args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_libraries_are_read_from_ldd() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd1b3f2000)\n\
+                   \tlibzstd.so.1 => /lib/x86_64-linux-gnu/libzstd.so.1 (0x00007f2c5c783000)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2c5c5a1000)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f2c5c852000)\n";
+        assert_eq!(
+            shared_libraries(ldd),
+            [
+                "/lib/x86_64-linux-gnu/libzstd.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2",
+            ]
+        );
+    }
 }

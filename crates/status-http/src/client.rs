@@ -379,28 +379,62 @@ impl ServerCertVerifier for NoCertificateCheck {
     }
 }
 
+/// The status code and body of a whole answer; `None` when it is not HTTP/1.x, is cut short,
+/// or its body is not UTF-8. The body is delimited by `Content-Length`, by chunks
+/// (`Transfer-Encoding: chunked`, which Go servers such as Caddy's admin API use for larger
+/// answers even to a `Connection: close` request), or by the end of the connection.
 fn parse(raw: &[u8]) -> Option<Answer> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let body = &raw[split + 4..];
     let status = head.lines().next()?;
     let mut parts = status.split(' ');
     if !parts.next()?.starts_with("HTTP/1.") {
         return None;
     }
     let code = parts.next()?.parse().ok()?;
-    let length = head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    };
+    let chunked = header("transfer-encoding").is_some_and(|te| {
+        te.rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
     });
-    let body = match length {
-        Some(n) => body.get(..n)?,
-        None => body,
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        match header("content-length") {
+            Some(n) => body.get(..n.parse::<usize>().ok()?)?.to_vec(),
+            None => body.to_vec(),
+        }
     };
     Some(Answer {
         code,
-        body: body.to_owned(),
+        body: String::from_utf8(body).ok()?,
     })
+}
+
+/// The data of a chunked body (RFC 9112 §7.1), up to its last chunk; trailers are ignored.
+/// `None` when it is cut short or malformed.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..line_end]).ok()?;
+        // A size may carry extensions after `;`, which mean nothing here.
+        let size_text = line.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(data);
+        }
+        data.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size..)?.strip_prefix(b"\r\n")?;
+    }
 }
 
 #[cfg(test)]
@@ -664,5 +698,30 @@ mod tests {
         );
         assert!(parse(b"SSH-2.0-OpenSSH\r\n").is_none());
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_none());
+        assert!(parse(b"HTTP/1.1 200 OK\r\n\r\n\xff").is_none());
+    }
+
+    #[test]
+    fn reads_chunked_answers_whole_and_refuses_them_cut_short() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\n{\"a\":\r\n3;ext=1\r\n1}\n\r\n0\r\nTrailer: x\r\n\r\n";
+        assert_eq!(
+            parse(raw),
+            Some(Answer {
+                code: 200,
+                body: "{\"a\":1}\n".into()
+            })
+        );
+        // Every byte counts: a chunk of multi-byte characters is measured in bytes.
+        let raw = "HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n4\r\néé\r\n0\r\n\r\n";
+        assert_eq!(parse(raw.as_bytes()).unwrap().body, "éé");
+        for cut in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(parse(cut), None, "{}", String::from_utf8_lossy(cut));
+        }
     }
 }
