@@ -129,7 +129,10 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
     let node = format!("ing-{id}");
     let _guard = Guard(format!("orun.node={node}"));
     let web = format!("ing{id}-web");
-    let (secure, plain) = (format!("secure-{id}.orun.test"), format!("plain-{id}.orun.test"));
+    let (secure, plain) = (
+        format!("secure-{id}.orun.test"),
+        format!("plain-{id}.orun.test"),
+    );
     let remote = Remote::new();
     let files = |greeting: &str, with_plain: bool, secure_domain: &str| {
         let mut v = vec![
@@ -202,7 +205,10 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
             .as_str()
             .is_some_and(|i| i.contains("Pebble"))
     });
-    let upstream = service(&status, "secure")["upstream"].as_str().unwrap().to_owned();
+    let upstream = service(&status, "secure")["upstream"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(upstream, web);
     assert_eq!(service(&status, "secure")["route"], "routed");
     assert_eq!(service(&status, "plain")["route"], "routed");
@@ -232,13 +238,19 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
     let c2 = commit(&remote, "v2", &files("v2", true, &secure));
     agent.converged(&c2);
     agent.wait("the old container gone").until_true(|| {
-        container(&web).is_some_and(|(id, _)| id != old_id) && docker_ok(&["inspect", &old_id]).is_none()
+        container(&web).is_some_and(|(id, _)| id != old_id)
+            && docker_ok(&["inspect", &old_id]).is_none()
     });
     agent
         .wait("v2 through the proxy")
         .until(|| (through(http, &plain)? == (200, "v2".to_owned())).then_some(()));
     let (ok, failed) = load.finish();
-    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok
+    );
     assert!(ok > 50, "only {ok} requests made it");
 
     // 3. Caddy killed and started again, empty: the agent loads its routes back, and the
@@ -253,7 +265,11 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
         .until(|| (through_tls(https, &secure)? == (200, "v2".to_owned())).then_some(()));
 
     // 4. A bad domain is refused whole; the old routes keep serving.
-    let bad = commit(&remote, "bad domain", &files("v3", true, "bad_domain!.orun.test"));
+    let bad = commit(
+        &remote,
+        "bad domain",
+        &files("v3", true, "bad_domain!.orun.test"),
+    );
     let s = agent.wait_status("the bad domain refused", |s| {
         s["node"]["sync_error"].as_str().is_some_and(|e| {
             e.contains(&bad[..12]) && e.contains("services/secure.yaml:") && e.contains("domain")
@@ -275,7 +291,9 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
 
 #[test]
 fn two_environments_share_a_host_with_caddy_in_a_container() {
-    if !test_support::required() && docker_ok(&["image", "inspect", "orun-test/caddy:2"]).is_none() {
+    if !test_support::required()
+        && docker_ok(&["image", "inspect", "orun-test/caddy:deb"]).is_none()
+    {
         return;
     }
     if !Caddy::available() {
@@ -293,11 +311,15 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
     let domain = format!("app-{id}.orun.test");
     let remote = Remote::new();
     // Both nodes run the deployment; each Node manifest names its own branch.
-    let staging_node_yaml = node_yaml(&staging_node).replace("gitBranch: main", "gitBranch: staging");
+    let staging_node_yaml =
+        node_yaml(&staging_node).replace("gitBranch: main", "gitBranch: staging");
     let files = |greeting: &str| {
         vec![
             (format!("nodes/{prod_node}.yaml"), node_yaml(&prod_node)),
-            (format!("nodes/{staging_node}.yaml"), staging_node_yaml.clone()),
+            (
+                format!("nodes/{staging_node}.yaml"),
+                staging_node_yaml.clone(),
+            ),
             (
                 format!("deployments/{web}.yaml"),
                 web_yaml(&prod_node, &web, greeting).replace(
@@ -307,7 +329,13 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
             ),
             (
                 "services/app.yaml".to_owned(),
-                service_yaml("app", &web, &domain, &format!("app-{id}.$ENV.orun.test"), false),
+                service_yaml(
+                    "app",
+                    &web,
+                    &domain,
+                    &format!("app-{id}.$ENV.orun.test"),
+                    false,
+                ),
             ),
         ]
     };
@@ -331,7 +359,7 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
             "--ingress",
             "container",
             "--ingress-image",
-            "orun-test/caddy:2",
+            "orun-test/caddy:deb",
             "--ingress-admin",
             &format!("127.0.0.1:{admin}"),
             "--ingress-http-port",
@@ -367,9 +395,8 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
     // Prefixed container names, each environment on its own network.
     assert!(container(&web).is_some());
     assert!(container(&format!("staging.{web}")).is_some());
-    prod.wait("production through the agent's own Caddy").until(|| {
-        (through(http, &domain)? == (200, "production".to_owned())).then_some(())
-    });
+    prod.wait("production through the agent's own Caddy")
+        .until(|| (through(http, &domain)? == (200, "production".to_owned())).then_some(()));
     let staging_domain = format!("app-{id}.staging.orun.test");
     staging.wait("staging on its $ENV domain").until(|| {
         (through(host_caddy.http_port(), &staging_domain)? == (200, "staging".to_owned()))
@@ -387,9 +414,8 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
     // The agent's Caddy container killed: Docker or the agent starts it again, and the agent
     // loads its routes back.
     docker_ok(&["kill", "orun-caddy"]).expect("the agent's Caddy container runs");
-    prod.wait("routes back after the Caddy container was killed").until(|| {
-        (through(http, &domain)? == (200, "production".to_owned())).then_some(())
-    });
+    prod.wait("routes back after the Caddy container was killed")
+        .until(|| (through(http, &domain)? == (200, "production".to_owned())).then_some(()));
     drop(prod);
     // The container and its certificate volume are the agent's: removed by label here.
     if let Some(v) = docker_ok(&["volume", "ls", "-q", "--filter", "name=orun-caddy-data"]) {

@@ -226,6 +226,11 @@ fn demo_dir() -> PathBuf {
 /// The status address and example URL the demo uses.
 const DEMO_STATUS: &str = "127.0.0.1:9100";
 const DEMO_URL_PORT: u16 = 8080;
+/// The ports of the demo's ingress (Caddy in a container the agent runs), and the example
+/// Service's domain (`*.localhost` resolves to loopback).
+const DEMO_HTTP_PORT: u16 = 8081;
+const DEMO_HTTPS_PORT: u16 = 8443;
+const DEMO_DOMAIN: &str = "hello-world.localhost";
 
 /// `cargo xtask demo`: validate `examples/`, commit it to a local bare repository, start
 /// `orun-agent` on it in the background, wait until the example is converged and serving, and
@@ -268,6 +273,18 @@ fn demo() -> Result<()> {
             "web-01",
             "--status-addr",
             DEMO_STATUS,
+            // Caddy from the offline-built image, on high ports, with its own CA: no
+            // registry or ACME server is needed (docs/ingress.md).
+            "--ingress",
+            "container",
+            "--ingress-image",
+            CADDY_IMAGE,
+            "--ingress-http-port",
+            &DEMO_HTTP_PORT.to_string(),
+            "--ingress-https-port",
+            &DEMO_HTTPS_PORT.to_string(),
+            "--acme-ca",
+            "internal",
         ])
         .arg("--data-dir")
         .arg(dir.join("data"))
@@ -316,6 +333,18 @@ fn demo() -> Result<()> {
     let answer = http_get(&format!("127.0.0.1:{DEMO_URL_PORT}"), "/").unwrap_or_default();
     let first = answer.lines().next().unwrap_or("(no answer)");
     println!("\n$ curl http://127.0.0.1:{DEMO_URL_PORT}/   ->  {first}");
+    // The Service, through Caddy: its route is loaded at the end of the pass that converged.
+    let proxy = format!("127.0.0.1:{DEMO_HTTP_PORT}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let routed = loop {
+        let answer = http_get_host(&proxy, DEMO_DOMAIN, "/").unwrap_or_default();
+        if answer.split(' ').nth(1) == Some("200") || Instant::now() > deadline {
+            break answer;
+        }
+        thread::sleep(POLL_INTERVAL);
+    };
+    let first = routed.lines().next().unwrap_or("(no answer)");
+    println!("$ curl http://{DEMO_DOMAIN}:{DEMO_HTTP_PORT}/   ->  {first}   (through Caddy)");
     println!(
         "\nThe agent keeps running in the background (pid {pid}). Try:\n\
          \x20 target/debug/orun status                  # the node and its deployments\n\
@@ -385,10 +414,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 /// One `GET` over HTTP/1.0; the whole answer, or `None` when nothing answers.
 fn http_get(addr: &str, path: &str) -> Option<String> {
+    http_get_host(addr, addr, path)
+}
+
+/// `GET path` from `addr` with `Host: host`: what a browser sends for a domain.
+fn http_get_host(addr: &str, host: &str, path: &str) -> Option<String> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -783,7 +817,7 @@ struct TestImage {
 }
 
 /// The tag of the container-mode Caddy image ([`caddy_image`]).
-const CADDY_IMAGE: &str = "orun-test/caddy:2";
+const CADDY_IMAGE: &str = "orun-test/caddy:deb";
 
 /// Builds the images the real-Docker tests and the demo run, each only if it is missing. No
 /// registry is reachable, so everything starts `FROM scratch` with Debian's static busybox,
@@ -848,14 +882,15 @@ fn ensure_images() -> Result<()> {
 /// Where Debian's `caddy` package puts its binary.
 const DEBIAN_CADDY: &str = "/usr/bin/caddy";
 
-/// The container-mode Caddy: Debian's `/usr/bin/caddy` as `/caddy` in an empty image, its
-/// entrypoint. Debian builds Caddy with cgo, so unlike upstream's static binary it needs its
+/// The container-mode Caddy: Debian's `/usr/bin/caddy` at the same path in an empty image,
+/// its entrypoint, where the official `caddy` image keeps it too (the agent runs
+/// `/usr/bin/caddy` whatever the image's entrypoint). Debian builds Caddy with cgo, so unlike upstream's static binary it needs its
 /// program interpreter and shared libraries (`ldd` names them: libc, libzstd), each copied to
 /// the path it was found at. No CA bundle: the tests' ACME server is trusted explicitly.
 fn caddy_image() -> Result<TestImage> {
     ensure_programs(&[("caddy", "caddy")])?;
     let elf = fs::read(DEBIAN_CADDY).with_context(|| format!("reading {DEBIAN_CADDY}"))?;
-    let mut dockerfile = String::from("FROM scratch\nCOPY caddy /caddy\n");
+    let mut dockerfile = String::from("FROM scratch\nCOPY caddy /usr/bin/caddy\n");
     let mut files = Vec::new();
     if !is_static_elf(&elf) {
         let ldd = Command::new("ldd")
@@ -880,7 +915,7 @@ fn caddy_image() -> Result<TestImage> {
             files.push((name, bytes, true));
         }
     }
-    dockerfile.push_str("ENTRYPOINT [\"/caddy\"]\n");
+    dockerfile.push_str("ENTRYPOINT [\"/usr/bin/caddy\"]\n");
     files.push(("caddy".to_owned(), elf, true));
     Ok(TestImage {
         tag: CADDY_IMAGE,

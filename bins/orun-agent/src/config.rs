@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_engine::{IngressMode, IngressSettings, Settings};
-use ingress::Issuer;
 use anyhow::{Context, bail};
 use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
+use ingress::Issuer;
 use serde::Deserialize;
 
 /// Command-line flags; each also reads `ORUN_<NAME>` from the environment.
@@ -309,7 +309,9 @@ fn ingress_settings(a: IngressArgs, cwd: &Path) -> anyhow::Result<IngressSetting
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2019)));
     if !admin.ip().is_loopback() {
         // Whoever reaches Caddy's admin API reroutes every domain of the node.
-        bail!("--ingress-admin {admin} is not a loopback address: Caddy's admin API must stay on this host");
+        bail!(
+            "--ingress-admin {admin} is not a loopback address: Caddy's admin API must stay on this host"
+        );
     }
     let issuer = match a.acme_ca.as_deref() {
         Some("internal") => Issuer::Internal,

@@ -36,6 +36,9 @@ pub(crate) struct Args {
     /// The node's data dir, whose fingerprint key tells changed secret values apart.
     #[arg(long, default_value = "/opt/orun")]
     data_dir: PathBuf,
+    /// Caddy's admin API on the node, asked which routes it serves now.
+    #[arg(long, default_value = "127.0.0.1:2019")]
+    ingress_admin: std::net::SocketAddr,
     /// Print the plan as JSON (schema in docs/plan.md).
     #[arg(long)]
     json: bool,
@@ -90,6 +93,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         bail!("secret values do not decrypt (see above); the agent would refuse this revision");
     }
     let (plan, unchecked) = reconcile_core::preview(&node, &actual, &secrets.fingerprints, now());
+    let served = served_routes(args.ingress_admin, &actual, &node);
+    let routes = reconcile_core::route_changes(&node, &plan, served.as_ref());
 
     let out = if args.json {
         let (create, replace, start, remove) = plan.counts();
@@ -101,11 +106,20 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "diagnostics": plan.diagnostics,
             "notes": secrets.notes,
             "unchecked": unchecked,
+            "routes": routes,
+            "ingress_reachable": served.is_some(),
             "summary": { "create": create, "replace": replace, "start": start, "remove": remove },
         });
         serde_json::to_string_pretty(&doc)? + "\n"
     } else {
         let mut text = render_text(&node, &plan);
+        text.extend(routes.iter().map(|r| format!("{r}\n")));
+        if served.is_none() && node.services.iter().any(|s| s.domain.is_some()) {
+            let admin = args.ingress_admin;
+            text.push_str(&format!(
+                "note: no ingress answers at {admin}: routes shown as new\n"
+            ));
+        }
         for n in &secrets.notes {
             text.push_str(&format!("note: {n}\n"));
         }
@@ -156,6 +170,38 @@ fn observe_docker(
         actual.images = docker.image_ids(&images).await?;
         Ok(actual)
     })
+}
+
+/// The routes the node's Caddy serves now, each with the container its address belongs to;
+/// `None` when Caddy does not answer (or the node routes nothing).
+fn served_routes(
+    admin: std::net::SocketAddr,
+    actual: &Actual,
+    node: &manifest_model::DesiredNode,
+) -> Option<std::collections::BTreeMap<String, reconcile_core::RouteNow>> {
+    node.services.iter().find(|s| s.domain.is_some())?;
+    let config = ingress::Caddy::new(admin, std::time::Duration::from_secs(2))
+        .current()
+        .ok()?;
+    let name_of = |ip: std::net::IpAddr| {
+        let ip = ip.to_string();
+        let c = actual
+            .containers
+            .iter()
+            .find(|c| c.addresses.get(&node.network) == Some(&ip))?;
+        Some(c.name.clone())
+    };
+    let served = ingress::routes_in(&config).into_iter().map(|(domain, s)| {
+        let upstream = s.upstream.and_then(|a| name_of(a.ip()));
+        (
+            domain,
+            reconcile_core::RouteNow {
+                ssl: s.ssl,
+                upstream,
+            },
+        )
+    });
+    Some(served.collect())
 }
 
 fn print_all(diagnostics: &[manifest_model::Diagnostic]) {

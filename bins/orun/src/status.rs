@@ -112,11 +112,55 @@ fn render(snap: &Snapshot, ready: bool) -> String {
             errors.push(format!("{name}: {e}"));
         }
     }
+    out.push('\n');
+    table(&mut out, &rows);
+    if rows.len() == 1 {
+        let _ = writeln!(out, "(no deployments on this node)");
+    }
+    let mut routes = vec![
+        [
+            "SERVICE",
+            "DOMAIN",
+            "ROUTE",
+            "UPSTREAM",
+            "TLS",
+            "CERTIFICATE",
+        ]
+        .map(str::to_owned),
+    ];
+    for (name, s) in &snap.services {
+        let cert = s
+            .certificate
+            .as_ref()
+            .map(|c| format!("{} until {}", c.issuer, c.not_after));
+        routes.push([
+            name.clone(),
+            or_dash(s.domain.as_deref()),
+            s.route.to_string(),
+            or_dash(s.upstream.as_deref()),
+            if s.ssl { "https" } else { "http" }.to_owned(),
+            or_dash(cert.as_deref()),
+        ]);
+        if let Some(e) = &s.last_error {
+            errors.push(format!("service {name}: {e}"));
+        }
+    }
+    if routes.len() > 1 {
+        out.push('\n');
+        table(&mut out, &routes);
+    }
+    for e in errors {
+        let _ = writeln!(out, "! {e}");
+    }
+    out
+}
+
+/// Rows as columns padded to their widest cell.
+fn table(out: &mut String, rows: &[[String; 6]]) {
     let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    out.push('\n');
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
@@ -124,13 +168,6 @@ fn render(snap: &Snapshot, ready: bool) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
-    if rows.len() == 1 {
-        let _ = writeln!(out, "(no deployments on this node)");
-    }
-    for e in errors {
-        let _ = writeln!(out, "! {e}");
-    }
-    out
 }
 
 #[cfg(test)]

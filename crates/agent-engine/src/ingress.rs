@@ -187,7 +187,10 @@ impl Ingress {
         match result {
             Ok(loaded) => {
                 if loaded {
-                    info!(routes = self.state.borrow().wanted.len(), "ingress configured");
+                    info!(
+                        routes = self.state.borrow().wanted.len(),
+                        "ingress configured"
+                    );
                 }
                 let mut s = self.state.borrow_mut();
                 s.loaded = Some(config);
@@ -224,7 +227,7 @@ impl Ingress {
         }
         let Some(ip) = address else {
             return Some(Err(
-                "the new container has no address on the ingress network".into()
+                "the new container has no address on the ingress network".into(),
             ));
         };
         let _guard = self.loading.lock().await;
@@ -261,7 +264,8 @@ impl Ingress {
             .containers
             .iter()
             .filter(|c| {
-                c.ownership(&self.node, &node.branch).is_some() && c.state == ContainerState::Running
+                c.ownership(&self.node, &node.branch).is_some()
+                    && c.state == ContainerState::Running
             })
             .map(|c| (c.name.as_str(), c))
             .collect();
@@ -288,14 +292,14 @@ impl Ingress {
                 continue;
             };
             let upstream = by_name.get(svc.container_name.as_str()).and_then(|c| {
-                    // A container whose spec is the one a rollout in flight brings is still in
-                    // its first gate (a create, or stop-first): not promoted, not routed.
-                    let gating = in_flight
-                        .get(&svc.deployment)
-                        .is_some_and(|h| c.spec_hash() == Some(h.as_str()));
-                    let ip: IpAddr = c.addresses.get(&node.network)?.parse().ok()?;
-                    (!gating).then(|| (c.name.clone(), c.id.clone(), ip))
-                });
+                // A container whose spec is the one a rollout in flight brings is still in
+                // its first gate (a create, or stop-first): not promoted, not routed.
+                let gating = in_flight
+                    .get(&svc.deployment)
+                    .is_some_and(|h| c.spec_hash() == Some(h.as_str()));
+                let ip: IpAddr = c.addresses.get(&node.network)?.parse().ok()?;
+                (!gating).then(|| (c.name.clone(), c.id.clone(), ip))
+            });
             wanted.push(Wanted {
                 service: svc.name.clone(),
                 deployment: svc.deployment.clone(),
@@ -420,9 +424,13 @@ impl Ingress {
             args: ["run", "--config", INIT_IN_CONTAINER]
                 .map(str::to_owned)
                 .to_vec(),
-            env: ["XDG_DATA_HOME=/data", "XDG_CONFIG_HOME=/config", "HOME=/data"]
-                .map(str::to_owned)
-                .to_vec(),
+            env: [
+                "XDG_DATA_HOME=/data",
+                "XDG_CONFIG_HOME=/config",
+                "HOME=/data",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             binds,
             node: self.node.clone(),
             identity: String::new(),
@@ -440,7 +448,11 @@ impl Ingress {
     }
 
     /// Waits for a Caddy just started to answer, then loads `config`.
-    async fn wait_and_load(&self, caddy: &ingress::Caddy, config: &serde_json::Value) -> Result<bool, String> {
+    async fn wait_and_load(
+        &self,
+        caddy: &ingress::Caddy,
+        config: &serde_json::Value,
+    ) -> Result<bool, String> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             match ensure(caddy.clone(), config.clone()).await {
@@ -466,12 +478,17 @@ impl Ingress {
                     } else {
                         CERT_PENDING_RECHECK
                     };
-                    s.cert_checked.get(&w.domain).is_none_or(|t| now >= *t + every)
+                    s.cert_checked
+                        .get(&w.domain)
+                        .is_none_or(|t| now >= *t + every)
                 })
                 .map(|w| w.domain.clone())
                 .collect()
         };
-        let https = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.settings.caddy.https_port);
+        let https = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            self.settings.caddy.https_port,
+        );
         for domain in due {
             let caddy = self.caddy();
             let d = domain.clone();

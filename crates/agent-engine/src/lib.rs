@@ -23,9 +23,9 @@ mod state;
 
 pub use agent::{Agent, Outcome};
 pub use error::{EngineError, report};
+pub use ingress::{IngressMode, IngressSettings};
 pub use seams::{
     Accepted, Clock, Git, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe, Real, Refusal,
     Runtime, SystemClock, Warnings, World, discover, judge,
 };
-pub use ingress::{IngressMode, IngressSettings};
 pub use settings::Settings;

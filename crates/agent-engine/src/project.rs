@@ -184,12 +184,16 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
             );
         }
         for s in &revision.services {
-            let status = v.services.get(&s.name).cloned().unwrap_or_else(|| ServiceStatus {
-                name: s.name.clone(),
-                deployment: s.deployment.clone(),
-                domain: s.domain.clone(),
-                ..ServiceStatus::default()
-            });
+            let status = v
+                .services
+                .get(&s.name)
+                .cloned()
+                .unwrap_or_else(|| ServiceStatus {
+                    name: s.name.clone(),
+                    deployment: s.deployment.clone(),
+                    domain: s.domain.clone(),
+                    ..ServiceStatus::default()
+                });
             services.insert(s.name.clone(), status);
         }
     }

@@ -3,6 +3,7 @@
 //! The layout was checked by hand against Caddy 2.6.2 and is held by the tests against the
 //! real Caddy (`tests/caddy.rs`); the snapshots below pin it byte for byte.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -172,6 +173,44 @@ pub fn render(settings: &Settings, routes: &[Route]) -> Value {
     })
 }
 
+/// A route as a loaded config serves it, read back by [`routes_in`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// Served over HTTPS.
+    pub ssl: bool,
+    /// The address proxied to; `None` when the route answers 503.
+    pub upstream: Option<SocketAddr>,
+}
+
+/// The routes a config of [`render`]'s shape serves, by domain: what `orun plan` compares
+/// the Services with. Routes of any other shape (someone else's config) are left out.
+pub fn routes_in(config: &Value) -> BTreeMap<String, Served> {
+    let mut out = BTreeMap::new();
+    let servers = &config["apps"]["http"]["servers"];
+    for (server, ssl) in [("https", true), ("http", false)] {
+        let Some(routes) = servers[server]["routes"].as_array() else {
+            continue;
+        };
+        for r in routes {
+            let Some(domain) = r["match"][0]["host"][0].as_str() else {
+                continue;
+            };
+            let h = &r["handle"][0];
+            let upstream = match (h["handler"].as_str(), h["status_code"].as_u64()) {
+                (Some("reverse_proxy"), _) => h["upstreams"][0]["dial"]
+                    .as_str()
+                    .and_then(|d| d.parse().ok()),
+                (Some("static_response"), Some(503)) => None,
+                // A redirect to the HTTPS server, or something not ours.
+                _ => continue,
+            };
+            out.entry(domain.to_owned())
+                .or_insert(Served { ssl, upstream });
+        }
+    }
+    out
+}
+
 /// A route matching `domain` on the `Host` header, ending the chain.
 fn host_route(domain: &str, handle: Value) -> Value {
     json!({
@@ -261,6 +300,30 @@ mod tests {
     fn check(settings: &Settings, routes: &[Route], expected: Expect) {
         let rendered = render(settings, routes);
         expected.assert_eq(&serde_json::to_string_pretty(&rendered).unwrap());
+    }
+
+    #[test]
+    fn routes_read_back_as_rendered() {
+        let routes = [
+            route("web", "www.example.com", true, Some("172.17.0.2:8080")),
+            route("api", "api.example.com", false, None),
+            route("doc", "doc.example.com", false, Some("172.17.0.3:80")),
+        ];
+        let back = routes_in(&render(&Settings::default(), &routes));
+        let want: BTreeMap<String, Served> = routes
+            .iter()
+            .map(|r| {
+                (
+                    r.domain.clone(),
+                    Served {
+                        ssl: r.ssl,
+                        upstream: r.upstream,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(back, want);
+        assert!(routes_in(&serde_json::json!({"admin": {}})).is_empty());
     }
 
     #[test]

@@ -117,12 +117,7 @@ pub fn route_changes(
     let rolled: std::collections::BTreeSet<&str> = plan
         .steps
         .iter()
-        .filter(|s| {
-            matches!(
-                s.action,
-                Action::Create { .. } | Action::Replace { .. }
-            )
-        })
+        .filter(|s| matches!(s.action, Action::Create { .. } | Action::Replace { .. }))
         .map(|s| s.deployment.as_str())
         .collect();
     let mut out = Vec::new();
@@ -208,7 +203,9 @@ mod tests {
             )
             .with("services/a.yaml", svc("a", "a.example.com", true))
             .with("services/b.yaml", svc("b", "b.example.com", false));
-        let rev = load(&src, &manifest_model::Limits::default()).revision.unwrap();
+        let rev = load(&src, &manifest_model::Limits::default())
+            .revision
+            .unwrap();
         resolve(&rev, "n", None).unwrap()
     }
 

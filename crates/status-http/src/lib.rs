@@ -37,8 +37,8 @@ use tokio::sync::Semaphore;
 
 pub use client::{Answer, ClientError, PeerCertificate, get, get_https, peer_certificate, request};
 pub use snapshot::{
-    ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome, Metrics, NodeStatus,
-    ServiceStatus, Snapshot, short_container_id, RouteState, CertificateStatus,
+    CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
+    Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot, short_container_id,
 };
 
 /// Everything that can go wrong serving the status API.
