@@ -49,7 +49,9 @@ impl Caddy {
     }
 
     /// Replaces Caddy's whole config with `config` (`POST /load`). Caddy answers once the new
-    /// config runs (its listeners bound, its routes live); certificates it must still obtain
+    /// config runs (its listeners bound, its routes live) and the old servers' shutdown has
+    /// started, not finished: for a moment after, a new connection may still meet the old
+    /// routes (Caddy 2.6.2's `App.Stop` says as much). Certificates it must still obtain
     /// arrive in the background.
     ///
     /// # Errors

@@ -23,11 +23,28 @@ pub fn required() -> bool {
     std::env::var_os("ORUN_REQUIRE_ALL").is_some()
 }
 
-/// A free TCP port on loopback (free when asked; a test binds it soon after).
+/// A free TCP port on loopback (free when asked; a test binds it soon after), never the same
+/// twice in one test process.
+///
+/// The kernel may hand a port out again as soon as the probe socket closes, and a port is
+/// often bound only later (Caddy binds its HTTP and HTTPS ports when a config names them).
+/// Two tests given the same port would then meet: with Caddy's `SO_REUSEPORT` listeners not
+/// even as an error, but as one server answering for another.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // A test that panicked while holding the lock left the set whole: take it anyway.
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
