@@ -79,7 +79,8 @@ struct Load {
 }
 
 impl Load {
-    fn start(port: u16, domain: &str, accepted: &[&str]) -> Self {
+    /// Requests `domain` at `port`, over HTTPS when `tls`.
+    fn start(port: u16, domain: &str, accepted: &[&str], tls: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -88,7 +89,12 @@ impl Load {
         let accepted: Vec<String> = accepted.iter().map(|a| (*a).to_owned()).collect();
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                match through(port, &domain) {
+                let answer = if tls {
+                    through_tls(port, &domain)
+                } else {
+                    through(port, &domain)
+                };
+                match answer {
                     Some((200, body)) if accepted.contains(&body) => {
                         o.fetch_add(1, Ordering::SeqCst);
                     }
@@ -111,6 +117,12 @@ impl Load {
         let failed = self.failed.lock().unwrap().clone();
         (self.ok.load(Ordering::SeqCst), failed)
     }
+}
+
+/// Waits until the load loop has had some answers.
+fn agent_wait_tls(load: &Load) {
+    test_support::wait::wait("requests flowing", Duration::from_secs(30))
+        .until_true(|| load.ok.load(Ordering::SeqCst) > 20);
 }
 
 fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
@@ -231,7 +243,7 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
 
     // 2. A rollout under a steady request loop: zero failed requests.
     let (old_id, _) = container(&web).unwrap();
-    let load = Load::start(http, &plain, &["v1", "v2"]);
+    let load = Load::start(http, &plain, &["v1", "v2"], false);
     agent
         .wait("requests flowing before the rollout")
         .until(|| (load.ok.load(Ordering::SeqCst) > 20).then_some(()));
@@ -278,6 +290,22 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
     assert_eq!(s["node"]["git_head"], c2.as_str(), "{s}");
     assert_eq!(through(http, &plain), Some((200, "v2".to_owned())));
 
+    // A deployment publishing the ingress's own port would stop every route: refused whole.
+    let clash = web_yaml(&node, &web, "v3").replace(
+        "    - containerPort: 80\n",
+        &format!("    - containerPort: 80\n      port: {http}\n"),
+    );
+    let mut clashing = files("v3", true, &secure);
+    clashing[1].1 = clash;
+    let bad = commit(&remote, "ingress port", &clashing);
+    agent.wait_status("the ingress port refused", |s| {
+        s["node"]["sync_error"].as_str().is_some_and(|e| {
+            e.contains(&bad[..12])
+                && e.contains(&format!("host port {http} is this node's ingress port"))
+        })
+    });
+    assert_eq!(through(http, &plain), Some((200, "v2".to_owned())));
+
     // 5. A Service removed: its route goes with it.
     std::fs::remove_file(remote.work().join("services/plain.yaml")).unwrap();
     let c4 = commit(&remote, "no plain", &files("v2", false, &secure));
@@ -287,6 +315,81 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
         .until(|| (through(http, &plain)?.0 == 404).then_some(()));
     let status = agent.status().unwrap();
     assert!(status["services"].get("plain").is_none(), "{status}");
+
+    // 6. A fresh process (`--once`) rolls out under load: it has loaded nothing itself, and
+    //    moves the route Caddy serves before the old container drains.
+    drop(agent);
+    let load = Load::start(https, &secure, &["v2", "v5"], true);
+    agent_wait_tls(&load);
+    let (old_id, _) = container(&web).unwrap();
+    let c5 = commit(&remote, "v5", &files("v5", false, &secure));
+    let out = std::process::Command::new(support::bin("orun-agent"))
+        .args([
+            "--repo",
+            &remote.file_url(),
+            "--node",
+            &node,
+            "--once",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args([
+            "--ingress",
+            "host",
+            "--ingress-admin",
+            &caddy.admin().to_string(),
+        ])
+        .args([
+            "--ingress-http-port",
+            &http.to_string(),
+            "--ingress-https-port",
+            &https.to_string(),
+        ])
+        .args(["--acme-ca", &directory, "--acme-ca-root"])
+        .arg(pebble.ca_cert_path())
+        .env("ORUN_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains(&c5[..12]), "{log}");
+    assert!(log.contains("route switched to the new container"), "{log}");
+    assert!(
+        docker_ok(&["inspect", &old_id]).is_none(),
+        "the old container is gone"
+    );
+    let (ok, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}\n{log}",
+        failed.len(),
+        ok
+    );
+    assert_eq!(through_tls(https, &secure), Some((200, "v5".to_owned())));
+    remove_networks(&node);
+}
+
+/// Removes the ingress networks `node`'s agent made, once no container uses them (another
+/// test's may still: then they stay, as Docker refuses).
+fn remove_networks(node: &str) {
+    let _ = docker_ok(&[
+        "container",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("label=orun.node={node}"),
+    ]);
+    if let Some(ids) = docker_ok(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=orun.ingress={node}"),
+    ]) {
+        for id in ids.split_whitespace() {
+            let _ = docker_ok(&["network", "rm", id]);
+        }
+    }
 }
 
 #[test]
@@ -424,4 +527,10 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
             let _ = docker_ok(&["volume", "rm", v]);
         }
     }
+    drop(staging);
+    for c in [format!("staging.{web}"), web.clone()] {
+        let _ = docker_ok(&["rm", "-f", &c]);
+    }
+    remove_networks(&prod_node);
+    remove_networks(&staging_node);
 }

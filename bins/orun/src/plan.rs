@@ -36,9 +36,10 @@ pub(crate) struct Args {
     /// The node's data dir, whose fingerprint key tells changed secret values apart.
     #[arg(long, default_value = "/opt/orun")]
     data_dir: PathBuf,
-    /// Caddy's admin API on the node, asked which routes it serves now.
-    #[arg(long, default_value = "127.0.0.1:2019")]
-    ingress_admin: std::net::SocketAddr,
+    /// Caddy's admin API on the node, asked which routes it serves now [default:
+    /// 127.0.0.1:2019 when observing Docker; not asked with a snapshot unless given].
+    #[arg(long)]
+    ingress_admin: Option<std::net::SocketAddr>,
     /// Print the plan as JSON (schema in docs/plan.md).
     #[arg(long)]
     json: bool,
@@ -93,8 +94,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         bail!("secret values do not decrypt (see above); the agent would refuse this revision");
     }
     let (plan, unchecked) = reconcile_core::preview(&node, &actual, &secrets.fingerprints, now());
-    let served = served_routes(args.ingress_admin, &actual, &node);
-    let routes = reconcile_core::route_changes(&node, &plan, served.as_ref());
+    // A snapshot is another host's: this host's Caddy says nothing of it.
+    let admin = args.ingress_admin.or_else(|| {
+        (args.actual == "docker").then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 2019)))
+    });
+    let served = admin.and_then(|a| served_routes(a, &actual, &node));
+    let routes = match admin {
+        Some(_) => reconcile_core::route_changes(&node, &plan, served.as_ref()),
+        None => Vec::new(),
+    };
 
     let out = if args.json {
         let (create, replace, start, remove) = plan.counts();
@@ -112,12 +120,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         });
         serde_json::to_string_pretty(&doc)? + "\n"
     } else {
-        let mut text = render_text(&node, &plan);
-        text.extend(routes.iter().map(|r| format!("{r}\n")));
-        if served.is_none() && node.services.iter().any(|s| s.domain.is_some()) {
-            let admin = args.ingress_admin;
+        let mut text = render_text(&node, &plan, &routes);
+        if let Some(a) = admin.filter(|_| served.is_none() && !routes.is_empty()) {
             text.push_str(&format!(
-                "note: no ingress answers at {admin}: routes shown as new\n"
+                "note: no ingress answers at {a}: routes shown as new\n"
             ));
         }
         for n in &secrets.notes {
@@ -198,6 +204,7 @@ fn served_routes(
             reconcile_core::RouteNow {
                 ssl: s.ssl,
                 upstream,
+                port: s.upstream.map(|a| a.port()),
             },
         )
     });
@@ -217,7 +224,11 @@ fn now() -> Timestamp {
     Timestamp(secs)
 }
 
-fn render_text(node: &manifest_model::DesiredNode, plan: &Plan) -> String {
+fn render_text(
+    node: &manifest_model::DesiredNode,
+    plan: &Plan,
+    routes: &[reconcile_core::RouteChange],
+) -> String {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let env = &node.environment;
     let mut out = format!(
@@ -227,7 +238,13 @@ fn render_text(node: &manifest_model::DesiredNode, plan: &Plan) -> String {
         env.id,
         if env.production { " (production)" } else { "" }
     );
-    for line in plan.to_string().lines() {
+    // Route changes beside the steps, before the summary line.
+    let plan_text = plan.to_string();
+    let mut lines: Vec<String> = plan_text.lines().map(str::to_owned).collect();
+    let summary = lines.pop();
+    lines.extend(routes.iter().map(ToString::to_string));
+    lines.extend(summary);
+    for line in &lines {
         let code = match line.chars().next() {
             Some('+') => "32",
             Some('~') => "33",

@@ -621,7 +621,16 @@ impl<W: World> Agent<W> {
         // Secret values are decrypted before the revision is accepted: one that does not
         // decrypt (no key, a wrong key, a tampered value, a bad MAC) refuses it whole.
         let mut key_stamp = None;
+        let clash = result
+            .as_ref()
+            .ok()
+            .and_then(|node| self.shared.ingress.clash(node));
         let result = match result {
+            Ok(_) if let Some(problem) = clash => Err(Refusal {
+                permanent: true,
+                problems: vec![problem],
+                total: 1,
+            }),
             Ok(node) => {
                 let stamp = self.keys.stamp();
                 match self.unlock(node).await {
@@ -786,6 +795,8 @@ impl<W: World> Agent<W> {
     async fn converge_to(&mut self, loaded: &Loaded, wait: bool) -> Result<Outcome, EngineError> {
         let node = &loaded.node;
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
+        // Before any rollout of this revision (or a recovery) switches a route.
+        self.shared.ingress.prime(node);
         // Rollouts a crash or a Docker failure left half-done are resolved before anything
         // is planned: the plan must see each deployment with one container again. One whose
         // new container was in its gate, and is still what the revision wants, is adopted
@@ -912,10 +923,7 @@ impl<W: World> Agent<W> {
         let applied = self
             .apply(loaded, &desired, &plan, &mut errors, wait)
             .await?;
-        if !errors.is_empty() {
-            // A create may have failed for want of the network (removed by hand): look again.
-            self.shared.ingress.forget_network();
-        }
+
         let (actual, replan) = if plan.steps.is_empty() {
             (actual, plan)
         } else {
@@ -946,6 +954,10 @@ impl<W: World> Agent<W> {
         // now, so a pass that failed early leaves them for the next).
         for (dep, e) in std::mem::take(&mut self.landed_errors) {
             errors.entry(dep).or_insert(e);
+        }
+        if !errors.is_empty() {
+            // A create may have failed for want of the network (removed by hand): look again.
+            self.shared.ingress.forget_network();
         }
         let converged =
             replan.steps.is_empty() && errors.is_empty() && !blocked && self.in_flight.is_empty();

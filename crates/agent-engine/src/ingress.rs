@@ -29,6 +29,12 @@ use crate::seams::Runtime;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a Caddy container just started has to answer on its admin API.
 const START_DEADLINE: Duration = Duration::from_secs(15);
+/// How long after a failed start of Caddy's container (a pull, a create) the next is tried.
+const START_RETRY: Duration = Duration::from_secs(60);
+/// How long a pull of Caddy's image may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// At most this many certificates are read per pass (each a TLS handshake).
+const CERT_READS_PER_PASS: usize = 4;
 /// How often a served certificate is read again once known.
 const CERT_RECHECK: Duration = Duration::from_secs(300);
 /// How often a certificate not yet served is looked for.
@@ -101,6 +107,16 @@ struct State {
     cert_checked: BTreeMap<String, Instant>,
     /// The ingress network known to exist.
     network: Option<String>,
+    /// The domains and ports of each deployment's routes in the revision being applied,
+    /// known before any rollout of it switches (a fresh process has synced nothing yet).
+    routes_of: BTreeMap<String, Vec<(String, u16)>>,
+    /// Caddy's container was looked at in this process (container mode): its settings
+    /// checked, a foreign Caddy on the admin address told apart.
+    container_checked: bool,
+    /// When starting Caddy's container last failed: tried again only after a while.
+    start_failed: Option<Instant>,
+    /// When this process last started Caddy's container.
+    started: Option<Instant>,
 }
 
 /// The node's ingress, shared by the loop and the rollouts it runs.
@@ -115,6 +131,15 @@ pub(crate) struct Ingress {
 
 impl Ingress {
     pub(crate) fn new(settings: IngressSettings, node: String, data_dir: PathBuf) -> Self {
+        // Caddy reloads through new SO_REUSEPORT listeners; without this, Linux resets the
+        // connections queued on the old ones at every switch (docs/ingress.md).
+        let migrate = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req");
+        if settings.mode != IngressMode::Off && migrate.is_ok_and(|v| v.trim() == "0") {
+            warn!(
+                "net.ipv4.tcp_migrate_req is 0: a route switch may reset a few connections; \
+                 set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1)"
+            );
+        }
         Self {
             settings,
             node,
@@ -122,6 +147,45 @@ impl Ingress {
             state: RefCell::default(),
             loading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Takes the routes of the revision being applied, before any of its rollouts switches.
+    pub(crate) fn prime(&self, node: &DesiredNode) {
+        let mut routes_of: BTreeMap<String, Vec<(String, u16)>> = BTreeMap::new();
+        for svc in &node.services {
+            if let Some(domain) = &svc.domain {
+                routes_of
+                    .entry(svc.deployment.clone())
+                    .or_default()
+                    .push((domain.clone(), svc.container_port));
+            }
+        }
+        self.state.borrow_mut().routes_of = routes_of;
+    }
+
+    /// Why `node` cannot run with this node's ingress: a deployment publishing a host port
+    /// the ingress serves (Caddy could bind neither, and every route would stop with it).
+    pub(crate) fn clash(&self, node: &DesiredNode) -> Option<String> {
+        if self.settings.mode == IngressMode::Off
+            || node.services.iter().all(|s| s.domain.is_none())
+        {
+            return None;
+        }
+        let taken = [
+            self.settings.caddy.http_port,
+            self.settings.caddy.https_port,
+        ];
+        node.containers.iter().find_map(|c| {
+            let p = c.spec.ports.iter().find(|p| {
+                p.host_port.is_some_and(|h| taken.contains(&h))
+                    && p.protocol == manifest_model::Protocol::Tcp
+            })?;
+            Some(format!(
+                "deployment {}: spec.ports: host port {} is this node's ingress port; route the container through a Service instead",
+                c.deployment,
+                p.host_port.unwrap_or_default()
+            ))
+        })
     }
 
     fn caddy(&self) -> ingress::Caddy {
@@ -161,29 +225,33 @@ impl Ingress {
         if self.settings.mode == IngressMode::Off {
             return;
         }
-        let nothing = {
-            let s = self.state.borrow();
-            s.wanted.is_empty() && s.loaded.is_none()
-        };
-        if nothing {
-            // No Service routes here and Caddy was never configured: nothing to start.
+        let routes = !self.state.borrow().wanted.is_empty();
+        if let IngressMode::Container { image } = &self.settings.mode
+            && routes
+            && let Err(e) = self.keep_container(docker, auth, node, image).await
+        {
+            warn!(error = %e, "ingress not running; containers are unaffected");
+            self.state.borrow_mut().error = Some(e);
             return;
         }
         let _guard = self.loading.lock().await;
         let config = self.render();
         let caddy = self.caddy();
-        let mut result = ensure(caddy.clone(), config.clone()).await;
-        if result.is_err()
-            && let IngressMode::Container { image } = &self.settings.mode
-        {
-            match self.run_container(docker, auth, node, image).await {
-                Ok(true) => {
-                    result = self.wait_and_load(&caddy, &config).await;
+        let deadline = Instant::now() + START_DEADLINE;
+        let result = loop {
+            match ensure(caddy.clone(), config.clone()).await {
+                // Without routes, a Caddy that does not run has nothing to unlearn.
+                Err(e) if e.is_unreachable() && !routes => break Ok(false),
+                // Caddy's container just started (or restarts): give it a moment.
+                Err(e)
+                    if e.is_unreachable() && self.just_started() && Instant::now() < deadline =>
+                {
+                    debug!(error = %e.text, "waiting for the ingress to answer");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Ok(false) => {}
-                Err(e) => result = Err(e),
+                other => break other.map_err(|e| e.text),
             }
-        }
+        };
         match result {
             Ok(loaded) => {
                 if loaded {
@@ -216,15 +284,7 @@ impl Ingress {
         if self.settings.mode == IngressMode::Off {
             return None;
         }
-        let routed = self
-            .state
-            .borrow()
-            .wanted
-            .iter()
-            .any(|w| w.deployment == deployment);
-        if !routed {
-            return None;
-        }
+        let domains = self.state.borrow().routes_of.get(deployment).cloned()?;
         let Some(ip) = address else {
             return Some(Err(
                 "the new container has no address on the ingress network".into(),
@@ -235,9 +295,33 @@ impl Ingress {
             .borrow_mut()
             .switched
             .insert(deployment.to_owned(), (id.to_owned(), ip));
-        let config = self.render();
+        // What Caddy serves, with this deployment's routes moved: the rest stays as served,
+        // whether or not this process has loaded anything yet.
+        let caddy = self.caddy();
+        let current = {
+            let c = caddy.clone();
+            tokio::task::spawn_blocking(move || c.current()).await
+        };
+        let mut config = match current {
+            Ok(Ok(config)) => config,
+            Ok(Err(e)) => return Some(Err(e.to_string())),
+            Err(e) => return Some(Err(format!("the ingress call failed: {e}"))),
+        };
+        let mut moved = false;
+        for (domain, port) in &domains {
+            moved |= ingress::retarget(
+                &self.settings.caddy,
+                &mut config,
+                domain,
+                SocketAddr::new(ip, *port),
+            );
+        }
+        if !moved {
+            // Not routed yet: the pass's sync adds the route with the new container.
+            return None;
+        }
         let started = std::time::Instant::now();
-        let result = load(self.caddy(), config.clone()).await;
+        let result = load(caddy, config.clone()).await;
         let took = started.elapsed();
         let mut s = self.state.borrow_mut();
         match result {
@@ -269,23 +353,9 @@ impl Ingress {
             })
             .map(|c| (c.name.as_str(), c))
             .collect();
-        let ids: BTreeSet<&str> = actual.containers.iter().map(|c| c.id.as_str()).collect();
-        // A switch is over once its rollout landed with the new container under the
-        // deployment's name, or once that container is gone. Until the rollout lands, the
-        // container under the name carries the spec in flight and would read as gating.
-        let switched = std::mem::take(&mut s.switched);
-        s.switched = switched
-            .into_iter()
-            .filter(|(dep, (id, _))| {
-                let named = node
-                    .containers
-                    .iter()
-                    .find(|c| &c.deployment == dep)
-                    .and_then(|c| by_name.get(c.container_name.as_str()))
-                    .is_some_and(|c| &c.id == id);
-                ids.contains(id.as_str()) && (in_flight.contains_key(dep) || !named)
-            })
-            .collect();
+        // A switch lasts exactly as long as its rollout: once it lands, the new container
+        // has the deployment's name (and the picture has been listed again).
+        s.switched.retain(|dep, _| in_flight.contains_key(dep));
         for svc in &node.services {
             let Some(domain) = &svc.domain else {
                 unrouted.push((svc.name.clone(), svc.deployment.clone()));
@@ -329,19 +399,79 @@ impl Ingress {
         ingress::render(&self.settings.caddy, &routes)
     }
 
-    /// Makes sure Caddy's container runs as specified: `Ok(true)` when it was (re)started.
+    /// Makes sure Caddy's container runs as specified. It is looked at once per process (its
+    /// settings may have changed with the agent's), and again whenever Caddy's admin API does
+    /// not answer. A Caddy the agent did not start answering on the admin address is never
+    /// configured in container mode: that is `--ingress host`'s business.
+    async fn keep_container<R: Runtime>(
+        &self,
+        docker: &R,
+        auth: &RegistryAuth,
+        node: &DesiredNode,
+        image: &str,
+    ) -> Result<(), String> {
+        let checked = self.state.borrow().container_checked;
+        let answers = {
+            let c = self.caddy();
+            matches!(
+                tokio::task::spawn_blocking(move || c.current()).await,
+                Ok(Ok(_))
+            )
+        };
+        if checked && answers {
+            return Ok(());
+        }
+        if self
+            .state
+            .borrow()
+            .start_failed
+            .is_some_and(|t| t.elapsed() < START_RETRY)
+        {
+            return Err(self.state.borrow().error.clone().unwrap_or_default());
+        }
+        let result = self.run_container(docker, auth, node, image, answers).await;
+        let mut s = self.state.borrow_mut();
+        match &result {
+            Ok(()) => {
+                s.container_checked = true;
+                s.start_failed = None;
+            }
+            Err(_) => s.start_failed = Some(Instant::now()),
+        }
+        result
+    }
+
+    /// Whether Caddy's container was started moments ago (its admin API may not answer yet).
+    fn just_started(&self) -> bool {
+        self.state
+            .borrow()
+            .started
+            .is_some_and(|t| t.elapsed() < START_DEADLINE)
+    }
+
+    /// Creates, replaces or starts Caddy's container as needed; `answers`: its admin address
+    /// answers now.
     async fn run_container<R: Runtime>(
         &self,
         docker: &R,
         auth: &RegistryAuth,
         node: &DesiredNode,
         image: &str,
-    ) -> Result<bool, String> {
+        answers: bool,
+    ) -> Result<(), String> {
         let spec = self.container_spec(node, image)?;
         let found = docker
             .ingress_container(&spec.name, &self.node)
             .await
             .map_err(|e| format!("cannot look at the ingress container {}: {e}", spec.name))?;
+        let running_ours =
+            matches!(&found, IngressFound::Ours { state, .. } if *state == ContainerState::Running);
+        if answers && !running_ours {
+            return Err(format!(
+                "a Caddy that orun did not start answers at {}: configure it with --ingress host, or give --ingress-admin another address",
+                self.settings.caddy.admin
+            ));
+        }
         match found {
             IngressFound::Stranger => {
                 return Err(format!(
@@ -354,19 +484,18 @@ impl Ingress {
                 state,
                 identity,
             } if identity == spec.identity => {
-                if state == ContainerState::Running {
-                    // Running, yet the admin API did not answer: it may be starting.
-                    return Ok(true);
+                if state != ContainerState::Running {
+                    docker
+                        .start(&id)
+                        .await
+                        .map_err(|e| format!("cannot start the ingress container: {e}"))?;
+                    info!(container = %spec.name, "ingress container started");
+                    self.state.borrow_mut().started = Some(Instant::now());
                 }
-                docker
-                    .start(&id)
-                    .await
-                    .map_err(|e| format!("cannot start the ingress container: {e}"))?;
-                info!(container = %spec.name, "ingress container started");
-                return Ok(true);
+                return Ok(());
             }
             IngressFound::Ours { id, .. } => {
-                info!(container = %spec.name, "ingress container's settings changed: replacing it");
+                info!(container = %spec.name, "the ingress container's settings changed: replacing it");
                 docker
                     .remove(&id)
                     .await
@@ -381,17 +510,24 @@ impl Ingress {
             .contains_key(image);
         if !present {
             info!(%image, "pulling the ingress image");
-            docker
-                .pull(image, auth)
-                .await
-                .map_err(|e| format!("cannot pull the ingress image {image}: {e}"))?;
+            match tokio::time::timeout(PULL_TIMEOUT, docker.pull(image, auth)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("cannot pull the ingress image {image}: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "pulling the ingress image {image} took longer than {}s",
+                        PULL_TIMEOUT.as_secs()
+                    ));
+                }
+            }
         }
         docker
             .create_ingress(&spec)
             .await
             .map_err(|e| format!("cannot run the ingress container {}: {e}", spec.name))?;
         info!(container = %spec.name, %image, "ingress container started");
-        Ok(true)
+        self.state.borrow_mut().started = Some(Instant::now());
+        Ok(())
     }
 
     /// Caddy's container: the config file with the admin block, a volume for certificates,
@@ -403,6 +539,13 @@ impl Ingress {
             format!("{}.orun-caddy", node.environment.id)
         };
         let dir = self.data_dir.join("ingress");
+        if dir.to_string_lossy().contains([':', ',']) {
+            // Docker reads `host:container:options` binds: the path would be misread.
+            return Err(format!(
+                "the data dir {} holds `:` or `,`, which Docker's bind syntax cannot carry: Caddy's container needs another --data-dir",
+                self.data_dir.display()
+            ));
+        }
         let init = dir.join("caddy.json");
         let admin = serde_json::json!({"admin": {"listen": self.settings.caddy.admin.to_string()}});
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
@@ -447,29 +590,18 @@ impl Ingress {
         Ok(spec)
     }
 
-    /// Waits for a Caddy just started to answer, then loads `config`.
-    async fn wait_and_load(
-        &self,
-        caddy: &ingress::Caddy,
-        config: &serde_json::Value,
-    ) -> Result<bool, String> {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            match ensure(caddy.clone(), config.clone()).await {
-                Ok(loaded) => return Ok(loaded),
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(e) => debug!(error = %e, "waiting for the ingress to answer"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// Reads the certificate Caddy serves for each HTTPS route that is due.
     async fn read_certificates(&self) {
         let now = Instant::now();
         let due: Vec<String> = {
-            let s = self.state.borrow();
-            s.wanted
+            let mut s = self.state.borrow_mut();
+            // Only the domains routed now are remembered.
+            let routed: BTreeSet<String> = s.wanted.iter().map(|w| w.domain.clone()).collect();
+            s.certs.retain(|d, _| routed.contains(d));
+            s.cert_checked.retain(|d, _| routed.contains(d));
+            // The longest unread first, a few per pass: each is a TLS handshake.
+            let mut due: Vec<(Option<Instant>, String)> = s
+                .wanted
                 .iter()
                 .filter(|w| w.ssl)
                 .filter(|w| {
@@ -482,7 +614,12 @@ impl Ingress {
                         .get(&w.domain)
                         .is_none_or(|t| now >= *t + every)
                 })
-                .map(|w| w.domain.clone())
+                .map(|w| (s.cert_checked.get(&w.domain).copied(), w.domain.clone()))
+                .collect();
+            due.sort();
+            due.into_iter()
+                .take(CERT_READS_PER_PASS)
+                .map(|(_, d)| d)
                 .collect()
         };
         let https = SocketAddr::new(
@@ -579,13 +716,31 @@ fn serving(s: &State, w: &Wanted) -> Option<(String, SocketAddr)> {
     Some((name.clone(), SocketAddr::new(*ip, w.port)))
 }
 
+/// Why a call to Caddy failed, and whether it is that Caddy does not answer.
+struct CallError {
+    text: String,
+    unreachable: bool,
+}
+
+impl CallError {
+    fn is_unreachable(&self) -> bool {
+        self.unreachable
+    }
+}
+
 /// `ensure` on the blocking pool: `Ok(true)` when Caddy took a new config.
-async fn ensure(caddy: ingress::Caddy, config: serde_json::Value) -> Result<bool, String> {
-    tokio::task::spawn_blocking(move || caddy.ensure(&config))
-        .await
-        .map_err(|e| format!("the ingress call failed: {e}"))?
-        .map(|a| a == ingress::Applied::Loaded)
-        .map_err(|e| e.to_string())
+async fn ensure(caddy: ingress::Caddy, config: serde_json::Value) -> Result<bool, CallError> {
+    match tokio::task::spawn_blocking(move || caddy.ensure(&config)).await {
+        Ok(Ok(applied)) => Ok(applied == ingress::Applied::Loaded),
+        Ok(Err(e)) => Err(CallError {
+            unreachable: matches!(e, ingress::IngressError::Unreachable { .. }),
+            text: e.to_string(),
+        }),
+        Err(e) => Err(CallError {
+            text: format!("the ingress call failed: {e}"),
+            unreachable: false,
+        }),
+    }
 }
 
 /// `load` on the blocking pool.
@@ -600,4 +755,201 @@ fn rfc3339(unix: i64) -> String {
     jiff::Timestamp::from_second(unix)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use docker_runtime::Owner;
+    use manifest_model::MemSource;
+    use reconcile_core::{Desired, ObservedContainer, ObservedFields};
+
+    use super::*;
+
+    const NODE: &str = "n1";
+    const OLD: &str = "4f1c2a9e8b7d60531f2e3d4c5b6a798877665544332211000ffeeddccbbaa998";
+    const NEW: &str = "9a8b7c6d5e4f30211f2e3d4c5b6a798877665544332211000ffeeddccbbaa001";
+
+    /// `web` behind two Services (one HTTPS), `api` publishing `api_port` on the host.
+    fn revision(api_port: u16) -> (DesiredNode, Desired) {
+        let svc = |name: &str, ssl: bool| {
+            format!(
+                "apiVersion: run.orcra.dev/v0alpha\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  deployment: web\n  ingress:\n    domain:\n      default: {name}.example.com\n    ssl: {ssl}\n"
+            )
+        };
+        let src = MemSource::new()
+            .with(
+                "nodes/n1.yaml",
+                "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: n1\nspec:\n  host: 127.0.0.1\n  gitRepo: /srv/m.git\n",
+            )
+            .with(
+                "deployments/web.yaml",
+                "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: web:1\n  ports:\n    - containerPort: 8080\n",
+            )
+            .with(
+                "deployments/api.yaml",
+                format!("apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  image: api:1\n  ports:\n    - containerPort: 80\n      port: {api_port}\n"),
+            )
+            .with("services/www.yaml", svc("www", true))
+            .with("services/plain.yaml", svc("plain", false));
+        let (node, _) = crate::seams::judge(&src, NODE, "main").unwrap();
+        let desired =
+            Desired::from_node(&node, Some("c1".to_owned()), |_| None, &Default::default());
+        (node, desired)
+    }
+
+    /// A running container of `web` named `name`, at `ip` on the ingress network.
+    fn web(desired: &Desired, id: &str, name: &str, ip: &str, hash: &str) -> ObservedContainer {
+        let d = desired
+            .deployments
+            .iter()
+            .find(|d| d.name == "web")
+            .unwrap();
+        let owner = Owner {
+            node: NODE,
+            environment: &desired.environment,
+            deployment: "web",
+            commit: None,
+        };
+        let mut c = ObservedContainer::from(ObservedFields {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            image_id: "sha256:web".to_owned(),
+            state: ContainerState::Running,
+            health: None,
+            labels: docker_runtime::labels(&d.spec, owner),
+        });
+        c.set_label(reconcile_core::LABEL_SPEC_HASH, hash);
+        c.addresses.insert("orun-ingress".to_owned(), ip.to_owned());
+        c
+    }
+
+    fn ingress(mode: IngressMode) -> Ingress {
+        let settings = IngressSettings {
+            mode,
+            ..IngressSettings::default()
+        };
+        let i = Ingress::new(settings, NODE.to_owned(), PathBuf::from("/nonexistent"));
+        // As if Caddy had taken a config: what `services` shows depends on it.
+        i.state.borrow_mut().loaded = Some(serde_json::Value::Null);
+        i
+    }
+
+    /// (service, route, upstream, address) for each Service.
+    fn seen(i: &Ingress) -> Vec<(String, RouteState, Option<String>, Option<String>)> {
+        i.services()
+            .into_values()
+            .map(|s| (s.name, s.route, s.upstream, s.upstream_address))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_names_only_a_promoted_container() {
+        let (node, desired) = revision(8081);
+        let i = ingress(IngressMode::Host);
+        let current = web(&desired, OLD, "web", "172.20.0.2", "h1");
+        let actual = Actual {
+            containers: vec![current.clone()],
+            ..Actual::default()
+        };
+        // Running under its name: both Services route to it, on the Service's port.
+        i.observe(&node, &actual, &BTreeMap::new());
+        let routed = |ip: &str, upstream: &str| {
+            ["plain", "www"]
+                .map(|s| {
+                    (
+                        s.to_owned(),
+                        RouteState::Routed,
+                        Some(upstream.to_owned()),
+                        Some(format!("{ip}:8080")),
+                    )
+                })
+                .to_vec()
+        };
+        assert_eq!(seen(&i), routed("172.20.0.2", "web"));
+
+        // The container under the name carries the spec a rollout in flight brings (a
+        // create, or stop-first): in its first gate, not routed.
+        let in_flight = BTreeMap::from([("web".to_owned(), "h1".to_owned())]);
+        i.observe(&node, &actual, &in_flight);
+        assert!(
+            seen(&i)
+                .iter()
+                .all(|s| s.1 == RouteState::NoContainer && s.2.is_none())
+        );
+
+        // A start-first rollout switched: its new container serves until the rollout lands,
+        // even once it holds the name with the spec in flight.
+        let in_flight = BTreeMap::from([("web".to_owned(), "h2".to_owned())]);
+        i.state.borrow_mut().routes_of.clear();
+        i.state.borrow_mut().switched.insert(
+            "web".to_owned(),
+            (NEW.to_owned(), "172.20.0.3".parse().unwrap()),
+        );
+        i.observe(&node, &actual, &in_flight);
+        assert_eq!(seen(&i), routed("172.20.0.3", &NEW[..12]));
+        let renamed = Actual {
+            containers: vec![web(&desired, NEW, "web", "172.20.0.3", "h2")],
+            ..Actual::default()
+        };
+        i.observe(&node, &renamed, &in_flight);
+        assert_eq!(seen(&i), routed("172.20.0.3", &NEW[..12]));
+        // Landed: the container under the name, as any other.
+        i.observe(&node, &renamed, &BTreeMap::new());
+        assert!(i.state.borrow().switched.is_empty());
+        assert_eq!(seen(&i), routed("172.20.0.3", "web"));
+
+        // Gone, or not on the ingress network: the route answers 503.
+        i.observe(&node, &Actual::default(), &BTreeMap::new());
+        assert!(seen(&i).iter().all(|s| s.1 == RouteState::NoContainer));
+        let mut elsewhere = current;
+        elsewhere.addresses.clear();
+        i.observe(
+            &node,
+            &Actual {
+                containers: vec![elsewhere],
+                ..Actual::default()
+            },
+            &BTreeMap::new(),
+        );
+        assert!(seen(&i).iter().all(|s| s.1 == RouteState::NoContainer));
+    }
+
+    #[test]
+    fn no_ingress_routes_nothing_and_a_failed_load_is_pending() {
+        let (node, desired) = revision(8081);
+        let actual = Actual {
+            containers: vec![web(&desired, OLD, "web", "172.20.0.2", "h1")],
+            ..Actual::default()
+        };
+        let off = ingress(IngressMode::Off);
+        off.observe(&node, &actual, &BTreeMap::new());
+        assert!(seen(&off).iter().all(|s| s.1 == RouteState::NotRouted));
+
+        let host = ingress(IngressMode::Host);
+        host.observe(&node, &actual, &BTreeMap::new());
+        host.state.borrow_mut().error = Some("cannot reach Caddy".to_owned());
+        let status = host.services();
+        assert_eq!(status["www"].route, RouteState::Pending);
+        assert_eq!(
+            status["www"].last_error.as_deref(),
+            Some("cannot reach Caddy")
+        );
+    }
+
+    #[test]
+    fn a_host_port_on_the_ingress_ports_is_a_clash() {
+        let host = ingress(IngressMode::Host);
+        assert_eq!(host.clash(&revision(8081).0), None);
+        assert_eq!(
+            host.clash(&revision(443).0).as_deref(),
+            Some(
+                "deployment api: spec.ports: host port 443 is this node's ingress port; route the container through a Service instead"
+            )
+        );
+        assert!(host.clash(&revision(80).0).is_some());
+        // No ingress, no clash.
+        assert_eq!(ingress(IngressMode::Off).clash(&revision(443).0), None);
+    }
 }

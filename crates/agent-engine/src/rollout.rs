@@ -611,6 +611,14 @@ pub(crate) async fn recover<W: World>(
                 outcome,
             );
         };
+        // A start-first promotion the crash interrupted may not have moved its routes yet:
+        // they move before the old container is stopped.
+        if intent.phase == Phase::Promoting
+            && intent.kind == reconcile_core::Kind::StartFirst
+            && let Some(new_id) = &intent.new_id
+        {
+            ctx.switch(&deployment, new_id).await;
+        }
         match drive(ctx, &deployment, None, Rollout::recover(intent.clone())).await {
             Ok(_) => {
                 info!(%deployment, phase = ?intent.phase, "{what}");

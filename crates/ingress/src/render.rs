@@ -173,6 +173,45 @@ pub fn render(settings: &Settings, routes: &[Route]) -> Value {
     })
 }
 
+/// Points the route of `domain` in a config of [`render`]'s shape at `upstream`, leaving
+/// every other route as it is: how a switch moves one deployment's routes when the agent does
+/// not hold the rest (a fresh process, whose Caddy serves what the last one loaded). Returns
+/// whether a route of `domain` was found (a redirect to HTTPS is not one).
+pub fn retarget(
+    settings: &Settings,
+    config: &mut Value,
+    domain: &str,
+    upstream: SocketAddr,
+) -> bool {
+    let try_duration = format!("{}ms", settings.try_duration_ms);
+    let route = Route {
+        service: String::new(),
+        domain: domain.to_owned(),
+        ssl: false,
+        upstream: Some(upstream),
+    };
+    let mut found = false;
+    for server in ["https", "http"] {
+        let Some(routes) = config["apps"]["http"]["servers"][server]["routes"].as_array_mut()
+        else {
+            continue;
+        };
+        for r in routes {
+            if r["match"][0]["host"][0].as_str() != Some(domain) {
+                continue;
+            }
+            let h = &r["handle"][0];
+            let ours = h["handler"] == "reverse_proxy"
+                || (h["handler"] == "static_response" && h["status_code"] == 503);
+            if ours {
+                r["handle"] = Value::Array(vec![handler(&route, &try_duration)]);
+                found = true;
+            }
+        }
+    }
+    found
+}
+
 /// A route as a loaded config serves it, read back by [`routes_in`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
@@ -300,6 +339,24 @@ mod tests {
     fn check(settings: &Settings, routes: &[Route], expected: Expect) {
         let rendered = render(settings, routes);
         expected.assert_eq(&serde_json::to_string_pretty(&rendered).unwrap());
+    }
+
+    #[test]
+    fn retarget_moves_one_route_and_leaves_the_rest() {
+        let settings = Settings::default();
+        let routes = [
+            route("web", "www.example.com", true, Some("172.17.0.2:8080")),
+            route("api", "api.example.com", false, None),
+        ];
+        let mut config = render(&settings, &routes);
+        let new: SocketAddr = "172.17.0.9:8080".parse().unwrap();
+        assert!(retarget(&settings, &mut config, "www.example.com", new));
+        assert!(retarget(&settings, &mut config, "api.example.com", new));
+        assert!(!retarget(&settings, &mut config, "nobody.example.com", new));
+        let mut moved = routes.clone();
+        moved[0].upstream = Some(new);
+        moved[1].upstream = Some(new);
+        assert_eq!(config, render(&settings, &moved));
     }
 
     #[test]

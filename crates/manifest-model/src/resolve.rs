@@ -234,6 +234,27 @@ pub fn resolve(
             ))
         })
         .collect();
+    // Two templates can fill in to one domain here (`a-$ENV` and `a-staging` on staging):
+    // the load checks production's domains only.
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut unfit = unfit;
+    for s in &services {
+        let Some(domain) = s.domain.as_deref() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(domain, &s.name) {
+            seen.insert(domain, first);
+            unfit.push(Diagnostic::error(
+                &rev.services[&s.name].file,
+                Pos::FILE,
+                "spec.ingress.domain.environment",
+                format!(
+                    "in this node's environment the domain is also routed by service {}",
+                    escape_file_name(first)
+                ),
+            ));
+        }
+    }
     if !unfit.is_empty() {
         return Err(ModelError::Unfit { diagnostics: unfit });
     }

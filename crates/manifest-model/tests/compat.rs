@@ -489,3 +489,35 @@ fn debug_output_hides_build_args() {
         "{dbg}"
     );
 }
+
+/// Two Services whose templates fill in to one domain in a node's environment: refused for
+/// that node (the load checks production's domains only), and fine where they differ.
+#[test]
+fn domains_routed_twice_in_an_environment_are_refused() {
+    let svc = |name: &str, default: &str, template: &str| {
+        format!(
+            "apiVersion: run.orcra.dev/v0alpha\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  deployment: hello-world\n  ingress:\n    domain:\n      default: {default}\n      environment: {template}\n"
+        )
+    };
+    let src = MemSource::new()
+        .with("nodes/web-01.yaml", NODE)
+        .with("nodes/web-staging.yaml", STAGING_NODE)
+        .with("deployments/hello-world.yaml", DEPLOYMENT)
+        .with(
+            "services/a.yaml",
+            svc("a", "a.example.com", "a-$ENV.example.com"),
+        )
+        .with(
+            "services/b.yaml",
+            svc("b", "b.example.com", "a-staging.example.com"),
+        );
+    let rev = load(&src, &Limits::default()).revision.unwrap();
+    assert!(resolve(&rev, "web-01", None).is_ok());
+    match resolve(&rev, "web-staging", None) {
+        Err(e @ ModelError::Unfit { .. }) => assert_eq!(
+            e.to_string(),
+            "services/b.yaml:0:0: error: spec.ingress.domain.environment: in this node's environment the domain is also routed by service a"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

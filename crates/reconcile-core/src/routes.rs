@@ -17,6 +17,8 @@ pub struct RouteNow {
     pub ssl: bool,
     /// The container served (its name), when the ingress sends the domain to one.
     pub upstream: Option<String>,
+    /// The port it is dialled on.
+    pub port: Option<u16>,
 }
 
 /// One route's change, or that it stays.
@@ -142,6 +144,9 @@ pub fn route_changes(
                         "HTTPS turned off".to_owned()
                     });
                 }
+                if let Some(port) = r.port.filter(|p| *p != s.container_port) {
+                    what.push(format!("port {port} -> {}", s.container_port));
+                }
                 if r.upstream.as_deref() != Some(s.container_name.as_str())
                     && !rolled.contains(s.deployment.as_str())
                 {
@@ -218,6 +223,7 @@ mod tests {
                     RouteNow {
                         ssl: *ssl,
                         upstream: u.map(str::to_owned),
+                        port: u.map(|_| 80),
                     },
                 )
             })
@@ -261,6 +267,17 @@ mod tests {
                 "~ route https://a.example.com -> web (service a): HTTPS turned on, no container -> web",
                 "- route old.example.com",
             ]
+        );
+        // Another port than the Service's.
+        let mut moved_port = same.clone();
+        moved_port.get_mut("b.example.com").unwrap().port = Some(8080);
+        let lines: Vec<String> = route_changes(&n, &Plan::default(), Some(&moved_port))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            ["~ route http://b.example.com -> web (service b): port 8080 -> 80"]
         );
     }
 }

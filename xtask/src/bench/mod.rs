@@ -45,7 +45,9 @@ pub(crate) struct Options {
     command: String,
 }
 
-const PARTS: [&str; 6] = ["planner", "parser", "workload", "git", "hostile", "sim"];
+const PARTS: [&str; 7] = [
+    "planner", "parser", "workload", "git", "hostile", "sim", "ingress",
+];
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
@@ -151,6 +153,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if opts.wants("sim") {
         report.sim = Some(sim::run(if opts.quick { 1_000 } else { 10_000 })?);
     }
+    if opts.wants("ingress") {
+        super::ensure_programs(&[("caddy", "caddy")])?;
+        report.ingress = bench_lines("ingress", "switch", &[])?;
+    }
     let text = report.render(&opts);
     if let Some(dir) = opts.out.parent() {
         fs::create_dir_all(dir)?;
@@ -255,22 +261,13 @@ fn estimates(group: &str, functions: &[&str]) -> Result<Estimates> {
     Ok(out)
 }
 
-/// gitsync's `poll` benchmark: its `orun-bench KEY VALUE` lines.
-fn git_polls(opts: &Options) -> Result<BTreeMap<String, String>> {
-    let mut args = vec![
-        "bench".to_owned(),
-        "-q".to_owned(),
-        "-p".to_owned(),
-        "gitsync".to_owned(),
-        "--bench".to_owned(),
-        "poll".to_owned(),
-        "--".to_owned(),
-        "--pollers".to_owned(),
-        opts.pollers.to_string(),
-    ];
-    if opts.quick {
-        args.extend(["--seconds", "20", "--fast-seconds", "5", "--polls", "10"].map(str::to_owned));
-    }
+/// A `harness = false` benchmark's `orun-bench KEY VALUE` lines (`cargo bench` passes it
+/// `--bench`, which asks for the full run).
+fn bench_lines(package: &str, bench: &str, extra: &[&str]) -> Result<BTreeMap<String, String>> {
+    let mut args: Vec<String> = ["bench", "-q", "-p", package, "--bench", bench, "--"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", super::shell_words(&args));
     let out = Command::new(cargo)
@@ -278,9 +275,9 @@ fn git_polls(opts: &Options) -> Result<BTreeMap<String, String>> {
         .current_dir(super::workspace_root())
         .stderr(Stdio::inherit())
         .output()
-        .context("running the poll benchmark")?;
+        .with_context(|| format!("running the {bench} benchmark"))?;
     if !out.status.success() {
-        bail!("the poll benchmark exited with {}", out.status);
+        bail!("the {bench} benchmark exited with {}", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -289,4 +286,14 @@ fn git_polls(opts: &Options) -> Result<BTreeMap<String, String>> {
             Some((f.next()?.to_owned(), f.next()?.trim().to_owned()))
         })
         .collect())
+}
+
+/// gitsync's `poll` benchmark: its `orun-bench KEY VALUE` lines.
+fn git_polls(opts: &Options) -> Result<BTreeMap<String, String>> {
+    let pollers = opts.pollers.to_string();
+    let mut extra = vec!["--pollers", pollers.as_str()];
+    if opts.quick {
+        extra.extend(["--seconds", "20", "--fast-seconds", "5", "--polls", "10"]);
+    }
+    bench_lines("gitsync", "poll", &extra)
 }

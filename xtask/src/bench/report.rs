@@ -35,9 +35,14 @@ pub(crate) struct Report {
     pub(super) git: BTreeMap<String, String>,
     pub(super) hostile: super::hostile::Figures,
     pub(super) sim: Option<super::sim::Figures>,
+    /// The ingress benchmark's lines: key → "median p99".
+    pub(super) ingress: BTreeMap<String, String>,
     services: usize,
     rounds: usize,
 }
+
+/// Target of issue 15: a route switch after promotion, in milliseconds.
+const SWITCH_MS: f64 = 100.0;
 
 /// Targets of issue 6.
 const COLD_RATIO: f64 = 1.0;
@@ -146,6 +151,7 @@ impl Report {
         self.git_section(&mut s);
         self.hostile_section(&mut s);
         self.sim_section(&mut s);
+        self.ingress_section(&mut s);
         s.push_str(NOTES);
         s
     }
@@ -240,6 +246,68 @@ impl Report {
                     }
                 );
             }
+        }
+        if let Some(ms) = self.ingress_figure("switch_ms_100", 0) {
+            let _ = writeln!(
+                s,
+                "| route switch after promotion, 100 routes (render and load, median) | {ms:.1} ms | < {SWITCH_MS:.0} ms | {} |",
+                verdict(ms < SWITCH_MS)
+            );
+        }
+        s.push('\n');
+    }
+
+    /// One number of an ingress line: 0 the median, 1 the 99th percentile.
+    fn ingress_figure(&self, key: &str, i: usize) -> Option<f64> {
+        self.ingress.get(key)?.split(' ').nth(i)?.parse().ok()
+    }
+
+    fn ingress_section(&self, s: &mut String) {
+        if self.ingress.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## 7. Ingress
+
+The real Caddy ({}) on loopback, driven by the `ingress` crate (`cargo bench -p ingress --bench switch`). A **switch** is what the agent does between a promotion and the old container's drain: render Caddy's whole config with one route on the new upstream, and `POST /load` it; Caddy answers once the new config serves. 50 switches per size, alternating upstreams.
+
+| routes | switch, median | switch, p99 |
+|---:|---:|---:|",
+            output("caddy", &["version"])
+        );
+        for n in [1, 10, 100] {
+            let k = format!("switch_ms_{n}");
+            let (Some(m), Some(p)) = (self.ingress_figure(&k, 0), self.ingress_figure(&k, 1))
+            else {
+                continue;
+            };
+            let _ = writeln!(s, "| {n} | {m:.1} ms | {p:.1} ms |");
+        }
+        let _ = writeln!(
+            s,
+            "
+**Proxy overhead**: 2 000 sequential `GET /` requests, each on a new connection, to a small HTTP/1.1 upstream on loopback: straight to it, and through Caddy by `Host` header.
+
+| path | median | p99 |
+|---|---:|---:|"
+        );
+        for (key, name) in [("direct_us", "direct"), ("proxied_us", "through Caddy")] {
+            let (Some(m), Some(p)) = (self.ingress_figure(key, 0), self.ingress_figure(key, 1))
+            else {
+                continue;
+            };
+            let _ = writeln!(s, "| {name} | {m:.0} µs | {p:.0} µs |");
+        }
+        if let (Some(d), Some(p)) = (
+            self.ingress_figure("direct_us", 0),
+            self.ingress_figure("proxied_us", 0),
+        ) {
+            let _ = writeln!(
+                s,
+                "\nThe proxy adds {:.0} µs per request at the median.",
+                p - d
+            );
         }
         s.push('\n');
     }
