@@ -1,7 +1,7 @@
-//! The ingress benchmark against the real Caddy: how long a route switch takes (render and
-//! `POST /load`, what the agent does between a promotion and the old container's drain) with
-//! 1, 10 and 100 routes, and what the proxy adds to a request, measured against asking the
-//! upstream directly. Prints `orun-bench KEY VALUE` lines for `cargo xtask bench`.
+//! The ingress benchmark against the real Caddy: how long a route switch takes with 1, 10 and
+//! 100 routes (read Caddy's config, move one route, `POST /load`: what the agent does between
+//! a promotion and the old container's drain), and what the proxy adds to a request, measured
+//! against asking the upstream directly. Prints `orun-bench KEY VALUE` lines for `cargo xtask bench`.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it makes a few of each, only to
 //! check that it still works.
@@ -18,7 +18,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use ingress::{Caddy, Issuer, Route, Settings, render};
+use ingress::{Caddy, Issuer, Route, Settings, render, retarget};
 use test_support::caddy::Caddy as RealCaddy;
 
 /// A tiny HTTP/1.1 upstream on loopback: answers `ok` to every request, one thread per
@@ -39,10 +39,12 @@ fn upstream() -> SocketAddr {
                     }
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
                         seen.drain(..end + 4);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .is_err()
-                        {
+                        // Keep-alive as Caddy asks; a client asking to close gets its end.
+                        let close = head.contains("connection: close");
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(answer).is_err() || close {
                             return;
                         }
                     }
@@ -85,25 +87,25 @@ fn main() {
     let caddy = Caddy::new(real.admin(), Duration::from_secs(5));
     let (a, b) = (upstream(), upstream());
 
-    // A switch: the whole config rendered with one deployment's route on the other
-    // upstream, and loaded; Caddy answers once the new config serves.
+    // A switch as the agent makes it: read what Caddy serves, move one deployment's route
+    // to the other upstream (`retarget`), load it; Caddy answers once the new config runs.
     for n in [1usize, 10, 100] {
-        let routes = |target: SocketAddr| -> Vec<Route> {
-            (0..n)
-                .map(|i| Route {
-                    service: format!("s{i}"),
-                    domain: format!("s{i}.bench.test"),
-                    ssl: false,
-                    upstream: Some(if i == 0 { target } else { a }),
-                })
-                .collect()
-        };
-        caddy.load(&render(&settings, &routes(a))).unwrap();
+        let routes: Vec<Route> = (0..n)
+            .map(|i| Route {
+                service: format!("s{i}"),
+                domain: format!("s{i}.bench.test"),
+                ssl: false,
+                upstream: Some(a),
+            })
+            .collect();
+        caddy.load(&render(&settings, &routes)).unwrap();
         let mut samples = Vec::new();
         for k in 0..loads {
             let target = if k % 2 == 0 { b } else { a };
             let started = Instant::now();
-            caddy.load(&render(&settings, &routes(target))).unwrap();
+            let mut config = caddy.current().unwrap();
+            assert!(retarget(&settings, &mut config, "s0.bench.test", target));
+            caddy.load(&config).unwrap();
             samples.push(started.elapsed().as_secs_f64() * 1e3);
         }
         report(&format!("switch_ms_{n}"), samples);

@@ -250,7 +250,7 @@ impl Report {
         if let Some(ms) = self.ingress_figure("switch_ms_100", 0) {
             let _ = writeln!(
                 s,
-                "| route switch after promotion, 100 routes (render and load, median) | {ms:.1} ms | < {SWITCH_MS:.0} ms | {} |",
+                "| route switch after promotion, 100 routes (read, move, load; median) | {ms:.1} ms | < {SWITCH_MS:.0} ms | {} |",
                 verdict(ms < SWITCH_MS)
             );
         }
@@ -270,7 +270,7 @@ impl Report {
             s,
             "## 7. Ingress
 
-The real Caddy ({}) on loopback, driven by the `ingress` crate (`cargo bench -p ingress --bench switch`). A **switch** is what the agent does between a promotion and the old container's drain: render Caddy's whole config with one route on the new upstream, and `POST /load` it; Caddy answers once the new config serves. 50 switches per size, alternating upstreams.
+The real Caddy ({}) on loopback, driven by the `ingress` crate (`cargo bench -p ingress --bench switch`). A **switch** is what the agent does between a promotion and the old container's drain: read Caddy's config (`GET /config/`), move the deployment's route to the new upstream, and `POST /load` it; Caddy answers once the new config runs (a connection made at that instant may still reach the old one, which is why the old container drains for `drainSeconds` after). 50 switches per size, alternating upstreams.
 
 | routes | switch, median | switch, p99 |
 |---:|---:|---:|",
