@@ -265,6 +265,32 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
     );
     assert!(ok > 50, "only {ok} requests made it");
 
+    // 2b. A release that never turns ready is rolled back under the same loop: the route
+    //     never moved, so no request notices.
+    let load = Load::start(http, &plain, &["v2"], false);
+    agent
+        .wait("requests flowing before the broken release")
+        .until(|| (load.ok.load(Ordering::SeqCst) > 20).then_some(()));
+    let mut broken = files("v2", true, &secure);
+    broken[1].1 = web_yaml(&node, &web, "v9")
+        .replace("http: localhost:80/health", "http: localhost:80/missing")
+        .replace(
+            "    drainSeconds: 1\n",
+            "    drainSeconds: 1\n    healthyDeadlineSeconds: 4\n",
+        );
+    let c3 = commit(&remote, "never ready", &broken);
+    agent.wait_status("the broken release rolled back", |s| {
+        s["deployments"][web.as_str()]["state"] == "failed, rolled back"
+    });
+    let (ok, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollback: {failed:?}",
+        failed.len(),
+        ok
+    );
+    assert!(ok > 50, "only {ok} requests made it");
+
     // 3. Caddy killed and started again, empty: the agent loads its routes back, and the
     //    certificate is served from Caddy's storage.
     caddy.kill();
@@ -287,7 +313,7 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
             e.contains(&bad[..12]) && e.contains("services/secure.yaml:") && e.contains("domain")
         })
     });
-    assert_eq!(s["node"]["git_head"], c2.as_str(), "{s}");
+    assert_eq!(s["node"]["git_head"], c3.as_str(), "{s}");
     assert_eq!(through(http, &plain), Some((200, "v2".to_owned())));
 
     // A deployment publishing the ingress's own port would stop every route: refused whole.
@@ -533,4 +559,73 @@ fn two_environments_share_a_host_with_caddy_in_a_container() {
     }
     remove_networks(&prod_node);
     remove_networks(&staging_node);
+}
+
+/// The Done-when of the ingress: the `examples/` repository as it is, on node `web-01`, its
+/// Service answering on its domain through Caddy over HTTP (a redirect) and HTTPS, with a
+/// certificate the ACME server issued.
+#[test]
+fn the_examples_service_answers_over_http_and_https() {
+    if !Caddy::available() || !Pebble::available() {
+        return;
+    }
+    let caddy = Caddy::start();
+    let pebble = Pebble::start();
+    let _guard = Guard("orun.node=web-01".to_owned());
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let read = |p: &str| std::fs::read_to_string(examples.join(p)).unwrap();
+    let remote = Remote::new();
+    let files = [
+        "nodes/web-01.yaml",
+        "deployments/hello-world.yaml",
+        "services/hello-world.yaml",
+    ]
+    .map(|p| (p.to_owned(), read(p)));
+    let c1 = commit(&remote, "examples", &files);
+    let data = tempfile::tempdir().unwrap();
+    let (http, https) = (caddy.http_port(), caddy.https_port());
+    let agent = spawn_agent(
+        &remote.file_url(),
+        "web-01",
+        &data.path().join("data"),
+        free_port(),
+        &[
+            "--ingress",
+            "host",
+            "--ingress-admin",
+            &caddy.admin().to_string(),
+            "--ingress-http-port",
+            &http.to_string(),
+            "--ingress-https-port",
+            &https.to_string(),
+            "--acme-ca",
+            &pebble.directory(),
+            "--acme-ca-root",
+            &pebble.ca_cert_path().display().to_string(),
+        ],
+    );
+    agent.converged(&c1);
+    let domain = "hello-world.localhost";
+    agent.wait("HTTPS with pebble's certificate").until(|| {
+        (through_tls(https, domain)? == (200, "hello from orun".to_owned())).then_some(())
+    });
+    let redirect = status_http::request(
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        "GET",
+        "/",
+        &[("Host", domain)],
+        None,
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(redirect.code, 308, "{redirect:?}");
+    let status = agent.wait_status("the certificate in /status", |s| {
+        service(s, "hello-world")["certificate"]["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("Pebble"))
+    });
+    assert_eq!(service(&status, "hello-world")["route"], "routed");
+    assert_eq!(service(&status, "hello-world")["upstream"], "hello-world");
+    drop(agent);
+    remove_networks("web-01");
 }

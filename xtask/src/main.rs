@@ -334,17 +334,30 @@ fn demo() -> Result<()> {
     let first = answer.lines().next().unwrap_or("(no answer)");
     println!("\n$ curl http://127.0.0.1:{DEMO_URL_PORT}/   ->  {first}");
     // The Service, through Caddy: its route is loaded at the end of the pass that converged.
+    // It is `ssl: true`, so plain HTTP redirects to HTTPS, served with a certificate from
+    // Caddy's own CA (`--acme-ca internal`: no ACME server is reachable here).
     let proxy = format!("127.0.0.1:{DEMO_HTTP_PORT}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let routed = loop {
         let answer = http_get_host(&proxy, DEMO_DOMAIN, "/").unwrap_or_default();
-        if answer.split(' ').nth(1) == Some("200") || Instant::now() > deadline {
+        let code = answer.split(' ').nth(1);
+        if matches!(code, Some("200" | "308")) || Instant::now() > deadline {
             break answer;
         }
         thread::sleep(POLL_INTERVAL);
     };
     let first = routed.lines().next().unwrap_or("(no answer)");
-    println!("$ curl http://{DEMO_DOMAIN}:{DEMO_HTTP_PORT}/   ->  {first}   (through Caddy)");
+    let location = routed
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .map(|l| format!(" -> {l}"))
+        .unwrap_or_default();
+    println!(
+        "$ curl http://{DEMO_DOMAIN}:{DEMO_HTTP_PORT}/   ->  {first}{location}   (through Caddy)"
+    );
+    println!(
+        "$ curl -k https://{DEMO_DOMAIN}:{DEMO_HTTPS_PORT}/   # HTTPS through Caddy (-k: its certificate is from Caddy's own CA)"
+    );
     println!(
         "\nThe agent keeps running in the background (pid {pid}). Try:\n\
          \x20 target/debug/orun status                  # the node and its deployments\n\

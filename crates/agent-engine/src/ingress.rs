@@ -484,7 +484,8 @@ impl Ingress {
                 state,
                 identity,
             } if identity == spec.identity => {
-                if state != ContainerState::Running {
+                // Docker may be restarting it already (restart `always`).
+                if !matches!(state, ContainerState::Running | ContainerState::Restarting) {
                     docker
                         .start(&id)
                         .await
