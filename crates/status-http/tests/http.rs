@@ -11,8 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use status_http::{
-    ContainerPhase, DeploymentState, DeploymentStatus, EVENTS_KEPT, Event, EventOutcome, Limits,
-    Metrics, NodeStatus, Snapshot, Status, serve,
+    CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, EVENTS_KEPT, Event,
+    EventOutcome, Limits, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot, Status, serve,
 };
 
 /// Starts a server on an ephemeral loopback port; it stops when the returned sender drops.
@@ -180,6 +180,48 @@ fn endpoints_and_methods() {
     assert_eq!(events("?deployment=web&limit=2"), [1002, 1004]);
     assert_eq!(events("?since=1003&deployment=api&limit=x"), [1005]);
 
+    // A routed Service with its certificate, and one without a domain here.
+    let mut snap = snapshot(true);
+    snap.services.insert(
+        "www".into(),
+        ServiceStatus {
+            name: "www".into(),
+            deployment: "web".into(),
+            domain: Some("www.example.com".into()),
+            ssl: true,
+            route: RouteState::Routed,
+            upstream: Some("web".into()),
+            upstream_address: Some("172.18.0.2:80".into()),
+            certificate: Some(CertificateStatus {
+                issuer: "Pebble Intermediate CA".into(),
+                not_after: "2031-12-02T08:53:45Z".into(),
+                not_after_unix: 1_953_968_025,
+            }),
+            last_error: None,
+        },
+    );
+    snap.services.insert(
+        "api".into(),
+        ServiceStatus {
+            name: "api".into(),
+            deployment: "web".into(),
+            ..Default::default()
+        },
+    );
+    status.publish(snap);
+    let (code, body) = request(addr, "GET", "/status");
+    assert_eq!(code, 200);
+    let back: Snapshot = serde_json::from_str(&body).unwrap();
+    assert_eq!(back.services["www"].route, RouteState::Routed);
+    assert_eq!(back.services["api"].route, RouteState::NotRouted);
+    assert_eq!(
+        back.services["www"]
+            .certificate
+            .as_ref()
+            .map(|c| c.not_after_unix),
+        Some(1_953_968_025)
+    );
+
     let (code, metrics) = request(addr, "GET", "/metrics");
     assert_eq!(code, 200);
     for line in [
@@ -189,6 +231,8 @@ fn endpoints_and_methods() {
         "orun_rollouts_total{outcome=\"rolled-back\"} 1",
         "orun_deployments{state=\"running\"} 1",
         "orun_ready 1",
+        "orun_route_up{domain=\"www.example.com\",service=\"www\"} 1",
+        "orun_certificate_expiry_timestamp_seconds{domain=\"www.example.com\"} 1953968025",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
