@@ -119,6 +119,26 @@ impl Load {
     }
 }
 
+/// The agent's flags for the test's host Caddy, with certificates from pebble.
+fn host_ingress(caddy: &Caddy, pebble: &Pebble) -> Vec<String> {
+    [
+        "--ingress",
+        "host",
+        "--ingress-admin",
+        &caddy.admin().to_string(),
+        "--ingress-http-port",
+        &caddy.http_port().to_string(),
+        "--ingress-https-port",
+        &caddy.https_port().to_string(),
+        "--acme-ca",
+        &pebble.directory(),
+        "--acme-ca-root",
+        &pebble.ca_cert_path().display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Waits until the load loop has had some answers.
 fn agent_wait_tls(load: &Load) {
     test_support::wait::wait("requests flowing", Duration::from_secs(30))
@@ -136,7 +156,6 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
     }
     let mut caddy = Caddy::start();
     let pebble = Pebble::start();
-    let directory = pebble.directory();
     let id = std::process::id();
     let node = format!("ing-{id}");
     let _guard = Guard(format!("orun.node={node}"));
@@ -170,28 +189,10 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
     let data_root = tempfile::tempdir().unwrap();
     let data = data_root.path().join("data");
     let (http, https) = (caddy.http_port(), caddy.https_port());
-    let agent = spawn_agent(
-        &remote.file_url(),
-        &node,
-        &data,
-        free_port(),
-        &[
-            "--ingress",
-            "host",
-            "--ingress-admin",
-            &caddy.admin().to_string(),
-            "--ingress-http-port",
-            &http.to_string(),
-            "--ingress-https-port",
-            &https.to_string(),
-            "--acme-ca",
-            &directory,
-            "--acme-email",
-            "ops@orun.test",
-            "--acme-ca-root",
-            &pebble.ca_cert_path().display().to_string(),
-        ],
-    );
+    let mut args = host_ingress(&caddy, &pebble);
+    args.extend(["--acme-email".to_owned(), "ops@orun.test".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = spawn_agent(&remote.file_url(), &node, &data, free_port(), &args);
 
     // 1. Plain HTTP by Host header; HTTP of the HTTPS domain redirects; HTTPS answers with
     //    a certificate pebble issued through the ACME flow.
@@ -359,20 +360,7 @@ fn services_route_through_host_caddy_with_acme_certificates_and_switch_without_e
             "--data-dir",
         ])
         .arg(&data)
-        .args([
-            "--ingress",
-            "host",
-            "--ingress-admin",
-            &caddy.admin().to_string(),
-        ])
-        .args([
-            "--ingress-http-port",
-            &http.to_string(),
-            "--ingress-https-port",
-            &https.to_string(),
-        ])
-        .args(["--acme-ca", &directory, "--acme-ca-root"])
-        .arg(pebble.ca_cert_path())
+        .args(host_ingress(&caddy, &pebble))
         .env("ORUN_LOG_FORMAT", "text")
         .output()
         .unwrap();
@@ -584,25 +572,14 @@ fn the_examples_service_answers_over_http_and_https() {
     let c1 = commit(&remote, "examples", &files);
     let data = tempfile::tempdir().unwrap();
     let (http, https) = (caddy.http_port(), caddy.https_port());
+    let args = host_ingress(&caddy, &pebble);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = spawn_agent(
         &remote.file_url(),
         "web-01",
         &data.path().join("data"),
         free_port(),
-        &[
-            "--ingress",
-            "host",
-            "--ingress-admin",
-            &caddy.admin().to_string(),
-            "--ingress-http-port",
-            &http.to_string(),
-            "--ingress-https-port",
-            &https.to_string(),
-            "--acme-ca",
-            &pebble.directory(),
-            "--acme-ca-root",
-            &pebble.ca_cert_path().display().to_string(),
-        ],
+        &args,
     );
     agent.converged(&c1);
     let domain = "hello-world.localhost";
