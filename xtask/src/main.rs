@@ -492,8 +492,16 @@ fn ensure_tcp_migrate_req() -> Result<()> {
              run `sysctl -w net.ipv4.tcp_migrate_req=1` as root"
         );
     }
-    fs::write(TCP_MIGRATE_REQ, "1").with_context(|| format!("writing {TCP_MIGRATE_REQ}"))?;
-    println!("sysctl: net.ipv4.tcp_migrate_req = 1 (Caddy's reloads keep queued connections)");
+    // A read-only /proc/sys (some containers) fails only the tests that need the setting,
+    // each saying why, rather than every test.
+    match fs::write(TCP_MIGRATE_REQ, "1") {
+        Ok(()) => println!(
+            "sysctl: net.ipv4.tcp_migrate_req = 1 (Caddy's reloads keep queued connections)"
+        ),
+        Err(e) => eprintln!(
+            "sysctl: cannot set net.ipv4.tcp_migrate_req ({e}): the ingress swap tests will fail"
+        ),
+    }
     Ok(())
 }
 
