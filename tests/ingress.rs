@@ -100,6 +100,7 @@ impl Load {
                     }
                     other => f.lock().unwrap().push(format!("{other:?}")),
                 }
+                // The pace of a steady client (about 150 requests a second), not a wait.
                 std::thread::sleep(Duration::from_millis(5));
             }
         });

@@ -98,9 +98,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let admin = args.ingress_admin.or_else(|| {
         (args.actual == "docker").then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 2019)))
     });
-    let served = admin.and_then(|a| served_routes(a, &actual, &node));
+    let served = admin.and_then(|a| {
+        let caddy = ingress::Caddy::new(a, std::time::Duration::from_secs(2));
+        caddy.routes().ok()
+    });
     let routes = match admin {
-        Some(_) => reconcile_core::route_changes(&node, &plan, served.as_ref()),
+        Some(_) => reconcile_core::route_changes(&node, &plan, &actual, served.as_ref()),
         None => Vec::new(),
     };
 
@@ -176,39 +179,6 @@ fn observe_docker(
         actual.images = docker.image_ids(&images).await?;
         Ok(actual)
     })
-}
-
-/// The routes the node's Caddy serves now, each with the container its address belongs to;
-/// `None` when Caddy does not answer (or the node routes nothing).
-fn served_routes(
-    admin: std::net::SocketAddr,
-    actual: &Actual,
-    node: &manifest_model::DesiredNode,
-) -> Option<std::collections::BTreeMap<String, reconcile_core::RouteNow>> {
-    node.services.iter().find(|s| s.domain.is_some())?;
-    let config = ingress::Caddy::new(admin, std::time::Duration::from_secs(2))
-        .current()
-        .ok()?;
-    let name_of = |ip: std::net::IpAddr| {
-        let ip = ip.to_string();
-        let c = actual
-            .containers
-            .iter()
-            .find(|c| c.addresses.get(&node.network) == Some(&ip))?;
-        Some(c.name.clone())
-    };
-    let served = ingress::routes_in(&config).into_iter().map(|(domain, s)| {
-        let upstream = s.upstream.and_then(|a| name_of(a.ip()));
-        (
-            domain,
-            reconcile_core::RouteNow {
-                ssl: s.ssl,
-                upstream,
-                port: s.upstream.map(|a| a.port()),
-            },
-        )
-    });
-    Some(served.collect())
 }
 
 fn print_all(diagnostics: &[manifest_model::Diagnostic]) {

@@ -4,8 +4,8 @@
 //! The route of a deployment names a container only once it is promoted: the running container
 //! under the deployment's own name (not a new one still in its first gate), or, during a
 //! start-first rollout, the new container from the moment the rollout switches to it until the
-//! old one is gone and the new one has the name. The switch loads Caddy's config before the old
-//! container drains, so no request goes to a container that is stopping.
+//! rollout lands. The switch moves the routes Caddy serves before the old container drains, so
+//! no request goes to a container that is stopping.
 //!
 //! Ingress failures never fail a pass: containers converge whatever Caddy does, and the
 //! route's last error shows in `/status`.
@@ -98,8 +98,8 @@ struct State {
     /// Deployments whose start-first rollout switched to a new container not yet under the
     /// deployment's name: deployment → (container id, address).
     switched: BTreeMap<String, (String, IpAddr)>,
-    /// The config Caddy last took from us.
-    loaded: Option<serde_json::Value>,
+    /// Caddy has taken a config from this process.
+    configured: bool,
     /// Why the ingress does not serve as wanted.
     error: Option<String>,
     /// Certificates served, by domain, and when each was last looked for.
@@ -239,17 +239,17 @@ impl Ingress {
         let caddy = self.caddy();
         let deadline = Instant::now() + START_DEADLINE;
         let result = loop {
-            match ensure(caddy.clone(), config.clone()).await {
+            let wanted = config.clone();
+            match call(caddy.clone(), move |c| c.ensure(&wanted)).await {
+                Ok(applied) => break Ok(applied == ingress::Applied::Loaded),
                 // Without routes, a Caddy that does not run has nothing to unlearn.
-                Err(e) if e.is_unreachable() && !routes => break Ok(false),
+                Err(e) if e.unreachable && !routes => break Ok(false),
                 // Caddy's container just started (or restarts): give it a moment.
-                Err(e)
-                    if e.is_unreachable() && self.just_started() && Instant::now() < deadline =>
-                {
+                Err(e) if e.unreachable && self.just_started() && Instant::now() < deadline => {
                     debug!(error = %e.text, "waiting for the ingress to answer");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                other => break other.map_err(|e| e.text),
+                Err(e) => break Err(e.text),
             }
         };
         match result {
@@ -261,7 +261,7 @@ impl Ingress {
                     );
                 }
                 let mut s = self.state.borrow_mut();
-                s.loaded = Some(config);
+                s.configured = true;
                 s.error = None;
             }
             Err(e) => {
@@ -298,14 +298,9 @@ impl Ingress {
         // What Caddy serves, with this deployment's routes moved: the rest stays as served,
         // whether or not this process has loaded anything yet.
         let caddy = self.caddy();
-        let current = {
-            let c = caddy.clone();
-            tokio::task::spawn_blocking(move || c.current()).await
-        };
-        let mut config = match current {
-            Ok(Ok(config)) => config,
-            Ok(Err(e)) => return Some(Err(e.to_string())),
-            Err(e) => return Some(Err(format!("the ingress call failed: {e}"))),
+        let mut config = match call(caddy.clone(), ingress::Caddy::current).await {
+            Ok(config) => config,
+            Err(e) => return Some(Err(e.text)),
         };
         let mut moved = false;
         for (domain, port) in &domains {
@@ -321,20 +316,20 @@ impl Ingress {
             return None;
         }
         let started = std::time::Instant::now();
-        let result = load(caddy, config.clone()).await;
+        let result = call(caddy, move |c| c.load(&config)).await;
         let took = started.elapsed();
         let mut s = self.state.borrow_mut();
         match result {
             Ok(()) => {
                 info!(%deployment, ms = took.as_millis(), "route switched to the new container");
-                s.loaded = Some(config);
+                s.configured = true;
                 s.error = None;
                 Some(Ok(took))
             }
             Err(e) => {
-                warn!(%deployment, error = %e, "route switch refused");
-                s.error = Some(e.clone());
-                Some(Err(e))
+                warn!(%deployment, error = %e.text, "route switch refused");
+                s.error = Some(e.text.clone());
+                Some(Err(e.text))
             }
         }
     }
@@ -411,13 +406,7 @@ impl Ingress {
         image: &str,
     ) -> Result<(), String> {
         let checked = self.state.borrow().container_checked;
-        let answers = {
-            let c = self.caddy();
-            matches!(
-                tokio::task::spawn_blocking(move || c.current()).await,
-                Ok(Ok(_))
-            )
-        };
+        let answers = call(self.caddy(), ingress::Caddy::current).await.is_ok();
         if checked && answers {
             return Ok(());
         }
@@ -630,10 +619,9 @@ impl Ingress {
         for domain in due {
             let caddy = self.caddy();
             let d = domain.clone();
-            let found = tokio::task::spawn_blocking(move || caddy.certificate(https, &d))
+            let found = call(caddy, move |c| c.certificate(https, &d))
                 .await
                 .ok()
-                .and_then(Result::ok)
                 .flatten();
             let mut s = self.state.borrow_mut();
             s.cert_checked.insert(domain.clone(), now);
@@ -662,7 +650,7 @@ impl Ingress {
         for w in &s.wanted {
             let route = if self.settings.mode == IngressMode::Off {
                 RouteState::NotRouted
-            } else if s.error.is_some() || s.loaded.is_none() {
+            } else if s.error.is_some() || !s.configured {
                 RouteState::Pending
             } else if serving(&s, w).is_some() {
                 RouteState::Routed
@@ -723,16 +711,13 @@ struct CallError {
     unreachable: bool,
 }
 
-impl CallError {
-    fn is_unreachable(&self) -> bool {
-        self.unreachable
-    }
-}
-
-/// `ensure` on the blocking pool: `Ok(true)` when Caddy took a new config.
-async fn ensure(caddy: ingress::Caddy, config: serde_json::Value) -> Result<bool, CallError> {
-    match tokio::task::spawn_blocking(move || caddy.ensure(&config)).await {
-        Ok(Ok(applied)) => Ok(applied == ingress::Applied::Loaded),
+/// One blocking call of the admin client, on the blocking pool.
+async fn call<T: Send + 'static>(
+    caddy: ingress::Caddy,
+    f: impl FnOnce(&ingress::Caddy) -> Result<T, ingress::IngressError> + Send + 'static,
+) -> Result<T, CallError> {
+    match tokio::task::spawn_blocking(move || f(&caddy)).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(CallError {
             unreachable: matches!(e, ingress::IngressError::Unreachable { .. }),
             text: e.to_string(),
@@ -742,14 +727,6 @@ async fn ensure(caddy: ingress::Caddy, config: serde_json::Value) -> Result<bool
             unreachable: false,
         }),
     }
-}
-
-/// `load` on the blocking pool.
-async fn load(caddy: ingress::Caddy, config: serde_json::Value) -> Result<(), String> {
-    tokio::task::spawn_blocking(move || caddy.load(&config))
-        .await
-        .map_err(|e| format!("the ingress call failed: {e}"))?
-        .map_err(|e| e.to_string())
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -833,7 +810,7 @@ mod tests {
         };
         let i = Ingress::new(settings, NODE.to_owned(), PathBuf::from("/nonexistent"));
         // As if Caddy had taken a config: what `services` shows depends on it.
-        i.state.borrow_mut().loaded = Some(serde_json::Value::Null);
+        i.state.borrow_mut().configured = true;
         i
     }
 

@@ -114,11 +114,9 @@ impl Docker {
         if labels.get(LABEL_INGRESS).map(String::as_str) != Some(node) {
             return Ok(IngressFound::Stranger);
         }
-        let id = c.id.unwrap_or_else(|| name.to_owned());
-        let info = self.inspect(&id).await?;
         Ok(IngressFound::Ours {
-            id,
-            state: info.state,
+            id: c.id.unwrap_or_else(|| name.to_owned()),
+            state: crate::inspect::state_of(&c.state.unwrap_or_default()),
             identity: labels.get(LABEL_INGRESS_SPEC).cloned().unwrap_or_default(),
         })
     }

@@ -42,6 +42,21 @@ pub struct ContainerInfo {
     pub host_network: bool,
 }
 
+/// A container's state as an inspection reports it.
+pub(crate) fn state_of(s: &bollard::models::ContainerState) -> ContainerState {
+    match s.status {
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited {
+            code: s.exit_code.unwrap_or(0),
+        },
+        _ => ContainerState::Created,
+    }
+}
+
 impl Docker {
     /// Inspects one container.
     ///
@@ -54,17 +69,7 @@ impl Docker {
             .await
             .map_err(RuntimeError::from_bollard)?;
         let s = c.state.unwrap_or_default();
-        let state = match s.status {
-            Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
-            Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
-            Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
-            Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
-            Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
-            Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited {
-                code: s.exit_code.unwrap_or(0),
-            },
-            _ => ContainerState::Created,
-        };
+        let state = state_of(&s);
         let (health, health_output) = match s.health {
             Some(h) => {
                 let status = match h.status {

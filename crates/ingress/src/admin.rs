@@ -86,6 +86,17 @@ impl Caddy {
         serde_json::from_str(&answer.body).map_err(|_| IngressError::Malformed { addr: self.admin })
     }
 
+    /// The routes Caddy serves now, by domain ([`crate::routes_in`] of [`Caddy::current`]):
+    /// what `orun plan` compares the Services with.
+    ///
+    /// # Errors
+    /// As [`Caddy::current`].
+    pub fn routes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, reconcile_core::RouteNow>, IngressError> {
+        Ok(crate::routes_in(&self.current()?))
+    }
+
     /// Makes Caddy run `config`: loads it only when the config Caddy runs differs as JSON
     /// (key order and spacing aside). This is how the agent repairs drift: Caddy restarted
     /// with its initial config, or someone loaded another one.

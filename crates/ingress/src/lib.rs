@@ -29,7 +29,7 @@ mod render;
 use std::net::SocketAddr;
 
 pub use admin::{Applied, Caddy, Certificate};
-pub use render::{Issuer, LETS_ENCRYPT, Route, Served, Settings, render, retarget, routes_in};
+pub use render::{Issuer, LETS_ENCRYPT, Route, Settings, render, retarget, routes_in};
 
 /// Why a call to Caddy failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use reconcile_core::RouteNow;
 use serde_json::{Map, Value, json};
 
 /// Let's Encrypt's production ACME directory, the default issuer.
@@ -212,18 +213,9 @@ pub fn retarget(
     found
 }
 
-/// A route as a loaded config serves it, read back by [`routes_in`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Served {
-    /// Served over HTTPS.
-    pub ssl: bool,
-    /// The address proxied to; `None` when the route answers 503.
-    pub upstream: Option<SocketAddr>,
-}
-
 /// The routes a config of [`render`]'s shape serves, by domain: what `orun plan` compares
 /// the Services with. Routes of any other shape (someone else's config) are left out.
-pub fn routes_in(config: &Value) -> BTreeMap<String, Served> {
+pub fn routes_in(config: &Value) -> BTreeMap<String, RouteNow> {
     let mut out = BTreeMap::new();
     let servers = &config["apps"]["http"]["servers"];
     for (server, ssl) in [("https", true), ("http", false)] {
@@ -244,7 +236,7 @@ pub fn routes_in(config: &Value) -> BTreeMap<String, Served> {
                 _ => continue,
             };
             out.entry(domain.to_owned())
-                .or_insert(Served { ssl, upstream });
+                .or_insert(RouteNow { ssl, upstream });
         }
     }
     out
@@ -367,12 +359,12 @@ mod tests {
             route("doc", "doc.example.com", false, Some("172.17.0.3:80")),
         ];
         let back = routes_in(&render(&Settings::default(), &routes));
-        let want: BTreeMap<String, Served> = routes
+        let want: BTreeMap<String, RouteNow> = routes
             .iter()
             .map(|r| {
                 (
                     r.domain.clone(),
-                    Served {
+                    RouteNow {
                         ssl: r.ssl,
                         upstream: r.upstream,
                     },

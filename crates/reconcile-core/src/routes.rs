@@ -4,21 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 
 use manifest_model::DesiredNode;
 use serde::Serialize;
 
+use crate::Actual;
 use crate::plan::{Action, Plan};
 
-/// A route as the ingress serves it now.
+/// A route as the ingress serves it now (`ingress::routes_in` reads it from Caddy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteNow {
-    /// Automatic HTTPS.
+    /// Served over HTTPS.
     pub ssl: bool,
-    /// The container served (its name), when the ingress sends the domain to one.
-    pub upstream: Option<String>,
-    /// The port it is dialled on.
-    pub port: Option<u16>,
+    /// The address proxied to; `None` when the route answers 503.
+    pub upstream: Option<SocketAddr>,
 }
 
 /// One route's change, or that it stays.
@@ -107,13 +107,23 @@ impl fmt::Display for RouteChange {
 }
 
 /// The route changes of `node` against `now` (domain → route), given the container steps of
-/// `plan`. `now` is `None` when the ingress could not be asked: every wanted route is shown
-/// as added.
+/// `plan`; a served address is named by the container `actual` shows at it on the node's
+/// ingress network. `now` is `None` when the ingress could not be asked: every wanted route
+/// is shown as added.
 pub fn route_changes(
     node: &DesiredNode,
     plan: &Plan,
+    actual: &Actual,
     now: Option<&BTreeMap<String, RouteNow>>,
 ) -> Vec<RouteChange> {
+    let name_at = |addr: SocketAddr| {
+        let ip = addr.ip().to_string();
+        actual
+            .containers
+            .iter()
+            .find(|c| c.addresses.get(&node.network) == Some(&ip))
+            .map(|c| c.name.as_str())
+    };
     let empty = BTreeMap::new();
     let now = now.unwrap_or(&empty);
     let rolled: std::collections::BTreeSet<&str> = plan
@@ -144,13 +154,18 @@ pub fn route_changes(
                         "HTTPS turned off".to_owned()
                     });
                 }
-                if let Some(port) = r.port.filter(|p| *p != s.container_port) {
+                if let Some(port) = r
+                    .upstream
+                    .map(|u| u.port())
+                    .filter(|p| *p != s.container_port)
+                {
                     what.push(format!("port {port} -> {}", s.container_port));
                 }
-                if r.upstream.as_deref() != Some(s.container_name.as_str())
+                let served = r.upstream.and_then(name_at);
+                if served != Some(s.container_name.as_str())
                     && !rolled.contains(s.deployment.as_str())
                 {
-                    what.push(match &r.upstream {
+                    what.push(match served {
                         Some(u) => format!("container {u} -> {}", s.container_name),
                         None => format!("no container -> {}", s.container_name),
                     });
@@ -214,32 +229,54 @@ mod tests {
         resolve(&rev, "n", None).unwrap()
     }
 
+    /// Routes served: domain, HTTPS, upstream address.
     fn now(routes: &[(&str, bool, Option<&str>)]) -> BTreeMap<String, RouteNow> {
         routes
             .iter()
             .map(|(d, ssl, u)| {
+                let upstream = u.map(|u| u.parse().unwrap());
                 (
                     (*d).to_owned(),
                     RouteNow {
                         ssl: *ssl,
-                        upstream: u.map(str::to_owned),
-                        port: u.map(|_| 80),
+                        upstream,
                     },
                 )
             })
             .collect()
     }
 
+    /// The host: `web` at 172.18.0.2 on the ingress network.
+    fn actual() -> crate::Actual {
+        let mut web = crate::ObservedContainer::from(crate::ObservedFields {
+            id: "a1".to_owned(),
+            name: "web".to_owned(),
+            image_id: "sha256:web".to_owned(),
+            state: crate::ContainerState::Running,
+            health: None,
+            labels: BTreeMap::new(),
+        });
+        web.addresses
+            .insert("orun-ingress".to_owned(), "172.18.0.2".to_owned());
+        crate::Actual {
+            containers: vec![web],
+            ..crate::Actual::default()
+        }
+    }
+
     #[test]
     fn adds_removes_changes_and_moves_with_the_plan() {
         let n = node();
+        let actual = actual();
+        let changes = |now: Option<&BTreeMap<String, RouteNow>>| -> Vec<String> {
+            route_changes(&n, &Plan::default(), &actual, now)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
         // Nothing served yet: both routes are added.
-        let lines: Vec<String> = route_changes(&n, &Plan::default(), None)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         assert_eq!(
-            lines,
+            changes(None),
             [
                 "+ route https://a.example.com -> web:80 (service a)",
                 "+ route http://b.example.com -> web:80 (service b)",
@@ -247,37 +284,34 @@ mod tests {
         );
         // Served as wanted: nothing to say.
         let same = now(&[
-            ("a.example.com", true, Some("web")),
-            ("b.example.com", false, Some("web")),
+            ("a.example.com", true, Some("172.18.0.2:80")),
+            ("b.example.com", false, Some("172.18.0.2:80")),
         ]);
-        assert!(route_changes(&n, &Plan::default(), Some(&same)).is_empty());
+        assert!(changes(Some(&same)).is_empty());
         // HTTPS flipped, a stale domain, and no container yet.
         let stale = now(&[
             ("a.example.com", false, None),
-            ("b.example.com", false, Some("web")),
-            ("old.example.com", false, Some("web")),
+            ("b.example.com", false, Some("172.18.0.2:80")),
+            ("old.example.com", false, Some("172.18.0.2:80")),
         ]);
-        let lines: Vec<String> = route_changes(&n, &Plan::default(), Some(&stale))
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         assert_eq!(
-            lines,
+            changes(Some(&stale)),
             [
                 "~ route https://a.example.com -> web (service a): HTTPS turned on, no container -> web",
                 "- route old.example.com",
             ]
         );
-        // Another port than the Service's.
-        let mut moved_port = same.clone();
-        moved_port.get_mut("b.example.com").unwrap().port = Some(8080);
-        let lines: Vec<String> = route_changes(&n, &Plan::default(), Some(&moved_port))
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        // Another port than the Service's, and an address no container holds.
+        let moved = now(&[
+            ("a.example.com", true, Some("172.18.0.9:80")),
+            ("b.example.com", false, Some("172.18.0.2:8080")),
+        ]);
         assert_eq!(
-            lines,
-            ["~ route http://b.example.com -> web (service b): port 8080 -> 80"]
+            changes(Some(&moved)),
+            [
+                "~ route https://a.example.com -> web (service a): no container -> web",
+                "~ route http://b.example.com -> web (service b): port 8080 -> 80",
+            ]
         );
     }
 }

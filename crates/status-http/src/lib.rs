@@ -19,6 +19,7 @@
 
 mod client;
 mod snapshot;
+mod text;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -40,6 +41,7 @@ pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
     Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot, short_container_id,
 };
+pub use text::render_text;
 
 /// Everything that can go wrong serving the status API.
 #[derive(Debug, thiserror::Error)]

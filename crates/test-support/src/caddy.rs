@@ -12,20 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::free_port;
 use crate::wait::wait;
+use crate::{free_port, which};
 
 /// How long a start may take: Caddy and pebble listen within a second on an idle machine,
 /// but the tests share two cores with a build.
 const START_LIMIT: Duration = Duration::from_secs(30);
-
-/// The program `name` on the `PATH`, if any.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
 
 /// Whether `program` is here; panics when it must be (`ORUN_REQUIRE_ALL`).
 #[allow(clippy::print_stderr, reason = "a skipped test says why")]

@@ -48,3 +48,11 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// The program `name` on the `PATH`, if any.
+pub(crate) fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::which;
+
 /// The `sops` program: `ORUN_SOPS`, else the one xtask installs, else `sops` on the PATH.
 pub fn program() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ORUN_SOPS") {
@@ -17,13 +19,6 @@ pub fn program() -> Option<PathBuf> {
         return Some(venv);
     }
     which("sops")
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Whether `sops` and `age-keygen` are here; panics when they must be (`ORUN_REQUIRE_ALL`).
