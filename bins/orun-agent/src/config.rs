@@ -67,6 +67,18 @@ pub(crate) struct Args {
     /// ~/.docker/config.json].
     #[arg(long, env = "ORUN_REGISTRY_CONFIG")]
     registry_config: Option<PathBuf>,
+    /// A node-local file of registry logins in the same format; its entries win over the
+    /// Docker config's. See docs/images.md.
+    #[arg(long, env = "ORUN_REGISTRY_CREDENTIALS")]
+    registry_credentials: Option<PathBuf>,
+    /// How often a `pull: always` image asks its registry whether its tag moved (one HEAD
+    /// request per image) [default: 1m].
+    #[arg(long, env = "ORUN_PULL_CHECK_INTERVAL", value_parser = parse_duration)]
+    pull_check_interval: Option<Duration>,
+    /// How long an image orun pulled or built stays once no deployment uses it (the current
+    /// and previous image of each deployment always stay) [default: 1h].
+    #[arg(long, env = "ORUN_IMAGE_GRACE", value_parser = parse_duration)]
+    image_grace: Option<Duration>,
     /// The age key that decrypts SOPS secrets [default: $SOPS_AGE_KEY_FILE, else
     /// <data-dir>/keys/age.key].
     #[arg(long, env = "ORUN_AGE_KEY_PATH")]
@@ -151,6 +163,9 @@ struct FileConfig {
     git_token_file: Option<PathBuf>,
     fetch_timeout: Option<String>,
     registry_config: Option<PathBuf>,
+    registry_credentials: Option<PathBuf>,
+    pull_check_interval: Option<String>,
+    image_grace: Option<String>,
     age_key_path: Option<PathBuf>,
     allow_remove_all: Option<bool>,
     log_format: Option<LogFormat>,
@@ -254,6 +269,19 @@ impl Config {
             .or(file.docker_host)
             .or_else(|| std::env::var("DOCKER_HOST").ok());
         engine.registry_config = args.registry_config.or(file.registry_config);
+        engine.registry_credentials = args.registry_credentials.or(file.registry_credentials);
+        if let Some(d) = args.pull_check_interval.map_or_else(
+            || file_duration(file.pull_check_interval, "pull_check_interval"),
+            |d| Ok(Some(d)),
+        )? {
+            engine.pull_check_interval = d;
+        }
+        if let Some(d) = args.image_grace.map_or_else(
+            || file_duration(file.image_grace, "image_grace"),
+            |d| Ok(Some(d)),
+        )? {
+            engine.image_grace = d;
+        }
         engine.age_key = args
             .age_key_path
             .or(file.age_key_path)

@@ -7,6 +7,7 @@
 //! images are pulled before anything is stopped; failed steps back off through the planner's
 //! history, which is saved with the state file, so a restart does not turn into a hot loop.
 
+mod images;
 mod supervise;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +22,7 @@ use docker_runtime::{Docker, RegistryAuth, WatchEvent};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use gitsync::Schedule;
-use manifest_model::{DesiredNode, ImageSource, PullPolicy, Unlocked};
+use manifest_model::{DesiredNode, Unlocked};
 use reconcile_core::{Action, Actual, ContainerState, Desired, Diagnostic, Plan, Step, Timestamp};
 use status_http::{EventOutcome, Metrics, NodeStatus, Status};
 use tokio::sync::Notify;
@@ -43,8 +44,6 @@ use crate::seams::{
 use crate::settings::Settings;
 use crate::state::{DataDir, State};
 
-/// How long one image pull may take.
-const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// The shortest poll a manifest may ask for (a flag may go lower, down to 100 ms): one commit
 /// must not turn a fleet into a flood of requests to its Git host.
 const MIN_MANIFEST_POLL: Duration = Duration::from_millis(500);
@@ -106,6 +105,8 @@ pub struct Agent<W: World = Real> {
     docker_events: Option<tokio::sync::mpsc::Receiver<WatchEvent>>,
     /// The host as the last pass saw it, kept current by those events.
     picture: Picture,
+    /// Registry checks and retention between passes.
+    images_memory: images::ImageMemory,
 }
 
 /// What survives a restart: the locked data dir and the state file in it.
@@ -284,6 +285,7 @@ impl<W: World> Agent<W> {
             landed_errors: BTreeMap::new(),
             docker_events: None,
             picture: Picture::default(),
+            images_memory: images::ImageMemory::default(),
         };
         // Watched from before the first listing, so no change after it goes unseen.
         if !agent.cfg.once {
@@ -847,61 +849,16 @@ impl<W: World> Agent<W> {
             .into_iter()
             .collect();
         let (actual, mut images) = self.look(&refs).await?;
-        let now = self.now_ts();
 
-        // Pull before planning, so nothing is stopped for an image that cannot be had (E1).
-        // `desired.deployments` is `node.containers` rendered, in the same order.
-        for (c, d) in node.containers.iter().zip(&desired.deployments) {
-            // A rollout in flight pulled its image already; a newer spec waits for it to land.
-            if c.spec.suspend || self.in_flight.contains_key(&d.name) {
-                continue;
-            }
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                return Ok(Outcome::default());
-            }
-            let image = &d.spec.image;
-            let present = images.contains_key(image);
-            let problem = match (&c.spec.source, c.spec.pull) {
-                (ImageSource::Build(_), _) if !present => Some(
-                    "building images on the node is not supported by this agent yet; build and push the image, then use `image:`".to_owned(),
-                ),
-                (ImageSource::Build(_), _) => None,
-                (ImageSource::Image(_), PullPolicy::Never) if !present => {
-                    Some("the image is not on this host and `pull: never` forbids pulling it".to_owned())
-                }
-                (ImageSource::Image(_), PullPolicy::Never) => None,
-                (ImageSource::Image(_), policy) => {
-                    let due = match policy {
-                        PullPolicy::Always => {
-                            self.store.state.pulled_at.get(image) != Some(&loaded.commit)
-                        }
-                        _ => !present,
-                    };
-                    if due && self.backing_off(&d.name, &d.spec_hash, now) {
-                        None
-                    } else if due {
-                        info!(deployment = %d.name, %image, "pulling");
-                        match tokio::time::timeout(PULL_TIMEOUT, self.shared.docker.pull(image, &self.auth)).await {
-                            Ok(Ok(id)) => {
-                                images.insert(image.clone(), id);
-                                self.store.state.pulled_at.insert(image.clone(), loaded.commit.clone());
-                                None
-                            }
-                            Ok(Err(e)) => Some(e.to_string()),
-                            Err(_) => Some(format!("pulling {image} took longer than {}s", PULL_TIMEOUT.as_secs())),
-                        }
-                    } else {
-                        None
-                    }
-                }
-            };
-            if let Some(reason) = problem {
-                warn!(deployment = %d.name, %reason, "image unavailable; whatever runs keeps running");
-                self.record_failure(&d.name, &d.spec_hash, &reason, now);
-                errors.insert(d.name.clone(), reason);
-            }
+        // Pull or build before planning, so nothing is stopped for an image that cannot be
+        // had (E1).
+        if !self
+            .acquire(loaded, &desired, &mut images, &mut errors)
+            .await
+        {
+            return Ok(Outcome::default());
         }
-
+        let now = self.now_ts();
         self.picture.set_images(&refs, &images);
         for d in &mut desired.deployments {
             d.image_id = images.get(&d.spec.image).cloned();
@@ -969,6 +926,7 @@ impl<W: World> Agent<W> {
             self.save_state();
         }
         self.supervise(loaded, &desired, &actual).await;
+        self.sweep(&desired, &actual).await;
         self.shared
             .ingress
             .sync(
@@ -1321,6 +1279,11 @@ impl<W: World> Agent<W> {
             metrics: &self.metrics,
             services: self.shared.ingress.services(),
         });
+        let mut snapshot = snapshot;
+        snapshot.images = status_http::ImagesStatus {
+            in_progress: std::mem::take(&mut snapshot.images.in_progress),
+            ..self.images_memory.status.clone()
+        };
         self.shared.status.publish(snapshot);
     }
 }

@@ -28,4 +28,4 @@ pub use seams::{
     Accepted, Clock, Git, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe, Real, Refusal,
     Runtime, SystemClock, Warnings, World, discover, judge,
 };
-pub use settings::Settings;
+pub use settings::{DEFAULT_IMAGE_GRACE, DEFAULT_PULL_CHECK, Settings};

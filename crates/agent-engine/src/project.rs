@@ -204,6 +204,8 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
         node: v.node.clone(),
         deployments,
         services,
+        // The agent fills these in from its own record (retention), after projecting.
+        images: v.previous.images.clone(),
         ready,
         metrics: v.metrics.clone(),
     }
@@ -253,7 +255,7 @@ mod tests {
             "deployments/web.yaml",
             "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: web:1\n  nodes: [n1]\n",
         );
-        let (node, _) = crate::seams::judge(&src, NODE, "main").unwrap();
+        let (node, _) = crate::seams::judge(&src, None, NODE, "main").unwrap();
         let desired =
             Desired::from_node(&node, Some("c1".to_owned()), |_| None, &Default::default());
         (node, desired)

@@ -12,13 +12,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use docker_runtime::context::Packed;
 use docker_runtime::{
-    ContainerInfo, Docker, IngressContainer, IngressFound, Owner, RegistryAuth, RuntimeError,
-    WatchEvent,
+    BuildRequest, ContainerInfo, Docker, ImageFacts, IngressContainer, IngressFound, Owner,
+    RegistryAuth, RuntimeError, WatchEvent,
 };
 use gitsync::{GitError, Mirror, RemoteOptions, Slot};
 use manifest_model::{DesiredNode, Limits, ProbeTarget, Source};
 use reconcile_core::{Actual, ObservedContainer, RenderedSpec};
+use status_http::ImageProgress;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
@@ -88,6 +90,55 @@ pub trait Runtime {
             spec.name
         )))
     }
+    /// Pulls a reference, reporting progress as it goes; its local id.
+    async fn pull_with(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+        progress: &mut (dyn FnMut(ImageProgress) + Send),
+    ) -> Result<String, RuntimeError> {
+        let _ = progress;
+        self.pull(reference, auth).await
+    }
+    /// The manifest digest the registry serves for a reference now (one HEAD request).
+    async fn registry_digest(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+    ) -> Result<String, RuntimeError> {
+        let _ = auth;
+        Err(RuntimeError::NotFound(format!(
+            "this runtime has no registry for {reference}"
+        )))
+    }
+    /// The repository digests (`name@sha256:…`) of the local image of a reference.
+    async fn local_digests(&self, reference: &str) -> Result<Vec<String>, RuntimeError> {
+        let _ = reference;
+        Ok(Vec::new())
+    }
+    /// Builds an image; its id.
+    async fn build(
+        &self,
+        req: BuildRequest<'_>,
+        redact: &(dyn Fn(&str) -> String + Send + Sync),
+        progress: &mut (dyn FnMut(ImageProgress) + Send),
+    ) -> Result<String, RuntimeError> {
+        let _ = (redact, progress);
+        Err(RuntimeError::NotFound(format!(
+            "this runtime cannot build {}",
+            req.tag
+        )))
+    }
+    /// What an image (id or reference) is, `None` when it is not on the host.
+    async fn image_facts(&self, image: &str) -> Result<Option<ImageFacts>, RuntimeError> {
+        let _ = image;
+        Ok(None)
+    }
+    /// Removes an image (id, or a tag to untag), never forcing.
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let _ = image;
+        Ok(())
+    }
 }
 
 impl Runtime for Docker {
@@ -155,6 +206,49 @@ impl Runtime for Docker {
     async fn create_ingress(&self, spec: &IngressContainer) -> Result<String, RuntimeError> {
         Docker::create_ingress(self, spec).await
     }
+    async fn pull_with(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+        progress: &mut (dyn FnMut(ImageProgress) + Send),
+    ) -> Result<String, RuntimeError> {
+        let _ = progress;
+        Docker::pull(self, reference, auth).await
+    }
+    async fn registry_digest(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+    ) -> Result<String, RuntimeError> {
+        let _ = (reference, auth);
+        Err(RuntimeError::NotFound(
+            "registry digests: pending".to_owned(),
+        ))
+    }
+    async fn build(
+        &self,
+        req: BuildRequest<'_>,
+        redact: &(dyn Fn(&str) -> String + Send + Sync),
+        progress: &mut (dyn FnMut(ImageProgress) + Send),
+    ) -> Result<String, RuntimeError> {
+        let image = req.tag.to_owned();
+        let mut report = |p: &docker_runtime::BuildProgress| {
+            progress(ImageProgress {
+                kind: "build".to_owned(),
+                image: image.clone(),
+                step: (p.steps > 0).then_some((u64::from(p.step), u64::from(p.steps))),
+                line: Some(p.line.clone()),
+                ..ImageProgress::default()
+            });
+        };
+        Docker::build(self, req, redact, &mut report).await
+    }
+    async fn image_facts(&self, image: &str) -> Result<Option<ImageFacts>, RuntimeError> {
+        Docker::image_facts(self, image).await
+    }
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        Docker::remove_image(self, image).await
+    }
     fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent> {
         Docker::watch(self, node)
     }
@@ -212,13 +306,33 @@ pub trait Git {
         node: &str,
         branch: &str,
     ) -> Option<Result<Accepted, Refusal>>;
+    /// Packs the build context `context` of `commit` (`dockerfile` relative to it), from the
+    /// commit's own files.
+    async fn pack(
+        &self,
+        commit: &str,
+        context: &str,
+        dockerfile: &str,
+    ) -> Result<Packed, RuntimeError> {
+        let _ = (commit, dockerfile);
+        Err(RuntimeError::Context(format!(
+            "this repository cannot give the build context `{context}`"
+        )))
+    }
 }
 
 /// Reads one revision from `src` the way every [`Git`] must: loaded whole, refused whole on
 /// any error, resolved for `node` as a revision of `branch` (by [`manifest_model::resolve`],
 /// as `orun plan` resolves, so a Node manifest naming another branch is refused); at most
-/// [`LOGGED_PROBLEMS`] problems kept.
-pub fn judge(src: &dyn Source, node: &str, branch: &str) -> Result<Accepted, Refusal> {
+/// [`LOGGED_PROBLEMS`] problems kept. Build contexts are read from `src` too (the
+/// revision's own files): one that is missing or too large refuses the revision, and each
+/// built container gets its build input (`commit` for `buildMode: always`).
+pub fn judge(
+    src: &dyn Source,
+    commit: Option<&str>,
+    node: &str,
+    branch: &str,
+) -> Result<Accepted, Refusal> {
     let report = manifest_model::load(src, &Limits::default());
     let refused = |diagnostics: Vec<manifest_model::Diagnostic>, total: usize| Refusal {
         permanent: true,
@@ -254,7 +368,34 @@ pub fn judge(src: &dyn Source, node: &str, branch: &str) -> Result<Accepted, Ref
             .collect(),
     };
     match manifest_model::resolve(&rev, node, Some(branch)) {
-        Ok(node) => Ok((node, warnings)),
+        Ok(mut node) => {
+            let problems = docker_runtime::context::fill_build_inputs(
+                src,
+                &mut node,
+                commit,
+                docker_runtime::context::ContextLimits::default(),
+            );
+            if problems.is_empty() {
+                return Ok((node, warnings));
+            }
+            let total = problems.len();
+            let diagnostics = problems
+                .into_iter()
+                .map(|p| {
+                    let file = rev
+                        .deployments
+                        .get(&p.deployment)
+                        .map_or("deployments", |d| d.file.as_str());
+                    manifest_model::Diagnostic::error(
+                        file,
+                        manifest_model::Pos::FILE,
+                        p.field,
+                        p.message,
+                    )
+                })
+                .collect();
+            Err(refused(diagnostics, total))
+        }
         Err(manifest_model::ModelError::Unfit { diagnostics }) => {
             let total = diagnostics.len();
             Err(refused(diagnostics, total))
@@ -390,7 +531,7 @@ impl Git for MirrorGit {
                 warn!(from = %current, to = %commit, "the branch was force-pushed: following it");
             }
             Some(match mirror.source(&commit) {
-                Ok(src) => judge(&src, &node, &branch),
+                Ok(src) => judge(&src, Some(commit.as_str()), &node, &branch),
                 Err(e) => Err(Refusal {
                     permanent: false,
                     problems: vec![e.to_string()],
@@ -407,6 +548,35 @@ impl Git for MirrorGit {
                 total: 1,
             })),
         }
+    }
+
+    async fn pack(
+        &self,
+        commit: &str,
+        context: &str,
+        dockerfile: &str,
+    ) -> Result<Packed, RuntimeError> {
+        let mirror = Arc::clone(&self.mirror);
+        let (commit, context, dockerfile) =
+            (commit.to_owned(), context.to_owned(), dockerfile.to_owned());
+        // Reading a context of up to its cap is blocking work; a fetch holding the mirror
+        // is waited for (it ends by its deadline).
+        tokio::task::spawn_blocking(move || {
+            let mirror = mirror
+                .lock()
+                .map_err(|_| RuntimeError::Context("the Git mirror is unusable".to_owned()))?;
+            let src = mirror
+                .source(&commit)
+                .map_err(|e| RuntimeError::Context(e.to_string()))?;
+            docker_runtime::context::pack(
+                &src,
+                &context,
+                &dockerfile,
+                docker_runtime::context::ContextLimits::default(),
+            )
+        })
+        .await
+        .map_err(|e| RuntimeError::Context(format!("packing the build context failed: {e}")))?
     }
 }
 

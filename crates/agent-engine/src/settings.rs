@@ -35,7 +35,19 @@ pub struct Settings {
     pub jitter_seed: Option<u64>,
     /// The node's ingress (Caddy); off unless set.
     pub ingress: crate::IngressSettings,
+    /// A node-local file of registry logins (Docker's `config.json` format), read besides
+    /// the Docker config and winning over it.
+    pub registry_credentials: Option<PathBuf>,
+    /// How often a `pull: always` image asks its registry whether the tag moved.
+    pub pull_check_interval: Duration,
+    /// How long an image orun brought stays once nothing uses it.
+    pub image_grace: Duration,
 }
+
+/// Default of [`Settings::pull_check_interval`]: one HEAD request per image a minute.
+pub const DEFAULT_PULL_CHECK: Duration = Duration::from_secs(60);
+/// Default of [`Settings::image_grace`].
+pub const DEFAULT_IMAGE_GRACE: Duration = Duration::from_secs(3600);
 
 impl Settings {
     /// Settings for `node` following `remote`, with `data_dir`; the rest at defaults.
@@ -52,6 +64,9 @@ impl Settings {
             age_key: None,
             jitter_seed: None,
             ingress: crate::IngressSettings::default(),
+            registry_credentials: None,
+            pull_check_interval: DEFAULT_PULL_CHECK,
+            image_grace: DEFAULT_IMAGE_GRACE,
         }
     }
 }

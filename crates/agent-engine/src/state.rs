@@ -129,11 +129,27 @@ pub(crate) struct State {
     pub(crate) branch: Option<String>,
     /// Failed rollouts, for backoff across restarts.
     pub(crate) history: History,
-    /// The commit at which each `pull: always` image was last pulled.
-    pub(crate) pulled_at: BTreeMap<String, String>,
+    /// Images orun pulled or built, by image id: the only ones retention may remove.
+    pub(crate) brought: BTreeMap<String, Brought>,
+    /// Each deployment's image now and the one before it, by id: kept for a fast rollback.
+    pub(crate) image_history: BTreeMap<String, (String, Option<String>)>,
     /// Restarts orun made of each deployment's current container (liveness, unhealthy,
     /// stopped), by container id; Docker counts its own.
     pub(crate) restarts: BTreeMap<String, u64>,
+}
+
+/// An image orun put on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct Brought {
+    /// The reference it was pulled as, or the tag it was built as.
+    pub(crate) reference: String,
+    /// The deployment it was brought for.
+    pub(crate) deployment: String,
+    /// When (Unix seconds).
+    pub(crate) at: u64,
+    /// Since when nothing uses it (Unix seconds); retention removes it a grace period later.
+    pub(crate) unused_since: Option<u64>,
 }
 
 #[cfg(test)]

@@ -10,14 +10,19 @@
 //! turned into `reconcile-core`'s [`Actual`] at once, so no Docker type leaves this crate, and
 //! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
 
+mod build;
+pub mod context;
 mod events;
+mod images;
 mod ingress;
 mod inspect;
 mod pull;
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use build::{BUILD_TAIL_LINES, BuildProgress, BuildRequest, LABEL_BUILT_FROM};
 pub use events::WatchEvent;
+pub use images::ImageFacts;
 pub use ingress::{IngressContainer, IngressFound, LABEL_INGRESS, LABEL_INGRESS_SPEC};
 pub use inspect::ContainerInfo;
 pub use pull::{RegistryAuth, registry_of};
@@ -84,6 +89,19 @@ pub enum RuntimeError {
     /// altered. Validation refuses these in manifests; this guards specs built otherwise.
     #[error("the spec cannot be given to Docker: {0}")]
     Unrepresentable(&'static str),
+    /// A build context cannot be packed (missing folder or Dockerfile, a cap reached). The
+    /// message names paths in the repository, never file content.
+    #[error("{0}")]
+    Context(String),
+    /// A build failed: Docker's reason and the last lines of its output, with secret
+    /// values masked by the caller's redactor.
+    #[error("building {image} failed: {message}")]
+    Build {
+        /// The tag being built.
+        image: String,
+        /// The failing step's error and the output before it.
+        message: String,
+    },
     /// The request failed on the way (socket closed, timeout, bad response).
     #[error("request to Docker failed")]
     Transport {
@@ -102,7 +120,10 @@ impl RuntimeError {
             RuntimeError::Api { status, .. } => *status >= 500,
             // A registry may come back; the agent retries pulls with backoff.
             RuntimeError::Pull { .. } => true,
+            // A build may fetch from the network; the agent retries with backoff too.
+            RuntimeError::Build { .. } => true,
             RuntimeError::Config(_)
+            | RuntimeError::Context(_)
             | RuntimeError::NotFound(_)
             | RuntimeError::Conflict(_)
             | RuntimeError::MissingSecret(_)

@@ -83,8 +83,9 @@ impl Source for TreeSource<'_> {
         let mut out = Vec::with_capacity(tree.len());
         for entry in tree.iter() {
             let kind = match entry.filemode() {
-                MODE_BLOB | MODE_EXEC => EntryKind::File {
+                mode @ (MODE_BLOB | MODE_EXEC) => EntryKind::File {
                     size: self.blob_size(entry.id())?,
+                    exec: mode == MODE_EXEC,
                 },
                 MODE_TREE => EntryKind::Dir,
                 MODE_LINK => EntryKind::Link,

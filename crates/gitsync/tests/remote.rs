@@ -205,7 +205,13 @@ fn reads_revisions_from_objects_refusing_links_and_big_files() {
         src.read_link("deployments/evil.yaml").unwrap(),
         b"/etc/passwd"
     );
-    assert_eq!(listed[1].kind, EntryKind::File { size: 17 });
+    assert_eq!(
+        listed[1].kind,
+        EntryKind::File {
+            size: 17,
+            exec: false
+        }
+    );
     assert!(matches!(
         src.read("deployments/evil.yaml", 1 << 20),
         Err(ReadError::Refused(_))

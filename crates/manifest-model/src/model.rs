@@ -210,7 +210,10 @@ impl std::fmt::Debug for BuildSpec {
 pub enum BuildMode {
     /// Build when no image for this spec exists yet (default).
     BuildOnce,
-    /// Build again on every new commit.
+    /// Build again when the content of the build context (after `.dockerignore`) changes.
+    /// [ext]
+    OnChange,
+    /// Build again, without Docker's cache, on every new commit.
     Always,
 }
 

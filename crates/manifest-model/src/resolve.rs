@@ -40,6 +40,11 @@ pub struct DesiredContainer {
     /// when a Service with a domain on this node routes to it, so it needs no host port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// What a built image depends on beyond its build spec: the digest of the build context
+    /// (`on-change`) or the commit (`always`). Filled by whoever reads the context (the
+    /// agent, `orun plan`); `None` for `image:` and `build-once` deployments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_input: Option<String>,
 }
 
 /// One route the node's ingress should serve.
@@ -182,6 +187,7 @@ pub fn resolve(
             container_name: container_name(&d.name),
             spec: d.spec.clone(),
             network: None,
+            build_input: None,
         })
         .collect();
     short_names(rev, &containers)?;

@@ -52,6 +52,9 @@ pub enum EntryKind {
     File {
         /// Size in bytes, known before reading.
         size: u64,
+        /// Whether it is executable (Git's `100755`, any `x` bit on disk): a build context
+        /// keeps it.
+        exec: bool,
     },
     /// A folder.
     Dir,
@@ -159,6 +162,7 @@ impl Source for MemSource {
                     let kind = match entry {
                         MemEntry::File(bytes) => EntryKind::File {
                             size: bytes.len() as u64,
+                            exec: false,
                         },
                         MemEntry::Link(_) => EntryKind::Link,
                     };
@@ -283,6 +287,7 @@ fn entry_kind(dir: &rustix::fd::OwnedFd, name: &std::ffi::CStr) -> io::Result<En
     Ok(match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => EntryKind::File {
             size: u64::try_from(st.st_size).unwrap_or(0),
+            exec: st.st_mode & 0o111 != 0,
         },
         FileType::Directory => EntryKind::Dir,
         FileType::Symlink => EntryKind::Link,

@@ -251,24 +251,11 @@ fn check_all(rev: &crate::Revision, ids: &Identities) -> (Vec<Diagnostic>, Vec<S
     (errors, others)
 }
 
-/// What a valid revision would still meet on a node, for `orun validate`: errors for a
-/// Deployment the agent cannot run yet (a node-local build) and, given `ids`, for encrypted
-/// files that do not decrypt with them; a warning for each encrypted file not checked (no
-/// key given, or encrypted to other keys only).
+/// What a valid revision would still meet on a node, for `orun validate`: given `ids`,
+/// errors for encrypted files that do not decrypt with them; a warning for each encrypted
+/// file not checked (no key given, or encrypted to other keys only).
 pub fn runnable(rev: &crate::Revision, ids: Option<&Identities>) -> Vec<Diagnostic> {
-    let mut out: Vec<Diagnostic> = rev
-        .deployments
-        .values()
-        .filter(|d| matches!(d.spec.source, crate::ImageSource::Build(_)))
-        .map(|d| {
-            Diagnostic::error(
-                &d.file,
-                Pos::FILE,
-                "spec.build",
-                "the agent does not build images on the node yet: build and push the image, then use `image:`",
-            )
-        })
-        .collect();
+    let mut out: Vec<Diagnostic> = Vec::new();
     let (unchecked, why) = match ids {
         Some(ids) => {
             let (bad, others) = check_all(rev, ids);

@@ -876,7 +876,7 @@ fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
             cx.err(
                 pos(&b.context.referenced),
                 "spec.build.context",
-                format!("path {r} (it is resolved under the node's codeDir)"),
+                format!("path {r} (it is a folder of this repository)"),
             )
         })
         .ok();
@@ -898,6 +898,7 @@ fn build(cx: &mut Ctx<'_>, b: &raw::Build) -> Option<BuildSpec> {
         &b.build_mode,
         &[
             ("build-once", BuildMode::BuildOnce),
+            ("on-change", BuildMode::OnChange),
             ("always", BuildMode::Always),
         ],
         BuildMode::BuildOnce,

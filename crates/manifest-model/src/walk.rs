@@ -92,7 +92,7 @@ impl<'s> Tree<'s> {
         kind: &EntryKind,
     ) -> Result<Resolved, String> {
         match kind {
-            EntryKind::File { size } => Ok(Resolved {
+            EntryKind::File { size, .. } => Ok(Resolved {
                 read_path: join(dir, name),
                 size: *size,
             }),
@@ -182,7 +182,7 @@ impl<'s> Tree<'s> {
                 }
                 (EntryKind::Dir, true) => return Err(TO_FOLDER),
                 (EntryKind::File { .. }, true) if wants_folder => return Err(DANGLING),
-                (EntryKind::File { size }, true) => {
+                (EntryKind::File { size, .. }, true) => {
                     let read_path = join(&at, part);
                     return Ok((Resolved { read_path, size }, 1));
                 }

@@ -321,16 +321,13 @@ fn validate_checks_what_the_key_given_can_open() {
     );
 }
 
-/// A Deployment the agent cannot run yet is an error at validation, not a surprise on a node.
+/// A `build:` Deployment is runnable: the agent builds it, so validation has nothing to add.
 #[test]
-fn a_build_is_reported_before_it_reaches_a_node() {
-    let build = "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  build:\n    context: app\n";
+fn a_build_is_runnable() {
+    let build = "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  build:\n    context: app\n    buildMode: on-change\n";
     let src = MemSource::new()
         .with("nodes/n1.yaml", NODE)
         .with("deployments/app.yaml", build);
     let (rev, _) = load(&src, &Limits::default()).into_result().unwrap();
-    assert_eq!(
-        text(&manifest_model::unlock::runnable(&rev, None)),
-        "deployments/app.yaml:0:0: error: spec.build: the agent does not build images on the node yet: build and push the image, then use `image:`"
-    );
+    assert_eq!(text(&manifest_model::unlock::runnable(&rev, None)), "");
 }

@@ -575,20 +575,31 @@ impl Desired {
 }
 
 /// The image a container runs: the manifest's reference, or the tag a node-local build gets
-/// (`orun-build/<deployment>:<hash of the build inputs>`).
+/// (`orun-build/<container name>:<hash of the build spec and its input>`; the container name
+/// carries the environment, so two environments on one host never share a tag). The tag enters the
+/// spec hash, so a deployment is replaced exactly when its build changed: its spec, its
+/// context's content (`on-change`) or the commit (`always`).
 pub fn image_of(c: &DesiredContainer) -> String {
     match &c.spec.source {
         ImageSource::Image(r) => r.to_string(),
         ImageSource::Build(b) => {
-            let inputs = serde_json::to_string(b).unwrap_or_default();
+            let mut h = Sha256::new();
+            h.update(serde_json::to_string(b).unwrap_or_default().as_bytes());
+            if let Some(input) = &c.build_input {
+                h.update(b"\0");
+                h.update(input.as_bytes());
+            }
             format!(
-                "orun-build/{}:{}",
-                c.deployment,
-                &hex(&Sha256::digest(inputs.as_bytes()))[..16]
+                "{BUILD_REPOSITORY}/{}:{}",
+                c.container_name,
+                &hex(&h.finalize())[..16]
             )
         }
     }
 }
+
+/// Where node-local builds are tagged: `orun-build/<container name>:<hash>`.
+pub const BUILD_REPOSITORY: &str = "orun-build";
 
 /// `auto` resolves to stop-first when a host port is published, start-first otherwise.
 pub fn strategy_of(spec: &DeploymentSpec) -> ReplaceStrategy {

@@ -54,8 +54,9 @@ pub use actual::{
     LABEL_NODE, LABEL_SPEC, LABEL_SPEC_HASH, ObservedContainer, ObservedFields, Ownership,
 };
 pub use desired::{
-    Desired, DesiredDeployment, OfferedSecrets, RenderedEnv, RenderedPort, RenderedSpec,
-    RenderedVolume, ReplaceStrategy, UNCHECKED, Unchecked, image_of, secret_digest, strategy_of,
+    BUILD_REPOSITORY, Desired, DesiredDeployment, OfferedSecrets, RenderedEnv, RenderedPort,
+    RenderedSpec, RenderedVolume, ReplaceStrategy, UNCHECKED, Unchecked, image_of, secret_digest,
+    strategy_of,
 };
 pub use gate::{
     Gate, GateFailure, GatePolicy, Millis, ProbePolicy, ProbeTrack, Seen, Verdict, restart_delay,

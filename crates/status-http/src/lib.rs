@@ -39,7 +39,8 @@ use tokio::sync::Semaphore;
 pub use client::{Answer, ClientError, PeerCertificate, get, get_https, peer_certificate, request};
 pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
-    Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot, short_container_id,
+    ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot,
+    human_bytes, short_container_id,
 };
 pub use text::render_text;
 

@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub deployments: BTreeMap<String, DeploymentStatus>,
     /// Services by name.
     pub services: BTreeMap<String, ServiceStatus>,
+    /// Images orun pulled or built, and pulls and builds in progress.
+    #[serde(default)]
+    pub images: ImagesStatus,
     /// Whether the current revision is converged and healthy (`/readyz`).
     #[serde(skip)]
     pub ready: bool,
@@ -358,6 +361,71 @@ impl fmt::Display for RouteState {
     }
 }
 
+/// The `images` part of `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagesStatus {
+    /// Images orun pulled or built that are still on the host.
+    pub count: u64,
+    /// Their size on disk, in bytes, as Docker reports each (shared layers counted in
+    /// each image).
+    pub disk_bytes: u64,
+    /// Images removed by retention since the agent started.
+    #[serde(default)]
+    pub removed: u64,
+    /// Pulls and builds in progress, by deployment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub in_progress: BTreeMap<String, ImageProgress>,
+}
+
+/// A pull or build in progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageProgress {
+    /// `pull` or `build`.
+    pub kind: String,
+    /// The image reference or build tag.
+    pub image: String,
+    /// Pull: layers done and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<(u64, u64)>,
+    /// Pull: bytes downloaded and known in all (the total grows as layers start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<(u64, u64)>,
+    /// Build: the Dockerfile step running and the steps in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<(u64, u64)>,
+    /// Build: the last line of output, with secret values masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+}
+
+impl fmt::Display for ImageProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.image)?;
+        if let Some((done, all)) = self.layers {
+            write!(f, ": {done}/{all} layers")?;
+        }
+        if let Some((done, all)) = self.bytes {
+            write!(f, ", {} of {}", human_bytes(done), human_bytes(all))?;
+        }
+        if let Some((n, m)) = self.step {
+            write!(f, ": step {n}/{m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `12.3 MB`: decimal units, as Docker prints pull sizes.
+pub fn human_bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss, reason = "one decimal is shown")]
+    let v = n as f64;
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", v / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", v / 1e6),
+        _ => format!("{:.2} GB", v / 1e9),
+    }
+}
+
 /// A served TLS certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateStatus {
@@ -455,7 +523,8 @@ impl Metrics {
             )?;
             ready.set(i64::from(snap.ready));
             registry.register(Box::new(ready))?;
-            routes(&registry, snap)
+            routes(&registry, snap)?;
+            images(&registry, snap)
         };
         let mut out = String::new();
         // Names and labels are ours and fixed, so registering cannot fail; if it did, the
@@ -494,6 +563,34 @@ fn routes(registry: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
     }
     registry.register(Box::new(up))?;
     registry.register(Box::new(expiry))
+}
+
+/// What orun's images weigh, and what retention removed.
+fn images(registry: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
+    let bytes = IntGauge::new(
+        "orun_images_disk_bytes",
+        "Bytes on disk of the images orun pulled or built and still keeps.",
+    )?;
+    bytes.set(i64::try_from(snap.images.disk_bytes).unwrap_or(i64::MAX));
+    registry.register(Box::new(bytes))?;
+    let count = IntGauge::new(
+        "orun_images",
+        "Images orun pulled or built and still keeps.",
+    )?;
+    count.set(i64::try_from(snap.images.count).unwrap_or(i64::MAX));
+    registry.register(Box::new(count))?;
+    counter(
+        registry,
+        "orun_images_removed_total",
+        "Images removed by retention since the agent started.",
+        snap.images.removed,
+    )?;
+    let busy = IntGauge::new(
+        "orun_image_operations_in_progress",
+        "Pulls and builds running now.",
+    )?;
+    busy.set(i64::try_from(snap.images.in_progress.len()).unwrap_or(i64::MAX));
+    registry.register(Box::new(busy))
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<()> {

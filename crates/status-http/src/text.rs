@@ -102,6 +102,24 @@ pub fn render_text(snap: &Snapshot, ready: bool) -> String {
         out.push('\n');
         table(&mut out, &routes);
     }
+    let images = &snap.images;
+    if images.count > 0 || !images.in_progress.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nimages: {} kept by orun, {}{}",
+            images.count,
+            crate::human_bytes(images.disk_bytes),
+            if images.removed > 0 {
+                format!(", {} removed", images.removed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    // A deployment's first pull or build is shown before it has a row.
+    for (name, p) in &images.in_progress {
+        let _ = writeln!(out, "> {name}: {p}");
+    }
     for e in errors {
         let _ = writeln!(out, "! {e}");
     }
@@ -145,7 +163,10 @@ mod tests {
                  "ssl":true,"route":"routed","upstream":"web","upstream_address":"172.18.0.2:80",
                  "certificate":{"issuer":"R11","not_after":"2027-03-01T00:00:00Z"}},
                  "old":{"name":"old","deployment":"api","domain":"old.example.com","route":"no-container",
-                 "last_error":"no promoted, running container of api to route to"}}}"#,
+                 "last_error":"no promoted, running container of api to route to"}},
+               "images":{"count":3,"disk_bytes":45600000,"removed":2,"in_progress":{
+                 "api":{"kind":"pull","image":"reg/api:2","layers":[2,5],"bytes":[1200000,3400000]},
+                 "new":{"kind":"build","image":"orun-build/new:0123","step":[2,4],"line":"Step 2/4 : RUN make"}}}}"#,
         )
         .unwrap();
         expect_test::expect![[r#"
@@ -161,6 +182,10 @@ mod tests {
             SERVICE  DOMAIN           ROUTE         UPSTREAM  TLS    CERTIFICATE
             old      old.example.com  no-container  -         http   -
             www      www.example.com  routed        web       https  R11 until 2027-03-01T00:00:00Z
+
+            images: 3 kept by orun, 45.6 MB, 2 removed
+            > api: pull reg/api:2: 2/5 layers, 1.2 MB of 3.4 MB
+            > new: build orun-build/new:0123: step 2/4
             ! api: cannot pull reg/api:2: denied
             ! web: rolling out: healthy for 2s of minHealthySeconds 10
             ! service old: no promoted, running container of api to route to

@@ -1,0 +1,406 @@
+//! Getting every deployment's image onto the host before anything is planned (RELIABILITY
+//! E1): pulls, the moved-tag check of `pull: always`, builds from the commit being applied;
+//! with their progress in `/status`, and retention of the images orun brought.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use docker_runtime::{BuildRequest, LABEL_BUILT_FROM, RuntimeError};
+use manifest_model::{BuildMode, ImageSource, PullPolicy};
+use reconcile_core::{Actual, Desired, Timestamp};
+use status_http::{ImageProgress, Status};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{Agent, Loaded};
+use crate::seams::{Clock as _, Git as _, Runtime as _, World};
+use crate::state::Brought;
+
+/// How long one image pull may take.
+pub(super) const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one build may take.
+pub(super) const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often retention looks at the images orun keeps (and weighs them) when nothing else
+/// asked it to.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// What the agent knows about images between passes.
+#[derive(Debug, Default)]
+pub(super) struct ImageMemory {
+    /// When each `pull: always` reference was last checked against its registry.
+    checked: BTreeMap<String, Instant>,
+    /// When retention last swept; `None` asks for a sweep at the next pass.
+    swept: Option<Instant>,
+    /// The images part of `/status`, as the last sweep found it.
+    pub(super) status: status_http::ImagesStatus,
+}
+
+impl<W: World> Agent<W> {
+    /// Makes sure each deployment's image is on the host, pulling or building it as its
+    /// policy says, and fills in `images` (reference → local id). What cannot be had is
+    /// put in `errors` and the deployment is left as it runs. `false` when shutdown was
+    /// asked for meanwhile.
+    pub(super) async fn acquire(
+        &mut self,
+        loaded: &Loaded,
+        desired: &Desired,
+        images: &mut BTreeMap<String, String>,
+        errors: &mut BTreeMap<String, String>,
+    ) -> bool {
+        let node = &loaded.node;
+        // `desired.deployments` is `node.containers` rendered, in the same order.
+        for (c, d) in node.containers.iter().zip(&desired.deployments) {
+            // A rollout in flight has its image already; a newer spec waits for it to land.
+            if c.spec.suspend || self.in_flight.contains_key(&d.name) {
+                continue;
+            }
+            if self.stopping() {
+                return false;
+            }
+            let now = self.now_ts();
+            let image = &d.spec.image;
+            let present = images.get(image).cloned();
+            let result = match (&c.spec.source, c.spec.pull) {
+                (ImageSource::Build(_), _) | (ImageSource::Image(_), PullPolicy::Missing)
+                    if present.is_some() =>
+                {
+                    Ok(None)
+                }
+                (ImageSource::Image(_), PullPolicy::Never) if present.is_none() => Err(
+                    "the image is not on this host and `pull: never` forbids pulling it".to_owned(),
+                ),
+                (ImageSource::Image(_), PullPolicy::Never) => Ok(None),
+                _ if self.backing_off(&d.name, &d.spec_hash, now) => Ok(None),
+                (ImageSource::Build(b), _) => self.build(loaded, &d.name, image, b).await,
+                (ImageSource::Image(r), PullPolicy::Always)
+                    if present.is_some() && r.digest.is_none() =>
+                {
+                    match self.moved(image).await {
+                        Ok(true) => self.pull(&d.name, image).await,
+                        Ok(false) => Ok(None),
+                        // The image is here and serving: a registry that cannot answer is
+                        // shown, but stops nothing (and holds no rollout back).
+                        Err(e) => {
+                            warn!(deployment = %d.name, %image, error = %e, "cannot check the registry for a newer image");
+                            errors.insert(d.name.clone(), e);
+                            Ok(None)
+                        }
+                    }
+                }
+                (ImageSource::Image(_), _) => self.pull(&d.name, image).await,
+            };
+            match result {
+                Ok(Some(id)) => {
+                    if present.as_deref() != Some(id.as_str()) {
+                        self.brought(&id, image, &d.name, now);
+                    }
+                    images.insert(image.clone(), id);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    warn!(deployment = %d.name, %reason, "image unavailable; whatever runs keeps running");
+                    self.record_failure(&d.name, &d.spec_hash, &reason, now);
+                    errors.insert(d.name.clone(), reason);
+                }
+            }
+        }
+        true
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared
+            .shutdown
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the registry serves another manifest for `reference` than the local image's,
+    /// asked at most once per check interval per reference.
+    async fn moved(&mut self, reference: &str) -> Result<bool, String> {
+        let now = self.shared.clock.now();
+        if let Some(at) = self.images_memory.checked.get(reference)
+            && now.duration_since(*at) < self.cfg.pull_check_interval
+        {
+            return Ok(false);
+        }
+        let remote = self
+            .shared
+            .docker
+            .registry_digest(reference, &self.auth)
+            .await
+            .map_err(|e| self.secrets.redactor.mask(&e.to_string()))?;
+        self.images_memory.checked.insert(reference.to_owned(), now);
+        let local = self
+            .shared
+            .docker
+            .local_digests(reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        let moved = moved(&remote, &local);
+        if moved {
+            info!(image = %reference, digest = %remote, "the tag moved in the registry");
+        } else {
+            debug!(image = %reference, "the tag has not moved");
+        }
+        Ok(moved)
+    }
+
+    async fn pull(&mut self, deployment: &str, image: &str) -> Result<Option<String>, String> {
+        info!(%deployment, %image, "pulling");
+        let mut report = progress_reporter(&self.shared.status, deployment);
+        let pulled = tokio::time::timeout(
+            PULL_TIMEOUT,
+            self.shared.docker.pull_with(image, &self.auth, &mut report),
+        )
+        .await;
+        clear_progress(&self.shared.status, deployment);
+        // Asked just now: the next check waits a whole interval.
+        self.images_memory
+            .checked
+            .insert(image.to_owned(), self.shared.clock.now());
+        match pulled {
+            Ok(Ok(id)) => Ok(Some(id)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "pulling {image} took longer than {}s",
+                PULL_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    async fn build(
+        &mut self,
+        loaded: &Loaded,
+        deployment: &str,
+        tag: &str,
+        b: &manifest_model::BuildSpec,
+    ) -> Result<Option<String>, String> {
+        let started = self.shared.clock.now();
+        info!(%deployment, image = %tag, context = %b.context, mode = ?b.build_mode, "building");
+        let packed = self
+            .tracking
+            .git
+            .pack(&loaded.commit, &b.context, &b.dockerfile)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut labels = std::collections::HashMap::new();
+        labels.insert(reconcile_core::LABEL_NODE.to_owned(), self.cfg.node.clone());
+        labels.insert(
+            reconcile_core::LABEL_DEPLOYMENT.to_owned(),
+            deployment.to_owned(),
+        );
+        labels.insert(LABEL_BUILT_FROM.to_owned(), loaded.commit.clone());
+        let req = BuildRequest {
+            tag,
+            tar: packed.tar,
+            dockerfile: &b.dockerfile,
+            args: &b.args,
+            labels,
+            // `always` means a fresh build: steps that fetch from the network run again.
+            no_cache: b.build_mode == BuildMode::Always,
+        };
+        let redactor = &loaded.secrets.redactor;
+        let redact = |line: &str| redactor.mask(line);
+        let mut report = progress_reporter(&self.shared.status, deployment);
+        let built = tokio::time::timeout(
+            BUILD_TIMEOUT,
+            self.shared.docker.build(req, &redact, &mut report),
+        )
+        .await;
+        clear_progress(&self.shared.status, deployment);
+        match built {
+            Ok(Ok(id)) => {
+                info!(%deployment, image = %tag, seconds = started.elapsed().as_secs(), "built");
+                Ok(Some(id))
+            }
+            Ok(Err(e)) => Err(redactor.mask(&e.to_string())),
+            Err(_) => Err(format!(
+                "building {tag} took longer than {}s",
+                BUILD_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Notes an image orun put on the host, so retention may remove it once unused.
+    fn brought(&mut self, id: &str, reference: &str, deployment: &str, now: Timestamp) {
+        self.store.state.brought.insert(
+            id.to_owned(),
+            Brought {
+                reference: reference.to_owned(),
+                deployment: deployment.to_owned(),
+                at: now.0,
+                unused_since: None,
+            },
+        );
+        self.images_memory.swept = None;
+        self.save_state();
+    }
+
+    /// Retention: every image orun brought that no deployment runs now or ran just before
+    /// (kept for a fast rollback), that the revision does not want, and that no container
+    /// uses, is removed once it has been unused for the grace period. Images orun did not
+    /// bring are never looked at. Also weighs what is kept, for `/status`.
+    pub(super) async fn sweep(&mut self, desired: &Desired, actual: &Actual) {
+        let now = self.shared.clock.now();
+        if let Some(at) = self.images_memory.swept
+            && now.duration_since(at) < SWEEP_EVERY
+        {
+            return;
+        }
+        self.images_memory.swept = Some(now);
+        let ts = self.now_ts();
+        let mut changed = self.note_images_run(desired, actual);
+        let mut keep: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        for (current, previous) in self.store.state.image_history.values() {
+            keep.insert(current);
+            if let Some(p) = previous {
+                keep.insert(p);
+            }
+        }
+        keep.extend(
+            desired
+                .deployments
+                .iter()
+                .filter_map(|d| d.image_id.as_deref()),
+        );
+        keep.extend(actual.containers.iter().map(|c| c.image_id.as_str()));
+        let keep: std::collections::BTreeSet<String> =
+            keep.into_iter().map(str::to_owned).collect();
+
+        let grace = self.cfg.image_grace.as_secs();
+        let mut due = Vec::new();
+        for (id, b) in &mut self.store.state.brought {
+            if keep.contains(id) {
+                changed |= b.unused_since.take().is_some();
+                continue;
+            }
+            let since = *b.unused_since.get_or_insert_with(|| {
+                changed = true;
+                ts.0
+            });
+            if ts.0.saturating_sub(since) >= grace {
+                due.push((id.clone(), b.reference.clone()));
+            }
+        }
+        for (id, reference) in due {
+            if self.stopping() {
+                break;
+            }
+            match self.remove_brought(&id, &reference).await {
+                Ok(()) => {
+                    self.store.state.brought.remove(&id);
+                    self.images_memory.status.removed += 1;
+                    changed = true;
+                }
+                Err(e) => debug!(image = %id, error = %e, "an image retention would remove stays"),
+            }
+        }
+        // Weigh what is kept; forget what is gone (removed by hand).
+        let (mut count, mut bytes) = (0, 0);
+        let ids: Vec<String> = self.store.state.brought.keys().cloned().collect();
+        for id in ids {
+            match self.shared.docker.image_facts(&id).await {
+                Ok(Some(f)) => {
+                    count += 1;
+                    bytes += f.size;
+                }
+                Ok(None) => {
+                    self.store.state.brought.remove(&id);
+                    changed = true;
+                }
+                Err(e) => debug!(image = %id, error = %e, "cannot weigh an image"),
+            }
+        }
+        self.images_memory.status.count = count;
+        self.images_memory.status.disk_bytes = bytes;
+        if changed {
+            self.save_state();
+        }
+    }
+
+    /// Removes one image orun brought: by id when only orun's name is on it; when someone
+    /// else also tagged it, only orun's tag goes and the image stays theirs.
+    async fn remove_brought(&self, id: &str, reference: &str) -> Result<(), RuntimeError> {
+        let docker = &self.shared.docker;
+        let Some(facts) = docker.image_facts(id).await? else {
+            return Ok(());
+        };
+        let ours =
+            |t: &String| t == reference || docker_hub_alias(t) == docker_hub_alias(reference);
+        if facts.tags.iter().any(|t| !ours(t)) {
+            if facts.tags.iter().any(ours) {
+                docker.remove_image(reference).await?;
+            }
+            info!(image = %id, %reference, "untagged an image orun pulled that is also tagged otherwise");
+            return Ok(());
+        }
+        docker.remove_image(id).await?;
+        info!(image = %id, %reference, "removed an image no deployment uses");
+        Ok(())
+    }
+
+    /// Notes which image each deployment's container runs, keeping the one before it: the
+    /// image a rollback would go back to. True when something changed.
+    fn note_images_run(&mut self, desired: &Desired, actual: &Actual) -> bool {
+        let mut changed = false;
+        let names: BTreeMap<&str, &str> = desired
+            .deployments
+            .iter()
+            .map(|d| (d.spec.container_name.as_str(), d.name.as_str()))
+            .collect();
+        for c in &actual.containers {
+            let Some(deployment) = names.get(c.name.as_str()) else {
+                continue;
+            };
+            let entry = self
+                .store
+                .state
+                .image_history
+                .entry((*deployment).to_owned())
+                .or_insert_with(|| (c.image_id.clone(), None));
+            if entry.0 != c.image_id {
+                let before = std::mem::replace(&mut entry.0, c.image_id.clone());
+                entry.1 = Some(before);
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// Whether the registry's manifest digest is none of the local image's repository digests
+/// (`name@sha256:…`; names are spelled variously, digests are not).
+fn moved(remote: &str, local: &[String]) -> bool {
+    let digest = remote.rsplit_once('@').map_or(remote, |(_, d)| d);
+    !local
+        .iter()
+        .any(|l| l.rsplit_once('@').map_or(l.as_str(), |(_, d)| d) == digest)
+}
+
+/// `docker.io/library/nginx:1` and `nginx:1` name the same image.
+fn docker_hub_alias(reference: &str) -> &str {
+    reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference)
+}
+
+/// A callback that shows a pull's or build's progress in `/status` as it goes.
+fn progress_reporter(
+    status: &Status,
+    deployment: &str,
+) -> impl FnMut(ImageProgress) + Send + use<> {
+    let status = status.clone();
+    let deployment = deployment.to_owned();
+    move |p: ImageProgress| {
+        let mut snap = (*status.get()).clone();
+        snap.images.in_progress.insert(deployment.clone(), p);
+        status.publish(snap);
+    }
+}
+
+fn clear_progress(status: &Status, deployment: &str) {
+    let mut snap = (*status.get()).clone();
+    if snap.images.in_progress.remove(deployment).is_some() {
+        status.publish(snap);
+    }
+}
