@@ -112,12 +112,15 @@ async fn pulls_with_logins_from_the_docker_config_and_reports_why_it_cannot() {
     let docker = Docker::connect(None).await.unwrap();
     assert_eq!(docker.image_id(&image).await.unwrap(), None);
 
-    // Without a login the registry's refusal comes back as the reason.
+    // Without a login the registry's refusal comes back naming it.
     let err = docker
         .pull(&image, &RegistryAuth::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
+    assert!(
+        matches!(&err, RuntimeError::RegistryAuth { registry, .. } if *registry == host),
+        "{err}"
+    );
     assert!(!err.to_string().contains("s3cret-pass"));
 
     let auth = RegistryAuth::load(&config.join("config.json")).unwrap();
