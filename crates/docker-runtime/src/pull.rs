@@ -72,7 +72,7 @@ struct Layer {
 }
 
 impl Tally {
-    /// Takes one message in; `true` when it completed a layer.
+    /// Takes one message in; `true` when it completed a pulled layer.
     fn apply(
         &mut self,
         id: Option<&str>,
@@ -117,7 +117,9 @@ impl Tally {
                 layer.current = layer.total;
                 let completed = !layer.done;
                 layer.done = true;
-                return completed;
+                // A layer already here is named while Docker is still naming the others: not
+                // a moment worth telling (the totals would still be growing).
+                return completed && status == "Pull complete";
             }
             _ => {}
         }
@@ -185,7 +187,7 @@ impl Docker {
     }
 
     /// Pulls `reference` and returns the local image id, telling `progress` how far it is:
-    /// at most every 250 ms, whenever a layer completes, and once at the end.
+    /// at most every 250 ms, whenever a layer has been pulled, and once at the end.
     ///
     /// # Errors
     /// [`RuntimeError::RegistryAuth`] when the registry refused the login (or its absence);
@@ -206,7 +208,9 @@ impl Docker {
         let credentials = auth.credentials(registry_of(reference)).await?;
         let mut stream = self.api.create_image(Some(options), None, credentials);
         let mut tally = Tally::default();
-        let mut told: (PullProgress, Instant) = (PullProgress::default(), Instant::now());
+        let mut told = PullProgress::default();
+        // The clock starts at the first layer named: before, there is nothing to tell.
+        let mut told_at: Option<Instant> = None;
         while let Some(item) = stream.next().await {
             let info: CreateImageInfo = match item {
                 Ok(info) => info,
@@ -230,13 +234,18 @@ impl Docker {
                 detail.total,
             );
             let now = tally.progress();
-            if now != told.0 && (completed || told.1.elapsed() >= PROGRESS_EVERY) {
+            if now == told {
+                continue;
+            }
+            let since = *told_at.get_or_insert_with(Instant::now);
+            if completed || since.elapsed() >= PROGRESS_EVERY {
                 progress(now);
-                told = (now, Instant::now());
+                told = now;
+                told_at = Some(Instant::now());
             }
         }
         let last = tally.progress();
-        if last != told.0 {
+        if last != told {
             progress(last);
         }
         self.image_id(reference)
@@ -279,6 +288,10 @@ impl Docker {
                     message,
                 })
             }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) => Err(RuntimeError::NotFound(format!("{reference}: {message}"))),
             Err(e) => Err(RuntimeError::from_bollard(e)),
         }
     }
@@ -402,7 +415,7 @@ mod tests {
             }
             seen.push(t.progress());
         }
-        assert_eq!(completed, [1, 9]);
+        assert_eq!(completed, [9]);
         assert_eq!(
             seen[5],
             PullProgress {
