@@ -227,20 +227,19 @@ impl RegistryAuth {
         file: &ConfigFile,
         registry: &str,
     ) -> Result<Option<Login>, RuntimeError> {
+        // Helpers hold Docker Hub's login under its v1 URL, as `docker login` stored it there
+        // whatever the config's key; other registries under the host as written.
+        let hub = (registry == "docker.io").then_some(DOCKER_HUB_SERVER);
         if let Some((key, helper)) = file.cred_helpers.get(registry) {
-            return self.ask_helper(helper, key, registry).await;
+            return self.ask_helper(helper, hub.unwrap_or(key), registry).await;
         }
         if let Some(login) = file.auths.get(registry) {
             return Ok(Some(login.clone()));
         }
         if let Some(store) = &file.creds_store {
-            // Stores key Docker Hub by its v1 URL, as `docker login` wrote it there.
-            let server = if registry == "docker.io" {
-                DOCKER_HUB_SERVER
-            } else {
-                registry
-            };
-            return self.ask_helper(store, server, registry).await;
+            return self
+                .ask_helper(store, hub.unwrap_or(registry), registry)
+                .await;
         }
         Ok(None)
     }
@@ -596,5 +595,89 @@ mod tests {
             b"credentials not found in native keychain\n"
         ));
         assert!(!says_not_found(b"keychain locked"));
+    }
+
+    /// Helpers in a temporary folder: `echo` answers with the server address it was given as
+    /// the secret, `none` has nothing.
+    fn helpers() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, script) in [
+            (
+                "echo",
+                "read server\nprintf '{\"Username\":\"echo\",\"Secret\":\"%s\"}' \"$server\"\n",
+            ),
+            (
+                "none",
+                "echo 'credentials not found in native keychain'\nexit 1\n",
+            ),
+        ] {
+            let path = dir.path().join(format!("docker-credential-{name}"));
+            std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir
+    }
+
+    /// Who answered for `registry`: `user/secret`, or `-` for no login.
+    async fn answer(auth: &RegistryAuth, registry: &str) -> String {
+        match auth.credentials(registry).await.unwrap() {
+            None => "-".to_owned(),
+            Some(c) => format!(
+                "{}/{}",
+                c.username.unwrap_or_default(),
+                c.password.unwrap_or_default()
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn lookup_follows_dockers_order_and_the_node_local_file_first() {
+        let dir = helpers();
+        let with = |files: &[&str]| {
+            RegistryAuth {
+                files: files.iter().map(|t| parse(t).unwrap()).collect(),
+                ..RegistryAuth::default()
+            }
+            .with_helper_path(dir.path())
+        };
+        let inline = r#""h:5000": {"username": "file", "password": "pw"}"#;
+
+        // The registry's own helper, then its inline login, then the store.
+        let all = with(&[&format!(
+            r#"{{"auths": {{{inline}}}, "credHelpers": {{"h:5000": "echo"}}, "credsStore": "none"}}"#
+        )]);
+        assert_eq!(answer(&all, "h:5000").await, "echo/h:5000");
+        let no_helper = with(&[&format!(
+            r#"{{"auths": {{{inline}}}, "credsStore": "echo"}}"#
+        )]);
+        assert_eq!(answer(&no_helper, "h:5000").await, "file/pw");
+        assert_eq!(
+            answer(&no_helper, "other.example").await,
+            "echo/other.example"
+        );
+        // Docker Hub is asked for by its v1 URL, whatever the config's key.
+        assert_eq!(
+            answer(&no_helper, "docker.io").await,
+            format!("echo/{DOCKER_HUB_SERVER}")
+        );
+        let hub_helper = with(&[r#"{"credHelpers": {"index.docker.io": "echo"}}"#]);
+        assert_eq!(
+            answer(&hub_helper, "docker.io").await,
+            format!("echo/{DOCKER_HUB_SERVER}")
+        );
+
+        // The node-local file first; a registry it has nothing for falls to the Docker config.
+        let docker_config = format!(r#"{{"auths": {{{inline}}}}}"#);
+        let node_local = r#"{"credHelpers": {"h:5000": "none", "n:1": "echo"}}"#;
+        let both = with(&[node_local, &docker_config]);
+        assert_eq!(answer(&both, "h:5000").await, "file/pw");
+        assert_eq!(answer(&both, "n:1").await, "echo/n:1");
+        assert_eq!(answer(&both, "elsewhere").await, "-");
+        let overriding = with(&[
+            &docker_config.replace("\"pw\"", "\"local\""),
+            &docker_config,
+        ]);
+        assert_eq!(answer(&overriding, "h:5000").await, "file/local");
     }
 }
