@@ -156,14 +156,14 @@ impl Agent<Real> {
             .map_err(EngineError::docker("cannot start without Docker"))?;
         // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
         let git = MirrorGit::open(dir.git_dir(), cfg.remote.clone(), &cfg.node)?;
-        let auth = match cfg
+        let docker_config = cfg
             .registry_config
             .clone()
-            .or_else(RegistryAuth::default_path)
-        {
-            Some(path) => RegistryAuth::load(&path)?,
-            None => RegistryAuth::default(),
-        };
+            .or_else(RegistryAuth::default_path);
+        let auth = RegistryAuth::load_with(
+            docker_config.as_deref(),
+            cfg.registry_credentials.as_deref(),
+        )?;
         let parts = Parts {
             runtime,
             git,

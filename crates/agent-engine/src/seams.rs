@@ -212,18 +212,27 @@ impl Runtime for Docker {
         auth: &RegistryAuth,
         progress: &mut (dyn FnMut(ImageProgress) + Send),
     ) -> Result<String, RuntimeError> {
-        let _ = progress;
-        Docker::pull(self, reference, auth).await
+        let image = reference.to_owned();
+        let mut report = |p: docker_runtime::PullProgress| {
+            progress(ImageProgress {
+                kind: "pull".to_owned(),
+                image: image.clone(),
+                layers: Some((p.layers_done as u64, p.layers_total as u64)),
+                bytes: Some((p.bytes_done, p.bytes_total)),
+                ..ImageProgress::default()
+            });
+        };
+        Docker::pull_with(self, reference, auth, &mut report).await
     }
     async fn registry_digest(
         &self,
         reference: &str,
         auth: &RegistryAuth,
     ) -> Result<String, RuntimeError> {
-        let _ = (reference, auth);
-        Err(RuntimeError::NotFound(
-            "registry digests: pending".to_owned(),
-        ))
+        Docker::registry_digest(self, reference, auth).await
+    }
+    async fn local_digests(&self, reference: &str) -> Result<Vec<String>, RuntimeError> {
+        Docker::local_digests(self, reference).await
     }
     async fn build(
         &self,

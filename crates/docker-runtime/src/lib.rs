@@ -3,13 +3,15 @@
 //! This crate owns everything that talks to Docker (through `bollard`, known to no other
 //! crate): observing every container with its labels and state, looking up local image ids,
 //! and creating, starting, stopping, unpausing, restarting, renaming and removing containers;
-//! inspecting one (health, restart count, address, log tail) for health gates; pulls; and the
-//! events stream.
+//! inspecting one (health, restart count, address, log tail) for health gates; pulls with
+//! progress, and the digest a registry serves for a tag against the local image's, with
+//! registry logins from Docker config files and credential helpers; and the events stream.
 //!
 //! It does not decide what to change: that is `reconcile-core`'s plan. Docker's answers are
 //! turned into `reconcile-core`'s [`Actual`] at once, so no Docker type leaves this crate, and
 //! Docker's status codes become a typed [`RuntimeError`] with [`RuntimeError::is_transient`].
 
+mod auth;
 mod build;
 pub mod context;
 mod events;
@@ -20,12 +22,13 @@ mod pull;
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use auth::RegistryAuth;
 pub use build::{BUILD_TAIL_LINES, BuildProgress, BuildRequest, LABEL_BUILT_FROM};
 pub use events::WatchEvent;
 pub use images::ImageFacts;
 pub use ingress::{IngressContainer, IngressFound, LABEL_INGRESS, LABEL_INGRESS_SPEC};
 pub use inspect::ContainerInfo;
-pub use pull::{RegistryAuth, registry_of};
+pub use pull::{PullProgress, moved, registry_of};
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -77,6 +80,28 @@ pub enum RuntimeError {
         /// Docker's reason (names no credential).
         message: String,
     },
+    /// A registry refused the login given for it (or its absence): the registry is named, so
+    /// an operator knows which login to fix.
+    #[error("registry {registry} refused the credentials for {image}: {message}")]
+    RegistryAuth {
+        /// The registry, as [`registry_of`] names it (`docker.io`, `127.0.0.1:5000`).
+        registry: String,
+        /// The image reference.
+        image: String,
+        /// Docker's reason (names no credential).
+        message: String,
+    },
+    /// A credential helper (`docker-credential-<name>`) could not give a login: it is missing,
+    /// failed, timed out or answered nonsense. Never holds what it wrote, which may be secret.
+    #[error("credential helper {helper} failed for registry {registry}: {reason}")]
+    CredentialHelper {
+        /// The helper program's name.
+        helper: String,
+        /// The registry it was asked about.
+        registry: String,
+        /// What went wrong: an exit status, a timeout, a missing program.
+        reason: String,
+    },
     /// A configuration file (the Docker client config) cannot be used.
     #[error("{0}")]
     Config(String),
@@ -119,7 +144,11 @@ impl RuntimeError {
             RuntimeError::Connect { .. } | RuntimeError::Transport { .. } => true,
             RuntimeError::Api { status, .. } => *status >= 500,
             // A registry may come back; the agent retries pulls with backoff.
-            RuntimeError::Pull { .. } => true,
+            // Helpers are asked again at each attempt, so a login fixed meanwhile (a rotated
+            // token, a keychain unlocked) is used then; these were `Pull` errors before.
+            RuntimeError::Pull { .. }
+            | RuntimeError::RegistryAuth { .. }
+            | RuntimeError::CredentialHelper { .. } => true,
             // A build may fetch from the network; the agent retries with backoff too.
             RuntimeError::Build { .. } => true,
             RuntimeError::Config(_)

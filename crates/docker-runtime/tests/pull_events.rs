@@ -4,121 +4,36 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_runtime::{Docker, RegistryAuth, RuntimeError, WatchEvent};
 use test_support::docker::{Guard, docker as docker_cli};
-
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn registry_binary() -> Option<&'static str> {
-    ["/usr/bin/docker-registry"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-fn start_registry(binary: &str) -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let htpasswd = Command::new("htpasswd")
-        .args(["-Bbn", "orun", "s3cret-pass"])
-        .output()
-        .unwrap();
-    assert!(htpasswd.status.success());
-    std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-    std::fs::write(
-        dir.path().join("config.yml"),
-        format!(
-            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {root}}}, delete: {{enabled: true}}}}\n\
-             http: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: r, path: {pw}}}}}\n",
-            root = dir.path().join("data").display(),
-            pw = dir.path().join("htpasswd").display(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new(binary)
-        .arg("serve")
-        .arg(dir.path().join("config.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    test_support::wait::wait("the registry to listen", Duration::from_secs(10))
-        .until(|| std::net::TcpStream::connect(("127.0.0.1", port)).ok());
-    Registry { child, port, dir }
-}
-
-fn docker_with_config(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use test_support::registry::Registry;
 
 #[tokio::test]
 async fn pulls_with_logins_from_the_docker_config_and_reports_why_it_cannot() {
-    let Some(binary) = registry_binary() else {
-        assert!(
-            std::env::var_os("ORUN_REQUIRE_ALL").is_none(),
-            "docker-registry is required (ORUN_REQUIRE_ALL)"
-        );
-        eprintln!("skipped: docker-registry is not installed");
+    if !Registry::available() {
         return;
-    };
-    let reg = start_registry(binary);
-    let config = reg.dir.path().join("docker-config");
-    std::fs::create_dir(&config).unwrap();
-    let host = format!("127.0.0.1:{}", reg.port);
-    let login = docker_with_config(&config, &["login", "-u", "orun", "--password-stdin", &host]);
-    // `--password-stdin` with no stdin fails; log in through the flag instead, quietly.
-    if !login.status.success() {
-        let out = docker_with_config(
-            &config,
-            &["login", "-u", "orun", "-p", "s3cret-pass", &host],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
+    let reg = Registry::start();
+    let config = reg.login_config();
+    let host = reg.host();
     let image = format!("{host}/orun-test/pulled:1");
-    docker_cli(&["tag", "orun-test/busybox:1", &image]);
-    let push = docker_with_config(&config, &["push", &image]);
-    assert!(
-        push.status.success(),
-        "{}",
-        String::from_utf8_lossy(&push.stderr)
-    );
-    docker_cli(&["rmi", &image]);
+    reg.push("orun-test/busybox:1", &image);
 
     let docker = Docker::connect(None).await.unwrap();
     assert_eq!(docker.image_id(&image).await.unwrap(), None);
 
-    // Without a login the registry's refusal comes back as the reason.
+    // Without a login the registry's refusal comes back naming it.
     let err = docker
         .pull(&image, &RegistryAuth::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
-    assert!(!err.to_string().contains("s3cret-pass"));
+    assert!(
+        matches!(&err, RuntimeError::RegistryAuth { registry, .. } if *registry == host),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(Registry::PASSWORD));
 
     let auth = RegistryAuth::load(&config.join("config.json")).unwrap();
     assert!(auth.hosts().any(|h| h == host), "{auth:?}");
@@ -137,7 +52,7 @@ async fn pulls_with_logins_from_the_docker_config_and_reports_why_it_cannot() {
         .await
         .unwrap_err();
     assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
-    assert!(!format!("{err} {err:?}").contains("s3cret-pass"));
+    assert!(!format!("{err} {err:?}").contains(Registry::PASSWORD));
 }
 
 // Single-threaded on purpose: the watcher connects only after the events happened, and must

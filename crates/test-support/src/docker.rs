@@ -39,3 +39,40 @@ pub fn docker_ok(args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
+
+/// Builds `tag` from `dockerfile` and a context of `files` (name, contents), for an image
+/// made to measure (a layer of a known size); panics with Docker's output on failure.
+pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+    for (name, contents) in files {
+        std::fs::write(context.path().join(name), contents).unwrap();
+    }
+    // `--force-rm`: a failed step leaves no stopped container behind.
+    let out = Command::new("docker")
+        .args(["build", "--force-rm", "--tag", tag])
+        .arg(context.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build --tag {tag}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `len` bytes that do not compress (xorshift from `seed`): a layer whose download is its
+/// full size, and whose digest differs with the seed.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}

@@ -135,7 +135,7 @@ impl<W: World> Agent<W> {
             .local_digests(reference)
             .await
             .map_err(|e| e.to_string())?;
-        let moved = moved(&remote, &local);
+        let moved = docker_runtime::moved(&remote, &local);
         if moved {
             info!(image = %reference, digest = %remote, "the tag moved in the registry");
         } else {
@@ -365,15 +365,6 @@ impl<W: World> Agent<W> {
         }
         changed
     }
-}
-
-/// Whether the registry's manifest digest is none of the local image's repository digests
-/// (`name@sha256:…`; names are spelled variously, digests are not).
-fn moved(remote: &str, local: &[String]) -> bool {
-    let digest = remote.rsplit_once('@').map_or(remote, |(_, d)| d);
-    !local
-        .iter()
-        .any(|l| l.rsplit_once('@').map_or(l.as_str(), |(_, d)| d) == digest)
 }
 
 /// `docker.io/library/nginx:1` and `nginx:1` name the same image.
