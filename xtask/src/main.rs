@@ -162,7 +162,7 @@ fn test_steps() -> Vec<Step> {
 }
 
 /// The end-to-end suites alone (`tests/e2e.rs`, `tests/rollouts.rs`, `tests/secrets.rs`,
-/// `tests/ingress.rs`).
+/// `tests/ingress.rs`, `tests/images.rs`, `tests/registry.rs`).
 fn e2e_steps() -> Vec<Step> {
     vec![
         build_binaries(),
@@ -180,6 +180,10 @@ fn e2e_steps() -> Vec<Step> {
                 "secrets",
                 "--test",
                 "ingress",
+                "--test",
+                "images",
+                "--test",
+                "registry",
             ],
         )
         .require_all(),

@@ -77,7 +77,7 @@ pub(crate) struct Args {
     pull_check_interval: Option<Duration>,
     /// How long an image orun pulled or built stays once no deployment uses it (the current
     /// and previous image of each deployment always stay) [default: 1h].
-    #[arg(long, env = "ORUN_IMAGE_GRACE", value_parser = parse_duration)]
+    #[arg(long, env = "ORUN_IMAGE_GRACE", value_parser = parse_grace)]
     image_grace: Option<Duration>,
     /// The age key that decrypts SOPS secrets [default: $SOPS_AGE_KEY_FILE, else
     /// <data-dir>/keys/age.key].
@@ -188,6 +188,14 @@ pub(crate) struct Config {
     pub(crate) log_format: LogFormat,
 }
 
+/// A duration that may be zero (`0`, `0s`): remove unused images at once.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" | "0ms" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     manifest_model::values::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -277,7 +285,13 @@ impl Config {
             engine.pull_check_interval = d;
         }
         if let Some(d) = args.image_grace.map_or_else(
-            || file_duration(file.image_grace, "image_grace"),
+            || {
+                file.image_grace
+                    .map(|s| {
+                        parse_grace(&s).map_err(|e| anyhow::anyhow!("config file image_grace: {e}"))
+                    })
+                    .transpose()
+            },
             |d| Ok(Some(d)),
         )? {
             engine.image_grace = d;
