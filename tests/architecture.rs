@@ -129,6 +129,7 @@ fn each_foreign_library_has_one_owner() {
         ("rustls", "status-http"),
         ("x509-parser", "status-http"),
         ("rcgen", "test-support"),
+        ("tar", "docker-runtime"),
         ("jiff", "agent-engine"),
         ("age", "sops-age"),
         ("aes-gcm", "sops-age"),

@@ -29,11 +29,11 @@ fn built(node: &str, name: &str, mode: &str, dockerfile: &str) -> String {
 
 fn plain(node: &str, name: &str) -> String {
     format!(
-        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"sleep 100000\"]\n"
+        "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  image: orun-test/busybox:1\n  nodes: [{node}]\n  command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n"
     )
 }
 
-const DOCKERFILE: &str = "FROM orun-test/busybox:1\nARG GREETING\nCOPY index.html /www/index.html\nRUN echo \"$GREETING\" > /www/greeting\nCMD [\"sh\", \"-c\", \"sleep 100000\"]\n";
+const DOCKERFILE: &str = "FROM orun-test/busybox:1\nARG GREETING\nCOPY index.html /www/index.html\nRUN echo \"$GREETING\" > /www/greeting\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n";
 const BROKEN: &str = "FROM orun-test/busybox:1\nRUN echo about to fail && exit 7\n";
 
 /// Removes every image of `repos` on drop (tags and all), so a failed run leaves none.

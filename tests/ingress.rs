@@ -564,12 +564,21 @@ fn the_examples_service_answers_over_http_and_https() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let read = |p: &str| std::fs::read_to_string(examples.join(p)).unwrap();
     let remote = Remote::new();
-    let files = [
-        "nodes/web-01.yaml",
-        "deployments/hello-world.yaml",
-        "services/hello-world.yaml",
-    ]
-    .map(|p| (p.to_owned(), read(p)));
+    // Every file, the built deployment's code included: the repository as it is.
+    let mut paths = Vec::new();
+    let mut dirs = vec![examples.clone()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let rel = path.strip_prefix(&examples).unwrap();
+                paths.push(rel.to_str().unwrap().to_owned());
+            }
+        }
+    }
+    let files: Vec<(String, String)> = paths.iter().map(|p| (p.clone(), read(p))).collect();
     let c1 = commit(&remote, "examples", &files);
     let data = tempfile::tempdir().unwrap();
     let (http, https) = (caddy.http_port(), caddy.https_port());
@@ -583,6 +592,14 @@ fn the_examples_service_answers_over_http_and_https() {
         &args,
     );
     agent.converged(&c1);
+    // The deployment built on the node from the commit serves its own page.
+    let built = status_http::get(
+        SocketAddr::from(([127, 0, 0, 1], 8082)),
+        "/",
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(built.body.trim(), "hello from a build on the node");
     let domain = "hello-world.localhost";
     agent.wait("HTTPS with pebble's certificate").until(|| {
         (through_tls(https, domain)? == (200, "hello from orun".to_owned())).then_some(())
@@ -606,4 +623,10 @@ fn the_examples_service_answers_over_http_and_https() {
     assert_eq!(service(&status, "hello-world")["upstream"], "hello-world");
     drop(agent);
     remove_networks("web-01");
+    for id in docker_ok(&["images", "-q", "orun-build/greeter"])
+        .unwrap_or_default()
+        .lines()
+    {
+        let _ = docker_ok(&["rmi", "-f", id]);
+    }
 }

@@ -230,6 +230,8 @@ fn demo_dir() -> PathBuf {
 /// The status address and example URL the demo uses.
 const DEMO_STATUS: &str = "127.0.0.1:9100";
 const DEMO_URL_PORT: u16 = 8080;
+/// The example deployment built on the node publishes this port.
+const DEMO_BUILT_PORT: u16 = 8082;
 /// The ports of the demo's ingress (Caddy in a container the agent runs), and the example
 /// Service's domain (`*.localhost` resolves to loopback).
 const DEMO_HTTP_PORT: u16 = 8081;
@@ -308,7 +310,16 @@ fn demo() -> Result<()> {
     );
 
     let started = Instant::now();
+    let mut shown = String::new();
     loop {
+        // The first pull or build is shown as it goes, not waited for in silence.
+        for line in progress_lines(DEMO_STATUS) {
+            if !shown.contains(&line) {
+                println!("demo: {line}");
+                shown.push_str(&line);
+                shown.push('\n');
+            }
+        }
         if let Some(status) = child.try_wait().context("watching orun-agent")? {
             let text = fs::read_to_string(&log_path).unwrap_or_default();
             bail!(
@@ -337,6 +348,13 @@ fn demo() -> Result<()> {
     let answer = http_get(&format!("127.0.0.1:{DEMO_URL_PORT}"), "/").unwrap_or_default();
     let first = answer.lines().next().unwrap_or("(no answer)");
     println!("\n$ curl http://127.0.0.1:{DEMO_URL_PORT}/   ->  {first}");
+    let built = http_get(&format!("127.0.0.1:{DEMO_BUILT_PORT}"), "/").unwrap_or_default();
+    let page = built
+        .split_once("\r\n\r\n")
+        .map_or("(no answer)", |(_, b)| b.trim());
+    println!(
+        "$ curl http://127.0.0.1:{DEMO_BUILT_PORT}/   ->  {page}   (greeter, built on the node from examples/apps/greeter)"
+    );
     // The Service, through Caddy: its route is loaded at the end of the pass that converged.
     // It is `ssl: true`, so plain HTTP redirects to HTTPS, served with a certificate from
     // Caddy's own CA (`--acme-ca internal`: no ACME server is reachable here).
@@ -445,6 +463,45 @@ fn http_get_host(addr: &str, host: &str, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// The pulls and builds `/status` shows in progress, one line each (docs/images.md).
+fn progress_lines(addr: &str) -> Vec<String> {
+    let Some(answer) = http_get(addr, "/status") else {
+        return Vec::new();
+    };
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let Some(progress) = doc["images"]["in_progress"].as_object() else {
+        return Vec::new();
+    };
+    let pair = |v: &serde_json::Value| Some((v[0].as_u64()?, v[1].as_u64()?));
+    progress
+        .iter()
+        .map(|(deployment, p)| {
+            let image = p["image"].as_str().unwrap_or("?");
+            match p["kind"].as_str() {
+                Some("build") => {
+                    let step = pair(&p["step"])
+                        .map(|(n, m)| format!(" step {n}/{m}"))
+                        .unwrap_or_default();
+                    let line = p["line"].as_str().unwrap_or("");
+                    format!("{deployment}: building {image}{step}: {line}")
+                }
+                _ => {
+                    let layers = pair(&p["layers"])
+                        .map(|(n, m)| format!(" {n}/{m} layers"))
+                        .unwrap_or_default();
+                    let bytes = pair(&p["bytes"])
+                        .map(|(n, m)| format!(", {} of {} kB", n / 1000, m / 1000))
+                        .unwrap_or_default();
+                    format!("{deployment}: pulling {image}{layers}{bytes}")
+                }
+            }
+        })
+        .collect()
+}
+
 fn http_status(addr: &str, path: &str) -> Option<u16> {
     http_get(addr, path)?.split(' ').nth(1)?.parse().ok()
 }
@@ -457,7 +514,8 @@ fn ensure_git() -> Result<()> {
 
 /// The programs the tests start beside Docker and Git: `sshd` for the deploy-key remote,
 /// `docker-registry` and `htpasswd` for authenticated pulls, `promtool` to lint `/metrics`,
-/// `caddy` and `pebble` (an ACME server) for the ingress. Installed here so that
+/// `caddy` and `pebble` (an ACME server) for the ingress, `curl` to move a tag inside the
+/// test registry. Installed here so that
 /// `cargo xtask test` skips nothing on a fresh machine.
 fn ensure_test_components() -> Result<()> {
     ensure_programs(&[
@@ -467,6 +525,7 @@ fn ensure_test_components() -> Result<()> {
         ("promtool", "prometheus"),
         ("caddy", "caddy"),
         ("pebble", "pebble"),
+        ("curl", "curl"),
     ])?;
     ensure_tcp_migrate_req()?;
     ensure_sops()

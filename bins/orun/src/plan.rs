@@ -67,7 +67,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "the manifests are invalid (see above); the agent would refuse this revision and keep the last good one"
         );
     };
-    let node = match manifest_model::resolve(revision, &args.node, args.branch.as_deref()) {
+    let mut node = match manifest_model::resolve(revision, &args.node, args.branch.as_deref()) {
         Ok(node) => node,
         Err(ModelError::Unfit { diagnostics }) => {
             print_all(&diagnostics);
@@ -75,6 +75,27 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    // Built images are tagged by what they are built from, as the agent tags them: an
+    // `on-change` context is digested here too. An `always` build's input is the commit
+    // the agent applies, which a working folder does not have, so it shows as a rebuild.
+    let problems = docker_runtime::context::fill_build_inputs(
+        &source,
+        &mut node,
+        None,
+        docker_runtime::context::ContextLimits::default(),
+    );
+    if !problems.is_empty() {
+        for p in &problems {
+            let file = revision
+                .deployments
+                .get(&p.deployment)
+                .map_or("deployments", |d| d.file.as_str());
+            eprintln!("{file}: error: {}: {}", p.field, p.message);
+        }
+        bail!(
+            "a build context is missing or too large (see above); the agent would refuse this revision"
+        );
+    }
 
     let mut actual = if args.actual == "docker" {
         observe_docker(args.docker_host.as_deref(), &node)?

@@ -39,10 +39,11 @@ fn validate_accepts_the_examples() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(
-        text.starts_with("valid: 1 node(s), 1 deployment(s), 1 service(s); 0 warning(s)\n"),
+        text.starts_with("valid: 1 node(s), 2 deployment(s), 1 service(s); 0 warning(s)\n"),
         "{text}"
     );
     assert!(text.contains("container hello-world"), "{text}");
+    assert!(text.contains("build apps/greeter"), "{text}");
 }
 
 /// A15 end to end: a broken repository exits 1 with `file:line:col: error:` lines, in text and
@@ -92,7 +93,8 @@ fn validate_json_on_success_has_no_env_values() {
     assert_eq!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["valid"], true);
-    assert_eq!(json["node"]["containers"][0]["container"], "hello-world");
+    assert_eq!(json["node"]["containers"][0]["container"], "greeter");
+    assert_eq!(json["node"]["containers"][1]["container"], "hello-world");
     assert_eq!(
         json["node"]["services"][0]["domain"],
         "hello-world.localhost"
