@@ -71,8 +71,8 @@ pub(crate) struct Args {
     /// Docker config's. See docs/images.md.
     #[arg(long, env = "ORUN_REGISTRY_CREDENTIALS")]
     registry_credentials: Option<PathBuf>,
-    /// How often a `pull: always` image asks its registry whether its tag moved (one HEAD
-    /// request per image) [default: 1m].
+    /// How often a `pull: always` image asks its registry whether its tag moved
+    /// [default: 5m]. See docs/images.md for what each check costs.
     #[arg(long, env = "ORUN_PULL_CHECK_INTERVAL", value_parser = parse_duration)]
     pull_check_interval: Option<Duration>,
     /// How long an image orun pulled or built stays once no deployment uses it (the current

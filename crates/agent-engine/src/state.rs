@@ -142,8 +142,9 @@ pub(crate) struct State {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct Brought {
-    /// The reference it was pulled as, or the tag it was built as.
-    pub(crate) reference: String,
+    /// The references it was pulled as or tags it was built as (one id may be brought under
+    /// several: two environments building the same files, two tags of one image).
+    pub(crate) references: std::collections::BTreeSet<String>,
     /// The deployment it was brought for.
     pub(crate) deployment: String,
     /// When (Unix seconds).

@@ -72,66 +72,139 @@ impl Docker {
         };
         let body = bollard::body_full(req.tar.into());
         let mut stream = self.api.build_image(options, None, Some(body));
-        let mut tail: VecDeque<String> = VecDeque::with_capacity(BUILD_TAIL_LINES);
-        let mut state = BuildProgress::default();
+        let mut out = Output::new(req.tag, redact);
         let mut id: Option<String> = None;
-        let fail = |message: String, tail: &VecDeque<String>| {
-            let mut text = redact(&message);
-            if !tail.is_empty() {
-                text.push_str("\n  ");
-                text.push_str(&tail.iter().cloned().collect::<Vec<_>>().join("\n  "));
-            }
-            RuntimeError::Build {
-                image: req.tag.to_owned(),
-                message: text,
-            }
-        };
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    return Err(fail(error, &tail));
+                    return Err(out.fail(&error));
                 }
                 Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                    return Err(fail(message, &tail));
+                    return Err(out.fail(&message));
                 }
                 Err(e) => return Err(RuntimeError::from_bollard(e)),
             };
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(fail(detail, &tail));
+                return Err(out.fail(&detail));
             }
             if let Some(aux) = info.aux.and_then(|a| a.id) {
                 id = Some(aux);
             }
-            let Some(text) = info.stream else { continue };
-            for raw in text.lines() {
-                let raw = raw.trim_end();
-                if raw.is_empty() {
-                    continue;
-                }
-                let line = redact(cut(raw));
-                if let Some((n, m)) = step_of(&line) {
-                    state.step = n;
-                    state.steps = m;
-                }
-                tracing::info!(image = %req.tag, "build: {line}");
-                if tail.len() == BUILD_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.clone());
-                state.line = line;
-                progress(&state);
+            if let Some(text) = info.stream {
+                out.take(&text, progress);
             }
         }
+        out.flush(progress);
         match id {
             Some(id) => Ok(id),
             // Older engines send no aux id: the tag names what was built.
-            None => self.image_id(req.tag).await?.ok_or_else(|| {
-                fail(
-                    "the build finished but the image is not on the host".to_owned(),
-                    &tail,
-                )
-            }),
+            None => self
+                .image_id(req.tag)
+                .await?
+                .ok_or_else(|| out.fail("the build finished but the image is not on the host")),
+        }
+    }
+}
+
+/// Lines of one build's output written to the log; the rest only reach the tail kept for
+/// an error, so a `RUN` that prints without end cannot fill the journal.
+const MAX_LOGGED_LINES: usize = 2_000;
+/// Progress is reported at most this often (a line per call would copy `/status` per line).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// A line longer than this is cut even before its end arrives.
+const MAX_PENDING: usize = 64 * 1024;
+
+/// A build's output on its way to the log, the progress callback and the error tail: lines
+/// are put back together across stream messages, masked whole, then cut.
+struct Output<'a> {
+    image: &'a str,
+    redact: &'a (dyn Fn(&str) -> String + Send + Sync),
+    pending: String,
+    tail: VecDeque<String>,
+    state: BuildProgress,
+    logged: usize,
+    reported: Option<std::time::Instant>,
+}
+
+impl<'a> Output<'a> {
+    fn new(image: &'a str, redact: &'a (dyn Fn(&str) -> String + Send + Sync)) -> Self {
+        Self {
+            image,
+            redact,
+            pending: String::new(),
+            tail: VecDeque::with_capacity(BUILD_TAIL_LINES),
+            state: BuildProgress::default(),
+            logged: 0,
+            reported: None,
+        }
+    }
+
+    /// Takes one message's text: whole lines are used, an unfinished one waits for the next.
+    fn take(&mut self, text: &str, progress: &mut (dyn FnMut(&BuildProgress) + Send)) {
+        self.pending.push_str(text);
+        while let Some(end) = self.pending.find('\n') {
+            let line: String = self.pending.drain(..=end).collect();
+            self.line(&line, progress);
+        }
+        if self.pending.len() > MAX_PENDING {
+            let line = std::mem::take(&mut self.pending);
+            self.line(&line, progress);
+        }
+    }
+
+    /// Uses what is left, and reports the last state.
+    fn flush(&mut self, progress: &mut (dyn FnMut(&BuildProgress) + Send)) {
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest, progress);
+        progress(&self.state);
+    }
+
+    fn line(&mut self, raw: &str, progress: &mut (dyn FnMut(&BuildProgress) + Send)) {
+        let raw = raw.trim_end();
+        if raw.is_empty() {
+            return;
+        }
+        // Masked whole, then cut: a secret across the cut is still masked.
+        let masked = (self.redact)(raw);
+        let line = cut(&masked).to_owned();
+        if let Some((n, m)) = step_of(&line) {
+            self.state.step = n;
+            self.state.steps = m;
+        }
+        self.logged += 1;
+        if self.logged <= MAX_LOGGED_LINES {
+            tracing::info!(image = %self.image, "build: {line}");
+        } else if self.logged == MAX_LOGGED_LINES + 1 {
+            tracing::info!(image = %self.image, "build: more output not logged");
+        }
+        if self.tail.len() == BUILD_TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.clone());
+        self.state.line = line;
+        let now = std::time::Instant::now();
+        if self
+            .reported
+            .is_none_or(|at| now.duration_since(at) >= PROGRESS_EVERY)
+        {
+            self.reported = Some(now);
+            progress(&self.state);
+        }
+    }
+
+    /// The error of a failed build: Docker's reason, masked, and the last lines.
+    fn fail(&mut self, message: &str) -> RuntimeError {
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest, &mut |_| {});
+        let mut text = cut(&(self.redact)(message)).to_owned();
+        if !self.tail.is_empty() {
+            text.push_str("\n  ");
+            text.push_str(&self.tail.iter().cloned().collect::<Vec<_>>().join("\n  "));
+        }
+        RuntimeError::Build {
+            image: self.image.to_owned(),
+            message: text,
         }
     }
 }
@@ -159,6 +232,25 @@ fn step_of(line: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_joined_across_messages_and_masked_before_they_are_cut() {
+        let redact = |s: &str| s.replace("hunter2secret", "***");
+        let mut out = Output::new("t", &redact);
+        let mut seen = Vec::new();
+        out.take("Step 1/2 : RUN echo hun", &mut |p| seen.push(p.clone()));
+        out.take("ter2secret\nStep 2/2 : CMD x\n", &mut |p| {
+            seen.push(p.clone())
+        });
+        out.flush(&mut |p| seen.push(p.clone()));
+        assert_eq!(out.tail, ["Step 1/2 : RUN echo ***", "Step 2/2 : CMD x"]);
+        assert_eq!(seen.last().map(|p| (p.step, p.steps)), Some((2, 2)));
+        let long = format!("{}hunter2secret", "x".repeat(MAX_LINE - 5));
+        out.take(&format!("{long}\n"), &mut |_| {});
+        assert!(!out.tail.back().unwrap().contains("hunt"));
+        let err = out.fail("exit 7 hunter2secret").to_string();
+        assert!(err.contains("exit 7 ***"), "{err}");
+    }
 
     #[test]
     fn steps_and_cuts() {

@@ -18,6 +18,11 @@ use ignore::Ignore;
 
 use crate::RuntimeError;
 
+/// Folders nested deeper than this refuse the context.
+const MAX_DEPTH: usize = 64;
+/// A path (relative to the context) longer than this refuses the context.
+const MAX_PATH: usize = 1024;
+
 /// Caps on what one context may hold.
 #[derive(Clone, Copy, Debug)]
 pub struct ContextLimits {
@@ -75,6 +80,30 @@ pub fn pack(
     dockerfile: &str,
     limits: ContextLimits,
 ) -> Result<Packed, RuntimeError> {
+    walk(src, context, dockerfile, limits, true)
+}
+
+/// What [`pack`] would give, without the tar: the digest an `on-change` build is tagged by,
+/// read on every revision without holding the context in memory.
+///
+/// # Errors
+/// As [`pack`].
+pub fn digest(
+    src: &dyn Source,
+    context: &str,
+    dockerfile: &str,
+    limits: ContextLimits,
+) -> Result<Packed, RuntimeError> {
+    walk(src, context, dockerfile, limits, false)
+}
+
+fn walk(
+    src: &dyn Source,
+    context: &str,
+    dockerfile: &str,
+    limits: ContextLimits,
+    want_tar: bool,
+) -> Result<Packed, RuntimeError> {
     let full = |rel: &str| {
         if context.is_empty() {
             rel.to_owned()
@@ -108,7 +137,7 @@ pub fn pack(
         limits,
         ignore,
         dockerfile,
-        builder: tar::Builder::new(Vec::new()),
+        builder: want_tar.then(|| tar::Builder::new(Vec::new())),
         hash: Sha256::new(),
         files: 0,
         bytes: 0,
@@ -116,7 +145,7 @@ pub fn pack(
         skipped: Vec::new(),
         saw_dockerfile: false,
     };
-    packer.walk("", top)?;
+    packer.walk("", &[], 0, top)?;
     if !packer.saw_dockerfile {
         return Err(RuntimeError::Context(format!(
             "the Dockerfile `{dockerfile}` is not a file in the build context"
@@ -127,10 +156,12 @@ pub fn pack(
     for b in digest {
         let _ = write!(hex, "{b:02x}");
     }
-    let tar = packer
-        .builder
-        .into_inner()
-        .map_err(|e| read_err(context.to_owned(), e))?;
+    let tar = match packer.builder {
+        Some(b) => b
+            .into_inner()
+            .map_err(|e| read_err(context.to_owned(), e))?,
+        None => Vec::new(),
+    };
     Ok(Packed {
         tar,
         digest: hex,
@@ -164,6 +195,9 @@ pub fn fill_build_inputs(
 ) -> Vec<ContextProblem> {
     use manifest_model::{BuildMode, ImageSource};
     let mut problems = Vec::new();
+    // Deployments built from one context (a monorepo's services) read it once.
+    let mut digests: std::collections::HashMap<(String, String), Result<String, String>> =
+        std::collections::HashMap::new();
     for c in &mut node.containers {
         let ImageSource::Build(b) = &c.spec.source else {
             continue;
@@ -174,8 +208,16 @@ pub fn fill_build_inputs(
             message,
         };
         match b.build_mode {
-            BuildMode::OnChange => match pack(src, &b.context, &b.dockerfile, limits) {
-                Ok(p) => c.build_input = Some(p.digest),
+            BuildMode::OnChange => match digests
+                .entry((b.context.clone(), b.dockerfile.clone()))
+                .or_insert_with(|| {
+                    digest(src, &b.context, &b.dockerfile, limits)
+                        .map(|p| p.digest)
+                        .map_err(|e| e.to_string())
+                })
+                .clone()
+            {
+                Ok(d) => c.build_input = Some(d),
                 Err(e) => {
                     let field = if e.to_string().contains("Dockerfile") {
                         "spec.build.dockerfile"
@@ -253,7 +295,8 @@ struct Packer<'a> {
     limits: ContextLimits,
     ignore: Ignore,
     dockerfile: &'a str,
-    builder: tar::Builder<Vec<u8>>,
+    /// `None` when only the digest is wanted.
+    builder: Option<tar::Builder<Vec<u8>>>,
     hash: Sha256,
     files: usize,
     bytes: u64,
@@ -276,22 +319,35 @@ impl Packer<'_> {
     }
 
     /// Packs the entries of the folder `dir` (relative to the context), sorted by name so
-    /// the tar and the digest do not depend on the source's listing order.
+    /// the tar and the digest do not depend on the source's listing order. `matched` says
+    /// which `.dockerignore` patterns matched `dir` or a folder above it. Every entry
+    /// looked at counts against the cap, ignored or not: a tree that names one subtree
+    /// again and again (cheap in Git) costs no more than the cap.
     fn walk(
         &mut self,
         dir: &str,
+        matched: &[bool],
+        depth: usize,
         mut entries: Vec<manifest_model::Entry>,
     ) -> Result<(), RuntimeError> {
+        if depth > MAX_DEPTH {
+            return Err(self.too_large(format!("nests folders more than {MAX_DEPTH} deep")));
+        }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         for entry in entries {
+            self.count()?;
             let rel = if dir.is_empty() {
                 entry.name.clone()
             } else {
                 format!("{dir}/{}", entry.name)
             };
+            if rel.len() > MAX_PATH {
+                return Err(self.too_large(format!("holds a path longer than {MAX_PATH} bytes")));
+            }
+            let here = self.ignore.matches(matched, &rel);
             // Docker sends the Dockerfile and `.dockerignore` even when they are ignored.
             let always = rel == self.dockerfile || rel == ".dockerignore";
-            let ignored = !always && self.ignore.excludes(&rel);
+            let ignored = !always && self.ignore.excluded(&here);
             if !entry.utf8 {
                 if ignored {
                     continue;
@@ -315,18 +371,16 @@ impl Packer<'_> {
                         .map_err(|e| RuntimeError::Context(format!("cannot read {path}: {e}")))?
                         .unwrap_or_default();
                     if !ignored {
-                        self.count()?;
                         self.hash_entry(b'd', &rel, 0o755, &[]);
                         let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                        self.builder
-                            .append_data(&mut h, format!("{rel}/"), std::io::empty())
-                            .map_err(|e| self.io(&rel, e))?;
+                        self.append(&rel, |b| {
+                            b.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                        })?;
                     }
-                    self.walk(&rel, inner)?;
+                    self.walk(&rel, &here, depth + 1, inner)?;
                 }
                 _ if ignored => {}
                 EntryKind::File { size, exec } => {
-                    self.count()?;
                     let budget = self.limits.max_bytes.saturating_sub(self.bytes);
                     if size > budget {
                         return Err(self.too_large(format!(
@@ -342,9 +396,7 @@ impl Packer<'_> {
                     let mode = if exec { 0o755 } else { 0o644 };
                     self.hash_entry(b'f', &rel, mode, &Sha256::digest(&bytes));
                     let mut h = header(tar::EntryType::Regular, mode, bytes.len() as u64);
-                    self.builder
-                        .append_data(&mut h, &rel, bytes.as_slice())
-                        .map_err(|e| self.io(&rel, e))?;
+                    self.append(&rel, |b| b.append_data(&mut h, &rel, bytes.as_slice()))?;
                     self.files += 1;
                     self.bytes += bytes.len() as u64;
                     if rel == self.dockerfile {
@@ -352,7 +404,6 @@ impl Packer<'_> {
                     }
                 }
                 EntryKind::Link => {
-                    self.count()?;
                     let path = self.in_repo(&rel);
                     let target = self
                         .src
@@ -365,9 +416,7 @@ impl Packer<'_> {
                     })?;
                     self.hash_entry(b'l', &rel, 0o777, target.as_bytes());
                     let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                    self.builder
-                        .append_link(&mut h, &rel, &target)
-                        .map_err(|e| self.io(&rel, e))?;
+                    self.append(&rel, |b| b.append_link(&mut h, &rel, &target))?;
                 }
                 EntryKind::Other { what } => {
                     self.skipped
@@ -399,8 +448,17 @@ impl Packer<'_> {
         self.hash.update(content);
     }
 
-    fn io(&self, rel: &str, e: std::io::Error) -> RuntimeError {
-        RuntimeError::Context(format!("cannot pack {}: {e}", self.in_repo(rel)))
+    /// Adds an entry to the tar, when one is being made.
+    fn append(
+        &mut self,
+        rel: &str,
+        add: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> std::io::Result<()>,
+    ) -> Result<(), RuntimeError> {
+        let Some(builder) = self.builder.as_mut() else {
+            return Ok(());
+        };
+        add(builder)
+            .map_err(|e| RuntimeError::Context(format!("cannot pack {}: {e}", self.in_repo(rel))))
     }
 }
 
@@ -469,6 +527,9 @@ mod tests {
         let changed = app().with("app/src/main.sh", "echo bye\n");
         let other = pack(&changed, "app", "Dockerfile", ContextLimits::default()).unwrap();
         assert_ne!(base.digest, other.digest);
+        // Digesting alone agrees with packing.
+        let alone = digest(&app(), "app", "Dockerfile", ContextLimits::default()).unwrap();
+        assert_eq!((alone.digest, alone.tar.len()), (base.digest.clone(), 0));
         // The tar is the same bytes for the same files.
         assert_eq!(
             base.tar,

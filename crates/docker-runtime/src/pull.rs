@@ -140,6 +140,12 @@ impl Tally {
 /// credentials (or their absence). Docker passes the registry's words on in its message.
 fn is_auth_refusal(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
+    // Docker Hub answers a misspelt public image with "pull access denied …, repository does
+    // not exist or may require 'docker login'": that is a missing image first (the message,
+    // passed on whole, still mentions the login).
+    if m.contains("repository does not exist") {
+        return false;
+    }
     [
         "unauthorized",
         "denied",
@@ -382,6 +388,13 @@ mod tests {
             image,
             None,
             "manifest for x:1 not found: manifest unknown".into(),
+        );
+        assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
+        // Docker Hub's answer for a misspelt image is not a refused login.
+        let err = pull_failure(
+            "ngnix:1",
+            None,
+            "pull access denied for ngnix, repository does not exist or may require 'docker login': denied: requested access to the resource is denied".into(),
         );
         assert!(matches!(err, RuntimeError::Pull { .. }), "{err}");
     }

@@ -576,10 +576,10 @@ fn a16_paths_cannot_escape() {
     check(
         "a16-path-escape",
         expect![[r#"
-            deployments/absolute.yaml:7:14: error: spec.build.context: path must be relative, not absolute (it is resolved under the node's codeDir)
+            deployments/absolute.yaml:7:14: error: spec.build.context: path must be relative, not absolute (it is a folder of this repository)
             deployments/absolute.yaml:9:17: warning: spec.volumes[0].hostPath: path holds `..`: Docker cleans it before mounting, and orun mounts the cleaned path; write it without `..`
             deployments/absolute.yaml:10:22: error: spec.volumes[0].containerPath: path must be absolute (start with `/`)
-            deployments/escape.yaml:7:14: error: spec.build.context: path must not contain `..` (it is resolved under the node's codeDir)
+            deployments/escape.yaml:7:14: error: spec.build.context: path must not contain `..` (it is a folder of this repository)
             deployments/escape.yaml:8:17: error: spec.build.dockerfile: path must not contain `..` (it is resolved under the build context)
             refused
         "#]],

@@ -27,8 +27,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// What the agent knows about images between passes.
 #[derive(Debug, Default)]
 pub(super) struct ImageMemory {
-    /// When each `pull: always` reference was last checked against its registry.
-    checked: BTreeMap<String, Instant>,
+    /// When each `pull: always` reference was last checked against its registry, and why
+    /// that check failed, if it did.
+    checked: BTreeMap<String, (Instant, Option<String>)>,
     /// When retention last swept; `None` asks for a sweep at the next pass.
     swept: Option<Instant>,
     /// The images part of `/status`, as the last sweep found it.
@@ -114,21 +115,30 @@ impl<W: World> Agent<W> {
     }
 
     /// Whether the registry serves another manifest for `reference` than the local image's,
-    /// asked at most once per check interval per reference.
+    /// asked at most once per check interval per reference. A failed check is noted too,
+    /// and its reason given until the next one: a registry that is down or refuses the
+    /// login is asked once an interval, not on every pass, and `/status` keeps saying so.
     async fn moved(&mut self, reference: &str) -> Result<bool, String> {
         let now = self.shared.clock.now();
-        if let Some(at) = self.images_memory.checked.get(reference)
+        if let Some((at, failed)) = self.images_memory.checked.get(reference)
             && now.duration_since(*at) < self.cfg.pull_check_interval
         {
-            return Ok(false);
+            return failed.clone().map_or(Ok(false), Err);
         }
+        let result = self.ask_registry(reference).await;
+        self.images_memory
+            .checked
+            .insert(reference.to_owned(), (now, result.as_ref().err().cloned()));
+        result
+    }
+
+    async fn ask_registry(&self, reference: &str) -> Result<bool, String> {
         let remote = self
             .shared
             .docker
             .registry_digest(reference, &self.auth)
             .await
             .map_err(|e| self.secrets.redactor.mask(&e.to_string()))?;
-        self.images_memory.checked.insert(reference.to_owned(), now);
         let local = self
             .shared
             .docker
@@ -156,7 +166,7 @@ impl<W: World> Agent<W> {
         // Asked just now: the next check waits a whole interval.
         self.images_memory
             .checked
-            .insert(image.to_owned(), self.shared.clock.now());
+            .insert(image.to_owned(), (self.shared.clock.now(), None));
         match pulled {
             Ok(Ok(id)) => Ok(Some(id)),
             Ok(Err(e)) => Err(e.to_string()),
@@ -182,6 +192,9 @@ impl<W: World> Agent<W> {
             .pack(&loaded.commit, &b.context, &b.dockerfile)
             .await
             .map_err(|e| e.to_string())?;
+        if !packed.skipped.is_empty() {
+            warn!(%deployment, skipped = ?packed.skipped, "left out of the build context: a context cannot hold these");
+        }
         let mut labels = std::collections::HashMap::new();
         labels.insert(reconcile_core::LABEL_NODE.to_owned(), self.cfg.node.clone());
         labels.insert(
@@ -222,15 +235,18 @@ impl<W: World> Agent<W> {
 
     /// Notes an image orun put on the host, so retention may remove it once unused.
     fn brought(&mut self, id: &str, reference: &str, deployment: &str, now: Timestamp) {
-        self.store.state.brought.insert(
-            id.to_owned(),
-            Brought {
-                reference: reference.to_owned(),
+        let entry = self
+            .store
+            .state
+            .brought
+            .entry(id.to_owned())
+            .or_insert_with(|| Brought {
                 deployment: deployment.to_owned(),
                 at: now.0,
-                unused_since: None,
-            },
-        );
+                ..Brought::default()
+            });
+        entry.references.insert(reference.to_owned());
+        entry.unused_since = None;
         self.images_memory.swept = None;
         self.save_state();
     }
@@ -278,14 +294,14 @@ impl<W: World> Agent<W> {
                 ts.0
             });
             if ts.0.saturating_sub(since) >= grace {
-                due.push((id.clone(), b.reference.clone()));
+                due.push((id.clone(), b.references.clone()));
             }
         }
-        for (id, reference) in due {
+        for (id, references) in due {
             if self.stopping() {
                 break;
             }
-            match self.remove_brought(&id, &reference).await {
+            match self.remove_brought(&id, &references).await {
                 Ok(()) => {
                     self.store.state.brought.remove(&id);
                     self.images_memory.status.removed += 1;
@@ -317,24 +333,31 @@ impl<W: World> Agent<W> {
         }
     }
 
-    /// Removes one image orun brought: by id when only orun's name is on it; when someone
-    /// else also tagged it, only orun's tag goes and the image stays theirs.
-    async fn remove_brought(&self, id: &str, reference: &str) -> Result<(), RuntimeError> {
+    /// Removes one image orun brought: by id when only orun's names are on it; when someone
+    /// else also tagged it, only orun's tags go and the image stays theirs.
+    async fn remove_brought(
+        &self,
+        id: &str,
+        references: &std::collections::BTreeSet<String>,
+    ) -> Result<(), RuntimeError> {
         let docker = &self.shared.docker;
         let Some(facts) = docker.image_facts(id).await? else {
             return Ok(());
         };
-        let ours =
-            |t: &String| t == reference || docker_hub_alias(t) == docker_hub_alias(reference);
+        let ours = |t: &String| {
+            references
+                .iter()
+                .any(|r| docker_hub_alias(t) == docker_hub_alias(r))
+        };
         if facts.tags.iter().any(|t| !ours(t)) {
-            if facts.tags.iter().any(ours) {
-                docker.remove_image(reference).await?;
+            for tag in facts.tags.iter().filter(|t| ours(t)) {
+                docker.remove_image(tag).await?;
             }
-            info!(image = %id, %reference, "untagged an image orun pulled that is also tagged otherwise");
+            info!(image = %id, "untagged an image orun brought that is also tagged otherwise");
             return Ok(());
         }
         docker.remove_image(id).await?;
-        info!(image = %id, %reference, "removed an image no deployment uses");
+        info!(image = %id, "removed an image no deployment uses");
         Ok(())
     }
 
@@ -342,6 +365,13 @@ impl<W: World> Agent<W> {
     /// image a rollback would go back to. True when something changed.
     fn note_images_run(&mut self, desired: &Desired, actual: &Actual) -> bool {
         let mut changed = false;
+        // A deployment the revision no longer has keeps nothing for a rollback.
+        let before = self.store.state.image_history.len();
+        self.store
+            .state
+            .image_history
+            .retain(|d, _| desired.deployments.iter().any(|w| w.name == *d));
+        changed |= self.store.state.image_history.len() != before;
         let names: BTreeMap<&str, &str> = desired
             .deployments
             .iter()

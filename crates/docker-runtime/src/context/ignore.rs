@@ -6,8 +6,9 @@
 //! cross a `/`; `**` matches any number of folders, none included.
 //!
 //! The file comes from the repository, which anyone with push access writes: matching is a
-//! table over (pattern position, path position), so its cost is the product of the two
-//! lengths, never exponential, and both are capped.
+//! table over (pattern position, path position), so one match costs the product of the two
+//! lengths, never exponential; each path is matched once per pattern (a folder's matches
+//! are handed down to what it holds), and patterns, their length and paths are capped.
 
 /// At most this many patterns are read; more is refused (a real file has dozens).
 pub(crate) const MAX_PATTERNS: usize = 1_000;
@@ -66,15 +67,45 @@ impl Ignore {
         Ok(Self { patterns })
     }
 
-    /// Whether `path` (relative to the context, `/`-separated) is left out of the context.
-    pub(crate) fn excludes(&self, path: &str) -> bool {
+    /// Which patterns match `path` (relative to the context, `/`-separated) or a folder it
+    /// lies in, given `parent`: which matched its folder (all false at the top). The walk
+    /// hands each folder's answer down, so every path is matched once, not once per
+    /// folder above it.
+    pub(crate) fn matches(&self, parent: &[bool], path: &str) -> Vec<bool> {
+        self.patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                parent.get(i).copied().unwrap_or(false) || glob_match(&p.glob, path.as_bytes())
+            })
+            .collect()
+    }
+
+    /// Whether a path with these [`Ignore::matches`] is left out: Docker's rule, where the
+    /// last pattern that can change the verdict and matches decides.
+    pub(crate) fn excluded(&self, matched: &[bool]) -> bool {
         let mut excluded = false;
-        for p in &self.patterns {
-            if p.include == excluded && matches_or_parent(&p.glob, path) {
+        for (p, m) in self.patterns.iter().zip(matched) {
+            if p.include == excluded && *m {
                 excluded = !p.include;
             }
         }
         excluded
+    }
+
+    /// Whether `path` is left out, matching its folders too: for tests.
+    #[cfg(test)]
+    fn excludes(&self, path: &str) -> bool {
+        let mut matched = vec![false; self.patterns.len()];
+        let mut prefix = String::new();
+        for part in path.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            matched = self.matches(&matched, &prefix);
+        }
+        self.excluded(&matched)
     }
 
     /// Whether some `!` pattern could re-include something beneath an excluded folder, in
@@ -97,18 +128,6 @@ fn clean(raw: &str) -> String {
         }
     }
     parts.join("/")
-}
-
-/// The pattern matches the path itself or one of the folders it lies in.
-fn matches_or_parent(glob: &[u8], path: &str) -> bool {
-    let path = path.as_bytes();
-    if glob_match(glob, path) {
-        return true;
-    }
-    path.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'/')
-        .any(|(i, _)| glob_match(glob, &path[..i]))
 }
 
 /// Whether `glob` matches all of `s`. Dynamic programming over suffixes: `ok[j]` says the
