@@ -72,7 +72,7 @@ pub(crate) struct Args {
     #[arg(long, env = "ORUN_REGISTRY_CREDENTIALS")]
     registry_credentials: Option<PathBuf>,
     /// How often a `pull: always` image asks its registry whether its tag moved
-    /// [default: 5m]. See docs/images.md for what each check costs.
+    /// [default: 1m]. See docs/images.md for what each check costs.
     #[arg(long, env = "ORUN_PULL_CHECK_INTERVAL", value_parser = parse_duration)]
     pull_check_interval: Option<Duration>,
     /// How long an image orun pulled or built stays once no deployment uses it (the current

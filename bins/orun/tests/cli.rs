@@ -160,8 +160,9 @@ fn plan_from_a_snapshot() {
         stdout(&out),
         "node web-01: branch main, environment main (production)\n\
          - gone: remove gone (deployment is no longer in the repository for this node)\n\
+         + greeter: create greeter (not running on this node, image to fetch)\n\
          ! hello-world: name hello-world is taken by container aaa, which is left alone\n\
-         Plan: 0 to create, 0 to replace, 0 to start, 1 to remove.\n"
+         Plan: 1 to create, 0 to replace, 0 to start, 1 to remove.\n"
     );
 
     // A bad snapshot or an invalid repository is an error (exit 1), never an empty plan.

@@ -44,10 +44,9 @@ pub struct Settings {
     pub image_grace: Duration,
 }
 
-/// Default of [`Settings::pull_check_interval`]: each check is a manifest request Docker Hub
-/// counts as a pull (docs/images.md), so 12 an hour per image stays under its anonymous
-/// limit for one image.
-pub const DEFAULT_PULL_CHECK: Duration = Duration::from_secs(300);
+/// Default of [`Settings::pull_check_interval`]: one `HEAD` of the manifest per image a
+/// minute (docs/images.md: what a check costs).
+pub const DEFAULT_PULL_CHECK: Duration = Duration::from_secs(60);
 /// Default of [`Settings::image_grace`].
 pub const DEFAULT_IMAGE_GRACE: Duration = Duration::from_secs(3600);
 

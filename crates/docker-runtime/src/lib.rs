@@ -19,6 +19,7 @@ mod images;
 mod ingress;
 mod inspect;
 mod pull;
+mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,6 +30,7 @@ pub use images::ImageFacts;
 pub use ingress::{IngressContainer, IngressFound, LABEL_INGRESS, LABEL_INGRESS_SPEC};
 pub use inspect::ContainerInfo;
 pub use pull::{PullProgress, moved, registry_of};
+pub use registry::head_digest;
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,

@@ -28,7 +28,7 @@ pub fn registry_of(reference: &str) -> &str {
 
 /// Splits `reference` into what `POST /images/create` takes: the name, and a tag or digest.
 /// A reference without either means `latest`, never "every tag".
-fn split_reference(reference: &str) -> (&str, &str) {
+pub(crate) fn split_reference(reference: &str) -> (&str, &str) {
     if let Some((name, digest)) = reference.split_once('@') {
         return (name, digest);
     }
@@ -263,7 +263,8 @@ impl Docker {
     }
 
     /// The manifest digest (`sha256:…`) the registry serves for `reference` now, without
-    /// pulling: Docker asks the registry for the manifest's head, with the credentials.
+    /// pulling: one `HEAD` of the manifest straight to the registry with the login
+    /// ([`head_digest`](crate::head_digest)), else dockerd's `/distribution` check.
     ///
     /// # Errors
     /// [`RuntimeError::RegistryAuth`] when the registry refused the login;
@@ -271,6 +272,25 @@ impl Docker {
     /// [`RuntimeError::NotFound`] when Docker says there is no such manifest, or names no
     /// digest; otherwise what Docker says.
     pub async fn registry_digest(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+    ) -> Result<String, RuntimeError> {
+        // The registry itself first: one `HEAD`, which Docker Hub does not count as a pull.
+        match crate::registry::head_digest(reference, auth).await {
+            Ok(digest) => return Ok(digest),
+            Err(e @ RuntimeError::CredentialHelper { .. }) => return Err(e),
+            Err(e) => tracing::debug!(image = %reference, reason = %e, "asking dockerd instead"),
+        }
+        self.distribution_digest(reference, auth).await
+    }
+
+    /// [`Docker::registry_digest`] as dockerd answers it (its `/distribution` API: a `HEAD`
+    /// of the tag, then a `GET` of the manifest), for what the direct check cannot ask.
+    ///
+    /// # Errors
+    /// As [`Docker::registry_digest`].
+    pub async fn distribution_digest(
         &self,
         reference: &str,
         auth: &RegistryAuth,

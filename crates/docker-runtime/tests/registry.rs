@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use docker_runtime::{Docker, PullProgress, RegistryAuth, RuntimeError, moved};
+use docker_runtime::{Docker, PullProgress, RegistryAuth, RuntimeError, head_digest, moved};
 use test_support::docker::{build, docker as docker_cli, docker_ok, noise};
 use test_support::registry::Registry;
 
@@ -100,6 +100,13 @@ async fn the_registry_digest_follows_the_tag_and_moved_says_when_to_pull() {
     assert_ne!(second, first);
     let now = docker.registry_digest(&image, &auth).await.unwrap();
     assert_eq!(now, second);
+    // The check the agent makes is the registry's own `HEAD` (Basic login), and it agrees
+    // with dockerd's `/distribution` answer.
+    assert_eq!(head_digest(&image, &auth).await.unwrap(), second);
+    assert_eq!(
+        docker.distribution_digest(&image, &auth).await.unwrap(),
+        second
+    );
     let local = docker.local_digests(&image).await.unwrap();
     assert!(!local.is_empty(), "the host still has the first image");
     assert!(moved(&now, &local), "{now} against {local:?}");
@@ -275,6 +282,11 @@ async fn a_wrong_password_is_refused_naming_the_registry_and_never_shown() {
     assert!(shown.contains(&host), "{shown}");
     assert!(!shown.contains("wrong-pass-4711"), "{shown}");
 
+    // The registry's own check gets no answer with the wrong login, and dockerd's, asked
+    // then, says who refused.
+    let err = head_digest(&image, &wrong).await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("wrong-pass-4711"));
     let err = docker.registry_digest(&image, &wrong).await.unwrap_err();
     assert!(
         matches!(&err, RuntimeError::RegistryAuth { registry, .. } if *registry == host),

@@ -18,7 +18,7 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 use x509_parser::extensions::GeneralName;
 
 /// Largest answer read.
-const MAX_RESPONSE: u64 = 8 << 20;
+pub(crate) const MAX_RESPONSE: u64 = 8 << 20;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -202,12 +202,12 @@ fn read_certificate(der: &[u8]) -> Option<PeerCertificate> {
 }
 
 /// The TLS name for `server_name`: a DNS name (sent as SNI) or an IP address (no SNI).
-fn tls_name(server_name: &str) -> std::io::Result<ServerName<'static>> {
+pub(crate) fn tls_name(server_name: &str) -> std::io::Result<ServerName<'static>> {
     ServerName::try_from(server_name.to_owned())
         .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "invalid TLS server name"))
 }
 
-fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -222,7 +222,7 @@ fn is_token(s: &str) -> bool {
 }
 
 /// The whole request, head and body, as one buffer; refuses what cannot be written safely.
-fn compose(
+pub(crate) fn compose(
     default_host: &str,
     method: &str,
     path: &str,
@@ -420,7 +420,7 @@ fn parse(raw: &[u8]) -> Option<Answer> {
 
 /// The data of a chunked body (RFC 9112 §7.1), up to its last chunk; trailers are ignored.
 /// `None` when it is cut short or malformed.
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut data = Vec::new();
     loop {
         let line_end = rest.windows(2).position(|w| w == b"\r\n")?;

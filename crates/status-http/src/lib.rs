@@ -20,6 +20,7 @@
 mod client;
 mod snapshot;
 mod text;
+mod trusted;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -43,6 +44,7 @@ pub use snapshot::{
     human_bytes, short_container_id,
 };
 pub use text::render_text;
+pub use trusted::{Reply, Transport, call};
 
 /// Everything that can go wrong serving the status API.
 #[derive(Debug, thiserror::Error)]
