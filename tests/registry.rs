@@ -20,34 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Agent, bin, docker_ok, node_yaml};
-use test_support::docker::{Guard, build};
+use test_support::docker::{Guard, Images, build};
 use test_support::free_port;
 use test_support::git::Remote;
 use test_support::registry::Registry;
-
-/// Removes the images it names when dropped, with every `repo@digest` reference a pull left
-/// on their repositories (a tag moved away leaves one), so a test leaves no image behind.
-struct Images(Vec<String>);
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let last = image.rsplit('/').next().unwrap_or(image);
-            let repo = match last.rsplit_once(':') {
-                Some((_, tag)) => &image[..image.len() - tag.len() - 1],
-                None => image,
-            };
-            let format = "{{.Repository}}@{{.Digest}}";
-            let digests = docker_ok(&["images", "--digests", "--format", format, repo]);
-            let digests = digests.unwrap_or_default();
-            let refs = digests.lines().filter(|d| !d.ends_with("@<none>"));
-            // Already gone is fine: the goal is that it is gone.
-            for name in std::iter::once(image.as_str()).chain(refs) {
-                let _ = docker_ok(&["rmi", "-f", name]);
-            }
-        }
-    }
-}
 
 /// A test's node name (unique in this process), its cleanup guard and its repository.
 fn setup(tag: &str) -> (String, Guard, Remote) {

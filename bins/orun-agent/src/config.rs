@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_engine::{IngressMode, IngressSettings, Settings};
+use agent_engine::{IngressFlags, IngressMode, IngressSettings, Settings};
 use anyhow::{Context, bail};
 use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
-use ingress::Issuer;
 use serde::Deserialize;
 
 /// Command-line flags; each also reads `ORUN_<NAME>` from the environment.
@@ -196,6 +195,21 @@ fn parse_grace(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The flag's value (or its environment variable's), else the config file's, parsed.
+fn pick(
+    arg: Option<Duration>,
+    file: Option<String>,
+    what: &str,
+    parse: fn(&str) -> Result<Duration, String>,
+) -> anyhow::Result<Option<Duration>> {
+    match arg {
+        Some(d) => Ok(Some(d)),
+        None => file
+            .map(|s| parse(&s).map_err(|e| anyhow::anyhow!("config file {what}: {e}")))
+            .transpose(),
+    }
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     manifest_model::values::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -221,21 +235,21 @@ impl Config {
         // Without one, the engine follows what the node's manifest on the remote's default
         // branch names (REFERENCE §1: the Node manifest configures the node).
         let branch = args.branch.or(file.branch);
-        let file_duration = |v: Option<String>, what: &str| -> anyhow::Result<Option<Duration>> {
-            v.map(|s| parse_duration(&s).map_err(|e| anyhow::anyhow!("config file {what}: {e}")))
-                .transpose()
-        };
-        let poll_interval = match args.poll_interval {
-            Some(d) => Some(d),
-            None => file_duration(file.poll_interval, "poll_interval")?,
-        };
+        let poll_interval = pick(
+            args.poll_interval,
+            file.poll_interval,
+            "poll_interval",
+            parse_duration,
+        )?;
         if poll_interval.is_some_and(|d| d < Duration::from_millis(100)) {
             bail!("--poll-interval must be at least 100ms");
         }
-        let fetch_timeout = match args.fetch_timeout {
-            Some(d) => Some(d),
-            None => file_duration(file.fetch_timeout, "fetch_timeout")?,
-        };
+        let fetch_timeout = pick(
+            args.fetch_timeout,
+            file.fetch_timeout,
+            "fetch_timeout",
+            parse_duration,
+        )?;
         let status_addr = args
             .status_addr
             .or(file.status_addr)
@@ -278,24 +292,20 @@ impl Config {
             .or_else(|| std::env::var("DOCKER_HOST").ok());
         engine.registry_config = args.registry_config.or(file.registry_config);
         engine.registry_credentials = args.registry_credentials.or(file.registry_credentials);
-        if let Some(d) = args.pull_check_interval.map_or_else(
-            || file_duration(file.pull_check_interval, "pull_check_interval"),
-            |d| Ok(Some(d)),
-        )? {
-            engine.pull_check_interval = d;
-        }
-        if let Some(d) = args.image_grace.map_or_else(
-            || {
-                file.image_grace
-                    .map(|s| {
-                        parse_grace(&s).map_err(|e| anyhow::anyhow!("config file image_grace: {e}"))
-                    })
-                    .transpose()
-            },
-            |d| Ok(Some(d)),
-        )? {
-            engine.image_grace = d;
-        }
+        let check = pick(
+            args.pull_check_interval,
+            file.pull_check_interval,
+            "pull_check_interval",
+            parse_duration,
+        )?;
+        engine.pull_check_interval = check.unwrap_or(engine.pull_check_interval);
+        let grace = pick(
+            args.image_grace,
+            file.image_grace,
+            "image_grace",
+            parse_grace,
+        )?;
+        engine.image_grace = grace.unwrap_or(engine.image_grace);
         engine.age_key = args
             .age_key_path
             .or(file.age_key_path)
@@ -303,17 +313,16 @@ impl Config {
         engine.allow_remove_all = args.allow_remove_all || file.allow_remove_all.unwrap_or(false);
         engine.once = args.once;
         engine.ingress = ingress_settings(
-            IngressArgs {
-                kind: args.ingress.or(file.ingress),
+            args.ingress.or(file.ingress),
+            args.ingress_image.or(file.ingress_image),
+            IngressFlags {
                 admin: args.ingress_admin.or(file.ingress_admin),
                 http_port: args.ingress_http_port.or(file.ingress_http_port),
                 https_port: args.ingress_https_port.or(file.ingress_https_port),
-                image: args.ingress_image.or(file.ingress_image),
                 acme_ca: args.acme_ca.or(file.acme_ca),
                 acme_email: args.acme_email.or(file.acme_email),
-                acme_ca_root: args.acme_ca_root.or(file.acme_ca_root),
+                acme_ca_root: args.acme_ca_root.or(file.acme_ca_root).map(|p| cwd.join(p)),
             },
-            cwd,
         )?;
         Ok(Self {
             engine,
@@ -323,67 +332,19 @@ impl Config {
     }
 }
 
-/// The ingress settings, merged.
-struct IngressArgs {
+fn ingress_settings(
     kind: Option<IngressKind>,
-    admin: Option<SocketAddr>,
-    http_port: Option<u16>,
-    https_port: Option<u16>,
     image: Option<String>,
-    acme_ca: Option<String>,
-    acme_email: Option<String>,
-    acme_ca_root: Option<PathBuf>,
-}
-
-/// Let's Encrypt's production directory.
-const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-
-fn ingress_settings(a: IngressArgs, cwd: &Path) -> anyhow::Result<IngressSettings> {
-    let mode = match a.kind.unwrap_or(IngressKind::Container) {
+    flags: IngressFlags,
+) -> anyhow::Result<IngressSettings> {
+    let mode = match kind.unwrap_or(IngressKind::Container) {
         IngressKind::Off => IngressMode::Off,
         IngressKind::Host => IngressMode::Host,
         IngressKind::Container => IngressMode::Container {
-            image: a.image.unwrap_or_else(|| "caddy:2".to_owned()),
+            image: image.unwrap_or_else(|| "caddy:2".to_owned()),
         },
     };
-    let admin = a
-        .admin
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2019)));
-    if !admin.ip().is_loopback() {
-        // Whoever reaches Caddy's admin API reroutes every domain of the node.
-        bail!(
-            "--ingress-admin {admin} is not a loopback address: Caddy's admin API must stay on this host"
-        );
-    }
-    let issuer = match a.acme_ca.as_deref() {
-        Some("internal") => Issuer::Internal,
-        directory => {
-            let directory = directory.unwrap_or(LETS_ENCRYPT).to_owned();
-            if !directory.starts_with("https://") {
-                bail!("--acme-ca must be an https:// ACME directory, or `internal`");
-            }
-            Issuer::Acme {
-                directory,
-                email: a.acme_email,
-                trusted_roots: a.acme_ca_root.map(|p| cwd.join(p)).into_iter().collect(),
-            }
-        }
-    };
-    let mut caddy = ingress::Settings {
-        admin,
-        issuer,
-        ..ingress::Settings::default()
-    };
-    if let Some(p) = a.http_port {
-        caddy.http_port = p;
-    }
-    if let Some(p) = a.https_port {
-        caddy.https_port = p;
-    }
-    if caddy.http_port == caddy.https_port {
-        bail!("--ingress-http-port and --ingress-https-port must differ");
-    }
-    Ok(IngressSettings { mode, caddy })
+    Ok(IngressSettings::from_flags(mode, flags)?)
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub enum EngineError {
         #[source]
         source: manifest_model::ModelError,
     },
+    /// A setting the engine was given cannot be used (named in the message, as its flag).
+    #[error("{0}")]
+    Settings(String),
     /// A state the engine's own bookkeeping should have ruled out.
     #[error("internal error: {0}")]
     Internal(String),

@@ -23,6 +23,7 @@ use status_http::{CertificateStatus, RouteState, ServiceStatus};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::error::EngineError;
 use crate::seams::Runtime;
 
 /// How long one admin API call may take.
@@ -65,6 +66,73 @@ pub struct IngressSettings {
     pub mode: IngressMode,
     /// Its admin address, ports and certificate issuer.
     pub caddy: ingress::Settings,
+}
+
+/// Let's Encrypt's production directory: the ACME server unless told otherwise.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The agent's ingress flags, each `None` when not given.
+#[derive(Debug, Default)]
+pub struct IngressFlags {
+    /// `--ingress-admin` [default: 127.0.0.1:2019].
+    pub admin: Option<SocketAddr>,
+    /// `--ingress-http-port` [default: 80].
+    pub http_port: Option<u16>,
+    /// `--ingress-https-port` [default: 443].
+    pub https_port: Option<u16>,
+    /// `--acme-ca`: an `https://` directory or `internal` [default: Let's Encrypt].
+    pub acme_ca: Option<String>,
+    /// `--acme-email`.
+    pub acme_email: Option<String>,
+    /// `--acme-ca-root`, already resolved against the working folder.
+    pub acme_ca_root: Option<PathBuf>,
+}
+
+impl IngressSettings {
+    /// Settings for `mode` from the agent's flags, checked.
+    ///
+    /// # Errors
+    /// [`EngineError::Settings`] naming the flag: an admin address off loopback (whoever
+    /// reaches it reroutes every domain of the node), an ACME directory that is not
+    /// `https://`, or one port for HTTP and HTTPS.
+    pub fn from_flags(mode: IngressMode, f: IngressFlags) -> Result<Self, EngineError> {
+        let bad = |m: String| Err(EngineError::Settings(m));
+        let admin = f
+            .admin
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2019)));
+        if !admin.ip().is_loopback() {
+            return bad(format!(
+                "--ingress-admin {admin} is not a loopback address: Caddy's admin API must stay on this host"
+            ));
+        }
+        let issuer = match f.acme_ca.as_deref() {
+            Some("internal") => ingress::Issuer::Internal,
+            directory => {
+                let directory = directory.unwrap_or(LETS_ENCRYPT).to_owned();
+                if !directory.starts_with("https://") {
+                    return bad(
+                        "--acme-ca must be an https:// ACME directory, or `internal`".to_owned(),
+                    );
+                }
+                ingress::Issuer::Acme {
+                    directory,
+                    email: f.acme_email,
+                    trusted_roots: f.acme_ca_root.into_iter().collect(),
+                }
+            }
+        };
+        let mut caddy = ingress::Settings {
+            admin,
+            issuer,
+            ..ingress::Settings::default()
+        };
+        caddy.http_port = f.http_port.unwrap_or(caddy.http_port);
+        caddy.https_port = f.https_port.unwrap_or(caddy.https_port);
+        if caddy.http_port == caddy.https_port {
+            return bad("--ingress-http-port and --ingress-https-port must differ".to_owned());
+        }
+        Ok(Self { mode, caddy })
+    }
 }
 
 impl Default for IngressSettings {

@@ -23,7 +23,7 @@ mod state;
 
 pub use agent::{Agent, Outcome};
 pub use error::{EngineError, report};
-pub use ingress::{IngressMode, IngressSettings};
+pub use ingress::{IngressFlags, IngressMode, IngressSettings, LETS_ENCRYPT};
 pub use seams::{
     Accepted, Clock, Git, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe, Real, Refusal,
     Runtime, SystemClock, Warnings, World, discover, judge,

@@ -8,32 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use docker_runtime::{Docker, PullProgress, RegistryAuth, RuntimeError, head_digest, moved};
-use test_support::docker::{build, docker as docker_cli, docker_ok, noise};
+use test_support::docker::{Images, build, docker as docker_cli, noise};
 use test_support::registry::Registry;
-
-/// Removes the images it names when dropped, with every `repo@digest` reference a pull left
-/// on their repositories (a tag moved away leaves one), so a test leaves no image behind.
-struct Images(Vec<String>);
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let last = image.rsplit('/').next().unwrap_or(image);
-            let repo = match last.rsplit_once(':') {
-                Some((_, tag)) => &image[..image.len() - tag.len() - 1],
-                None => image,
-            };
-            let format = "{{.Repository}}@{{.Digest}}";
-            let digests = docker_ok(&["images", "--digests", "--format", format, repo]);
-            let digests = digests.unwrap_or_default();
-            let refs = digests.lines().filter(|d| !d.ends_with("@<none>"));
-            // Already gone is fine: the goal is that it is gone.
-            for name in std::iter::once(image.as_str()).chain(refs) {
-                let _ = docker_ok(&["rmi", "-f", name]);
-            }
-        }
-    }
-}
 
 /// Writes `text` as `<dir>/<name>/config.json` and returns that file.
 fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {

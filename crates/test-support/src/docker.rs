@@ -76,3 +76,27 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Removes the images it names when dropped, with every `repo@digest` reference a pull left
+/// on their repositories (a tag moved away leaves one), so a test leaves no image behind.
+pub struct Images(pub Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let last = image.rsplit('/').next().unwrap_or(image);
+            let repo = match last.rsplit_once(':') {
+                Some((_, tag)) => &image[..image.len() - tag.len() - 1],
+                None => image,
+            };
+            let format = "{{.Repository}}@{{.Digest}}";
+            let digests = docker_ok(&["images", "--digests", "--format", format, repo]);
+            let digests = digests.unwrap_or_default();
+            let refs = digests.lines().filter(|d| !d.ends_with("@<none>"));
+            // Already gone is fine: the goal is that it is gone.
+            for name in std::iter::once(image.as_str()).chain(refs) {
+                let _ = docker_ok(&["rmi", "-f", name]);
+            }
+        }
+    }
+}
