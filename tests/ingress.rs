@@ -560,7 +560,7 @@ fn the_examples_service_answers_over_http_and_https() {
     }
     let caddy = Caddy::start();
     let pebble = Pebble::start();
-    let _guard = Guard("orun.node=web-01".to_owned());
+    let guard = Guard("orun.node=web-01".to_owned());
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let read = |p: &str| std::fs::read_to_string(examples.join(p)).unwrap();
     let remote = Remote::new();
@@ -622,6 +622,8 @@ fn the_examples_service_answers_over_http_and_https() {
     assert_eq!(service(&status, "hello-world")["route"], "routed");
     assert_eq!(service(&status, "hello-world")["upstream"], "hello-world");
     drop(agent);
+    // The containers first: Docker keeps an image a container uses, even with `-f`.
+    drop(guard);
     remove_networks("web-01");
     for id in docker_ok(&["images", "-q", "orun-build/greeter"])
         .unwrap_or_default()
