@@ -37,9 +37,9 @@ const DOCKERFILE: &str = "FROM orun-test/busybox:1\nARG GREETING\nCOPY index.htm
 const BROKEN: &str = "FROM orun-test/busybox:1\nRUN echo about to fail && exit 7\n";
 
 /// Removes every image of `repos` on drop (tags and all), so a failed run leaves none.
-struct Images(Vec<String>);
+struct Repos(Vec<String>);
 
-impl Drop for Images {
+impl Drop for Repos {
     fn drop(&mut self) {
         for repo in &self.0 {
             let ids = docker_ok(&["images", "-q", repo]).unwrap_or_default();
@@ -89,7 +89,7 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
         format!("plain{pid}"),
     );
     let _guard = Guard(format!("orun.node={node}"));
-    let _images = Images(
+    let _images = Repos(
         [&once, &change, &always]
             .iter()
             .map(|d| format!("orun-build/{d}"))
@@ -271,4 +271,77 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
         "{status:#}"
     );
     docker(&["rmi", &mine]);
+}
+
+/// A build runs beside the loop: while a slow one (25 s) runs, `/status` shows it in progress and a
+/// commit to another deployment is rolled out; the built deployment follows when its image
+/// is there.
+#[test]
+fn a_slow_build_does_not_hold_up_the_rest_of_the_node() {
+    let pid = std::process::id();
+    let node = format!("im-slow-{pid}");
+    let (slow, other) = (format!("slow{pid}"), format!("other{pid}"));
+    let _guard = Guard(format!("orun.node={node}"));
+    let _images = Repos(vec![format!("orun-build/{slow}")]);
+    let remote = Remote::new();
+    let dockerfile = "FROM orun-test/busybox:1\nRUN echo slow build starts && sleep 25\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n";
+    let other_v = |v: u32| {
+        plain(&node, &other).replace(
+            "  nodes:",
+            &format!(
+                "  env:\n    VERSION: \"{v}\"\n  rollout:\n    minHealthySeconds: 1\n  nodes:"
+            ),
+        )
+    };
+    let c1 = remote.commit(
+        "other only",
+        &[
+            ("nodes/n.yaml", &node_yaml(&node)),
+            (&format!("deployments/{other}.yaml"), &other_v(1)),
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(
+        &remote.file_url(),
+        &node,
+        &data.path().join("agent"),
+        free_port(),
+        &[],
+    );
+    agent.converged(&c1);
+    let before = running(&[other.as_str()])[&other].0.clone();
+
+    remote.commit(
+        "a slow build",
+        &[
+            ("apps/site/Dockerfile", dockerfile),
+            (
+                &format!("deployments/{slow}.yaml"),
+                &built(&node, &slow, "build-once", "Dockerfile"),
+            ),
+        ],
+    );
+    agent.wait_status("the build in progress", |s| {
+        s["images"]["in_progress"][slow.as_str()]["kind"] == "build"
+    });
+    let c3 = remote.commit(
+        "other v2",
+        &[(&format!("deployments/{other}.yaml"), &other_v(2))],
+    );
+    // The other deployment is replaced while the build still runs.
+    agent
+        .wait("the other deployment replaced during the build")
+        .until_true(|| {
+            // The name moves between containers during the switch: looked up, not unwrapped.
+            docker_ok(&["inspect", "-f", "{{.Id}}", &other]).is_some_and(|id| id != before)
+                && agent
+                    .status()
+                    .is_some_and(|s| s["images"]["in_progress"][slow.as_str()]["kind"] == "build")
+        });
+    let status = agent.converged(&c3);
+    assert!(
+        status["deployments"][slow.as_str()]["state"] == "running",
+        "{status:#}"
+    );
+    assert!(agent.logs().contains("slow build starts"));
 }

@@ -107,6 +107,8 @@ pub struct Agent<W: World = Real> {
     picture: Picture,
     /// Registry checks and retention between passes.
     images_memory: images::ImageMemory,
+    /// Builds running beside the loop.
+    builds: FuturesUnordered<Pending<images::Built>>,
 }
 
 /// What survives a restart: the locked data dir and the state file in it.
@@ -286,6 +288,7 @@ impl<W: World> Agent<W> {
             docker_events: None,
             picture: Picture::default(),
             images_memory: images::ImageMemory::default(),
+            builds: FuturesUnordered::new(),
         };
         // Watched from before the first listing, so no change after it goes unseen.
         if !agent.cfg.once {
@@ -356,13 +359,16 @@ impl<W: World> Agent<W> {
             loop {
                 let liveness = self.next_liveness();
                 let flying = !self.flights.is_empty();
+                let building = !self.builds.is_empty();
                 let watching = self.docker_events.is_some();
-                let (flights, events) = (&mut self.flights, &mut self.docker_events);
+                let (flights, builds, events) =
+                    (&mut self.flights, &mut self.builds, &mut self.docker_events);
                 let woke = tokio::select! {
                     // In this order, so a simulation with the same inputs takes the same branch.
                     biased;
                     () = wake.notified() => Woke::Now,
                     Some(landed) = flights.next(), if flying => Woke::Landed(landed),
+                    Some(built) = builds.next(), if building => Woke::Built(built),
                     () = tokio::time::sleep_until(until) => Woke::Now,
                     () = tokio::time::sleep_until(liveness.unwrap_or(until)), if liveness.is_some() => Woke::Liveness,
                     event = async { events.as_mut()?.recv().await }, if watching => Woke::Event(event),
@@ -379,6 +385,12 @@ impl<W: World> Agent<W> {
                         if !docker_failed {
                             break;
                         }
+                    }
+                    Woke::Built(built) => {
+                        // Plan again at once: the deployment's image is here, or its failure
+                        // belongs in `/status`.
+                        self.land_build(built);
+                        break;
                     }
                     Woke::Liveness => {
                         // A restart it makes is seen as Docker events, which wake a pass.
@@ -419,24 +431,34 @@ impl<W: World> Agent<W> {
     /// Rollouts that end during the pass land after it.
     async fn tick_beside_flights(&mut self, git_due: bool) -> Outcome {
         let mut flights = std::mem::take(&mut self.flights);
+        let mut builds = std::mem::take(&mut self.builds);
         let mut landed = Vec::new();
+        let mut built = Vec::new();
         let outcome = {
             let tick = self.tick(git_due, false);
             tokio::pin!(tick);
             loop {
                 let flying = !flights.is_empty();
+                let building = !builds.is_empty();
                 tokio::select! {
                     biased;
                     o = &mut tick => break o,
                     Some(l) = flights.next(), if flying => landed.push(l),
+                    Some(b) = builds.next(), if building => built.push(b),
                 }
             }
         };
-        // The pass launched its own rollouts into a fresh set; the older ones join them.
+        // The pass launched its own rollouts and builds into fresh sets; the older ones
+        // join them.
         let launched = std::mem::replace(&mut self.flights, flights);
         self.flights.extend(launched);
+        let started = std::mem::replace(&mut self.builds, builds);
+        self.builds.extend(started);
         for (dep, action, result) in landed {
             self.land(&dep, action, result);
+        }
+        for b in built {
+            self.land_build(b);
         }
         outcome
     }
@@ -484,8 +506,12 @@ impl<W: World> Agent<W> {
     /// to their end before returning, else leave them in flight.
     async fn tick(&mut self, git_due: bool, wait: bool) -> Outcome {
         if wait {
-            // Rollouts a loop left in flight land first: this pass plans from their end.
+            // Rollouts and builds a loop left in flight land first: this pass plans from
+            // their end.
             self.drain().await;
+            while let Some(b) = self.builds.next().await {
+                self.land_build(b);
+            }
         }
         self.metrics.passes_total += 1;
         let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
@@ -853,7 +879,7 @@ impl<W: World> Agent<W> {
         // Pull or build before planning, so nothing is stopped for an image that cannot be
         // had (E1).
         if !self
-            .acquire(loaded, &desired, &mut images, &mut errors)
+            .acquire(loaded, &desired, &mut images, &mut errors, wait)
             .await
         {
             return Ok(Outcome::default());
@@ -916,8 +942,11 @@ impl<W: World> Agent<W> {
             // A create may have failed for want of the network (removed by hand): look again.
             self.shared.ingress.forget_network();
         }
-        let converged =
-            replan.steps.is_empty() && errors.is_empty() && !blocked && self.in_flight.is_empty();
+        let converged = replan.steps.is_empty()
+            && errors.is_empty()
+            && !blocked
+            && self.in_flight.is_empty()
+            && self.builds.is_empty();
         if converged && self.store.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
             info!(commit = %&loaded.commit[..12.min(loaded.commit.len())], applied, "converged");
             self.store.state.last_applied = Some(loaded.commit.clone());
@@ -1301,6 +1330,8 @@ enum Woke {
     Now,
     /// A rollout ended.
     Landed(Landed),
+    /// A build beside the loop ended.
+    Built(images::Built),
     /// A liveness probe is due.
     Liveness,
     /// A Docker event, or `None` when the watch ended.
@@ -1317,6 +1348,8 @@ impl<W: World> Agent<W> {
     /// any step that takes a name one of them holds or will hold (it was ordered after the
     /// rollout that frees the name, and waits for it to land).
     fn leave_to_flights(&self, plan: &mut Plan, actual: &Actual, desired: &Desired) {
+        // A deployment whose image is being built beside the loop is left as it runs.
+        plan.steps.retain(|s| !self.building(&s.deployment));
         if self.in_flight.is_empty() {
             return;
         }

@@ -12,7 +12,10 @@ use status_http::{ImageProgress, Status};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use std::rc::Rc;
+
 use super::{Agent, Loaded};
+use crate::rollout;
 use crate::seams::{Clock as _, Git as _, Runtime as _, World};
 use crate::state::Brought;
 
@@ -30,6 +33,8 @@ pub(super) struct ImageMemory {
     /// When each `pull: always` reference was last checked against its registry, and why
     /// that check failed, if it did.
     checked: BTreeMap<String, (Instant, Option<String>)>,
+    /// Builds running beside the loop, by deployment: the tag each builds.
+    building: BTreeMap<String, String>,
     /// When retention last swept; `None` asks for a sweep at the next pass.
     swept: Option<Instant>,
     /// The images part of `/status`, as the last sweep found it.
@@ -39,14 +44,17 @@ pub(super) struct ImageMemory {
 impl<W: World> Agent<W> {
     /// Makes sure each deployment's image is on the host, pulling or building it as its
     /// policy says, and fills in `images` (reference → local id). What cannot be had is
-    /// put in `errors` and the deployment is left as it runs. `false` when shutdown was
-    /// asked for meanwhile.
+    /// put in `errors` and the deployment is left as it runs. Builds run beside the loop
+    /// (they may take many minutes, and health supervision and Git polls go on meanwhile)
+    /// unless `wait` (`--once`) asks for them inline. `false` when shutdown was asked for
+    /// meanwhile.
     pub(super) async fn acquire(
         &mut self,
         loaded: &Loaded,
         desired: &Desired,
         images: &mut BTreeMap<String, String>,
         errors: &mut BTreeMap<String, String>,
+        wait: bool,
     ) -> bool {
         let node = &loaded.node;
         // `desired.deployments` is `node.containers` rendered, in the same order.
@@ -72,7 +80,21 @@ impl<W: World> Agent<W> {
                 ),
                 (ImageSource::Image(_), PullPolicy::Never) => Ok(None),
                 _ if self.backing_off(&d.name, &d.spec_hash, now) => Ok(None),
-                (ImageSource::Build(b), _) => self.build(loaded, &d.name, image, b).await,
+                // One build per deployment at a time: a newer spec waits for it to land.
+                (ImageSource::Build(_), _) if self.building(&d.name) => Ok(None),
+                (ImageSource::Build(b), _) => {
+                    match self
+                        .prepare_build(loaded, &d.name, image, &d.spec_hash, b)
+                        .await
+                    {
+                        Ok(job) if wait => job.run().await.result.map(Some),
+                        Ok(job) => {
+                            self.launch_build(job);
+                            Ok(None)
+                        }
+                        Err(reason) => Err(reason),
+                    }
+                }
                 (ImageSource::Image(r), PullPolicy::Always)
                     if present.is_some() && r.digest.is_none() =>
                 {
@@ -177,14 +199,15 @@ impl<W: World> Agent<W> {
         }
     }
 
-    async fn build(
-        &mut self,
+    /// A build from `loaded`'s commit, packed and ready to run (inline, or beside the loop).
+    async fn prepare_build(
+        &self,
         loaded: &Loaded,
         deployment: &str,
         tag: &str,
+        spec_hash: &str,
         b: &manifest_model::BuildSpec,
-    ) -> Result<Option<String>, String> {
-        let started = self.shared.clock.now();
+    ) -> Result<BuildJob<W>, String> {
         info!(%deployment, image = %tag, context = %b.context, mode = ?b.build_mode, "building");
         let packed = self
             .tracking
@@ -202,35 +225,57 @@ impl<W: World> Agent<W> {
             deployment.to_owned(),
         );
         labels.insert(LABEL_BUILT_FROM.to_owned(), loaded.commit.clone());
-        let req = BuildRequest {
-            tag,
+        Ok(BuildJob {
+            shared: Rc::clone(&self.shared),
+            secrets: Rc::clone(&loaded.secrets),
+            deployment: deployment.to_owned(),
+            tag: tag.to_owned(),
+            spec_hash: spec_hash.to_owned(),
             tar: packed.tar,
-            dockerfile: &b.dockerfile,
-            args: &b.args,
+            spec: b.clone(),
             labels,
-            // `always` means a fresh build: steps that fetch from the network run again.
-            no_cache: b.build_mode == BuildMode::Always,
-        };
-        let redactor = &loaded.secrets.redactor;
-        let redact = |line: &str| redactor.mask(line);
-        let mut report = progress_reporter(&self.shared.status, deployment);
-        let built = tokio::time::timeout(
-            BUILD_TIMEOUT,
-            self.shared.docker.build(req, &redact, &mut report),
-        )
-        .await;
-        clear_progress(&self.shared.status, deployment);
-        match built {
-            Ok(Ok(id)) => {
-                info!(%deployment, image = %tag, seconds = started.elapsed().as_secs(), "built");
-                Ok(Some(id))
+        })
+    }
+
+    /// Starts a build beside the loop: the deployment is left as it runs (its steps are held
+    /// back) until the build lands and a pass plans with its image. One build per deployment
+    /// at a time.
+    fn launch_build(&mut self, job: BuildJob<W>) {
+        self.images_memory
+            .building
+            .insert(job.deployment.clone(), job.tag.clone());
+        self.builds.push(Box::pin(job.run()));
+    }
+
+    /// Records how a build beside the loop ended: its image is orun's to keep or remove, or
+    /// its failure is the deployment's error and backoff, as an inline build's would be.
+    pub(super) fn land_build(&mut self, built: Built) {
+        let Built {
+            deployment,
+            tag,
+            spec_hash,
+            result,
+        } = built;
+        self.images_memory.building.remove(&deployment);
+        let now = self.now_ts();
+        match result {
+            Ok(id) => {
+                self.brought(&id, &tag, &deployment, now);
+                // The new tag is not in the picture's image ids yet.
+                self.picture.forget();
             }
-            Ok(Err(e)) => Err(redactor.mask(&e.to_string())),
-            Err(_) => Err(format!(
-                "building {tag} took longer than {}s",
-                BUILD_TIMEOUT.as_secs()
-            )),
+            Err(reason) => {
+                warn!(%deployment, %reason, "image unavailable; whatever runs keeps running");
+                self.record_failure(&deployment, &spec_hash, &reason, now);
+                self.landed_errors.insert(deployment, reason);
+                self.save_state();
+            }
         }
+    }
+
+    /// Whether a build beside the loop holds `deployment` back.
+    pub(super) fn building(&self, deployment: &str) -> bool {
+        self.images_memory.building.contains_key(deployment)
     }
 
     /// Notes an image orun put on the host, so retention may remove it once unused.
@@ -403,6 +448,70 @@ fn docker_hub_alias(reference: &str) -> &str {
         .strip_prefix("docker.io/library/")
         .or_else(|| reference.strip_prefix("docker.io/"))
         .unwrap_or(reference)
+}
+
+/// How a build ended.
+pub(super) struct Built {
+    deployment: String,
+    tag: String,
+    spec_hash: String,
+    /// The image id, or why there is none (masked).
+    result: Result<String, String>,
+}
+
+/// A build packed and ready to run, owning what it needs, so it can run beside the loop.
+pub(super) struct BuildJob<W: World> {
+    shared: Rc<rollout::Shared<W>>,
+    secrets: Rc<rollout::Secrets>,
+    deployment: String,
+    tag: String,
+    spec_hash: String,
+    tar: Vec<u8>,
+    spec: manifest_model::BuildSpec,
+    labels: std::collections::HashMap<String, String>,
+}
+
+impl<W: World> BuildJob<W> {
+    /// Runs the build to its end (or its time limit), showing its progress in `/status`.
+    async fn run(self) -> Built {
+        let started = self.shared.clock.now();
+        let req = BuildRequest {
+            tag: &self.tag,
+            tar: self.tar,
+            dockerfile: &self.spec.dockerfile,
+            args: &self.spec.args,
+            labels: self.labels,
+            // `always` means a fresh build: steps that fetch from the network run again.
+            no_cache: self.spec.build_mode == BuildMode::Always,
+        };
+        let redactor = &self.secrets.redactor;
+        let redact = |line: &str| redactor.mask(line);
+        let mut report = progress_reporter(&self.shared.status, &self.deployment);
+        let built = tokio::time::timeout(
+            BUILD_TIMEOUT,
+            self.shared.docker.build(req, &redact, &mut report),
+        )
+        .await;
+        clear_progress(&self.shared.status, &self.deployment);
+        let (deployment, tag) = (self.deployment, self.tag);
+        let result = match built {
+            Ok(Ok(id)) => {
+                info!(%deployment, image = %tag, seconds = started.elapsed().as_secs(), "built");
+                Ok(id)
+            }
+            Ok(Err(e)) => Err(redactor.mask(&e.to_string())),
+            Err(_) => Err(format!(
+                "building {tag} took longer than {}s",
+                BUILD_TIMEOUT.as_secs()
+            )),
+        };
+        Built {
+            deployment,
+            tag,
+            spec_hash: self.spec_hash,
+            result,
+        }
+    }
 }
 
 /// A callback that shows a pull's or build's progress in `/status` as it goes.
