@@ -273,9 +273,9 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
     docker(&["rmi", &mine]);
 }
 
-/// A build runs beside the loop: while a slow one (25 s) runs, `/status` shows it in progress and a
-/// commit to another deployment is rolled out; the built deployment follows when its image
-/// is there.
+/// A build runs beside the loop: while a build runs (held until the test lets it finish),
+/// `/status` shows it in progress and a commit to another deployment is rolled out; the
+/// built deployment follows when its image is there.
 #[test]
 fn a_slow_build_does_not_hold_up_the_rest_of_the_node() {
     let pid = std::process::id();
@@ -284,7 +284,21 @@ fn a_slow_build_does_not_hold_up_the_rest_of_the_node() {
     let _guard = Guard(format!("orun.node={node}"));
     let _images = Repos(vec![format!("orun-build/{slow}")]);
     let remote = Remote::new();
-    let dockerfile = "FROM orun-test/busybox:1\nRUN echo slow build starts && sleep 25\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n";
+    // The build's `RUN` waits until the test answers on the host's side of Docker's bridge
+    // (busybox `nc`; its static `wget` cannot resolve): the build is held, not timed.
+    let gate = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = gate.local_addr().unwrap().port();
+    let gateway = docker_ok(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .unwrap();
+    let dockerfile = format!(
+        "FROM orun-test/busybox:1\nRUN echo slow build starts && until echo go | nc -w 2 {gateway} {port} | grep -q ok; do sleep 0.5; done\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n"
+    );
     let other_v = |v: u32| {
         plain(&node, &other).replace(
             "  nodes:",
@@ -314,7 +328,7 @@ fn a_slow_build_does_not_hold_up_the_rest_of_the_node() {
     remote.commit(
         "a slow build",
         &[
-            ("apps/site/Dockerfile", dockerfile),
+            ("apps/site/Dockerfile", dockerfile.as_str()),
             (
                 &format!("deployments/{slow}.yaml"),
                 &built(&node, &slow, "build-once", "Dockerfile"),
@@ -338,6 +352,18 @@ fn a_slow_build_does_not_hold_up_the_rest_of_the_node() {
                     .status()
                     .is_some_and(|s| s["images"]["in_progress"][slow.as_str()]["kind"] == "build")
         });
+    // Let the build finish: answer its requests from now on.
+    std::thread::spawn(move || {
+        for conn in gate.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            );
+        }
+    });
     let status = agent.converged(&c3);
     assert!(
         status["deployments"][slow.as_str()]["state"] == "running",

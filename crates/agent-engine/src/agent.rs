@@ -946,7 +946,8 @@ impl<W: World> Agent<W> {
             && errors.is_empty()
             && !blocked
             && self.in_flight.is_empty()
-            && self.builds.is_empty();
+            // Not `builds`: the loop holds that set aside while a pass runs.
+            && self.images_memory.building.is_empty();
         if converged && self.store.state.last_applied.as_deref() != Some(loaded.commit.as_str()) {
             info!(commit = %&loaded.commit[..12.min(loaded.commit.len())], applied, "converged");
             self.store.state.last_applied = Some(loaded.commit.clone());

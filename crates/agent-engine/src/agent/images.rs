@@ -34,7 +34,7 @@ pub(super) struct ImageMemory {
     /// that check failed, if it did.
     checked: BTreeMap<String, (Instant, Option<String>)>,
     /// Builds running beside the loop, by deployment: the tag each builds.
-    building: BTreeMap<String, String>,
+    pub(super) building: BTreeMap<String, String>,
     /// When retention last swept; `None` asks for a sweep at the next pass.
     swept: Option<Instant>,
     /// The images part of `/status`, as the last sweep found it.
