@@ -14,8 +14,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-use support::{Agent, docker_ok, node_yaml, spawn_agent};
+use support::{docker_ok, node_yaml, spawn_agent};
 use test_support::docker::{Guard, docker};
 use test_support::free_port;
 use test_support::git::Remote;
@@ -72,10 +71,6 @@ fn tags(repo: &str) -> Vec<String> {
 
 fn file_in(container: &str, path: &str) -> String {
     docker_ok(&["exec", container, "cat", path]).unwrap_or_default()
-}
-
-fn converge(agent: &Agent, commit: &str) -> Value {
-    agent.converged(commit)
 }
 
 #[test]
@@ -143,7 +138,7 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
         port,
         &["--image-grace", "0s"],
     );
-    let status = converge(&agent, &c1);
+    let status = agent.converged(&c1);
     let names = [
         once.as_str(),
         change.as_str(),
@@ -170,7 +165,7 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
     one(&mut files, "apps/site/debug.log", "noise\n");
     one(&mut files, "README.md", "docs\n");
     let c2 = push(&files, "nothing the builds read");
-    converge(&agent, &c2);
+    agent.converged(&c2);
     let second = running(&names);
     assert_eq!(second[&once], first[&once], "build-once stays");
     assert_eq!(
@@ -186,7 +181,7 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
     // 3: the context changes: on-change and always replace, build-once does not.
     one(&mut files, "apps/site/index.html", "v2\n");
     let c3 = push(&files, "v2");
-    converge(&agent, &c3);
+    agent.converged(&c3);
     let third = running(&names);
     assert_eq!(third[&once], first[&once], "build-once stays");
     assert_ne!(third[&change].1, second[&change].1, "on-change: rebuilt");
@@ -232,7 +227,7 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
     for day in 1..=7 {
         one(&mut files, "apps/site/index.html", &format!("day {day}\n"));
         last = push(&files, &format!("day {day}"));
-        converge(&agent, &last);
+        agent.converged(&last);
         always_images.push(running(&[always.as_str()])[&always].1.clone());
     }
     // Docker lists short ids: `sha256:` and the first 12 hex digits of the full one.
@@ -265,7 +260,7 @@ fn builds_follow_their_mode_over_commits_and_a_failed_build_keeps_the_old_contai
         1,
         "build-once built once"
     );
-    let status = converge(&agent, &last);
+    let status = agent.converged(&last);
     assert!(
         status["images"]["removed"].as_u64().unwrap() >= 10,
         "{status:#}"

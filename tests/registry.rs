@@ -13,17 +13,15 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{Agent, bin, docker_ok, node_yaml};
+use support::{Agent, docker_ok, node_yaml, spawn_agent_with_path};
 use test_support::docker::{Guard, Images, build};
 use test_support::free_port;
 use test_support::git::Remote;
-use test_support::registry::Registry;
+use test_support::registry::{Registry, config_file};
 
 /// A test's node name (unique in this process), its cleanup guard and its repository.
 fn setup(tag: &str) -> (String, Guard, Remote) {
@@ -45,51 +43,12 @@ fn sleeper(node: &str, name: &str, image: &str, extra: &str) -> String {
     )
 }
 
-/// Starts the agent as `support::spawn_agent` does, with `path` as its `PATH` when given:
-/// credential helpers are looked for on the agent's own `PATH`. Its data dir and log are in
+/// Starts the agent with `path` first on its `PATH` when given, its data dir and log in
 /// `dir`, a temporary folder of the test's: a restart in the same `dir` resumes the data and
 /// appends to the log.
 fn spawn(remote: &Remote, node: &str, dir: &Path, extra: &[&str], path: Option<&Path>) -> Agent {
-    let port = free_port();
-    let log = dir.join("agent.log");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let mut command = Command::new(bin("orun-agent"));
-    command
-        .args(["--repo", &remote.file_url(), "--node", node])
-        .args(["--poll-interval", "300ms", "--ingress", "off"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--status-addr", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env("ORUN_LOG", "debug")
-        .env("ORUN_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(file);
-    if let Some(helpers) = path {
-        let mut dirs = vec![helpers.to_path_buf()];
-        dirs.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
-        command.env("PATH", std::env::join_paths(dirs).unwrap());
-    }
-    Agent {
-        child: command.spawn().unwrap(),
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        log,
-    }
-}
-
-/// Writes `text` as `<dir>/<name>/config.json` and returns that file.
-fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = folder.join("config.json");
-    std::fs::write(&file, text).unwrap();
-    file
+    let data = dir.join("data");
+    spawn_agent_with_path(&remote.file_url(), node, &data, free_port(), extra, path)
 }
 
 /// A Docker config with an inline login for `host` as `docker login` writes it: base64 of
@@ -190,29 +149,10 @@ fn running(name: &str) -> Option<(String, String)> {
     (f.next()? == "true").then_some((id, image))
 }
 
-fn events(agent: &Agent, deployment: &str) -> Vec<Value> {
-    agent
-        .get(&format!("/events?deployment={deployment}"))
-        .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
-        .and_then(|v| v["events"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-/// `orun_passes_total` from `/metrics`, 0 when it cannot be read.
-fn passes(agent: &Agent) -> u64 {
-    agent
-        .get("/metrics")
-        .and_then(|m| {
-            m.body
-                .lines()
-                .find_map(|l| l.strip_prefix("orun_passes_total ")?.parse::<f64>().ok())
-        })
-        .map_or(0, |n| n as u64)
-}
-
 /// The rollouts `deployment` started: `replace` steps begun.
 fn replaces(agent: &Agent, deployment: &str) -> usize {
-    events(agent, deployment)
+    agent
+        .events(deployment)
         .iter()
         .filter(|e| e["step"] == "replace" && e["outcome"] == "started")
         .count()
@@ -273,7 +213,7 @@ fn a_tag_moved_in_the_registry_is_rolled_out_once_without_a_commit() {
     let (first, first_image) = running(&app).unwrap();
     assert_eq!(first_image, v1_id, "the container runs what was pushed");
     let steady = support::container(&other).unwrap();
-    assert_eq!(replaces(&agent, &app), 0, "{:#?}", events(&agent, &app));
+    assert_eq!(replaces(&agent, &app), 0, "{:#?}", agent.events(&app));
 
     // The same tag, another image; nothing is committed.
     let digest = move_tag(&reg, &v2, &image);
@@ -299,13 +239,13 @@ fn a_tag_moved_in_the_registry_is_rolled_out_once_without_a_commit() {
     assert_eq!(agent.status().unwrap()["node"]["git_head"], head.as_str());
 
     // Several more checks find the tag where it is: no second pull, no flapping.
-    let before = passes(&agent);
+    let before = agent.passes();
     agent
         .wait("five more passes")
-        .until_true(|| passes(&agent) >= before + 5);
+        .until_true(|| agent.passes() >= before + 5);
     let status = agent.converged(&head);
     assert_eq!(running(&app), Some((second, v2_id)));
-    let history = events(&agent, &app);
+    let history = agent.events(&app);
     let count = |step: &str, outcome: &str| {
         history
             .iter()
@@ -324,7 +264,7 @@ fn a_tag_moved_in_the_registry_is_rolled_out_once_without_a_commit() {
         "{status}"
     );
     assert_eq!(support::container(&other), Some(steady), "untouched");
-    assert_eq!(replaces(&agent, &other), 0, "{:#?}", events(&agent, &other));
+    assert_eq!(replaces(&agent, &other), 0, "{:#?}", agent.events(&other));
 }
 
 /// A login the registry refuses (the agent restarted with a wrong password, the tag then
@@ -391,12 +331,12 @@ fn a_refused_login_keeps_the_old_container_and_names_the_registry() {
         assert!(!status.to_string().contains(secret), "{status}");
     }
     // A few more passes: still refused, still the old container.
-    let before = passes(&agent);
+    let before = agent.passes();
     agent
         .wait("five more passes")
-        .until_true(|| passes(&agent) >= before + 5);
+        .until_true(|| agent.passes() >= before + 5);
     assert_eq!(running(&app).map(|(id, _)| id), Some(serving));
-    assert_eq!(replaces(&agent, &app), 0, "{:#?}", events(&agent, &app));
+    assert_eq!(replaces(&agent, &app), 0, "{:#?}", agent.events(&app));
     let log = agent.logs();
     assert!(log.contains(&host), "the log names the registry");
     for secret in [

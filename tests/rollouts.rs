@@ -78,14 +78,6 @@ fn fetch(addr: SocketAddr) -> Result<String, String> {
     }
 }
 
-fn events(agent: &Agent, deployment: &str) -> Vec<Value> {
-    agent
-        .get(&format!("/events?deployment={deployment}"))
-        .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
-        .and_then(|v| v["events"].as_array().cloned())
-        .unwrap_or_default()
-}
-
 fn wait_until(what: &str, agent: &Agent, f: impl FnMut() -> bool) {
     agent.wait(what).until_true(f);
 }
@@ -164,7 +156,7 @@ fn a_fix_pushed_over_a_release_that_never_turns_ready_serves_without_waiting_for
         "the fix served {took:?} after it was pushed"
     );
     // The old container served throughout and only the fix replaced it.
-    let history = events(&agent, "app");
+    let history = agent.events("app");
     let superseded = history
         .iter()
         .find(|e| e["outcome"] == "superseded")
@@ -226,7 +218,7 @@ fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
     assert_eq!(id_of("app").as_deref(), Some(v1.as_str()));
     assert_eq!(fetch(host).unwrap(), "v1");
     assert_eq!(names(&node), ["app"]);
-    let history = events(&agent, "app");
+    let history = agent.events("app");
     let rollback = history
         .iter()
         .find(|e| e["step"] == "rollback")
@@ -238,23 +230,14 @@ fn a_release_that_never_turns_ready_is_rolled_back_and_the_old_one_serves() {
         "{rollback}"
     );
     // Backoff: no second attempt of the same spec in the next passes (a minute at least).
-    let passes = || -> u64 {
-        agent
-            .get("/metrics")
-            .and_then(|m| {
-                m.body
-                    .lines()
-                    .find_map(|l| l.strip_prefix("orun_passes_total ")?.parse::<f64>().ok())
-            })
-            .map_or(0, |n| n as u64)
-    };
-    let before = passes();
-    wait_until("five more passes", &agent, || passes() >= before + 5);
-    let attempts = events(&agent, "app")
+    let before = agent.passes();
+    wait_until("five more passes", &agent, || agent.passes() >= before + 5);
+    let attempts = agent
+        .events("app")
         .iter()
         .filter(|e| e["step"] == "replace" && e["outcome"] == "started")
         .count();
-    assert_eq!(attempts, 1, "{:#?}", events(&agent, "app"));
+    assert_eq!(attempts, 1, "{:#?}", agent.events("app"));
     let metrics = agent.get("/metrics").unwrap().body;
     assert!(
         metrics.contains("orun_rollouts_total{outcome=\"rolled-back\"} 1"),
@@ -399,7 +382,7 @@ fn a_healthy_start_first_switch_fails_no_request() {
     assert_eq!(seen, BTreeSet::from(["v1".to_owned(), "v2".to_owned()]));
     assert_ne!(id_of("site").unwrap(), old);
     assert_eq!(names(&node), ["site"]);
-    let history = events(&agent, "site");
+    let history = agent.events("site");
     assert!(
         history
             .iter()

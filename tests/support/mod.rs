@@ -47,13 +47,27 @@ impl Drop for Agent {
 }
 
 pub(crate) fn spawn_agent(url: &str, node: &str, data: &Path, port: u16, extra: &[&str]) -> Agent {
+    spawn_agent_with_path(url, node, data, port, extra, None)
+}
+
+/// [`spawn_agent`], with `path` first on the agent's `PATH` when given (credential helpers
+/// are looked for on the agent's own `PATH`).
+pub(crate) fn spawn_agent_with_path(
+    url: &str,
+    node: &str,
+    data: &Path,
+    port: u16,
+    extra: &[&str],
+    path: Option<&Path>,
+) -> Agent {
     let log = data.with_extension("log");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
         .unwrap();
-    let child = Command::new(bin("orun-agent"))
+    let mut command = Command::new(bin("orun-agent"));
+    command
         .args(["--repo", url, "--node", node, "--poll-interval", "300ms"])
         .arg("--data-dir")
         .arg(data)
@@ -68,9 +82,15 @@ pub(crate) fn spawn_agent(url: &str, node: &str, data: &Path, port: u16, extra: 
         .env("ORUN_LOG", "debug")
         .env("ORUN_LOG_FORMAT", "text")
         .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
+        .stderr(file);
+    if let Some(first) = path {
+        let mut dirs = vec![first.to_path_buf()];
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        command.env("PATH", std::env::join_paths(dirs).unwrap());
+    }
+    let child = command.spawn().unwrap();
     Agent {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -85,6 +105,25 @@ impl Agent {
 
     pub(crate) fn status(&self) -> Option<Value> {
         serde_json::from_str(&self.get("/status")?.body).ok()
+    }
+
+    /// The deployment's event history (`/events`), empty when it cannot be read.
+    pub(crate) fn events(&self, deployment: &str) -> Vec<Value> {
+        self.get(&format!("/events?deployment={deployment}"))
+            .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+            .and_then(|v| v["events"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// `orun_passes_total` from `/metrics`, 0 when it cannot be read.
+    pub(crate) fn passes(&self) -> u64 {
+        self.get("/metrics")
+            .and_then(|m| {
+                m.body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("orun_passes_total ")?.parse::<f64>().ok())
+            })
+            .map_or(0, |n| n as u64)
     }
 
     pub(crate) fn logs(&self) -> String {

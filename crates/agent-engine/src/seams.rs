@@ -139,6 +139,10 @@ pub trait Runtime {
         let _ = image;
         Ok(())
     }
+    /// The size of every local image, by id.
+    async fn image_sizes(&self) -> Result<BTreeMap<String, u64>, RuntimeError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 impl Runtime for Docker {
@@ -257,6 +261,9 @@ impl Runtime for Docker {
     }
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
         Docker::remove_image(self, image).await
+    }
+    async fn image_sizes(&self) -> Result<BTreeMap<String, u64>, RuntimeError> {
+        Docker::image_sizes(self).await
     }
     fn watch(&self, node: &str) -> mpsc::Receiver<WatchEvent> {
         Docker::watch(self, node)

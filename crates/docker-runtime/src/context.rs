@@ -9,8 +9,6 @@
 
 mod ignore;
 
-use std::fmt::Write as _;
-
 use manifest_model::{EntryKind, ReadError, Source};
 use sha2::{Digest as _, Sha256};
 
@@ -51,8 +49,6 @@ pub struct Packed {
     pub digest: String,
     /// Files packed.
     pub files: usize,
-    /// Bytes of file content packed.
-    pub bytes: u64,
     /// Entries left out because a context cannot hold them (submodules, devices).
     pub skipped: Vec<String>,
 }
@@ -63,7 +59,6 @@ impl std::fmt::Debug for Packed {
             .field("tar_bytes", &self.tar.len())
             .field("digest", &self.digest)
             .field("files", &self.files)
-            .field("bytes", &self.bytes)
             .field("skipped", &self.skipped)
             .finish()
     }
@@ -83,8 +78,8 @@ pub fn pack(
     walk(src, context, dockerfile, limits, true)
 }
 
-/// What [`pack`] would give, without the tar: the digest an `on-change` build is tagged by,
-/// read on every revision without holding the context in memory.
+/// [`pack`]'s digest, without the tar: what an `on-change` build is tagged by, read on every
+/// revision without holding the context in memory.
 ///
 /// # Errors
 /// As [`pack`].
@@ -93,8 +88,8 @@ pub fn digest(
     context: &str,
     dockerfile: &str,
     limits: ContextLimits,
-) -> Result<Packed, RuntimeError> {
-    walk(src, context, dockerfile, limits, false)
+) -> Result<String, RuntimeError> {
+    walk(src, context, dockerfile, limits, false).map(|p| p.digest)
 }
 
 fn walk(
@@ -104,28 +99,19 @@ fn walk(
     limits: ContextLimits,
     want_tar: bool,
 ) -> Result<Packed, RuntimeError> {
-    let full = |rel: &str| {
-        if context.is_empty() {
-            rel.to_owned()
-        } else {
-            format!("{context}/{rel}")
-        }
-    };
     let read_err =
         |path: String, e: std::io::Error| RuntimeError::Context(format!("cannot read {path}: {e}"));
     let Some(top) = src
         .list(context)
         .map_err(|e| read_err(context.to_owned(), e))?
     else {
-        return Err(RuntimeError::Context(format!(
-            "the build context `{context}` is not a folder of this commit"
-        )));
+        return Err(RuntimeError::Context(no_context(context)));
     };
     let ignore = match top.iter().find(|e| e.name == ".dockerignore") {
         Some(e) if matches!(e.kind, EntryKind::File { .. }) => {
             let bytes = src
-                .read(&full(".dockerignore"), 64 * 1024)
-                .map_err(|e| read_error(full(".dockerignore"), e))?;
+                .read(&in_context(context, ".dockerignore"), 64 * 1024)
+                .map_err(|e| read_error(in_context(context, ".dockerignore"), e))?;
             Ignore::parse(&String::from_utf8_lossy(&bytes)).map_err(RuntimeError::Context)?
         }
         _ => Ignore::default(),
@@ -147,14 +133,7 @@ fn walk(
     };
     packer.walk("", &[], 0, top)?;
     if !packer.saw_dockerfile {
-        return Err(RuntimeError::Context(format!(
-            "the Dockerfile `{dockerfile}` is not a file in the build context"
-        )));
-    }
-    let digest = packer.hash.finalize();
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(hex, "{b:02x}");
+        return Err(RuntimeError::Context(no_dockerfile(dockerfile)));
     }
     let tar = match packer.builder {
         Some(b) => b
@@ -164,9 +143,8 @@ fn walk(
     };
     Ok(Packed {
         tar,
-        digest: hex,
+        digest: format!("{:x}", packer.hash.finalize()),
         files: packer.files,
-        bytes: packer.bytes,
         skipped: packer.skipped,
     })
 }
@@ -207,64 +185,43 @@ pub fn fill_build_inputs(
             field,
             message,
         };
+        if let Err((field, message)) = present(src, &b.context, &b.dockerfile) {
+            problems.push(problem(field, message));
+            continue;
+        }
         match b.build_mode {
+            BuildMode::BuildOnce => {}
+            BuildMode::Always => c.build_input = commit.map(str::to_owned),
+            // What is left to go wrong is a cap or a read, of the context as a whole.
             BuildMode::OnChange => match digests
                 .entry((b.context.clone(), b.dockerfile.clone()))
                 .or_insert_with(|| {
-                    digest(src, &b.context, &b.dockerfile, limits)
-                        .map(|p| p.digest)
-                        .map_err(|e| e.to_string())
+                    digest(src, &b.context, &b.dockerfile, limits).map_err(|e| e.to_string())
                 })
                 .clone()
             {
                 Ok(d) => c.build_input = Some(d),
-                Err(e) => {
-                    let field = if e.to_string().contains("Dockerfile") {
-                        "spec.build.dockerfile"
-                    } else {
-                        "spec.build.context"
-                    };
-                    problems.push(problem(field, e.to_string()));
-                }
+                Err(e) => problems.push(problem("spec.build.context", e)),
             },
-            mode => {
-                if let Err((field, message)) = present(src, &b.context, &b.dockerfile) {
-                    problems.push(problem(field, message));
-                    continue;
-                }
-                if mode == BuildMode::Always {
-                    c.build_input = commit.map(str::to_owned);
-                }
-            }
         }
     }
     problems
 }
 
 /// The context is a folder of `src` and the Dockerfile a regular file in it: a cheap look,
-/// for builds whose input is not their content.
+/// naming the field at fault.
 fn present(
     src: &dyn Source,
     context: &str,
     dockerfile: &str,
 ) -> Result<(), (&'static str, String)> {
-    let in_repo = |rel: &str| {
-        if context.is_empty() {
-            rel.to_owned()
-        } else {
-            format!("{context}/{rel}")
-        }
-    };
     match src.list(context) {
         Ok(Some(_)) => {}
         _ => {
-            return Err((
-                "spec.build.context",
-                format!("the build context `{context}` is not a folder of this commit"),
-            ));
+            return Err(("spec.build.context", no_context(context)));
         }
     }
-    let path = in_repo(dockerfile);
+    let path = in_context(context, dockerfile);
     let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
     let found = src.list(parent).ok().flatten().is_some_and(|es| {
         es.iter()
@@ -273,11 +230,26 @@ fn present(
     if found {
         Ok(())
     } else {
-        Err((
-            "spec.build.dockerfile",
-            format!("the Dockerfile `{dockerfile}` is not a file in the build context"),
-        ))
+        Err(("spec.build.dockerfile", no_dockerfile(dockerfile)))
     }
+}
+
+/// The path in the repository of `rel`, a path in the folder `context` (`""`: the root).
+fn in_context(context: &str, rel: &str) -> String {
+    if context.is_empty() {
+        rel.to_owned()
+    } else {
+        format!("{context}/{rel}")
+    }
+}
+
+/// The messages of a missing context or Dockerfile, the same from every check.
+fn no_context(context: &str) -> String {
+    format!("the build context `{context}` is not a folder of this commit")
+}
+
+fn no_dockerfile(dockerfile: &str) -> String {
+    format!("the Dockerfile `{dockerfile}` is not a file in the build context")
 }
 
 fn read_error(path: String, e: ReadError) -> RuntimeError {
@@ -307,11 +279,7 @@ struct Packer<'a> {
 
 impl Packer<'_> {
     fn in_repo(&self, rel: &str) -> String {
-        if self.context.is_empty() {
-            rel.to_owned()
-        } else {
-            format!("{}/{rel}", self.context)
-        }
+        in_context(self.context, rel)
     }
 
     fn too_large(&self, what: String) -> RuntimeError {
@@ -529,7 +497,7 @@ mod tests {
         assert_ne!(base.digest, other.digest);
         // Digesting alone agrees with packing.
         let alone = digest(&app(), "app", "Dockerfile", ContextLimits::default()).unwrap();
-        assert_eq!((alone.digest, alone.tar.len()), (base.digest.clone(), 0));
+        assert_eq!(alone, base.digest);
         // The tar is the same bytes for the same files.
         assert_eq!(
             base.tar,

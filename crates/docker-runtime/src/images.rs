@@ -1,7 +1,9 @@
-//! Images by id: what one is called and weighs, and removing one orun brought.
+//! Images by id: what one is called, what every image weighs, and removing one orun brought.
 //!
 //! Retention (the agent's) decides what to remove from its own record of what it pulled or
 //! built; this module only answers and acts, never by a name pattern.
+
+use std::collections::BTreeMap;
 
 use bollard::query_parameters::RemoveImageOptions;
 
@@ -14,8 +16,6 @@ pub struct ImageFacts {
     pub id: String,
     /// Its tags (`name:tag`).
     pub tags: Vec<String>,
-    /// Bytes on disk (layers shared with other images counted in full, as Docker reports).
-    pub size: u64,
 }
 
 impl Docker {
@@ -33,11 +33,26 @@ impl Docker {
             Ok(i) => Ok(Some(ImageFacts {
                 id: i.id.unwrap_or_default(),
                 tags: i.repo_tags.unwrap_or_default(),
-                size: i.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
             })),
             Err(RuntimeError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The size on disk of every local image, by id, from one listing.
+    ///
+    /// # Errors
+    /// When Docker does not answer.
+    pub async fn image_sizes(&self) -> Result<BTreeMap<String, u64>, RuntimeError> {
+        let listed = self
+            .api
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(RuntimeError::from_bollard)?;
+        Ok(listed
+            .into_iter()
+            .map(|i| (i.id, u64::try_from(i.size).unwrap_or(0)))
+            .collect())
     }
 
     /// Removes `image` (an id, or a tag to untag), never forcing: an image a container

@@ -9,16 +9,7 @@ use std::time::{Duration, Instant};
 
 use docker_runtime::{Docker, PullProgress, RegistryAuth, RuntimeError, head_digest, moved};
 use test_support::docker::{Images, build, docker as docker_cli, noise};
-use test_support::registry::Registry;
-
-/// Writes `text` as `<dir>/<name>/config.json` and returns that file.
-fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = folder.join("config.json");
-    std::fs::write(&file, text).unwrap();
-    file
-}
+use test_support::registry::{Registry, config_file};
 
 /// Writes an executable `docker-credential-<name>` shell script into `dir`.
 fn helper(dir: &Path, name: &str, script: &str) {

@@ -154,8 +154,8 @@ fn verified_config(extra: &[u8]) -> std::io::Result<Arc<ClientConfig>> {
         .chain(SYSTEM_ROOTS.iter().map(std::path::PathBuf::from))
         .find_map(|p| std::fs::read(p).ok())
         .unwrap_or_default();
-    let (_, unusable) = roots.add_parsable_certificates(pem_certificates(&system));
-    let _ = unusable;
+    // A bundle entry rustls cannot use is skipped, as every TLS client skips it.
+    roots.add_parsable_certificates(pem_certificates(&system));
     let (added, _) = roots.add_parsable_certificates(pem_certificates(extra));
     if !extra.is_empty() && added == 0 {
         return Err(std::io::Error::new(

@@ -191,3 +191,13 @@ fn said(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Writes `text` as `<dir>/<name>/config.json` (a Docker client config) and returns that
+/// file.
+pub fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("config.json");
+    std::fs::write(&file, text).unwrap();
+    file
+}

@@ -310,22 +310,21 @@ impl<W: World> Agent<W> {
         self.images_memory.swept = Some(now);
         let ts = self.now_ts();
         let mut changed = self.note_images_run(desired, actual);
-        let mut keep: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-        for (current, previous) in self.store.state.image_history.values() {
-            keep.insert(current);
-            if let Some(p) = previous {
-                keep.insert(p);
-            }
-        }
-        keep.extend(
-            desired
-                .deployments
-                .iter()
-                .filter_map(|d| d.image_id.as_deref()),
-        );
-        keep.extend(actual.containers.iter().map(|c| c.image_id.as_str()));
-        let keep: std::collections::BTreeSet<String> =
-            keep.into_iter().map(str::to_owned).collect();
+        let keep: std::collections::BTreeSet<String> = self
+            .store
+            .state
+            .image_history
+            .values()
+            .flat_map(|(current, previous)| std::iter::once(current).chain(previous))
+            .chain(
+                desired
+                    .deployments
+                    .iter()
+                    .filter_map(|d| d.image_id.as_ref()),
+            )
+            .chain(actual.containers.iter().map(|c| &c.image_id))
+            .cloned()
+            .collect();
 
         let grace = self.cfg.image_grace.as_secs();
         let mut due = Vec::new();
@@ -355,24 +354,21 @@ impl<W: World> Agent<W> {
                 Err(e) => debug!(image = %id, error = %e, "an image retention would remove stays"),
             }
         }
-        // Weigh what is kept; forget what is gone (removed by hand).
-        let (mut count, mut bytes) = (0, 0);
-        let ids: Vec<String> = self.store.state.brought.keys().cloned().collect();
-        for id in ids {
-            match self.shared.docker.image_facts(&id).await {
-                Ok(Some(f)) => {
-                    count += 1;
-                    bytes += f.size;
-                }
-                Ok(None) => {
-                    self.store.state.brought.remove(&id);
-                    changed = true;
-                }
-                Err(e) => debug!(image = %id, error = %e, "cannot weigh an image"),
+        // Weigh what is kept, from one listing; forget what is gone (removed by hand).
+        match self.shared.docker.image_sizes().await {
+            Ok(sizes) => {
+                let before = self.store.state.brought.len();
+                self.store
+                    .state
+                    .brought
+                    .retain(|id, _| sizes.contains_key(id));
+                changed |= self.store.state.brought.len() != before;
+                let status = &mut self.images_memory.status;
+                status.count = self.store.state.brought.len() as u64;
+                status.disk_bytes = self.store.state.brought.keys().map(|id| sizes[id]).sum();
             }
+            Err(e) => debug!(error = %e, "cannot weigh the images orun keeps"),
         }
-        self.images_memory.status.count = count;
-        self.images_memory.status.disk_bytes = bytes;
         if changed {
             self.save_state();
         }
@@ -412,10 +408,15 @@ impl<W: World> Agent<W> {
         let mut changed = false;
         // A deployment the revision no longer has keeps nothing for a rollback.
         let before = self.store.state.image_history.len();
+        let wanted: std::collections::BTreeSet<&str> = desired
+            .deployments
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
         self.store
             .state
             .image_history
-            .retain(|d, _| desired.deployments.iter().any(|w| w.name == *d));
+            .retain(|d, _| wanted.contains(d.as_str()));
         changed |= self.store.state.image_history.len() != before;
         let names: BTreeMap<&str, &str> = desired
             .deployments
