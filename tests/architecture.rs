@@ -135,6 +135,8 @@ fn each_foreign_library_has_one_owner() {
         ("aes-gcm", "sops-age"),
         ("hmac", "sops-age"),
         ("aho-corasick", "agent-engine"),
+        ("ssh-key", "gitsync"),
+        ("pgp", "gitsync"),
     ] {
         let users: Vec<&String> = members.iter().filter(|m| deps[*m].contains(lib)).collect();
         assert!(

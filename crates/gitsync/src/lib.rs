@@ -5,13 +5,16 @@
 //! ([`KnownHosts`]), the bare repository in the data dir with its cheap head check and fetch
 //! ([`Mirror`]), deadlines around calls that libgit2 cannot interrupt ([`sync_with_deadline`]),
 //! the poll schedule with backoff and jitter ([`Schedule`]), and handing a revision's files to
-//! `manifest-model` straight from Git objects ([`TreeSource`]), never through a checkout.
+//! `manifest-model` straight from Git objects ([`TreeSource`]), never through a checkout, and
+//! checking a commit's SSH or OpenPGP signature against the node's trusted keys ([`Trust`],
+//! [`Mirror::verify_commit`]).
 //!
 //! It does not parse manifests, talk to Docker or decide what to run.
 
 mod known_hosts;
 mod mirror;
 mod schedule;
+mod signature;
 mod tree;
 mod url;
 
@@ -22,6 +25,10 @@ use std::time::Duration;
 pub use known_hosts::{KnownHosts, Verdict};
 pub use mirror::{Listing, Mirror, RemoteOptions, Slot, Synced, Token};
 pub use schedule::{BACKOFF_CAP, Schedule, backoff};
+pub use signature::{
+    MAX_ALLOWED_SIGNERS, MAX_ALLOWED_SIGNERS_LINES, MAX_KEYRING, MAX_SIGNATURE, SignatureKind,
+    SignatureRefusal, Signer, Trust, verify_signed_object,
+};
 pub use tree::TreeSource;
 pub use url::{RemoteUrl, Transport};
 
@@ -98,6 +105,14 @@ pub enum GitError {
     Repository {
         /// Why.
         reason: String,
+    },
+    /// A commit's signature is missing or not accepted by the node's trusted keys.
+    #[error("commit {} {reason}", commit.get(..8).unwrap_or(commit))]
+    Signature {
+        /// The full commit id.
+        commit: String,
+        /// Why it is refused.
+        reason: SignatureRefusal,
     },
 }
 

@@ -24,7 +24,7 @@ use git2::{
 
 use crate::known_hosts::{KnownHosts, Verdict};
 use crate::url::{RemoteUrl, Transport};
-use crate::{GitError, TreeSource};
+use crate::{GitError, Signer, TreeSource, Trust};
 
 /// The ref the fetched tip is stored under.
 const FETCHED: &str = "refs/orun/fetched";
@@ -354,6 +354,19 @@ impl Mirror {
             return false;
         };
         c == a || self.repo.graph_descendant_of(c, a).unwrap_or(false)
+    }
+
+    /// Verifies `commit`'s own signature (its `gpgsig` header) against `trust`: an SSH
+    /// signature in namespace `git` by a key in the allowed signers, or an OpenPGP signature
+    /// by a key (primary or signing subkey) in the keyring, over the commit object without
+    /// that header, as Git signs it. Only this commit is judged, not its parents.
+    ///
+    /// # Errors
+    /// [`GitError::Signature`] saying why the signature is refused (unsigned, unknown key,
+    /// not matching, wrong namespace, expired, revoked); [`GitError::Repository`] when the
+    /// commit is not here.
+    pub fn verify_commit(&self, commit: &str, trust: &Trust) -> Result<Signer, GitError> {
+        crate::signature::verify_commit_in(&self.repo, commit, trust)
     }
 
     /// The files of `commit`.
