@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// Docker daemon [default: DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(long, env = "ORUN_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// The node policy (YAML): signed commits, host paths containers may bind, the status
+    /// API's token. See docs/security.md.
+    #[arg(long, env = "ORUN_POLICY")]
+    policy: Option<PathBuf>,
     /// A TOML file with any of these settings.
     #[arg(long, env = "ORUN_CONFIG")]
     config: Option<PathBuf>,
@@ -157,6 +161,7 @@ struct FileConfig {
     status_allow_remote: Option<bool>,
     poll_interval: Option<String>,
     docker_host: Option<String>,
+    policy: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     git_token_file: Option<PathBuf>,
@@ -184,6 +189,8 @@ pub(crate) struct Config {
     /// What the engine is told.
     pub(crate) engine: Settings,
     pub(crate) status_addr: SocketAddr,
+    /// What a request to the status API must carry, but to `/healthz`.
+    pub(crate) status_token: Option<status_http::BearerToken>,
     pub(crate) log_format: LogFormat,
 }
 
@@ -255,11 +262,6 @@ impl Config {
             .or(file.status_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100)));
         let allow_remote = args.status_allow_remote || file.status_allow_remote.unwrap_or(false);
-        if !status_addr.ip().is_loopback() && !allow_remote {
-            bail!(
-                "--status-addr {status_addr} is not a loopback address; add --status-allow-remote to expose the status API beyond this host"
-            );
-        }
 
         let url = RemoteUrl::parse(&repo, cwd)?;
         let mut remote = match branch {
@@ -312,6 +314,11 @@ impl Config {
             .or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
         engine.allow_remove_all = args.allow_remove_all || file.allow_remove_all.unwrap_or(false);
         engine.once = args.once;
+        if let Some(path) = args.policy.or(file.policy) {
+            engine.load_policy(cwd.join(path))?;
+        }
+        let token_file = engine.policy.status_token_file.as_deref();
+        let status_token = status_http::access(status_addr, allow_remote, token_file)?;
         engine.ingress = ingress_settings(
             args.ingress.or(file.ingress),
             args.ingress_image.or(file.ingress_image),
@@ -327,6 +334,7 @@ impl Config {
         Ok(Self {
             engine,
             status_addr,
+            status_token,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }

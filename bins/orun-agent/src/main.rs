@@ -67,7 +67,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let wake = Arc::new(Notify::new());
     let status = Status::new(Snapshot::default());
     let once = cfg.engine.once;
-    let status_addr = cfg.status_addr;
+    let (status_addr, status_token) = (cfg.status_addr, cfg.status_token);
     let signals = {
         let shutdown = Arc::clone(&shutdown);
         let wake = Arc::clone(&wake);
@@ -120,6 +120,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         listener,
         status,
         Limits::default(),
+        status_token,
         async move { stop.notified().await },
     ));
 

@@ -14,9 +14,14 @@ pub(crate) struct Args {
     /// The manifest repository (a working tree; uncommitted edits are read too).
     #[arg(default_value = ".")]
     dir: PathBuf,
-    /// Also resolve what this node would run.
+    /// Also resolve what this node would run, and judge it by the node's host policy.
     #[arg(long)]
     node: Option<String>,
+    /// The node's policy file, as `orun-agent --policy` reads it; without one, the default
+    /// policy (no host path may be bound). Symbolic links on the node are not followed here:
+    /// paths are judged as written, and the agent judges them again where they lead.
+    #[arg(long, requires = "node")]
+    policy: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -77,8 +82,27 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let more = manifest_model::unlock::runnable(rev, ids.as_ref());
         report.diagnostics.extend(more);
     }
+    let policy = match &args.policy {
+        Some(path) => manifest_model::load_policy(path).map_err(|problems| {
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the node policy is refused:\n  {}", shown.join("\n  "))
+        })?,
+        None => manifest_model::NodePolicy::default(),
+    };
     let resolved = match (&report.revision, &args.node) {
-        (Some(rev), Some(node)) => Some(manifest_model::resolve(rev, node, None)),
+        (Some(rev), Some(node)) => {
+            let resolved = manifest_model::resolve(rev, node, None);
+            if let Ok(node) = &resolved {
+                let guard = docker_runtime::policy::Guard {
+                    host: policy.host,
+                    protected: vec![node.node.spec.data_dir.clone()],
+                };
+                let links = docker_runtime::policy::KnownLinks::default();
+                let denied = docker_runtime::policy::judge_node(rev, node, &guard, &links);
+                report.diagnostics.extend(denied);
+            }
+            Some(resolved)
+        }
         _ => None,
     };
     let ok = !report.has_errors() && resolved.as_ref().is_none_or(Result::is_ok);

@@ -153,11 +153,15 @@ impl Agent<Real> {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
         let dir = DataDir::lock(&cfg.data_dir)?;
+        let guard = cfg.guard();
         let runtime = Docker::connect(cfg.docker_host.as_deref())
             .await
-            .map_err(EngineError::docker("cannot start without Docker"))?;
+            .map_err(EngineError::docker("cannot start without Docker"))?
+            .with_guard(guard.clone());
         // After Docker: libgit2 has been initialising meanwhile (gitsync::warm_up).
-        let git = MirrorGit::open(dir.git_dir(), cfg.remote.clone(), &cfg.node)?;
+        let git = MirrorGit::open(dir.git_dir(), cfg.remote.clone(), &cfg.node)?
+            .with_guard(guard)
+            .with_commit_rules(cfg.commit_rules()?);
         let docker_config = cfg
             .registry_config
             .clone()

@@ -839,7 +839,7 @@ mod tests {
             )
             .with("services/www.yaml", svc("www", true))
             .with("services/plain.yaml", svc("plain", false));
-        let (node, _) = crate::seams::judge(&src, None, NODE, "main").unwrap();
+        let (node, _) = crate::seams::judge(&src, None, NODE, "main", &Default::default()).unwrap();
         let desired =
             Desired::from_node(&node, Some("c1".to_owned()), |_| None, &Default::default());
         (node, desired)

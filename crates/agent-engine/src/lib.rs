@@ -25,7 +25,7 @@ pub use agent::{Agent, Outcome};
 pub use error::{EngineError, report};
 pub use ingress::{IngressFlags, IngressMode, IngressSettings, LETS_ENCRYPT};
 pub use seams::{
-    Accepted, Clock, Git, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe, Real, Refusal,
-    Runtime, SystemClock, Warnings, World, discover, judge,
+    Accepted, Clock, CommitRules, Git, Head, HttpProbe, LOGGED_PROBLEMS, MirrorGit, Parts, Probe,
+    Real, Refusal, Runtime, SystemClock, Warnings, World, discover, judge,
 };
 pub use settings::{DEFAULT_IMAGE_GRACE, DEFAULT_PULL_CHECK, Settings};

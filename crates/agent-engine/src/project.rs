@@ -255,7 +255,7 @@ mod tests {
             "deployments/web.yaml",
             "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: web:1\n  nodes: [n1]\n",
         );
-        let (node, _) = crate::seams::judge(&src, None, NODE, "main").unwrap();
+        let (node, _) = crate::seams::judge(&src, None, NODE, "main", &Default::default()).unwrap();
         let desired =
             Desired::from_node(&node, Some("c1".to_owned()), |_| None, &Default::default());
         (node, desired)

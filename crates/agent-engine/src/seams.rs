@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use docker_runtime::context::Packed;
+use docker_runtime::policy::{Guard, RealHost};
 use docker_runtime::{
     BuildRequest, ContainerInfo, Docker, ImageFacts, IngressContainer, IngressFound, Owner,
     RegistryAuth, RuntimeError, WatchEvent,
@@ -23,7 +24,7 @@ use reconcile_core::{Actual, ObservedContainer, RenderedSpec};
 use status_http::ImageProgress;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::EngineError;
 
@@ -342,12 +343,15 @@ pub trait Git {
 /// as `orun plan` resolves, so a Node manifest naming another branch is refused); at most
 /// [`LOGGED_PROBLEMS`] problems kept. Build contexts are read from `src` too (the
 /// revision's own files): one that is missing or too large refuses the revision, and each
-/// built container gets its build input (`commit` for `buildMode: always`).
+/// built container gets its build input (`commit` for `buildMode: always`). Last, every
+/// container the node would run is judged by `guard`, the node's host policy, with host
+/// paths resolved on this host ([`docker_runtime::policy::judge_node`]).
 pub fn judge(
     src: &dyn Source,
     commit: Option<&str>,
     node: &str,
     branch: &str,
+    guard: &Guard,
 ) -> Result<Accepted, Refusal> {
     let report = manifest_model::load(src, &Limits::default());
     let refused = |diagnostics: Vec<manifest_model::Diagnostic>, total: usize| Refusal {
@@ -392,7 +396,12 @@ pub fn judge(
                 docker_runtime::context::ContextLimits::default(),
             );
             if problems.is_empty() {
-                return Ok((node, warnings));
+                let denied = docker_runtime::policy::judge_node(&rev, &node, guard, &RealHost);
+                if denied.is_empty() {
+                    return Ok((node, warnings));
+                }
+                let total = denied.len();
+                return Err(refused(denied, total));
             }
             let total = problems.len();
             let diagnostics = problems
@@ -447,18 +456,82 @@ pub fn discover(src: &dyn Source, node: &str, default_branch: &str) -> Result<St
 /// branch to follow read from it; then that branch's tip held. Nothing is downloaded when
 /// nothing moved, so an idle poll costs what it did before discovery: one listing, plus
 /// reading one small file from objects already here.
-fn poll(mirror: &mut Mirror, fixed: Option<&str>, node: &str) -> Result<Head, EngineError> {
+///
+/// With signed commits required, the default branch's tip must be signed too before the
+/// branch it names is believed.
+fn poll(
+    mirror: &mut Mirror,
+    fixed: Option<&str>,
+    node: &str,
+    rules: Option<&CommitRules>,
+) -> Result<Head, EngineError> {
     let listing = mirror.list()?;
     let branch = match fixed {
         Some(branch) => branch.to_owned(),
         None => {
             let default = listing.default_branch()?.to_owned();
             let tip = mirror.hold(&listing, &default, Slot::Default)?.head;
+            if let Some(rules) = rules {
+                mirror.verify_commit(&tip, &rules.trust)?;
+            }
             discover(&mirror.source(&tip)?, node, &default)?
         }
     };
     let commit = mirror.hold(&listing, &branch, Slot::Followed)?.head;
     Ok(Head { branch, commit })
+}
+
+/// What a node requires of the commits it applies, from the node policy's `commits`.
+#[derive(Clone, Debug)]
+pub struct CommitRules {
+    /// The keys that may sign them.
+    pub trust: gitsync::Trust,
+    /// Follow a tip that does not descend from the commit running (a force-push, or an
+    /// older signed commit served again).
+    pub allow_non_fast_forward: bool,
+}
+
+/// Whether `commit` may be applied under `rules`, `current` running: signed by a trusted key,
+/// and descending from `current` unless the node allows otherwise.
+///
+/// # Errors
+/// A [`Refusal`] naming the commit and why: permanent for what the commit is, not for a
+/// commit missing from the mirror.
+fn vet(
+    mirror: &Mirror,
+    commit: &str,
+    current: Option<&str>,
+    rules: &CommitRules,
+) -> Result<(), Refusal> {
+    let refuse = |permanent: bool, problem: String| Refusal {
+        permanent,
+        problems: vec![problem],
+        total: 1,
+    };
+    match mirror.verify_commit(commit, &rules.trust) {
+        Ok(signer) => {
+            info!(commit, signer = %signer.principal, key = %signer.fingerprint, "commit signature verified");
+        }
+        Err(e) => {
+            let permanent = matches!(e, GitError::Signature { .. });
+            return Err(refuse(permanent, e.to_string()));
+        }
+    }
+    if let Some(current) = current
+        && !rules.allow_non_fast_forward
+        && !mirror.descends_from(commit, current)
+    {
+        let short = |c: &str| c.get(..8).unwrap_or(c).to_owned();
+        return Err(refuse(
+            true,
+            format!(
+                "commit {} does not descend from {}, the commit running: a force-push, or an older commit served again (set `commits.allowNonFastForward` in the node policy to follow it)",
+                short(commit),
+                short(current)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// After this many consecutive `Stalled` syncs the stuck mirror handle is abandoned.
@@ -474,6 +547,10 @@ pub struct MirrorGit {
     mirror: Arc<Mutex<Mirror>>,
     /// Consecutive syncs that found the previous fetch still stuck.
     stalled: u32,
+    /// The node's host policy, which every revision read must pass.
+    guard: Arc<Guard>,
+    /// Signed commits, when the node requires them.
+    rules: Option<Arc<CommitRules>>,
 }
 
 impl MirrorGit {
@@ -488,7 +565,24 @@ impl MirrorGit {
             node: node.to_owned(),
             mirror: Arc::new(Mutex::new(mirror)),
             stalled: 0,
+            guard: Arc::default(),
+            rules: None,
         })
+    }
+
+    /// Applies only commits `rules` accepts (signed, and fast-forward unless allowed).
+    #[must_use]
+    pub fn with_commit_rules(mut self, rules: Option<CommitRules>) -> Self {
+        self.rules = rules.map(Arc::new);
+        self
+    }
+
+    /// Judges every revision read by `guard` (the node's host policy) instead of the
+    /// default, which lets no host path be bound.
+    #[must_use]
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = Arc::new(guard);
+        self
     }
 }
 
@@ -497,8 +591,11 @@ impl Git for MirrorGit {
         let mirror = Arc::clone(&self.mirror);
         let deadline = self.remote.deadline;
         let (fixed, node) = (self.remote.branch.clone(), self.node.clone());
+        let rules = self.rules.clone();
         let result = tokio::task::spawn_blocking(move || {
-            gitsync::with_deadline(&mirror, deadline, move |m| poll(m, fixed.as_deref(), &node))
+            gitsync::with_deadline(&mirror, deadline, move |m| {
+                poll(m, fixed.as_deref(), &node, rules.as_deref())
+            })
         })
         .await
         .unwrap_or_else(|e| {
@@ -537,17 +634,24 @@ impl Git for MirrorGit {
         let mirror = Arc::clone(&self.mirror);
         let (commit, current) = (commit.to_owned(), current.map(str::to_owned));
         let (node, branch) = (node.to_owned(), branch.to_owned());
+        let guard = Arc::clone(&self.guard);
+        let rules = self.rules.clone();
         // Reading, parsing and resolving a revision may take a while for a large (or hostile)
         // one; meanwhile `/healthz` and Docker events must still be served.
         let read = tokio::task::spawn_blocking(move || {
             let mirror = mirror.try_lock().ok()?;
+            if let Some(rules) = &rules
+                && let Err(refused) = vet(&mirror, &commit, current.as_deref(), rules)
+            {
+                return Some(Err(refused));
+            }
             if let Some(current) = &current
                 && !mirror.descends_from(&commit, current)
             {
                 warn!(from = %current, to = %commit, "the branch was force-pushed: following it");
             }
             Some(match mirror.source(&commit) {
-                Ok(src) => judge(&src, Some(commit.as_str()), &node, &branch),
+                Ok(src) => judge(&src, Some(commit.as_str()), &node, &branch, &guard),
                 Err(e) => Err(Refusal {
                     permanent: false,
                     problems: vec![e.to_string()],

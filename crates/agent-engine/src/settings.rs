@@ -42,6 +42,10 @@ pub struct Settings {
     pub pull_check_interval: Duration,
     /// How long an image orun brought stays once nothing uses it.
     pub image_grace: Duration,
+    /// The node policy (`--policy`): signed commits, host paths, the status token.
+    pub policy: manifest_model::NodePolicy,
+    /// Where the policy was read from, protected from containers as the data dir is.
+    pub policy_file: Option<PathBuf>,
 }
 
 /// Default of [`Settings::pull_check_interval`]: one `HEAD` of the manifest per image a
@@ -68,6 +72,75 @@ impl Settings {
             registry_credentials: None,
             pull_check_interval: DEFAULT_PULL_CHECK,
             image_grace: DEFAULT_IMAGE_GRACE,
+            policy: manifest_model::NodePolicy::default(),
+            policy_file: None,
+        }
+    }
+
+    /// Reads the node policy at `path` (`--policy`).
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Settings`] with every problem found, each with line and field.
+    pub fn load_policy(&mut self, path: PathBuf) -> Result<(), crate::EngineError> {
+        let policy = manifest_model::load_policy(&path).map_err(|problems| {
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            crate::EngineError::Settings(format!(
+                "the node policy is refused:\n  {}",
+                shown.join("\n  ")
+            ))
+        })?;
+        self.policy = policy;
+        self.policy_file = Some(path);
+        Ok(())
+    }
+
+    /// The node's rules for the commits it applies, with their keys read; `None` when the
+    /// policy does not require signed commits.
+    ///
+    /// # Errors
+    /// A key file that cannot be read or holds no usable key.
+    pub fn commit_rules(&self) -> Result<Option<crate::CommitRules>, crate::EngineError> {
+        let Some(c) = &self.policy.commits else {
+            return Ok(None);
+        };
+        let trust = gitsync::Trust::load(c.allowed_signers.as_deref(), c.openpgp_keys.as_deref())?;
+        tracing::info!(keys = %trust.describe(), "commits must be signed by a trusted key");
+        Ok(Some(crate::CommitRules {
+            trust,
+            allow_non_fast_forward: c.allow_non_fast_forward,
+        }))
+    }
+
+    /// The host policy every container is judged by: the node's allowances, and the
+    /// agent's own files protected as system paths are (a container that could bind them
+    /// could rewrite what the agent trusts, or read its keys).
+    pub fn guard(&self) -> docker_runtime::policy::Guard {
+        let commits = self.policy.commits.iter().flat_map(|c| {
+            [c.allowed_signers.as_ref(), c.openpgp_keys.as_ref()]
+                .into_iter()
+                .flatten()
+        });
+        let own = [
+            Some(&self.data_dir),
+            self.age_key.as_ref(),
+            self.policy_file.as_ref(),
+            self.policy.status_token_file.as_ref(),
+            self.registry_credentials.as_ref(),
+        ];
+        let protected = own
+            .into_iter()
+            .flatten()
+            .chain(commits)
+            .map(|p| {
+                // Judged where it really is, as bind sources are.
+                let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                p.display().to_string()
+            })
+            .filter(|p| p.starts_with('/'))
+            .collect();
+        docker_runtime::policy::Guard {
+            host: self.policy.host.clone(),
+            protected,
         }
     }
 }

@@ -119,6 +119,6 @@ impl Git for SimGit {
         for (path, text) in files {
             src.insert(path, text.into_bytes());
         }
-        Some(judge(&src, Some(commit), node, branch))
+        Some(judge(&src, Some(commit), node, branch, &Default::default()))
     }
 }

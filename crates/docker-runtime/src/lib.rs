@@ -18,6 +18,7 @@ mod events;
 mod images;
 mod ingress;
 mod inspect;
+pub mod policy;
 mod pull;
 mod registry;
 
@@ -116,6 +117,10 @@ pub enum RuntimeError {
     /// altered. Validation refuses these in manifests; this guards specs built otherwise.
     #[error("the spec cannot be given to Docker: {0}")]
     Unrepresentable(&'static str),
+    /// The node's host policy refuses the container: each field and why. Never retried:
+    /// the same request is refused again until the manifest or the policy changes.
+    #[error("refused by this node's host policy: {0}")]
+    Policy(String),
     /// A build context cannot be packed (missing folder or Dockerfile, a cap reached). The
     /// message names paths in the repository, never file content.
     #[error("{0}")]
@@ -158,7 +163,8 @@ impl RuntimeError {
             | RuntimeError::NotFound(_)
             | RuntimeError::Conflict(_)
             | RuntimeError::MissingSecret(_)
-            | RuntimeError::Unrepresentable(_) => false,
+            | RuntimeError::Unrepresentable(_)
+            | RuntimeError::Policy(_) => false,
         }
     }
 
@@ -201,6 +207,8 @@ impl RuntimeError {
 #[derive(Clone, Debug)]
 pub struct Docker {
     api: bollard::Docker,
+    /// What every container created from a spec must pass ([`policy::check`]).
+    guard: std::sync::Arc<policy::Guard>,
 }
 
 impl Docker {
@@ -224,7 +232,18 @@ impl Docker {
         }
         .map_err(connect_err)?;
         let api = api.negotiate_version().await.map_err(connect_err)?;
-        Ok(Self { api })
+        Ok(Self {
+            api,
+            guard: std::sync::Arc::default(),
+        })
+    }
+
+    /// Judges every container this handle creates from a spec by `guard` (the node's host
+    /// policy). Without it, the default policy: no host path may be bound.
+    #[must_use]
+    pub fn with_guard(mut self, guard: policy::Guard) -> Self {
+        self.guard = std::sync::Arc::new(guard);
+        self
     }
 
     /// The negotiated API version, e.g. `1.41`.
@@ -351,8 +370,8 @@ impl Docker {
     /// nowhere else (not into labels, logs or errors).
     ///
     /// # Errors
-    /// [`RuntimeError::MissingSecret`] or [`RuntimeError::Unrepresentable`] before Docker is
-    /// asked; [`RuntimeError::NotFound`] when the image is not on the host,
+    /// [`RuntimeError::MissingSecret`], [`RuntimeError::Unrepresentable`] or
+    /// [`RuntimeError::Policy`] before Docker is asked; [`RuntimeError::NotFound`] when the image is not on the host,
     /// [`RuntimeError::Conflict`] when the name is taken, or what else Docker says.
     pub async fn create(
         &self,
@@ -361,7 +380,19 @@ impl Docker {
         owner: Owner<'_>,
         secrets: &BTreeMap<String, reconcile_core::Secret>,
     ) -> Result<String, RuntimeError> {
-        let body = create_body(spec, owner, secrets)?;
+        let body = create_body(spec, owner, Some(secrets))?;
+        // Judged here, over the very request Docker gets, whatever judged the revision
+        // before: nothing built later reaches Docker without passing the node's policy.
+        let refused = policy::check(&body, owner.deployment, &self.guard, &policy::RealHost);
+        if !refused.is_empty() {
+            return Err(RuntimeError::Policy(
+                refused
+                    .into_iter()
+                    .map(|v| format!("{}: {}", v.field, v.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let created = self
             .api
@@ -517,7 +548,26 @@ pub fn labels(spec: &RenderedSpec, owner: Owner<'_>) -> BTreeMap<String, String>
     labels
 }
 
+/// The create request for `spec` as the node's policy sees it: everything but secret
+/// values, which it does not look at.
+///
+/// # Errors
+/// [`RuntimeError::Unrepresentable`] when a value would be misread or dropped by Docker.
+pub(crate) fn request(
+    spec: &RenderedSpec,
+    deployment: &str,
+) -> Result<ContainerCreateBody, RuntimeError> {
+    let owner = Owner {
+        node: "",
+        environment: "",
+        deployment,
+        commit: None,
+    };
+    create_body(spec, owner, None)
+}
+
 /// The create request for `spec`: pure, so what reaches Docker is tested without one.
+/// Without `secrets`, secret env vars are left out rather than missing.
 ///
 /// # Errors
 /// [`RuntimeError::MissingSecret`] when a secret has no value; [`RuntimeError::Unrepresentable`]
@@ -525,15 +575,16 @@ pub fn labels(spec: &RenderedSpec, owner: Owner<'_>) -> BTreeMap<String, String>
 fn create_body(
     spec: &RenderedSpec,
     owner: Owner<'_>,
-    secrets: &BTreeMap<String, reconcile_core::Secret>,
+    secrets: Option<&BTreeMap<String, reconcile_core::Secret>>,
 ) -> Result<ContainerCreateBody, RuntimeError> {
     let mut env = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
         match v {
             RenderedEnv::Plain(p) => env.push(format!("{k}={p}")),
-            RenderedEnv::Secret(_) => match secrets.get(k) {
-                Some(p) => env.push(format!("{k}={}", p.expose())),
-                None => return Err(RuntimeError::MissingSecret(k.clone())),
+            RenderedEnv::Secret(_) => match secrets.map(|s| s.get(k)) {
+                Some(Some(p)) => env.push(format!("{k}={}", p.expose())),
+                Some(None) => return Err(RuntimeError::MissingSecret(k.clone())),
+                None => {}
             },
         }
     }
@@ -547,9 +598,10 @@ fn create_body(
         {
             match plain
                 .as_deref()
-                .or_else(|| secrets.get(k).map(reconcile_core::Secret::expose))
+                .or_else(|| secrets?.get(k).map(reconcile_core::Secret::expose))
             {
                 Some(p) => env.push(format!("{k}={p}")),
+                None if secrets.is_none() => {}
                 None => return Err(RuntimeError::MissingSecret(k.clone())),
             }
         }
@@ -734,14 +786,16 @@ mod tests {
     };
 
     fn refused(spec: &RenderedSpec, secrets: &BTreeMap<String, reconcile_core::Secret>) -> String {
-        create_body(spec, OWNER, secrets).unwrap_err().to_string()
+        create_body(spec, OWNER, Some(secrets))
+            .unwrap_err()
+            .to_string()
     }
 
     /// Issue 12, classes 7 and 8: a spec Docker would misread is refused, never altered.
     #[test]
     fn what_docker_would_misread_is_refused_not_altered() {
         let none = BTreeMap::new();
-        let body = create_body(&spec(), OWNER, &none).unwrap();
+        let body = create_body(&spec(), OWNER, Some(&none)).unwrap();
         let host = body.host_config.unwrap();
         assert_eq!(host.binds, Some(vec!["/srv/web:/data:ro".to_owned()]));
         assert_eq!(host.memory, Some(256 << 20));
@@ -785,7 +839,7 @@ mod tests {
         });
         let secrets =
             BTreeMap::from([("TOKEN".to_owned(), reconcile_core::Secret::new("hunter2"))]);
-        let body = create_body(&s, OWNER, &secrets).unwrap();
+        let body = create_body(&s, OWNER, Some(&secrets)).unwrap();
         // Its own `A` wins; the clear entry comes from the file; `TOKEN` from the caller.
         assert_eq!(
             body.env,

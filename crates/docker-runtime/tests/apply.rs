@@ -92,7 +92,19 @@ async fn created_containers_carry_their_spec_and_converge() {
         &guard_value,
     );
     let dep = &d.deployments[0];
-    let docker = Docker::connect(None).await.unwrap();
+    // The node allows exactly the test's folder: the default policy binds nothing.
+    let allowed = std::fs::canonicalize(data.path()).unwrap();
+    let guard = docker_runtime::policy::Guard {
+        host: manifest_model::HostPolicy {
+            all: manifest_model::Allowance {
+                bind: vec![allowed.display().to_string()],
+                volumes: Vec::new(),
+            },
+            ..Default::default()
+        },
+        protected: Vec::new(),
+    };
+    let docker = Docker::connect(None).await.unwrap().with_guard(guard);
 
     // The fresh node plans one create; apply it as the agent would.
     let p = replan(&docker, &d).await;

@@ -25,6 +25,7 @@
 mod diag;
 mod error;
 mod model;
+mod policy;
 mod raw;
 mod render;
 mod resolve;
@@ -39,6 +40,9 @@ mod yaml;
 pub use diag::{Diagnostic, Omitted, Pos, Severity, escape_file_name};
 pub use error::ModelError;
 pub use model::*;
+pub use policy::{
+    Allowance, CommitPolicy, HostPolicy, MAX_POLICY_BYTES, NodePolicy, load_policy, parse_policy,
+};
 pub use render::{render_file, render_revision};
 pub use resolve::{DesiredContainer, DesiredNode, Environment, ResolvedService, resolve, tracking};
 pub use secret::{EnvValue, SealedFile, Secret, SecretsFile, SopsValue};

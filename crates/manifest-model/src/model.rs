@@ -244,7 +244,7 @@ pub enum Protocol {
 }
 
 /// A bind mount.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeMount {
     /// Absolute, normalised host path.
@@ -254,6 +254,25 @@ pub struct VolumeMount {
     /// Mount read-only. [ext]
     #[serde(skip_serializing_if = "is_false")]
     pub read_only: bool,
+    /// Where `hostPath` is written, so the node's host policy can point at it. Not part of
+    /// what the mount is: equality and hashing leave it out.
+    #[serde(skip)]
+    pub at: crate::Pos,
+}
+
+impl PartialEq for VolumeMount {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.host_path, &self.container_path, self.read_only)
+            == (&other.host_path, &other.container_path, other.read_only)
+    }
+}
+
+impl Eq for VolumeMount {}
+
+impl std::hash::Hash for VolumeMount {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.host_path, &self.container_path, self.read_only).hash(state);
+    }
 }
 
 /// Readiness and liveness probes.

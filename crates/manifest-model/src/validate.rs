@@ -572,6 +572,7 @@ pub(crate) fn deployment(
             host_path,
             container_path,
             read_only: flag(cx, &format!("{f}.readOnly"), &v.value.read_only).unwrap_or(false),
+            at: pos(&v.value.host_path.referenced),
         });
     }
 

@@ -217,6 +217,7 @@ fn deployment_spec() -> impl Strategy<Value = DeploymentSpec> {
                         host_path,
                         container_path,
                         read_only,
+                        at: manifest_model::Pos::FILE,
                     })
                     .collect(),
                 env: env

@@ -17,6 +17,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 use x509_parser::extensions::GeneralName;
 
+use crate::BearerToken;
+
 /// Largest answer read.
 pub(crate) const MAX_RESPONSE: u64 = 8 << 20;
 
@@ -70,6 +72,34 @@ pub struct PeerCertificate {
 /// When `addr` cannot be reached or answers something that is not HTTP.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer, ClientError> {
     request(addr, "GET", path, &[], None, timeout)
+}
+
+/// `GET path` over plain HTTP from `addr`, within `timeout` per read or write, presenting
+/// `token` (when there is one) as `Authorization: Bearer`: the status API of an agent that
+/// listens beyond loopback.
+///
+/// # Errors
+/// As [`get`]; no error quotes the token.
+pub fn get_authorized(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&BearerToken>,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    match token {
+        Some(token) => {
+            let value = token.header_value();
+            request(
+                addr,
+                "GET",
+                path,
+                &[("Authorization", &value)],
+                None,
+                timeout,
+            )
+        }
+        None => get(addr, path, timeout),
+    }
 }
 
 /// One request over plain HTTP to `addr`, within `timeout` per read or write: `method path`,

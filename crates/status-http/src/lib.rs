@@ -11,39 +11,50 @@
 //! credential-bearing URL (RELIABILITY G3). Requests are bounded (G2): header size, time to
 //! send the headers, connection lifetime and the number of connections at once.
 //!
+//! Off loopback the API is guarded by a [`BearerToken`] from node-local configuration: every
+//! request but `/healthz` (left open for load balancers) must carry
+//! `Authorization: Bearer <token>`, or is answered 401 with nothing about the node.
+//!
 //! [`get`] is the matching client (`orun status`, tests, and the agent's http probes): one
 //! bounded request; [`get_https`] is the same over TLS, without certificate verification, for
 //! `https://` probes (`rustls`, like `hyper`, is known to this crate alone); [`request`] sends
 //! any method, headers and body (Caddy's admin API), and [`peer_certificate`] reads the
 //! certificate a TLS server presents for a name (`x509-parser`, known to this crate alone).
+//! [`get_authorized`] is [`get`] with the status API's token.
 
 mod client;
 mod snapshot;
 mod text;
+mod token;
 mod trusted;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::body::Bytes;
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use client::{Answer, ClientError, PeerCertificate, get, get_https, peer_certificate, request};
+pub use client::{
+    Answer, ClientError, PeerCertificate, get, get_authorized, get_https, peer_certificate, request,
+};
 pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
     ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot,
     human_bytes, short_container_id,
 };
 pub use text::render_text;
+pub use token::{BearerToken, TOKEN_MAX_BYTES, TOKEN_MIN_BYTES, access};
 pub use trusted::{Reply, Transport, call};
 
 /// Everything that can go wrong serving the status API.
@@ -52,6 +63,32 @@ pub enum StatusError {
     /// The listening socket could not be set up.
     #[error("cannot listen for the status API")]
     Listen(#[source] std::io::Error),
+    /// The status token file cannot be read.
+    #[error("cannot read the status token file {}", path.display())]
+    TokenFile {
+        /// The file named.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The status token is unusable (too short, too long, or not visible ASCII); the message
+    /// names the file but never quotes the token.
+    #[error("the status token{} is {why}", token::from_where(path.as_ref()))]
+    BadToken {
+        /// The file it came from, when it came from one.
+        path: Option<PathBuf>,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A status address beyond loopback without `--status-allow-remote` and a token.
+    #[error(
+        "--status-addr {addr} is not a loopback address: the status API goes beyond this host only with --status-allow-remote and a bearer token (`status.tokenFile` in the node policy)"
+    )]
+    Exposed {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Bounds on what one client can make the server do (RELIABILITY G2).
@@ -150,12 +187,17 @@ impl Status {
 
 /// Serves the status API on `listener` until `shutdown` completes.
 ///
+/// With a `token`, every request but `/healthz` must carry `Authorization: Bearer <token>`;
+/// without one, every request is answered (right for loopback only: the agent refuses a
+/// non-loopback address without a token).
+///
 /// # Errors
 /// [`StatusError::Listen`] when the listener cannot be handed to the runtime.
 pub async fn serve(
     listener: std::net::TcpListener,
     status: Status,
     limits: Limits,
+    token: Option<BearerToken>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StatusError> {
     listener
@@ -181,26 +223,63 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let status = status.clone();
+        let (status, token) = (status.clone(), token.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let status = status.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &status)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(stream), service);
-            // The lifetime bound also ends slow bodies and idle keep-alives.
-            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            serve_connection(stream, status, limits, token).await;
             drop(permit);
         });
     }
 }
 
+/// Serves the status API over one connection (`serve` calls it for each one it accepts; the
+/// fuzz target drives it over an in-memory stream), until the client closes it, breaks the
+/// protocol, or overstays `limits`' header timeout or connection lifetime. Errors end the
+/// connection and are not reported: a client gets what HTTP says and nothing more.
+///
+/// Needs a tokio runtime with its timer enabled.
+pub async fn serve_connection<IO>(
+    io: IO,
+    status: Status,
+    limits: Limits,
+    token: Option<BearerToken>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let service = service_fn(move |req| {
+        let answer = respond(&req, &status, token.as_ref());
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(io), service);
+    // The lifetime bound also ends slow bodies and idle keep-alives.
+    let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+}
+
 /// Answers one request from the snapshot; the request body is never read.
-fn respond(req: &Request<Incoming>, status: &Status) -> Response<Full<Bytes>> {
+fn respond<B>(
+    req: &Request<B>,
+    status: &Status,
+    token: Option<&BearerToken>,
+) -> Response<Full<Bytes>> {
+    // `/healthz` stays open (load balancers); everything else, known path or not, first
+    // proves the token, so a stranger learns nothing but that the API exists.
+    if let Some(token) = token
+        && req.uri().path() != "/healthz"
+        && !req
+            .headers()
+            .get(AUTHORIZATION)
+            .is_some_and(|v| token.admits(v.as_bytes()))
+    {
+        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"orun\""),
+        );
+        return r;
+    }
     let snap: &Snapshot = &status.get();
     let method = req.method();
     let allowed: &[Method] = match req.uri().path() {

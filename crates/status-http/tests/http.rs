@@ -25,7 +25,7 @@ fn start(status: Status, limits: Limits) -> (SocketAddr, tokio::sync::oneshot::S
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(serve(listener, status, limits, async {
+        rt.block_on(serve(listener, status, limits, None, async {
             let _ = rx.await;
         }))
         .unwrap();
