@@ -40,6 +40,17 @@ impl Token {
     pub fn new(token: &str) -> Self {
         Self(token.trim().to_owned())
     }
+
+    /// The token in the file at `path`.
+    ///
+    /// # Errors
+    /// [`GitError::Config`] naming the file when it cannot be read.
+    pub fn load(path: &Path) -> Result<Self, GitError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GitError::Config {
+            reason: format!("cannot read token file {}: {e}", path.display()),
+        })?;
+        Ok(Self::new(&text))
+    }
 }
 
 impl std::fmt::Debug for Token {

@@ -32,6 +32,21 @@ use crate::GitError;
 mod openpgp;
 mod ssh;
 
+/// What a parsing library said, made fit for a message: its first clause only, at most 160
+/// characters, no control characters. Some libraries' errors carry the input they choked
+/// on (rpgp's armor errors hold the rest of the block as a byte list): a hostile signature
+/// must not be echoed, unbounded, into logs and `/status`.
+pub(crate) fn library_says(e: &dyn fmt::Display) -> String {
+    let text = e.to_string();
+    let cut = text.find(['(', '[', '{', '\n']).unwrap_or(text.len());
+    text[..cut]
+        .trim_end()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(160)
+        .collect()
+}
+
 use openpgp::{parse_keyring, verify_openpgp};
 use ssh::{AllowedSigner, parse_allowed_signers, verify_ssh};
 

@@ -20,19 +20,24 @@ pub(super) fn parse_keyring(bytes: &[u8], name: &str) -> Result<Vec<SignedPublic
     let mut keys = Vec::new();
     if first & 0x80 != 0 {
         // Binary: OpenPGP packets begin with the high bit set; text never does here.
-        let parsed = SignedPublicKey::from_bytes_many(bytes)
-            .map_err(|e| format!("{name}: not an OpenPGP keyring: {e}"))?;
+        let parsed = SignedPublicKey::from_bytes_many(bytes).map_err(|e| {
+            format!(
+                "{name}: not an OpenPGP keyring: {}",
+                super::library_says(&e)
+            )
+        })?;
         for (i, key) in parsed.enumerate() {
-            let key = key.map_err(|e| format!("{name}: key {}: {e}", i + 1))?;
+            let key =
+                key.map_err(|e| format!("{name}: key {}: {}", i + 1, super::library_says(&e)))?;
             check_certificate(&key).map_err(|e| format!("{name}: key {}: {e}", i + 1))?;
             keys.push(key);
         }
     } else {
         for (line, block) in armour_blocks(bytes).map_err(|e| format!("{name}:{e}"))? {
             let (parsed, _headers) = SignedPublicKey::from_armor_many(block)
-                .map_err(|e| format!("{name}:{line}: {e}"))?;
+                .map_err(|e| format!("{name}:{line}: {}", super::library_says(&e)))?;
             for key in parsed {
-                let key = key.map_err(|e| format!("{name}:{line}: {e}"))?;
+                let key = key.map_err(|e| format!("{name}:{line}: {}", super::library_says(&e)))?;
                 check_certificate(&key).map_err(|e| format!("{name}:{line}: {e}"))?;
                 keys.push(key);
             }
@@ -102,7 +107,9 @@ pub(super) fn verify_openpgp(
     data: &[u8],
     trust: &Trust,
 ) -> Result<Signer, SignatureRefusal> {
-    let malformed = |e: pgp::errors::Error| SignatureRefusal::Malformed(format!("OpenPGP: {e}"));
+    let malformed = |e: pgp::errors::Error| {
+        SignatureRefusal::Malformed(format!("OpenPGP: {}", super::library_says(&e)))
+    };
     let (parsed, _headers) = DetachedSignature::from_armor_many(armour).map_err(malformed)?;
     let mut only = None;
     for sig in parsed {

@@ -128,7 +128,7 @@ pub(super) fn parse_signer_line(line: &str) -> Result<Option<AllowedSigner>, Str
         return Err(format!("no key data after {key_type}"));
     }
     let key = PublicKey::from_openssh(&format!("{key_type} {base64}"))
-        .map_err(|e| format!("invalid {key_type} key: {e}"))?;
+        .map_err(|e| format!("invalid {key_type} key: {}", super::library_says(&e)))?;
     check_ssh_key(&key)?;
     Ok(Some(AllowedSigner {
         principals: principals.to_owned(),
@@ -343,8 +343,9 @@ pub(super) fn verify_ssh(
     commit_time: i64,
     trust: &Trust,
 ) -> Result<Signer, SignatureRefusal> {
-    let sig = SshSig::from_pem(armour.trim_ascii())
-        .map_err(|e| SignatureRefusal::Malformed(format!("SSH signature: {e}")))?;
+    let sig = SshSig::from_pem(armour.trim_ascii()).map_err(|e| {
+        SignatureRefusal::Malformed(format!("SSH signature: {}", super::library_says(&e)))
+    })?;
     let fingerprint = sig.public_key().fingerprint(HashAlg::Sha256).to_string();
     let lines: Vec<&AllowedSigner> = trust
         .ssh
