@@ -272,14 +272,12 @@ impl Config {
             remote.deadline = t;
         }
         remote.ssh_key = args.ssh_key.or(file.ssh_key);
-        if let Some(path) = args.known_hosts.or(file.known_hosts) {
-            remote.known_hosts = Some(KnownHosts::load(&path)?);
+        let known_hosts = args.known_hosts.or(file.known_hosts);
+        if let Some(path) = &known_hosts {
+            remote.known_hosts = Some(KnownHosts::load(path)?);
         }
-        if let Some(path) = args.git_token_file.or(file.git_token_file) {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read token file {}", path.display()))?;
-            remote.token = Some(Token::new(&text));
-        }
+        let token_path = args.git_token_file.or(file.git_token_file);
+        remote.token = token_path.as_deref().map(Token::load).transpose()?;
         remote.check()?;
 
         let data_dir = args
@@ -314,6 +312,7 @@ impl Config {
             .or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
         engine.allow_remove_all = args.allow_remove_all || file.allow_remove_all.unwrap_or(false);
         engine.once = args.once;
+        engine.protect([args.config, known_hosts, token_path]);
         if let Some(path) = args.policy.or(file.policy) {
             engine.load_policy(cwd.join(path))?;
         }

@@ -153,7 +153,7 @@ impl Agent<Real> {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
         let dir = DataDir::lock(&cfg.data_dir)?;
-        let guard = cfg.guard();
+        let guard = cfg.guard().settled(&docker_runtime::policy::RealHost);
         let runtime = Docker::connect(cfg.docker_host.as_deref())
             .await
             .map_err(EngineError::docker("cannot start without Docker"))?
@@ -625,13 +625,10 @@ impl<W: World> Agent<W> {
     async fn load(&mut self, head: &Head, why: &str) {
         let Head { branch, commit } = head;
         let short = commit[..commit.len().min(12)].to_owned();
-        // A commit of another branch is no ancestor to compare with (not a force-push).
-        let current = self
-            .tracking
-            .current
-            .as_ref()
-            .filter(|c| c.branch == *branch)
-            .map(|c| c.commit.clone());
+        // The last commit accepted, as persisted: after a restart, and after a refusal, it
+        // is still what a new tip must descend from when the node requires signed commits
+        // (a tip of another branch included: switching is a jump like a force-push).
+        let current = self.store.state.current.clone();
         let read = self
             .tracking
             .git

@@ -525,7 +525,7 @@ fn vet(
         return Err(refuse(
             true,
             format!(
-                "commit {} does not descend from {}, the commit running: a force-push, or an older commit served again (set `commits.allowNonFastForward` in the node policy to follow it)",
+                "commit {} does not descend from {}, the last commit accepted: a force-push, another branch, or an older commit served again (set `commits.allowNonFastForward` in the node policy to follow it)",
                 short(commit),
                 short(current)
             ),
@@ -648,7 +648,7 @@ impl Git for MirrorGit {
             if let Some(current) = &current
                 && !mirror.descends_from(&commit, current)
             {
-                warn!(from = %current, to = %commit, "the branch was force-pushed: following it");
+                warn!(from = %current, to = %commit, "the branch was force-pushed (or the node moved to another branch): following it");
             }
             Some(match mirror.source(&commit) {
                 Ok(src) => judge(&src, Some(commit.as_str()), &node, &branch, &guard),

@@ -46,6 +46,9 @@ pub struct Settings {
     pub policy: manifest_model::NodePolicy,
     /// Where the policy was read from, protected from containers as the data dir is.
     pub policy_file: Option<PathBuf>,
+    /// Other node-local files the agent reads (its config file, `known_hosts`, the Git
+    /// token file), protected the same way.
+    pub own_files: Vec<PathBuf>,
 }
 
 /// Default of [`Settings::pull_check_interval`]: one `HEAD` of the manifest per image a
@@ -74,7 +77,13 @@ impl Settings {
             image_grace: DEFAULT_IMAGE_GRACE,
             policy: manifest_model::NodePolicy::default(),
             policy_file: None,
+            own_files: Vec::new(),
         }
+    }
+
+    /// Protects these files too (see [`Settings::own_files`]).
+    pub fn protect(&mut self, files: impl IntoIterator<Item = Option<PathBuf>>) {
+        self.own_files.extend(files.into_iter().flatten());
     }
 
     /// Reads the node policy at `path` (`--policy`).
@@ -126,11 +135,14 @@ impl Settings {
             self.policy_file.as_ref(),
             self.policy.status_token_file.as_ref(),
             self.registry_credentials.as_ref(),
+            self.registry_config.as_ref(),
+            self.remote.ssh_key.as_ref(),
         ];
         let protected = own
             .into_iter()
             .flatten()
             .chain(commits)
+            .chain(&self.own_files)
             .map(|p| {
                 // Judged where it really is, as bind sources are.
                 let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());

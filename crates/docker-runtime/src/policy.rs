@@ -10,13 +10,13 @@
 //! Manifests cannot ask for the last group today; the request is judged anyway, so a field
 //! added later is refused until this function learns it.
 
-use bollard::models::{ContainerCreateBody, HostConfigCgroupnsModeEnum, MountType};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, MountType};
 use manifest_model::HostPolicy;
 use reconcile_core::RenderedSpec;
 
 /// Paths no broad prefix allows: each is allowed only by a prefix at or inside it (or, for
 /// one that merely contains such a path, by naming the bound path itself). `/` is one too.
-pub const SYSTEM_PATHS: [&str; 16] = [
+pub const SYSTEM_PATHS: [&str; 19] = [
     "/etc",
     "/root",
     "/proc",
@@ -33,6 +33,11 @@ pub const SYSTEM_PATHS: [&str; 16] = [
     "/var/lib/docker",
     "/var/lib/containerd",
     "/var/log",
+    // Package scripts, kubelet, databases' own state: a write there is code run as root.
+    "/var/lib",
+    "/var/spool",
+    // Users' keys and shells' start-up files.
+    "/home",
 ];
 
 /// File names that are a container runtime's control socket wherever they are: whoever
@@ -49,7 +54,12 @@ pub const MAX_PATH: usize = 4096;
 pub trait HostFs {
     /// The target of `path` when it is a symbolic link; `None` when it is anything else or
     /// does not exist.
-    fn read_link(&self, path: &str) -> Option<String>;
+    ///
+    /// # Errors
+    /// Why `path` cannot be judged (a link whose target is not UTF-8, a folder that cannot
+    /// be read): never taken for "not a link", which would let the kernel follow a link
+    /// the policy did not.
+    fn read_link(&self, path: &str) -> Result<Option<String>, &'static str>;
 }
 
 /// The real host.
@@ -57,9 +67,20 @@ pub trait HostFs {
 pub struct RealHost;
 
 impl HostFs for RealHost {
-    fn read_link(&self, path: &str) -> Option<String> {
-        let target = std::fs::read_link(path).ok()?;
-        target.into_os_string().into_string().ok()
+    fn read_link(&self, path: &str) -> Result<Option<String>, &'static str> {
+        use std::io::ErrorKind::{NotADirectory, NotFound};
+        match std::fs::symlink_metadata(path) {
+            // The rest of the path does not exist: Docker creates it, as written.
+            Err(e) if matches!(e.kind(), NotFound | NotADirectory) => Ok(None),
+            Err(_) => Err("cannot be examined on this host"),
+            Ok(m) if !m.file_type().is_symlink() => Ok(None),
+            Ok(_) => std::fs::read_link(path)
+                .map_err(|_| "passes through a symbolic link that cannot be read")?
+                .into_os_string()
+                .into_string()
+                .map(Some)
+                .map_err(|_| "passes through a symbolic link whose target is not UTF-8"),
+        }
     }
 }
 
@@ -69,19 +90,54 @@ impl HostFs for RealHost {
 pub struct KnownLinks(pub std::collections::BTreeMap<String, String>);
 
 impl HostFs for KnownLinks {
-    fn read_link(&self, path: &str) -> Option<String> {
-        self.0.get(path).cloned()
+    fn read_link(&self, path: &str) -> Result<Option<String>, &'static str> {
+        Ok(self.0.get(path).cloned())
     }
 }
 
 /// What the policy guards: the node's allowances and the agent's own files.
 #[derive(Clone, Debug, Default)]
 pub struct Guard {
-    /// What the node allows.
+    /// What the node allows, compared as written: [`Guard::settled`] resolves it once.
     pub host: HostPolicy,
     /// The agent's own paths (its data dir, keys, policy file): protected as system paths
     /// are, since a container reaching them could rewrite what the agent trusts.
     pub protected: Vec<String>,
+}
+
+impl Guard {
+    /// The guard with its allowed prefixes and protected paths replaced by where they lead
+    /// on `fs` now, and every system path that leads elsewhere (`/var/run` to `/run`,
+    /// `/var/lib/docker` to another disk) protected there too. Done once, when the agent
+    /// starts: resolving an entry at each check would follow a link a container had since
+    /// planted inside an allowed folder, and widen the policy to wherever it points.
+    #[must_use]
+    pub fn settled(mut self, fs: &dyn HostFs) -> Self {
+        let on_host = |p: &mut String| {
+            if let Ok(r) = resolve(p, fs) {
+                *p = r;
+            }
+        };
+        self.host.all.bind.iter_mut().for_each(on_host);
+        for own in self.host.deployments.values_mut() {
+            own.bind.iter_mut().for_each(on_host);
+        }
+        let mut protected = Vec::with_capacity(self.protected.len() + SYSTEM_PATHS.len());
+        for p in self
+            .protected
+            .iter()
+            .map(String::as_str)
+            .chain(SYSTEM_PATHS)
+        {
+            let r = resolve(p, fs).unwrap_or_else(|_| p.to_owned());
+            // Bind sources are judged resolved, so only where a path leads matters.
+            if !SYSTEM_PATHS.contains(&r.as_str()) && !protected.contains(&r) {
+                protected.push(r);
+            }
+        }
+        self.protected = protected;
+        self
+    }
 }
 
 /// One thing the request may not do.
@@ -134,7 +190,7 @@ pub fn resolve(path: &str, fs: &dyn HostFs) -> Result<String, &'static str> {
                 if done.len() > MAX_PATH {
                     return Err("is longer than 4096 bytes once its links are followed");
                 }
-                let Some(target) = fs.read_link(&done) else {
+                let Some(target) = fs.read_link(&done)? else {
                     continue;
                 };
                 links += 1;
@@ -242,12 +298,10 @@ pub fn check(
     let Some(host) = &body.host_config else {
         return out;
     };
-    // Entries are followed as binds are: `/var/run/docker.sock` names the socket where
-    // `/var/run` leads (`/run` on Debian), as Docker would bind it.
-    let on_host = |p: &str| resolve(p, fs).unwrap_or_else(|_| p.to_owned());
-    let allowed: Vec<String> = guard.host.allowed_for(deployment).map(on_host).collect();
-    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
-    let protected: Vec<String> = guard.protected.iter().map(|p| on_host(p)).collect();
+    // Entries are compared as they are: the agent settles them once at start
+    // (`Guard::settled`), so `/var/run/docker.sock` names the socket where `/var/run` led.
+    let allowed: Vec<&str> = guard.host.allowed_for(deployment).collect();
+    let protected = &guard.protected;
     let mut deny = |volume: Option<usize>, field: &str, message: String| {
         out.push(Violation {
             volume,
@@ -260,14 +314,14 @@ pub fn check(
         if !source.starts_with('/') && guard.host.volume_allowed(deployment, source) {
             continue;
         }
-        if let Some(why) = judge_source(source, &allowed, &protected, fs) {
+        if let Some(why) = judge_source(source, &allowed, protected, fs) {
             deny(Some(i), "HostConfig.Binds", why);
         }
     }
     for m in host.mounts.iter().flatten() {
         let why = match m.typ {
             Some(MountType::BIND) => {
-                judge_source(m.source.as_deref().unwrap_or(""), &allowed, &protected, fs)
+                judge_source(m.source.as_deref().unwrap_or(""), &allowed, protected, fs)
             }
             Some(MountType::TMPFS) => None,
             _ => Some("only bind and tmpfs mounts are allowed".to_owned()),
@@ -276,102 +330,283 @@ pub fn check(
             deny(None, "HostConfig.Mounts", why);
         }
     }
-    let mut deny_if = |set: bool, field: &str, what: &str| {
+    for (field, what) in options(body) {
+        out.push(Violation {
+            volume: None,
+            field: field.to_owned(),
+            message: format!("{what} is not allowed on this node"),
+        });
+    }
+    out
+}
+
+/// Every option of the request, other than mounts, that reaches beyond the container, as
+/// (Docker's field, what it does). Both structs are taken apart field by field with no
+/// `..`: a field a newer Docker API adds stops this crate compiling until it is judged here.
+fn options(body: &ContainerCreateBody) -> Vec<(&'static str, &'static str)> {
+    let ContainerCreateBody {
+        // What runs, as the manifest says, inside the container.
+        hostname: _,
+        domainname: _,
+        user: _,
+        attach_stdin: _,
+        attach_stdout: _,
+        attach_stderr: _,
+        exposed_ports: _,
+        tty: _,
+        open_stdin: _,
+        stdin_once: _,
+        env: _,
+        cmd: _,
+        healthcheck: _,
+        args_escaped: _,
+        image: _,
+        // Anonymous volumes live in Docker's storage.
+        volumes: _,
+        working_dir: _,
+        entrypoint: _,
+        network_disabled: _,
+        on_build: _,
+        labels: _,
+        stop_signal: _,
+        stop_timeout: _,
+        shell: _,
+        host_config,
+        networking_config,
+    } = body;
+    let mut out = Vec::new();
+    let mut deny = |set: bool, field: &'static str, what: &'static str| {
         if set {
-            out.push(Violation {
-                volume: None,
-                field: field.to_owned(),
-                message: format!("{what} is not allowed on this node"),
-            });
+            out.push((field, what));
         }
     };
-    let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    // orun joins a network through `NetworkMode` alone; endpoint settings could name any.
+    deny(
+        networking_config.is_some(),
+        "NetworkingConfig",
+        "a network endpoint setting",
+    );
+    let Some(host) = host_config else {
+        return out;
+    };
+    let HostConfig {
+        // Limits and accounting: they bound the container, never widen it.
+        cpu_shares: _,
+        memory: _,
+        blkio_weight: _,
+        blkio_weight_device: _,
+        blkio_device_read_bps: _,
+        blkio_device_write_bps: _,
+        blkio_device_read_iops: _,
+        blkio_device_write_iops: _,
+        cpu_period: _,
+        cpu_quota: _,
+        cpu_realtime_period: _,
+        cpu_realtime_runtime: _,
+        cpuset_cpus: _,
+        cpuset_mems: _,
+        memory_reservation: _,
+        memory_swap: _,
+        memory_swappiness: _,
+        nano_cpus: _,
+        init: _,
+        pids_limit: _,
+        ulimits: _,
+        cpu_count: _,
+        cpu_percent: _,
+        io_maximum_iops: _,
+        io_maximum_bandwidth: _,
+        shm_size: _,
+        console_size: _,
+        // Inside the container's own namespaces.
+        port_bindings: _,
+        restart_policy: _,
+        auto_remove: _,
+        cap_drop: _,
+        dns: _,
+        dns_options: _,
+        dns_search: _,
+        extra_hosts: _,
+        tmpfs: _,
+        readonly_rootfs: _,
+        // Judged with the mounts, in `check`.
+        binds: _,
+        mounts: _,
+        cgroup_parent,
+        devices,
+        device_cgroup_rules,
+        device_requests,
+        oom_kill_disable,
+        container_id_file,
+        log_config,
+        network_mode,
+        volume_driver,
+        volumes_from,
+        annotations,
+        cap_add,
+        cgroupns_mode,
+        group_add,
+        ipc_mode,
+        cgroup,
+        links,
+        oom_score_adj,
+        pid_mode,
+        privileged,
+        publish_all_ports,
+        security_opt,
+        storage_opt,
+        uts_mode,
+        userns_mode,
+        sysctls,
+        runtime,
+        isolation,
+        masked_paths,
+        readonly_paths,
+    } = host;
+    let some = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
     let shares = |mode: &Option<String>| {
         mode.as_deref()
             .is_some_and(|m| m == "host" || m.starts_with("container:"))
     };
-    deny_if(
-        host.privileged == Some(true),
+    deny(
+        *privileged == Some(true),
         "HostConfig.Privileged",
         "privileged mode",
     );
-    deny_if(
-        nonempty(&host.cap_add),
-        "HostConfig.CapAdd",
-        "adding capabilities",
-    );
-    deny_if(
-        host.devices.as_ref().is_some_and(|d| !d.is_empty()),
+    deny(some(cap_add), "HostConfig.CapAdd", "adding capabilities");
+    deny(
+        devices.as_ref().is_some_and(|d| !d.is_empty()),
         "HostConfig.Devices",
         "a host device",
     );
-    deny_if(
-        host.device_requests.as_ref().is_some_and(|d| !d.is_empty()),
+    deny(
+        device_requests.as_ref().is_some_and(|d| !d.is_empty()),
         "HostConfig.DeviceRequests",
         "a device request",
     );
-    deny_if(
-        nonempty(&host.device_cgroup_rules),
+    deny(
+        some(device_cgroup_rules),
         "HostConfig.DeviceCgroupRules",
         "a device cgroup rule",
     );
-    deny_if(
-        shares(&host.network_mode),
+    deny(
+        shares(network_mode),
         "HostConfig.NetworkMode",
         "the host's (or another container's) network",
     );
-    deny_if(
-        shares(&host.pid_mode),
+    deny(
+        shares(pid_mode),
         "HostConfig.PidMode",
         "the host's (or another container's) process namespace",
     );
-    deny_if(
-        shares(&host.ipc_mode),
+    deny(
+        shares(ipc_mode),
         "HostConfig.IpcMode",
         "the host's (or another container's) IPC namespace",
     );
-    deny_if(
-        host.uts_mode.as_deref() == Some("host"),
+    deny(
+        uts_mode.as_deref() == Some("host"),
         "HostConfig.UTSMode",
         "the host's UTS namespace",
     );
-    deny_if(
-        host.userns_mode.as_deref() == Some("host"),
+    deny(
+        userns_mode.as_deref() == Some("host"),
         "HostConfig.UsernsMode",
         "the host's user namespace",
     );
-    deny_if(
-        host.cgroupns_mode == Some(HostConfigCgroupnsModeEnum::HOST),
+    deny(
+        *cgroupns_mode == Some(HostConfigCgroupnsModeEnum::HOST),
         "HostConfig.CgroupnsMode",
         "the host's cgroup namespace",
     );
-    deny_if(
-        host.security_opt
-            .iter()
-            .flatten()
-            .any(|o| o.contains("unconfined") || o.replace('=', ":") == "label:disable"),
-        "HostConfig.SecurityOpt",
-        "an unconfined security profile",
+    deny(cgroup.is_some(), "HostConfig.Cgroup", "another cgroup");
+    deny(
+        cgroup_parent.as_deref().is_some_and(|d| !d.is_empty()),
+        "HostConfig.CgroupParent",
+        "a cgroup parent",
     );
-    deny_if(
-        host.sysctls.as_ref().is_some_and(|s| !s.is_empty()),
+    // Any option at all: orun sets none, and seccomp or AppArmor profiles given inline,
+    // `label=type:spc_t` or `systempaths=unconfined` each undo the default confinement.
+    deny(
+        some(security_opt),
+        "HostConfig.SecurityOpt",
+        "a security option",
+    );
+    deny(
+        masked_paths.is_some(),
+        "HostConfig.MaskedPaths",
+        "changing the masked paths",
+    );
+    deny(
+        readonly_paths.is_some(),
+        "HostConfig.ReadonlyPaths",
+        "changing the read-only paths",
+    );
+    deny(
+        runtime.is_some(),
+        "HostConfig.Runtime",
+        "another container runtime",
+    );
+    deny(
+        isolation.is_some(),
+        "HostConfig.Isolation",
+        "an isolation mode",
+    );
+    deny(
+        sysctls.as_ref().is_some_and(|s| !s.is_empty()),
         "HostConfig.Sysctls",
         "setting sysctls",
     );
-    deny_if(
-        nonempty(&host.volumes_from),
+    deny(
+        some(volumes_from),
         "HostConfig.VolumesFrom",
         "another container's volumes",
     );
-    deny_if(
-        host.volume_driver.as_deref().is_some_and(|d| !d.is_empty()),
+    deny(
+        volume_driver.as_deref().is_some_and(|d| !d.is_empty()),
         "HostConfig.VolumeDriver",
         "a volume driver",
     );
-    deny_if(
-        host.cgroup_parent.as_deref().is_some_and(|d| !d.is_empty()),
-        "HostConfig.CgroupParent",
-        "a cgroup parent",
+    deny(
+        some(group_add),
+        "HostConfig.GroupAdd",
+        "adding groups (the `docker` group is root)",
+    );
+    deny(some(links), "HostConfig.Links", "a legacy container link");
+    deny(
+        *oom_kill_disable == Some(true),
+        "HostConfig.OomKillDisable",
+        "disabling the OOM killer",
+    );
+    deny(
+        oom_score_adj.is_some_and(|a| a < 0),
+        "HostConfig.OomScoreAdj",
+        "a lower OOM score",
+    );
+    deny(
+        *publish_all_ports == Some(true),
+        "HostConfig.PublishAllPorts",
+        "publishing every port",
+    );
+    deny(
+        container_id_file.as_deref().is_some_and(|f| !f.is_empty()),
+        "HostConfig.ContainerIDFile",
+        "writing a host file",
+    );
+    deny(
+        log_config.is_some(),
+        "HostConfig.LogConfig",
+        "another log driver",
+    );
+    deny(
+        storage_opt.as_ref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.StorageOpt",
+        "a storage option",
+    );
+    deny(
+        annotations.as_ref().is_some_and(|a| !a.is_empty()),
+        "HostConfig.Annotations",
+        "a runtime annotation",
     );
     out
 }
@@ -420,6 +655,24 @@ pub fn check_spec(
     Ok(check(&body, deployment, guard, fs))
 }
 
+/// Where the spec's `i`th mount is written in its manifest, and its field. The spec keeps
+/// its mounts in a canonical order, not the manifest's: the entry is found by what it
+/// mounts.
+fn written(
+    manifest: Option<&manifest_model::Deployment>,
+    spec: &RenderedSpec,
+    i: usize,
+) -> Option<(manifest_model::Pos, String)> {
+    let r = spec.volumes.get(i)?;
+    let (j, m) = manifest?
+        .spec
+        .volumes
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.host_path == r.host_path && m.container_path == r.container_path)?;
+    Some((m.at, format!("spec.volumes[{j}].hostPath")))
+}
+
 /// Every container `node` would run, judged as [`check`] judges its request: what a node
 /// refuses a revision for, as diagnostics naming the deployment's file, and for a bind the
 /// line and field of its `hostPath`.
@@ -432,7 +685,10 @@ pub fn judge_node(
     use manifest_model::{Diagnostic, Pos};
     let desired = reconcile_core::Desired::from_node(node, None, |_| None, &Default::default());
     let mut out = Vec::new();
-    for d in &desired.deployments {
+    // Every host-path bind of the node, resolved, for the nesting rule below.
+    let mut binds: Vec<(usize, usize, String)> = Vec::new();
+    let mut writable = std::collections::HashSet::new();
+    for (n, d) in desired.deployments.iter().enumerate() {
         let manifest = rev.deployments.get(&d.name);
         let file = manifest.map_or("deployments", |m| m.file.as_str());
         let refused = match check_spec(&d.spec, &d.name, guard, fs) {
@@ -443,19 +699,43 @@ pub fn judge_node(
             }
         };
         for v in refused {
-            // The spec keeps its mounts in a canonical order, not the manifest's: the
-            // manifest's entry is found by what it mounts.
-            let written = v.volume.and_then(|i| d.spec.volumes.get(i)).and_then(|r| {
-                let volumes = &manifest?.spec.volumes;
-                volumes.iter().enumerate().find(|(_, m)| {
-                    m.host_path == r.host_path && m.container_path == r.container_path
-                })
-            });
-            let (at, field) = match written {
-                Some((i, m)) => (m.at, format!("spec.volumes[{i}].hostPath")),
-                None => (Pos::FILE, v.field),
-            };
+            let (at, field) = v
+                .volume
+                .and_then(|i| written(manifest, &d.spec, i))
+                .unwrap_or((Pos::FILE, v.field));
             out.push(Diagnostic::error(file, at, &field, v.message));
+        }
+        for (i, v) in d.spec.volumes.iter().enumerate() {
+            let Ok(resolved) = resolve(&v.host_path, fs) else {
+                continue;
+            };
+            if !v.read_only {
+                writable.insert(resolved.clone());
+            }
+            binds.push((n, i, resolved));
+        }
+    }
+    // Docker finds a bind's host path again at every start of its container. One inside a
+    // folder some container can write could be swapped for a link to anywhere, and the next
+    // restart would follow it past every check: refused. Each bind looks up its ancestors
+    // only, so the rule costs the node's binds times their depth.
+    for (n, i, resolved) in binds {
+        let inside = resolved
+            .match_indices('/')
+            .map(|(at, _)| if at == 0 { "/" } else { &resolved[..at] })
+            .any(|ancestor| ancestor != resolved && writable.contains(ancestor));
+        if inside {
+            let d = &desired.deployments[n];
+            let manifest = rev.deployments.get(&d.name);
+            let file = manifest.map_or("deployments", |m| m.file.as_str());
+            let (at, field) =
+                written(manifest, &d.spec, i).unwrap_or((Pos::FILE, "HostConfig.Binds".to_owned()));
+            out.push(Diagnostic::error(
+                file,
+                at,
+                &field,
+                "this host path lies inside a folder another bind of this node mounts read-write, where a container could replace it with a link to anywhere; mount that folder read-only, or bind folders apart",
+            ));
         }
     }
     out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -465,7 +745,7 @@ pub fn judge_node(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{HostConfig, Mount};
+    use bollard::models::Mount;
 
     fn links(pairs: &[(&str, &str)]) -> KnownLinks {
         KnownLinks(
@@ -503,6 +783,40 @@ mod tests {
         !check(&binds(&[path]), "web", g, fs).is_empty()
     }
 
+    fn node_with(volumes: &[(&str, bool)]) -> Vec<manifest_model::Diagnostic> {
+        let mut yaml = String::from(
+            "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: busybox:1\n  volumes:\n",
+        );
+        for (i, (path, ro)) in volumes.iter().enumerate() {
+            yaml.push_str(&format!(
+                "    - hostPath: {path}\n      containerPath: /m{i}\n      readOnly: {ro}\n"
+            ));
+        }
+        let src = manifest_model::MemSource::new()
+            .with(
+                "nodes/n.yaml",
+                "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: n\nspec:\n  host: 10.0.0.1\n  gitRepo: /srv/r.git\n",
+            )
+            .with("deployments/web.yaml", yaml);
+        let rev = manifest_model::load(&src, &manifest_model::Limits::default())
+            .into_result()
+            .unwrap()
+            .0;
+        let node = manifest_model::resolve(&rev, "n", None).unwrap();
+        judge_node(&rev, &node, &guard(&["/srv"]), &KnownLinks::default())
+    }
+
+    #[test]
+    fn a_bind_inside_a_writable_bind_is_refused_at_its_line() {
+        assert!(node_with(&[("/srv/a", false), ("/srv/b", false)]).is_empty());
+        assert!(node_with(&[("/srv/a", true), ("/srv/a/x", false)]).is_empty());
+        let refused = node_with(&[("/srv/a", false), ("/srv/a/x", true)]);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let shown = refused[0].to_string();
+        assert!(shown.starts_with("deployments/web.yaml:11:"), "{shown}");
+        assert!(shown.contains("spec.volumes[1].hostPath") && shown.contains("read-write"));
+    }
+
     #[test]
     fn links_are_followed_as_the_kernel_does() {
         let fs = links(&[
@@ -520,6 +834,32 @@ mod tests {
         assert_eq!(resolve("/new/dir", &fs).unwrap(), "/new/dir");
         assert!(resolve("/loop/x", &fs).is_err());
         assert!(resolve("relative", &fs).is_err());
+    }
+
+    #[test]
+    fn a_real_link_that_cannot_be_read_as_text_is_refused() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path())
+            .unwrap()
+            .display()
+            .to_string();
+        let odd = std::ffi::OsStr::from_bytes(b"/\xff");
+        std::os::unix::fs::symlink(odd, dir.path().join("x")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
+        assert_eq!(
+            resolve(&format!("{root}/x/y"), &RealHost),
+            Err("passes through a symbolic link whose target is not UTF-8")
+        );
+        assert_eq!(
+            resolve(&format!("{root}/etc/ssl"), &RealHost).unwrap(),
+            "/etc/ssl"
+        );
+        assert_eq!(
+            resolve(&format!("{root}/new/dir"), &RealHost).unwrap(),
+            format!("{root}/new/dir")
+        );
+        assert!(refused(&guard(&[&root]), &RealHost, &format!("{root}/x/y")));
     }
 
     #[test]
@@ -551,9 +891,29 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_followed_as_binds_are() {
-        let fs = links(&[("/var/run", "/run")]);
-        let g = guard(&["/var/run/docker.sock"]);
+    fn entries_are_followed_once_when_settled() {
+        let fs = links(&[("/var/run", "/run"), ("/data", "/mnt/disk")]);
+        let g = guard(&["/var/run/docker.sock", "/data/app"]).settled(&fs);
+        assert_eq!(g.host.all.bind, ["/run/docker.sock", "/mnt/disk/app"]);
+        assert!(!refused(&g, &fs, "/data/app/x"));
+        // A link planted later inside an allowed folder does not move the entry.
+        let later = links(&[
+            ("/var/run", "/run"),
+            ("/data", "/mnt/disk"),
+            ("/mnt/disk/app", "/"),
+        ]);
+        assert!(refused(&g, &later, "/data/app"));
+        // A system path that leads elsewhere is protected where it leads.
+        let moved = links(&[("/var/lib/docker", "/srv/docker")]);
+        let g = guard(&["/srv"]).settled(&moved);
+        assert!(refused(&g, &moved, "/srv/docker/volumes"));
+        assert!(!refused(&g, &moved, "/srv/data"));
+        // Found by the fuzz target (fuzz/regressions/host_policy): a protected path written
+        // unclean is kept clean, as binds are judged.
+        let mut g = guard(&[]);
+        g.protected = vec!["/opt//run/".to_owned()];
+        assert_eq!(g.settled(&fs).protected, ["/opt/run"]);
+        let g = guard(&["/var/run/docker.sock"]).settled(&fs);
         assert!(!refused(&g, &fs, "/var/run/docker.sock"));
         assert!(!refused(&g, &fs, "/run/docker.sock"));
     }
@@ -658,6 +1018,26 @@ mod tests {
             },
             HostConfig {
                 binds: Some(vec!["named:/data".into()]),
+                ..HostConfig::default()
+            },
+            HostConfig {
+                security_opt: Some(vec!["label=type:spc_t".into()]),
+                ..HostConfig::default()
+            },
+            HostConfig {
+                masked_paths: Some(Vec::new()),
+                ..HostConfig::default()
+            },
+            HostConfig {
+                runtime: Some("runc-unsafe".into()),
+                ..HostConfig::default()
+            },
+            HostConfig {
+                group_add: Some(vec!["docker".into()]),
+                ..HostConfig::default()
+            },
+            HostConfig {
+                container_id_file: Some("/etc/cron.d/x".into()),
                 ..HostConfig::default()
             },
             HostConfig {
