@@ -32,7 +32,17 @@ use anyhow::{Context, Result, bail};
 mod bench;
 
 /// The fuzz targets, each run in turn by `cargo xtask fuzz` when none is named.
-const FUZZ_TARGETS: [&str; 4] = ["parse_revision", "load_repo", "plan_actual", "values"];
+const FUZZ_TARGETS: [&str; 9] = [
+    "parse_revision",
+    "load_repo",
+    "plan_actual",
+    "values",
+    "sops_envelope",
+    "path_resolution",
+    "host_policy",
+    "status_request",
+    "commit_signature",
+];
 /// How long `cargo xtask fuzz` runs when `--seconds` is not given.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
 
@@ -162,7 +172,7 @@ fn test_steps() -> Vec<Step> {
 }
 
 /// The end-to-end suites alone (`tests/e2e.rs`, `tests/rollouts.rs`, `tests/secrets.rs`,
-/// `tests/ingress.rs`, `tests/images.rs`, `tests/registry.rs`).
+/// `tests/ingress.rs`, `tests/images.rs`, `tests/registry.rs`, `tests/trust.rs`).
 fn e2e_steps() -> Vec<Step> {
     vec![
         build_binaries(),
@@ -184,6 +194,8 @@ fn e2e_steps() -> Vec<Step> {
                 "images",
                 "--test",
                 "registry",
+                "--test",
+                "trust",
             ],
         )
         .require_all(),
@@ -715,19 +727,20 @@ const SIM_TEST: [&str; 10] = [
 /// Fuzzes one target for `seconds`.
 fn fuzz_one(target: &str, seconds: u64) -> Result<()> {
     let max_time = format!("-max_total_time={seconds}");
-    // New inputs go to the untracked corpus; the committed seeds (valid and broken manifests
-    // from the test fixtures) give libFuzzer the grammar's shape to start from.
+    // New inputs go to the untracked corpus (the first directory); the committed seeds
+    // (valid and broken manifests from the test fixtures) give libFuzzer the grammar's shape
+    // to start from.
     let corpus = format!("fuzz/corpus/{target}");
     let seeds = format!("fuzz/seeds/{target}");
     std::fs::create_dir_all(workspace_root().join(&corpus)).context("creating the fuzz corpus")?;
-    Step::cargo(
-        "fuzzing",
-        &[
-            "fuzz", "run", "-s", "none", target, &corpus, &seeds, "--", &max_time,
-        ],
-    )
-    .needs(Tool::CARGO_FUZZ)
-    .run()
+    let mut args = vec!["fuzz", "run", "-s", "none", target, &corpus, &seeds];
+    // Every input a campaign once crashed on is run first, each time: a regression fails.
+    let regressions = format!("fuzz/regressions/{target}");
+    if workspace_root().join(&regressions).is_dir() {
+        args.push(&regressions);
+    }
+    args.extend(["--", &max_time]);
+    Step::cargo("fuzzing", &args).needs(Tool::CARGO_FUZZ).run()
 }
 
 /// Makes a Docker daemon answer `docker info`: the one already running (wherever `DOCKER_HOST`
