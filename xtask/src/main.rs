@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod campaign;
 
 /// The fuzz targets, each run in turn by `cargo xtask fuzz` when none is named.
 const FUZZ_TARGETS: [&str; 9] = [
@@ -65,6 +66,9 @@ Commands:
   e2e                           run only the end-to-end suite (agent, real Docker and Git)
   lint                          rustfmt check, clippy -D warnings, cargo deny, fuzz build
   fuzz [--seconds N] [TARGET]   fuzz TARGET (default: each target in turn) for N seconds (default 60)
+  fuzz --cpu-minutes N [TARGET] a campaign: each until it has used N minutes of CPU, logged in
+                                target/fuzz-campaigns/
+  fuzz --report                 write the campaigns' figures into docs/BENCHMARKS.md (section 8)
   sim [--seed N] [--scenarios N]
                                 run N simulated scenarios (default 10000) of the engine from
                                 seed N (default 0); `--seed N` alone replays that one scenario
@@ -636,9 +640,21 @@ fn ensure_programs(wanted: &[(&str, &'static str)]) -> Result<()> {
 
 fn fuzz(args: &[String]) -> Result<()> {
     let mut seconds = DEFAULT_FUZZ_SECONDS;
+    let mut cpu_minutes: Option<u64> = None;
     let mut target: Option<&str> = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
+        if arg == "--report" {
+            return campaign::report();
+        }
+        if arg == "--cpu-minutes" {
+            let value = args.next().context("`--cpu-minutes` needs a value")?;
+            let minutes = value
+                .parse()
+                .with_context(|| format!("`--cpu-minutes` wants a whole number, got `{value}`"))?;
+            cpu_minutes = Some(minutes);
+            continue;
+        }
         let value = if arg == "--seconds" {
             Some(args.next().context("`--seconds` needs a value")?.as_str())
         } else {
@@ -660,13 +676,17 @@ fn fuzz(args: &[String]) -> Result<()> {
     if !workspace_root().join("fuzz/Cargo.toml").is_file() {
         bail!("there is no fuzz crate yet (fuzz/Cargo.toml)");
     }
+    let one = |t: &str| match cpu_minutes {
+        Some(m) => campaign::run(t, m * 60),
+        None => fuzz_one(t, seconds),
+    };
     match target {
-        Some(t) if FUZZ_TARGETS.contains(&t) => fuzz_one(t, seconds),
+        Some(t) if FUZZ_TARGETS.contains(&t) => one(t),
         Some(t) => bail!(
             "unknown fuzz target `{t}`; targets: {}",
             FUZZ_TARGETS.join(", ")
         ),
-        None => FUZZ_TARGETS.iter().try_for_each(|t| fuzz_one(t, seconds)),
+        None => FUZZ_TARGETS.iter().try_for_each(|t| one(t)),
     }
 }
 

@@ -157,7 +157,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         super::ensure_programs(&[("caddy", "caddy")])?;
         report.ingress = bench_lines("ingress", "switch", &[])?;
     }
-    let text = report.render(&opts);
+    let mut text = report.render(&opts);
+    // The fuzz campaigns' section is `cargo xtask fuzz --report`'s: kept as it stands.
+    if let Some(kept) = fs::read_to_string(&opts.out)
+        .ok()
+        .and_then(|old| super::campaign::existing(&old))
+    {
+        text = super::campaign::splice(&text, &format!("{}\n", kept.trim_end()));
+    }
     if let Some(dir) = opts.out.parent() {
         fs::create_dir_all(dir)?;
     }
