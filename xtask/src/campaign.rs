@@ -216,6 +216,19 @@ Each target fuzzed alone until libFuzzer had used its CPU budget (`cargo xtask f
             f.crashes
         );
     }
+    let stamp = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        s,
+        "\nReported on {} at commit {}; each campaign's log is in `target/fuzz-campaigns/`.",
+        stamp("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        stamp("git", &["rev-parse", "--short", "HEAD"])
+    );
     let kept = regressions();
     let _ = writeln!(
         s,
