@@ -27,6 +27,20 @@ pub(super) struct AllowedSigner {
     pub(super) fingerprint: String,
 }
 
+/// A line's complaint, at most 200 bytes: it may quote the line (an unknown option, a bad
+/// time), and a line of the file can be a megabyte long (found by the `commit_signature`
+/// fuzz target).
+fn bounded(why: &str) -> String {
+    if why.len() <= 200 {
+        return why.to_owned();
+    }
+    let mut end = 200;
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &why[..end])
+}
+
 /// Parses an allowed signers file; errors read `{name}:{line}: why`.
 pub(super) fn parse_allowed_signers(text: &str, name: &str) -> Result<Vec<AllowedSigner>, String> {
     if text.len() > MAX_ALLOWED_SIGNERS {
@@ -44,7 +58,7 @@ pub(super) fn parse_allowed_signers(text: &str, name: &str) -> Result<Vec<Allowe
         match parse_signer_line(line) {
             Ok(Some(signer)) => signers.push(signer),
             Ok(None) => {}
-            Err(why) => return Err(format!("{name}:{}: {why}", i + 1)),
+            Err(why) => return Err(format!("{name}:{}: {}", i + 1, bounded(&why))),
         }
     }
     Ok(signers)
