@@ -83,10 +83,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         report.diagnostics.extend(more);
     }
     let policy = match &args.policy {
-        Some(path) => manifest_model::load_policy(path).map_err(|problems| {
-            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("the node policy is refused:\n  {}", shown.join("\n  "))
-        })?,
+        Some(path) => manifest_model::load_policy(path)?,
         None => manifest_model::NodePolicy::default(),
     };
     let resolved = match (&report.revision, &args.node) {

@@ -91,13 +91,8 @@ impl Settings {
     /// # Errors
     /// [`crate::EngineError::Settings`] with every problem found, each with line and field.
     pub fn load_policy(&mut self, path: PathBuf) -> Result<(), crate::EngineError> {
-        let policy = manifest_model::load_policy(&path).map_err(|problems| {
-            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            crate::EngineError::Settings(format!(
-                "the node policy is refused:\n  {}",
-                shown.join("\n  ")
-            ))
-        })?;
+        let policy = manifest_model::load_policy(&path)
+            .map_err(|e| crate::EngineError::Settings(e.to_string()))?;
         self.policy = policy;
         self.policy_file = Some(path);
         Ok(())

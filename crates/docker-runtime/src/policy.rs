@@ -688,9 +688,13 @@ pub fn judge_node(
     // Every host-path bind of the node, resolved, for the nesting rule below.
     let mut binds: Vec<(usize, usize, String)> = Vec::new();
     let mut writable = std::collections::HashSet::new();
+    // Each deployment's manifest and the file messages about it name.
+    let manifest = |d: &reconcile_core::DesiredDeployment| {
+        let m = rev.deployments.get(&d.name);
+        (m, m.map_or("deployments", |m| m.file.as_str()))
+    };
     for (n, d) in desired.deployments.iter().enumerate() {
-        let manifest = rev.deployments.get(&d.name);
-        let file = manifest.map_or("deployments", |m| m.file.as_str());
+        let (manifest, file) = manifest(d);
         let refused = match check_spec(&d.spec, &d.name, guard, fs) {
             Ok(refused) => refused,
             Err(e) => {
@@ -726,8 +730,7 @@ pub fn judge_node(
             .any(|ancestor| ancestor != resolved && writable.contains(ancestor));
         if inside {
             let d = &desired.deployments[n];
-            let manifest = rev.deployments.get(&d.name);
-            let file = manifest.map_or("deployments", |m| m.file.as_str());
+            let (manifest, file) = manifest(d);
             let (at, field) =
                 written(manifest, &d.spec, i).unwrap_or((Pos::FILE, "HostConfig.Binds".to_owned()));
             out.push(Diagnostic::error(

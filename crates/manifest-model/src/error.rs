@@ -23,6 +23,9 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// The node policy file (`--policy`) was refused: every problem, with line and field.
+    #[error("the node policy is refused:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Policy(Vec<Diagnostic>),
     /// The node asked for is not declared in `nodes/`.
     #[error("node `{0}` is not declared in nodes/")]
     UnknownNode(String),

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::ModelError;
 use crate::diag::{Diagnostic, Pos};
 use crate::raw::Sp;
 use crate::yaml::{self, pos};
@@ -140,9 +141,13 @@ struct RawStatus {
 /// Reads the policy file at `path`.
 ///
 /// # Errors
-/// Every problem found, each with the file, line and field; a file that cannot be read or
-/// is larger than [`MAX_POLICY_BYTES`] as one diagnostic.
-pub fn load_policy(path: &Path) -> Result<NodePolicy, Vec<Diagnostic>> {
+/// [`ModelError::Policy`] with every problem found, each with the file, line and field; a
+/// file that cannot be read or is larger than [`MAX_POLICY_BYTES`] as one diagnostic.
+pub fn load_policy(path: &Path) -> Result<NodePolicy, ModelError> {
+    read_policy(path).map_err(ModelError::Policy)
+}
+
+fn read_policy(path: &Path) -> Result<NodePolicy, Vec<Diagnostic>> {
     let file = path.display().to_string();
     let whole = |message: String| vec![Diagnostic::error(&file, Pos::FILE, "", message)];
     let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
