@@ -467,6 +467,352 @@ pub(crate) fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+// ---- Verified HTTPS downloads (self-update's release feed, signatures and binaries). ----
+
+use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::path::Path;
+
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject as _;
+
+/// Largest response head [`download`] reads before the body.
+const MAX_DOWNLOAD_HEAD: usize = 16 << 10;
+
+/// `GET url` over HTTPS with the server's certificate **verified** against the system's root
+/// certificates plus, when `roots` names one, the PEM certificates of that file (a private
+/// CA); the body is streamed to `sink`. Returns the number of body bytes written.
+///
+/// The request is HTTP/1.0, so the server answers with a `Content-Length` or ends the body
+/// with the connection, never in chunks; a body that ends with the connection must end with
+/// TLS `close_notify`, so an attacker cutting the connection cannot pass a short body off as
+/// whole. `timeout` bounds each connect, read and write.
+///
+/// # Guarantees
+/// - Only `https://` URLs, without credentials, are fetched; plain HTTP is refused before
+///   anything is sent.
+/// - No redirect is followed: a 3xx answer is an error naming the status; only 200 is a
+///   success.
+/// - At most `max_bytes` body bytes reach `sink`: a `Content-Length` beyond it is refused
+///   before the body is read, and a body that grows beyond it stops with an error.
+///
+/// # Errors
+/// [`ClientError::Io`] for everything, by kind: `InvalidInput` for a URL that is not
+/// `https://host[:port]/path`, `InvalidData` for a failed TLS handshake (an untrusted
+/// certificate) or an answer that is not HTTP, `FileTooLarge` beyond `max_bytes`,
+/// `UnexpectedEof` for a body cut short, `Other` for a status other than 200 (the message
+/// names it), or the connection's own error. `addr` is `0.0.0.0:<port>` when the failure came
+/// before an address was reached (a bad URL, a name that does not resolve, unusable roots).
+/// `sink`'s own write errors come back the same way.
+pub fn download(
+    url: &str,
+    roots: Option<&Path>,
+    max_bytes: u64,
+    timeout: Duration,
+    sink: &mut dyn Write,
+) -> Result<u64, ClientError> {
+    let target = HttpsUrl::parse(url).map_err(|source| ClientError::Io {
+        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443)),
+        source,
+    })?;
+    let unreached = SocketAddr::from((Ipv4Addr::UNSPECIFIED, target.port));
+    let early = |source| ClientError::Io {
+        addr: unreached,
+        source,
+    };
+    let name = tls_name(&target.host).map_err(early)?;
+    let config = verified_config(roots).map_err(early)?;
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\nUser-Agent: orun\r\n\r\n",
+        target.path, target.authority
+    );
+    let (tcp, addr) = connect_any(&target.host, target.port, timeout, unreached)?;
+    let io = |source| ClientError::Io { addr, source };
+    let conn = ClientConnection::new(config, name)
+        .map_err(|e| io(std::io::Error::new(ErrorKind::InvalidData, e)))?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    tls.write_all(request.as_bytes()).map_err(io)?;
+    tls.flush().map_err(io)?;
+    receive(&mut tls, max_bytes, sink).map_err(io)
+}
+
+/// The parts of an `https://` URL that a request needs.
+#[derive(Debug, PartialEq, Eq)]
+struct HttpsUrl {
+    /// `host[:port]` as written, for the `Host` header.
+    authority: String,
+    /// The host: a DNS name or an IP address (without brackets).
+    host: String,
+    port: u16,
+    /// The path and query, starting with `/`; the fragment is dropped.
+    path: String,
+}
+
+impl HttpsUrl {
+    fn parse(url: &str) -> std::io::Result<Self> {
+        let bad = |why: &str| {
+            Err(std::io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("not a usable https URL: {why}"),
+            ))
+        };
+        let Some(rest) = url.strip_prefix("https://") else {
+            return bad("only https:// is fetched");
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let path = match path {
+            "" => "/".to_owned(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_owned(),
+        };
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return bad("the path holds a space or a control character");
+        }
+        if authority.contains('@') {
+            return bad("credentials in the URL");
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let Some((host, after)) = v6.split_once(']') else {
+                return bad("unclosed [");
+            };
+            (host, after)
+        } else {
+            match authority.find(':') {
+                Some(i) => (&authority[..i], &authority[i..]),
+                None => (authority, ""),
+            }
+        };
+        let port = match port {
+            "" => 443,
+            p => match p.strip_prefix(':').and_then(|n| n.parse::<u16>().ok()) {
+                Some(n) if n != 0 => n,
+                _ => return bad("bad port"),
+            },
+        };
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        {
+            return bad("bad host");
+        }
+        Ok(Self {
+            authority: authority.to_owned(),
+            host: host.to_owned(),
+            port,
+            path,
+        })
+    }
+}
+
+/// The TLS client configuration of [`download`]: certificates verified against the system's
+/// roots and those of `extra` (PEM).
+fn verified_config(extra: Option<&Path>) -> std::io::Result<Arc<ClientConfig>> {
+    let mut store = RootCertStore::empty();
+    // A system store may hold certificates that webpki cannot use (old or odd encodings);
+    // those are skipped, as TLS clients commonly do, and the rest still count.
+    let native = rustls_native_certs::load_native_certs();
+    let _ = store.add_parsable_certificates(native.certs);
+    if let Some(path) = extra {
+        let unreadable = |e: rustls::pki_types::pem::Error| {
+            std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("cannot read CA certificates from {}: {e}", path.display()),
+            )
+        };
+        let mut added = 0usize;
+        for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
+            store
+                .add(cert.map_err(unreadable)?)
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("no CA certificate in {}", path.display()),
+            ));
+        }
+    }
+    if store.is_empty() {
+        return Err(std::io::Error::new(
+            ErrorKind::NotFound,
+            "no trusted root certificate: the system has none and no CA file was given",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A connection to the first address of `host:port` that accepts one.
+fn connect_any(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    unreached: SocketAddr,
+) -> Result<(TcpStream, SocketAddr), ClientError> {
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| ClientError::Io {
+            addr: unreached,
+            source,
+        })?;
+    let mut last = ClientError::Io {
+        addr: unreached,
+        source: std::io::Error::new(ErrorKind::NotFound, "the name has no address"),
+    };
+    for addr in addrs {
+        match connect(addr, timeout) {
+            Ok(tcp) => return Ok((tcp, addr)),
+            Err(source) => last = ClientError::Io { addr, source },
+        }
+    }
+    Err(last)
+}
+
+/// Reads an answer from `stream`: checks the head, then copies the body to `sink`.
+fn receive(stream: &mut impl Read, max_bytes: u64, sink: &mut dyn Write) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut head = Vec::new();
+    let split = loop {
+        let n = read_some(stream, &mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the connection ended before the answer's head",
+            ));
+        }
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break from + i;
+        }
+        if head.len() > MAX_DOWNLOAD_HEAD {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                "the answer's head is too large",
+            ));
+        }
+    };
+    let malformed = || std::io::Error::new(ErrorKind::InvalidData, "the answer is not HTTP");
+    let text = std::str::from_utf8(&head[..split]).map_err(|_| malformed())?;
+    let mut lines = text.split("\r\n");
+    let status = lines.next().ok_or_else(malformed)?;
+    let mut parts = status.splitn(3, ' ');
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(malformed());
+    }
+    let code: u16 = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(malformed)?;
+    match code {
+        200 => {}
+        300..=399 => {
+            return Err(std::io::Error::other(format!(
+                "HTTP {code}: redirects are not followed"
+            )));
+        }
+        _ => return Err(std::io::Error::other(format!("HTTP {code}"))),
+    }
+    let mut length: Option<u64> = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(malformed());
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = value.parse().map_err(|_| malformed())?;
+            // Two different lengths are a smuggling attempt or a broken server.
+            if length.is_some_and(|l| l != n) {
+                return Err(malformed());
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            && !value.eq_ignore_ascii_case("identity")
+        {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                "a transfer encoding in an answer to HTTP/1.0",
+            ));
+        }
+    }
+    let too_large = || {
+        std::io::Error::new(
+            ErrorKind::FileTooLarge,
+            format!("the body is larger than {max_bytes} bytes"),
+        )
+    };
+    if length.is_some_and(|l| l > max_bytes) {
+        return Err(too_large());
+    }
+    let limit = length.unwrap_or(max_bytes);
+    let mut written: u64 = 0;
+    // What came with the head is the body's start.
+    let mut pending: Vec<u8> = head[split + 4..].to_vec();
+    loop {
+        let take = pending
+            .len()
+            .min(usize::try_from(limit - written).unwrap_or(usize::MAX));
+        if pending.len() > take && length.is_none() {
+            return Err(too_large());
+        }
+        sink.write_all(&pending[..take])?;
+        written += take as u64;
+        if length == Some(written) {
+            sink.flush()?;
+            return Ok(written);
+        }
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                return Err(cut_short(written, length));
+            }
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return match length {
+                Some(_) => Err(cut_short(written, length)),
+                None => {
+                    sink.flush()?;
+                    Ok(written)
+                }
+            };
+        }
+        pending.clear();
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// One read, retried when interrupted.
+fn read_some(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn cut_short(written: u64, length: Option<u64>) -> std::io::Error {
+    let expected = length.map_or_else(String::new, |l| format!(" of {l}"));
+    std::io::Error::new(
+        ErrorKind::UnexpectedEof,
+        format!("the body was cut short after {written}{expected} bytes"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,8 @@
 //! any method, headers and body (Caddy's admin API), and [`peer_certificate`] reads the
 //! certificate a TLS server presents for a name (`x509-parser`, known to this crate alone).
 //! [`get_authorized`] is [`get`] with the status API's token.
+//! [`download`] streams one file over **verified** HTTPS (system roots plus an optional CA
+//! file, no redirects, a byte cap): self-update's release feed, signatures and binaries.
 
 mod client;
 mod snapshot;
@@ -46,7 +48,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use client::{
-    Answer, ClientError, PeerCertificate, get, get_authorized, get_https, peer_certificate, request,
+    Answer, ClientError, PeerCertificate, download, get, get_authorized, get_https,
+    peer_certificate, request,
 };
 pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
