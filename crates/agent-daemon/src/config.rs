@@ -6,12 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_engine::{IngressFlags, IngressMode, IngressSettings, Settings};
-use anyhow::{Context, bail};
 use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
 use serde::Deserialize;
 
+use crate::DaemonError;
+
+/// A settings error in the words of [`DaemonError::Settings`].
+fn bad<T>(message: impl Into<String>) -> Result<T, DaemonError> {
+    Err(DaemonError::Settings(message.into()))
+}
+
 /// Command-line flags; each also reads `ORUN_<NAME>` from the environment.
-#[derive(Debug, Default, clap::Parser)]
+#[derive(Clone, Debug, Default, clap::Parser)]
 #[command(
     name = "orun-agent",
     version,
@@ -21,7 +27,7 @@ use serde::Deserialize;
         or in the --config TOML file (same names, with underscores). Flags win over the \
         environment, which wins over the file. See docs/operations.md."
 )]
-pub(crate) struct Args {
+pub struct Args {
     /// The manifest repository: a path, file://, git://, ssh:// or https:// URL.
     #[arg(long, env = "ORUN_REPO")]
     repo: Option<String>,
@@ -38,6 +44,10 @@ pub(crate) struct Args {
     /// Where the read-only status API listens [default: 127.0.0.1:9100].
     #[arg(long, env = "ORUN_STATUS_ADDR")]
     status_addr: Option<SocketAddr>,
+    /// The status API's port on 127.0.0.1 (Orcra Run's `orun start --status-port`); the same as
+    /// `--status-addr 127.0.0.1:PORT`.
+    #[arg(long, env = "ORUN_STATUS_PORT", conflicts_with = "status_addr")]
+    status_port: Option<u16>,
     /// Allow the status API on a non-loopback address.
     #[arg(long, env = "ORUN_STATUS_ALLOW_REMOTE")]
     status_allow_remote: bool,
@@ -95,6 +105,10 @@ pub(crate) struct Args {
     /// Converge once and exit: 0 when converged, 1 when not.
     #[arg(long, env = "ORUN_ONCE")]
     once: bool,
+    /// Check the settings (flags, environment, config file, node policy, keys) and exit: 0
+    /// when the agent could start with them, 1 with the reason when not.
+    #[arg(long)]
+    pub check_config: bool,
     /// Where the ingress (Caddy) that serves Services comes from: `container` (the agent runs
     /// it), `host` (a Caddy service configured through its admin API), `off` [default:
     /// container]. See docs/ingress.md.
@@ -127,7 +141,7 @@ pub(crate) struct Args {
 /// Where the ingress comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum IngressKind {
+pub enum IngressKind {
     /// The agent runs Caddy as a container.
     Container,
     /// Caddy runs as a host service.
@@ -139,7 +153,7 @@ pub(crate) enum IngressKind {
 /// Where logs go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// journald when stderr is connected to it, plain text otherwise.
     #[default]
     Auto,
@@ -185,13 +199,15 @@ struct FileConfig {
 
 /// Everything the agent needs, checked.
 #[derive(Debug)]
-pub(crate) struct Config {
+pub struct Config {
     /// What the engine is told.
-    pub(crate) engine: Settings,
-    pub(crate) status_addr: SocketAddr,
+    pub engine: Settings,
+    /// Where the status API listens.
+    pub status_addr: SocketAddr,
     /// What a request to the status API must carry, but to `/healthz`.
-    pub(crate) status_token: Option<status_http::BearerToken>,
-    pub(crate) log_format: LogFormat,
+    pub status_token: Option<status_http::BearerToken>,
+    /// Where logs go.
+    pub log_format: LogFormat,
 }
 
 /// A duration that may be zero (`0`, `0s`): remove unused images at once.
@@ -208,11 +224,13 @@ fn pick(
     file: Option<String>,
     what: &str,
     parse: fn(&str) -> Result<Duration, String>,
-) -> anyhow::Result<Option<Duration>> {
+) -> Result<Option<Duration>, DaemonError> {
     match arg {
         Some(d) => Ok(Some(d)),
         None => file
-            .map(|s| parse(&s).map_err(|e| anyhow::anyhow!("config file {what}: {e}")))
+            .map(|s| {
+                parse(&s).map_err(|e| DaemonError::Settings(format!("config file {what}: {e}")))
+            })
             .transpose(),
     }
 }
@@ -223,21 +241,29 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl Config {
     /// Merges flags, environment (already in `args` through clap) and the file.
-    pub(crate) fn resolve(args: Args, cwd: &Path) -> anyhow::Result<Self> {
+    ///
+    /// # Errors
+    /// [`DaemonError`] naming the setting at fault, before anything starts.
+    pub fn resolve(args: Args, cwd: &Path) -> Result<Self, DaemonError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("config file {}", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| DaemonError::ConfigFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| DaemonError::ConfigSyntax {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
             }
             None => FileConfig::default(),
         };
         let Some(repo) = args.repo.or(file.repo) else {
-            bail!("no repository: give --repo (or ORUN_REPO, or `repo` in the config file)");
+            return bad("no repository: give --repo (or ORUN_REPO, or `repo` in the config file)");
         };
         let Some(node) = args.node.or(file.node) else {
-            bail!("no node name: give --node (or ORUN_NODE, or `node` in the config file)");
+            return bad("no node name: give --node (or ORUN_NODE, or `node` in the config file)");
         };
         // Without one, the engine follows what the node's manifest on the remote's default
         // branch names (REFERENCE §1: the Node manifest configures the node).
@@ -249,7 +275,7 @@ impl Config {
             parse_duration,
         )?;
         if poll_interval.is_some_and(|d| d < Duration::from_millis(100)) {
-            bail!("--poll-interval must be at least 100ms");
+            return bad("--poll-interval must be at least 100ms");
         }
         let fetch_timeout = pick(
             args.fetch_timeout,
@@ -259,6 +285,9 @@ impl Config {
         )?;
         let status_addr = args
             .status_addr
+            .or(args
+                .status_port
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port))))
             .or(file.status_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100)));
         let allow_remote = args.status_allow_remote || file.status_allow_remote.unwrap_or(false);
@@ -343,7 +372,7 @@ fn ingress_settings(
     kind: Option<IngressKind>,
     image: Option<String>,
     flags: IngressFlags,
-) -> anyhow::Result<IngressSettings> {
+) -> Result<IngressSettings, DaemonError> {
     let mode = match kind.unwrap_or(IngressKind::Container) {
         IngressKind::Off => IngressMode::Off,
         IngressKind::Host => IngressMode::Host,
@@ -361,7 +390,7 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn resolve(argv: &[&str], file: Option<&str>) -> anyhow::Result<Config> {
+    fn resolve(argv: &[&str], file: Option<&str>) -> Result<Config, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir().unwrap();
         let mut argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
         if let Some(text) = file {
@@ -371,7 +400,7 @@ mod tests {
             argv.push(p.display().to_string());
         }
         let args = Args::try_parse_from(std::iter::once("orun-agent".to_owned()).chain(argv))?;
-        Config::resolve(args, Path::new("/srv"))
+        Ok(Config::resolve(args, Path::new("/srv"))?)
     }
 
     #[test]
