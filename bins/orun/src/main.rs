@@ -10,6 +10,7 @@
     reason = "a CLI prints its results"
 )]
 
+mod doctor;
 mod events;
 mod plan;
 mod status;
@@ -37,6 +38,13 @@ enum Command {
     Status(status::Args),
     /// Show the agent's event history: what it did, why, and how it ended.
     Events(events::Args),
+    /// Run the agent on this node, in this process (Orcra Run's `orun start`; the same engine
+    /// and flags as `orun-agent`, with `--status-port` and `--age-key-path`).
+    Start(Box<agent_daemon::Args>),
+    /// Check what the agent needs on this node (Docker, the Git remote and its keys, the age
+    /// key, the data dir, the status port, the unit), each problem with a fix; exit 1 when a
+    /// check fails. Takes the agent's own flags or `--config`.
+    Doctor(Box<doctor::Args>),
     /// Print the version.
     Version,
 }
@@ -61,6 +69,8 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Events(args) => events::run(&args),
+        Command::Start(args) => return agent_daemon::main(*args, "orun"),
+        Command::Doctor(args) => doctor::run(*args),
         Command::Version => {
             emit(&format!("orun {}\n", env!("CARGO_PKG_VERSION"))).map(|()| ExitCode::SUCCESS)
         }
