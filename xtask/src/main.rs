@@ -31,6 +31,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod campaign;
+mod release;
 
 /// The fuzz targets, each run in turn by `cargo xtask fuzz` when none is named.
 const FUZZ_TARGETS: [&str; 9] = [
@@ -77,6 +78,10 @@ Commands:
         [--idle-seconds N] [--pollers N] [--out FILE]
                                 measure everything and write docs/BENCHMARKS.md
                                 (PARTS: planner,parser,workload,git,hostile,sim)
+  release --version X.Y.Z --key SECRET_KEY [--binary B] [--name N] [--out DIR] [--target T] [--build]
+                                sign B (default target/release/orun) with minisign into DIR
+                                (default dist/) and add it to DIR/release.json, the feed
+                                self-update reads
   docker                        make a Docker daemon and the test images available
   help                          show this message
 ";
@@ -125,6 +130,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "fuzz" => fuzz(rest),
         "sim" => sim(rest),
         "bench" => bench::run(rest),
+        "release" => release::run(rest),
         "docker" => {
             no_arguments(command, rest)?;
             ensure_docker()?;
@@ -542,6 +548,8 @@ fn ensure_test_components() -> Result<()> {
         ("caddy", "caddy"),
         ("pebble", "pebble"),
         ("curl", "curl"),
+        ("minisign", "minisign"),
+        ("systemd-analyze", "systemd"),
     ])?;
     ensure_tcp_migrate_req()?;
     ensure_sops()
