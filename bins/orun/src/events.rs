@@ -1,14 +1,13 @@
 //! `orun events`: the agent's event history (what it did, to which deployment, from which
 //! commit, why, and how it ended), oldest first.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use status_http::{BearerToken, Event};
+use status_http::{BearerToken, Event, render_events};
 
 /// Arguments of `orun events`.
 #[derive(Debug, clap::Args)]
@@ -58,7 +57,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if events.is_empty() {
         crate::emit("(no events)\n")?;
     } else {
-        crate::emit(&render(&events))?;
+        crate::emit(&render_events(&events))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,45 +113,4 @@ pub(crate) fn fetch(
     let page: Page = serde_json::from_str(&body)
         .context("the agent's /events is not the history this orun reads")?;
     Ok(page.events)
-}
-
-/// One line per event: time, deployment, step, outcome, commit, reason.
-pub(crate) fn render(events: &[Event]) -> String {
-    let mut out = String::new();
-    for e in events {
-        let commit: String = e.commit.as_deref().unwrap_or("-").chars().take(8).collect();
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "{}  {:<16} {:<9} {:<12} {:<8} {}",
-            e.time,
-            e.deployment.as_deref().unwrap_or("-"),
-            e.step,
-            e.outcome.to_string(),
-            commit,
-            e.reason
-        );
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_one_line_per_event() {
-        let events: Vec<Event> = serde_json::from_str(
-            r#"[{"seq":1,"time":"2026-11-22T10:00:00Z","commit":"fbf4cd18513e","deployment":"web",
-                 "step":"replace","reason":"image changed","outcome":"started"},
-                {"seq":2,"time":"2026-11-22T10:00:09Z","commit":"fbf4cd18513e","deployment":"web",
-                 "step":"rollback","reason":"the new container exited with code 3","outcome":"rolled-back"}]"#,
-        )
-        .unwrap_or_default();
-        expect_test::expect![[r#"
-            2026-11-22T10:00:00Z  web              replace   started      fbf4cd18 image changed
-            2026-11-22T10:00:09Z  web              rollback  rolled-back  fbf4cd18 the new container exited with code 3
-        "#]]
-        .assert_eq(&render(&events));
-    }
 }

@@ -54,7 +54,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         && !events.is_empty()
     {
         out.push_str("\nrecent events (orun events for more):\n");
-        out.push_str(&crate::events::render(&events));
+        out.push_str(&status_http::render_events(&events));
     }
     crate::emit(&out)?;
     Ok(ExitCode::SUCCESS)

@@ -166,6 +166,17 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// [`run`] on a runtime of its own, for a command line that has none.
+///
+/// # Errors
+/// When the runtime cannot start.
+pub fn run_blocking(input: &DoctorInput) -> std::io::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(run(input)))
+}
+
 /// Runs every check, in order, each within [`DEADLINE`] of what it waits for. Never fails:
 /// each problem is an [`Outcome`].
 pub async fn run(input: &DoctorInput) -> Report {

@@ -56,7 +56,7 @@ pub use snapshot::{
     ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot,
     human_bytes, short_container_id,
 };
-pub use text::render_text;
+pub use text::{render_events, render_text};
 pub use token::{BearerToken, TOKEN_MAX_BYTES, TOKEN_MIN_BYTES, access};
 pub use trusted::{Reply, Transport, call};
 

@@ -141,6 +141,26 @@ fn table(out: &mut String, rows: &[[String; 6]]) {
     }
 }
 
+/// One line per event: time, deployment, step, outcome, commit, reason.
+pub fn render_events(events: &[crate::Event]) -> String {
+    let mut out = String::new();
+    for e in events {
+        let commit: String = e.commit.as_deref().unwrap_or("-").chars().take(8).collect();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{}  {:<16} {:<9} {:<12} {:<8} {}",
+            e.time,
+            e.deployment.as_deref().unwrap_or("-"),
+            e.step,
+            e.outcome.to_string(),
+            commit,
+            e.reason
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -191,5 +211,21 @@ mod tests {
             ! service old: no promoted, running container of api to route to
         "#]]
         .assert_eq(&render_text(&doc, false));
+    }
+
+    #[test]
+    fn renders_one_line_per_event() {
+        let events: Vec<crate::Event> = serde_json::from_str(
+            r#"[{"seq":1,"time":"2026-11-22T10:00:00Z","commit":"fbf4cd18513e","deployment":"web",
+                 "step":"replace","reason":"image changed","outcome":"started"},
+                {"seq":2,"time":"2026-11-22T10:00:09Z","commit":"fbf4cd18513e","deployment":"web",
+                 "step":"rollback","reason":"the new container exited with code 3","outcome":"rolled-back"}]"#,
+        )
+        .unwrap_or_default();
+        expect_test::expect![[r#"
+            2026-11-22T10:00:00Z  web              replace   started      fbf4cd18 image changed
+            2026-11-22T10:00:09Z  web              rollback  rolled-back  fbf4cd18 the new container exited with code 3
+        "#]]
+        .assert_eq(&render_events(&events));
     }
 }
