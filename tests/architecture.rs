@@ -122,8 +122,9 @@ fn each_foreign_library_has_one_owner() {
         ("hyper", "status-http"),
         ("serde-saphyr", "manifest-model"),
         ("granit-parser", "manifest-model"),
-        // node-setup: `statvfs` and the effective user for `orun doctor`.
-        ("rustix", "manifest-model,node-setup"),
+        // node-setup: `statvfs` and the effective user for `orun doctor`; agent-daemon:
+        // SIGTERM to the self-update's trial process.
+        ("rustix", "manifest-model,node-setup,agent-daemon"),
         ("hyper-util", "status-http"),
         ("http-body-util", "status-http"),
         ("prometheus", "status-http"),

@@ -182,7 +182,8 @@ fn test_steps() -> Vec<Step> {
 }
 
 /// The end-to-end suites alone (`tests/e2e.rs`, `tests/rollouts.rs`, `tests/secrets.rs`,
-/// `tests/ingress.rs`, `tests/images.rs`, `tests/registry.rs`, `tests/trust.rs`).
+/// `tests/ingress.rs`, `tests/images.rs`, `tests/registry.rs`, `tests/trust.rs`,
+/// `tests/self_update.rs`).
 fn e2e_steps() -> Vec<Step> {
     vec![
         build_binaries(),
@@ -206,6 +207,8 @@ fn e2e_steps() -> Vec<Step> {
                 "registry",
                 "--test",
                 "trust",
+                "--test",
+                "self_update",
             ],
         )
         .require_all(),

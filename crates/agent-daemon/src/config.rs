@@ -10,6 +10,8 @@ use gitsync::{KnownHosts, RemoteOptions, RemoteUrl, Token};
 use serde::Deserialize;
 
 use crate::DaemonError;
+use crate::update::{UpdateMode, UpdateSettings};
+use self_update::FeedLocation;
 
 /// A settings error in the words of [`DaemonError::Settings`].
 fn bad<T>(message: impl Into<String>) -> Result<T, DaemonError> {
@@ -136,6 +138,28 @@ pub struct Args {
     /// A PEM file of roots trusted for the ACME server's own TLS (a private ACME server).
     #[arg(long, env = "ORUN_ACME_CA_ROOT")]
     acme_ca_root: Option<PathBuf>,
+    /// Self-update: `off`, `notify` (show a newer release in /status) or `install` (verify,
+    /// try and install it) [default: off]. See docs/install.md.
+    #[arg(long, env = "ORUN_SELF_UPDATE")]
+    self_update: Option<UpdateMode>,
+    /// The release feed: an https:// URL or a path.
+    #[arg(long, env = "ORUN_UPDATE_FEED")]
+    update_feed: Option<String>,
+    /// The minisign public key releases must be signed with.
+    #[arg(long, env = "ORUN_UPDATE_KEY")]
+    update_key: Option<PathBuf>,
+    /// How often the feed is read [default: 1h].
+    #[arg(long, env = "ORUN_UPDATE_INTERVAL", value_parser = parse_duration)]
+    update_interval: Option<Duration>,
+    /// A PEM file of roots trusted for the feed's HTTPS, besides the system's.
+    #[arg(long, env = "ORUN_UPDATE_CA")]
+    update_ca: Option<PathBuf>,
+    /// How long a new version has to report ready, on trial and after the swap [default: 2m].
+    #[arg(long, env = "ORUN_UPDATE_DEADLINE", value_parser = parse_duration)]
+    update_deadline: Option<Duration>,
+    /// The installed binary self-update replaces [default: this process's executable].
+    #[arg(long, env = "ORUN_UPDATE_BINARY")]
+    update_binary: Option<PathBuf>,
 }
 
 /// Where the ingress comes from.
@@ -195,6 +219,13 @@ struct FileConfig {
     acme_ca: Option<String>,
     acme_email: Option<String>,
     acme_ca_root: Option<PathBuf>,
+    self_update: Option<UpdateMode>,
+    update_feed: Option<String>,
+    update_key: Option<PathBuf>,
+    update_interval: Option<String>,
+    update_ca: Option<PathBuf>,
+    update_deadline: Option<String>,
+    update_binary: Option<PathBuf>,
 }
 
 /// Everything the agent needs, checked.
@@ -208,6 +239,8 @@ pub struct Config {
     pub status_token: Option<status_http::BearerToken>,
     /// Where logs go.
     pub log_format: LogFormat,
+    /// The self-update, when it is on.
+    pub update: Option<UpdateSettings>,
 }
 
 /// A duration that may be zero (`0`, `0s`): remove unused images at once.
@@ -359,13 +392,91 @@ impl Config {
                 acme_ca_root: args.acme_ca_root.or(file.acme_ca_root).map(|p| cwd.join(p)),
             },
         )?;
+        let update = update_settings(UpdateFlags {
+            mode: args.self_update.or(file.self_update),
+            feed: args.update_feed.or(file.update_feed),
+            key: args.update_key.or(file.update_key).map(|p| cwd.join(p)),
+            interval: pick(
+                args.update_interval,
+                file.update_interval,
+                "update_interval",
+                parse_duration,
+            )?,
+            ca: args.update_ca.or(file.update_ca).map(|p| cwd.join(p)),
+            deadline: pick(
+                args.update_deadline,
+                file.update_deadline,
+                "update_deadline",
+                parse_duration,
+            )?,
+            binary: args
+                .update_binary
+                .or(file.update_binary)
+                .map(|p| cwd.join(p)),
+        })?;
         Ok(Self {
             engine,
             status_addr,
             status_token,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            update,
         })
     }
+}
+
+/// The self-update's settings as given, before they are checked.
+struct UpdateFlags {
+    mode: Option<UpdateMode>,
+    feed: Option<String>,
+    key: Option<PathBuf>,
+    interval: Option<Duration>,
+    ca: Option<PathBuf>,
+    deadline: Option<Duration>,
+    binary: Option<PathBuf>,
+}
+
+/// Checks the self-update's settings: off unless asked, and then a feed and a readable key.
+fn update_settings(f: UpdateFlags) -> Result<Option<UpdateSettings>, DaemonError> {
+    let mode = f.mode.unwrap_or(UpdateMode::Off);
+    if mode == UpdateMode::Off {
+        return Ok(None);
+    }
+    let Some(feed) = f.feed else {
+        return bad(
+            "--self-update needs --update-feed (an https:// URL or a path; or `update_feed` in the config file)",
+        );
+    };
+    let feed = FeedLocation::parse(&feed)
+        .map_err(|e| DaemonError::Settings(format!("--update-feed: {e}")))?;
+    let Some(key) = f.key else {
+        return bad(
+            "--self-update needs --update-key (the minisign public key releases are signed with; or `update_key` in the config file)",
+        );
+    };
+    if let Err(e) = std::fs::metadata(&key) {
+        return bad(format!("--update-key {}: {e}", key.display()));
+    }
+    let interval = f.interval.unwrap_or(Duration::from_secs(3600));
+    if interval < Duration::from_secs(1) {
+        return bad("--update-interval must be at least 1s");
+    }
+    let binary = match f.binary {
+        Some(b) => b,
+        None => std::env::current_exe().map_err(|e| {
+            DaemonError::Settings(format!(
+                "cannot find this executable for --self-update ({e}); give --update-binary"
+            ))
+        })?,
+    };
+    Ok(Some(UpdateSettings {
+        mode,
+        feed,
+        key,
+        interval,
+        ca: f.ca,
+        deadline: f.deadline.unwrap_or(Duration::from_secs(120)),
+        binary,
+    }))
 }
 
 fn ingress_settings(
@@ -427,6 +538,79 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.engine.remote.branch.as_deref(), Some("staging"));
+    }
+
+    #[test]
+    fn self_update_is_off_unless_asked_and_then_needs_a_feed_and_a_key() {
+        let base = ["--repo", "/r.git", "--node", "n"];
+        assert!(resolve(&base, None).unwrap().update.is_none());
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let key = key.path().to_str().unwrap();
+        let c = resolve(
+            &base,
+            Some(&format!(
+                "self_update = \"install\"\nupdate_feed = \"https://releases.example/orun.json\"\nupdate_key = \"{key}\"\nupdate_interval = \"10m\"\nupdate_binary = \"/var/lib/orun/bin/orun\"\n"
+            )),
+        )
+        .unwrap();
+        let u = c.update.unwrap();
+        assert_eq!(u.mode, UpdateMode::Install);
+        assert_eq!(u.interval, Duration::from_secs(600));
+        assert_eq!(u.deadline, Duration::from_secs(120));
+        assert_eq!(u.binary, PathBuf::from("/var/lib/orun/bin/orun"));
+        assert!(matches!(u.feed, FeedLocation::Https(_)));
+        // A flag wins over the file: off is off.
+        let mut argv = base.to_vec();
+        argv.extend(["--self-update", "off", "--update-feed", "/srv/feed.json"]);
+        assert!(resolve(&argv, None).unwrap().update.is_none());
+
+        for (extra, needle) in [
+            (vec!["--self-update", "notify"], "--update-feed"),
+            (
+                vec!["--self-update", "notify", "--update-feed", "/f.json"],
+                "--update-key",
+            ),
+            (
+                vec![
+                    "--self-update",
+                    "notify",
+                    "--update-feed",
+                    "http://plain/f.json",
+                    "--update-key",
+                    key,
+                ],
+                "plain http",
+            ),
+            (
+                vec![
+                    "--self-update",
+                    "notify",
+                    "--update-feed",
+                    "/f.json",
+                    "--update-key",
+                    "/nonexistent/key.pub",
+                ],
+                "/nonexistent/key.pub",
+            ),
+            (
+                vec![
+                    "--self-update",
+                    "install",
+                    "--update-feed",
+                    "/f.json",
+                    "--update-key",
+                    key,
+                    "--update-interval",
+                    "500ms",
+                ],
+                "at least 1s",
+            ),
+        ] {
+            let mut argv = base.to_vec();
+            argv.extend(extra);
+            let err = resolve(&argv, None).unwrap_err();
+            assert!(err.to_string().contains(needle), "{argv:?}: {err}");
+        }
     }
 
     #[test]

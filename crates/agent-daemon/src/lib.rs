@@ -9,6 +9,7 @@
 
 mod config;
 mod notify;
+mod update;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use config::{Args, Config, IngressKind, LogFormat};
 use notify::Notifier;
+use update::{Action, SelfUpdate};
+pub use update::{CURRENT_VERSION_VAR, UpdateMode, UpdateSettings};
 
 /// Why the agent cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +83,7 @@ pub enum DaemonError {
 pub fn main(args: Args, program: &'static str) -> ExitCode {
     let cwd = std::env::current_dir().unwrap_or_default();
     let check_only = args.check_config;
-    let cfg = match Config::resolve(args, &cwd) {
+    let cfg = match Config::resolve(args.clone(), &cwd) {
         Ok(cfg) => cfg,
         Err(e) => {
             #[allow(
@@ -115,7 +118,7 @@ pub fn main(args: Args, program: &'static str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    match runtime.block_on(run(cfg, &args, &cwd, program)) {
         Ok(code) => code,
         Err(e) => {
             error!(error = %e, "orun agent cannot run");
@@ -124,74 +127,218 @@ pub fn main(args: Args, program: &'static str) -> ExitCode {
     }
 }
 
-async fn run(cfg: Config) -> Result<ExitCode, DaemonError> {
+async fn run(
+    cfg: Config,
+    args: &Args,
+    cwd: &std::path::Path,
+    program: &str,
+) -> Result<ExitCode, DaemonError> {
     let notifier = Arc::new(Notifier::from_env());
+    // `shutdown` stops the engine (a signal, or a trial of a new version); `terminating` is
+    // set by signals only.
     let shutdown = Arc::new(AtomicBool::new(false));
+    let terminating = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(Notify::new());
     let status = Status::new(Snapshot::default());
-    let once = cfg.engine.once;
-    let (status_addr, status_token) = (cfg.status_addr, cfg.status_token);
     let signals = tokio::spawn(on_signals(
         Arc::clone(&shutdown),
+        Arc::clone(&terminating),
         Arc::clone(&wake),
         Arc::clone(&notifier),
     ));
-    let mut agent =
-        agent_engine::Agent::start(cfg.engine, status.clone(), Arc::clone(&shutdown)).await?;
+    let mut update = open_update(&cfg, program, &status);
+    let mut cfg = Some(cfg);
+    let mut watchdog = None;
+    let code = loop {
+        // The first pass uses the settings checked in `main`; after a failed trial they are
+        // read again (flags, environment and files), as a restart would.
+        let cfg = match cfg.take() {
+            Some(cfg) => cfg,
+            None => Config::resolve(args.clone(), cwd)?,
+        };
+        let (status_addr, status_token, once) =
+            (cfg.status_addr, cfg.status_token, cfg.engine.once);
+        let mut agent =
+            agent_engine::Agent::start(cfg.engine, status.clone(), Arc::clone(&shutdown)).await?;
+        if once {
+            let outcome = agent.pass(true).await;
+            break if outcome.converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        let listener =
+            std::net::TcpListener::bind(status_addr).map_err(|source| DaemonError::Listen {
+                addr: status_addr,
+                source,
+            })?;
+        if !status_addr.ip().is_loopback() {
+            warn!(addr = %status_addr, "the status API listens beyond this host");
+        }
+        info!(addr = %status_addr, "status API listening");
+        let server_stop = Arc::new(Notify::new());
+        let stop = Arc::clone(&server_stop);
+        let server = tokio::spawn(status_http::serve(
+            listener,
+            status.clone(),
+            Limits::default(),
+            status_token.clone(),
+            async move { stop.notified().await },
+        ));
 
-    if once {
-        let outcome = agent.pass(true).await;
-        signals.abort();
-        return Ok(if outcome.converged {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
+        // Up: the data dir is locked, Docker answers and the status API listens. Converging
+        // is what `/readyz` reports; systemd only needs to know the agent is working.
+        notifier.ready("running");
+        if watchdog.is_none() {
+            watchdog = notifier
+                .watchdog_interval()
+                .map(|every| tokio::spawn(keep_watchdog(Arc::clone(&notifier), every)));
+        }
 
-    let listener =
-        std::net::TcpListener::bind(status_addr).map_err(|source| DaemonError::Listen {
-            addr: status_addr,
-            source,
-        })?;
-    if !status_addr.ip().is_loopback() {
-        warn!(addr = %status_addr, "the status API listens beyond this host");
-    }
-    info!(addr = %status_addr, "status API listening");
-    let server_stop = Arc::new(Notify::new());
-    let stop = Arc::clone(&server_stop);
-    let server = tokio::spawn(status_http::serve(
-        listener,
-        status,
-        Limits::default(),
-        status_token,
-        async move { stop.notified().await },
-    ));
-
-    // Up: the data dir is locked, Docker answers and the status API listens. Converging is
-    // what `/readyz` reports; systemd only needs to know the agent is working.
-    notifier.ready("running");
-    let watchdog = notifier
-        .watchdog_interval()
-        .map(|every| tokio::spawn(keep_watchdog(Arc::clone(&notifier), every)));
-
-    let result = agent.run(wake).await;
+        let engine = agent.run(Arc::clone(&wake));
+        tokio::pin!(engine);
+        let action = tokio::select! {
+            result = &mut engine => {
+                stop_server(&server_stop, server).await;
+                result?;
+                break ExitCode::SUCCESS;
+            }
+            action = next_update(update.as_mut()) => action,
+        };
+        // The engine stops between steps, and lets go of the data dir and the port.
+        info!("stopping the engine for the self-update");
+        shutdown.store(true, Ordering::SeqCst);
+        wake.notify_one();
+        let stopped = engine.await;
+        stop_server(&server_stop, server).await;
+        stopped?;
+        let Some(update) = update.as_mut() else {
+            break ExitCode::SUCCESS;
+        };
+        if terminating.load(Ordering::SeqCst) {
+            break ExitCode::SUCCESS;
+        }
+        match action {
+            Action::Revert(reason) => {
+                warn!(reason = %reason, "the new version is not ready: reverting");
+                if let Err(e) = update.revert(&reason) {
+                    error!(error = %e, "cannot revert the update; running on");
+                } else {
+                    return Ok(reexec(update.binary()));
+                }
+            }
+            Action::Trial(staged) => {
+                let version = staged.version().clone();
+                let tried = update
+                    .trial(
+                        &staged,
+                        status_addr,
+                        status_token.as_ref(),
+                        &terminating,
+                        &notifier,
+                    )
+                    .await;
+                match tried {
+                    Ok(()) if update.swap(staged).is_ok() => {
+                        info!(%version, "self-update: the new version was ready on trial; running it");
+                        return Ok(reexec(update.binary()));
+                    }
+                    Ok(()) => {}
+                    Err(reason) if terminating.load(Ordering::SeqCst) => {
+                        info!(reason = %reason, "self-update trial stopped");
+                        break ExitCode::SUCCESS;
+                    }
+                    Err(reason) => update.refuse(&version, &reason),
+                }
+            }
+        }
+        // The old engine goes on where it stopped.
+        shutdown.store(false, Ordering::SeqCst);
+    };
     notifier.stopping();
     if let Some(w) = watchdog {
         w.abort();
     }
     signals.abort();
-    server_stop.notify_one();
+    Ok(code)
+}
+
+/// The self-update, when it is on and this is not a trial run. A pending update the running
+/// version must give up is reverted here, before anything starts, and the old binary run.
+fn open_update(cfg: &Config, program: &str, status: &Status) -> Option<SelfUpdate> {
+    let settings = cfg.update.clone()?;
+    if update::is_trial() {
+        return None;
+    }
+    let mode = format!("{:?}", settings.mode).to_lowercase();
+    match SelfUpdate::open(settings, &cfg.engine.data_dir, program, status.clone()) {
+        Ok((mut update, Some(reason))) => {
+            warn!(reason = %reason, "the new version gave up: reverting to the previous one");
+            match update.revert(&reason) {
+                Ok(()) => {
+                    let e = update::exec(update.binary());
+                    error!(error = %e, "cannot run the previous binary; exiting for a restart");
+                    std::process::exit(i32::from(EXIT_RESTART));
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot revert the update; running on");
+                    Some(update)
+                }
+            }
+        }
+        Ok((update, None)) => Some(update),
+        Err(reason) => {
+            error!(reason = %reason, "self-update cannot start; the agent runs without it");
+            status.set_self_update(Some(status_http::SelfUpdateStatus {
+                mode,
+                current: env!("CARGO_PKG_VERSION").to_owned(),
+                phase: "off".to_owned(),
+                last_error: Some(format!("self-update cannot start: {reason}")),
+                ..Default::default()
+            }));
+            None
+        }
+    }
+}
+
+/// What the self-update asks for; never, without one.
+async fn next_update(update: Option<&mut SelfUpdate>) -> Action {
+    match update {
+        Some(u) => u.next_action().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_server(
+    stop: &Notify,
+    server: tokio::task::JoinHandle<Result<(), status_http::StatusError>>,
+) {
+    stop.notify_one();
     if let Ok(Err(e)) = server.await {
         warn!(error = %e, "status API stopped with an error");
     }
-    result?;
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code asking systemd (`Restart=on-failure`) for a fresh start, when re-executing
+/// fails: `EX_TEMPFAIL`.
+const EXIT_RESTART: u8 = 75;
+
+/// Runs `binary` in place of this process; returns the exit code only when that fails.
+fn reexec(binary: &std::path::Path) -> ExitCode {
+    let e = update::exec(binary);
+    error!(error = %e, binary = %binary.display(), "cannot run the new binary; exiting for a restart");
+    ExitCode::from(EXIT_RESTART)
 }
 
 /// Turns SIGTERM and Ctrl-C into a shutdown at the end of the current step; a second one exits
 /// at once.
-async fn on_signals(shutdown: Arc<AtomicBool>, wake: Arc<Notify>, notifier: Arc<Notifier>) {
+async fn on_signals(
+    shutdown: Arc<AtomicBool>,
+    terminating: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    notifier: Arc<Notifier>,
+) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -204,7 +351,8 @@ async fn on_signals(shutdown: Arc<AtomicBool>, wake: Arc<Notify>, notifier: Arc<
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        if shutdown.swap(true, Ordering::SeqCst) {
+        shutdown.store(true, Ordering::SeqCst);
+        if terminating.swap(true, Ordering::SeqCst) {
             // A second signal: the operator does not want to wait for the step.
             warn!("second signal: exiting now; containers keep running");
             std::process::exit(1);

@@ -27,10 +27,6 @@ use tracing::{debug, warn};
 
 /// The environment variables through which systemd talks to the service's main process.
 /// Children must be spawned without them (see the module documentation).
-#[allow(
-    dead_code,
-    reason = "for the self-update trial run, which is being written; remove once it is used"
-)]
 pub(crate) const CHILD_ENV_REMOVE: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
 /// The longest `STATUS=` text sent, in bytes: `systemctl status` shows it on one line, and a
@@ -100,10 +96,7 @@ impl Notifier {
     }
 
     /// Whether systemd listens (`NOTIFY_SOCKET` was set and usable).
-    #[allow(
-        dead_code,
-        reason = "API for the daemon's wiring, which is being written; remove once it is used"
-    )]
+    #[cfg(test)]
     pub(crate) fn is_active(&self) -> bool {
         self.target.is_some()
     }
@@ -114,10 +107,6 @@ impl Notifier {
     }
 
     /// The one-line status `systemctl status` shows.
-    #[allow(
-        dead_code,
-        reason = "API for the daemon's wiring, which is being written; remove once it is used"
-    )]
     pub(crate) fn status(&self, status: &str) {
         self.send(&format!("STATUS={}", one_line(status)));
     }
@@ -137,26 +126,6 @@ impl Notifier {
     /// does not watch this process.
     pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog
-    }
-
-    /// Asks for `d` more time to start or stop than `TimeoutStartSec`/`TimeoutStopSec` allow
-    /// (`EXTEND_TIMEOUT_USEC=`), counted from now: for a first sync that pulls large images.
-    #[allow(
-        dead_code,
-        reason = "API for the daemon's wiring, which is being written; remove once it is used"
-    )]
-    pub(crate) fn extend_timeout(&self, d: Duration) {
-        self.send(&format!("EXTEND_TIMEOUT_USEC={}", d.as_micros()));
-    }
-
-    /// Tells systemd the service's main process is now `pid` (`MAINPID=`).
-    #[allow(
-        dead_code,
-        reason = "part of the protocol the agent may need if self-update ever hands over to a \
-                  new process instead of re-executing in place"
-    )]
-    pub(crate) fn main_pid(&self, pid: u32) {
-        self.send(&format!("MAINPID={pid}"));
     }
 
     /// Sends one datagram; failures are logged, never returned (see the module documentation).
@@ -313,15 +282,11 @@ mod tests {
         n.ready("running");
         n.status("syncing abc123");
         n.watchdog();
-        n.extend_timeout(Duration::from_millis(90_500));
-        n.main_pid(4242);
         n.stopping();
 
         assert_eq!(recv(&l.socket), "READY=1\nSTATUS=running");
         assert_eq!(recv(&l.socket), "STATUS=syncing abc123");
         assert_eq!(recv(&l.socket), "WATCHDOG=1");
-        assert_eq!(recv(&l.socket), "EXTEND_TIMEOUT_USEC=90500000");
-        assert_eq!(recv(&l.socket), "MAINPID=4242");
         assert_eq!(recv(&l.socket), "STOPPING=1");
         assert_empty(&l.socket);
     }

@@ -517,6 +517,10 @@ impl<W: World> Agent<W> {
                 self.land_build(b);
             }
         }
+        // Events from beside the engine (the daemon's self-update) join the durable history.
+        for note in self.shared.status.take_notes() {
+            self.event(None, &note.step, &note.reason, note.outcome);
+        }
         self.metrics.passes_total += 1;
         let span = info_span!("pass", n = self.metrics.passes_total, git = git_due);
         async {

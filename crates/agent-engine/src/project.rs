@@ -206,6 +206,8 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
         services,
         // The agent fills these in from its own record (retention), after projecting.
         images: v.previous.images.clone(),
+        // The daemon's part: `Status::publish` lays it over.
+        self_update: None,
         ready,
         metrics: v.metrics.clone(),
     }

@@ -53,8 +53,8 @@ pub use client::{
 };
 pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
-    ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot,
-    human_bytes, short_container_id,
+    ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, SelfUpdateStatus, ServiceStatus,
+    Snapshot, human_bytes, short_container_id,
 };
 pub use text::{render_events, render_text};
 pub use token::{BearerToken, TOKEN_MAX_BYTES, TOKEN_MIN_BYTES, access};
@@ -123,7 +123,26 @@ impl Default for Limits {
 pub struct Status {
     current: Arc<RwLock<Arc<Snapshot>>>,
     events: Arc<RwLock<VecDeque<Event>>>,
+    /// The daemon's self-update part, laid over every snapshot the engine publishes.
+    self_update: Arc<RwLock<Option<SelfUpdateStatus>>>,
+    /// Events from outside the engine (the self-update), waiting for the engine to number
+    /// them and write them to its durable history.
+    notes: Arc<std::sync::Mutex<Vec<Note>>>,
 }
+
+/// An event from outside the engine, before it has a number and a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// As [`Event::step`].
+    pub step: String,
+    /// As [`Event::reason`].
+    pub reason: String,
+    /// As [`Event::outcome`].
+    pub outcome: EventOutcome,
+}
+
+/// Most notes kept waiting for the engine; older ones are dropped.
+const NOTES_KEPT: usize = 64;
 
 /// Most events kept in memory and served by `/events`.
 pub const EVENTS_KEPT: usize = 1000;
@@ -134,11 +153,19 @@ impl Status {
         Self {
             current: Arc::new(RwLock::new(Arc::new(initial))),
             events: Arc::default(),
+            self_update: Arc::default(),
+            notes: Arc::default(),
         }
     }
 
-    /// Replaces the snapshot every later request sees.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Replaces the snapshot every later request sees, with the self-update's part laid over
+    /// it.
+    pub fn publish(&self, mut snapshot: Snapshot) {
+        snapshot.self_update = self
+            .self_update
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         // A poisoned lock only means a reader panicked; the data is a plain value, still whole.
         let mut guard = self
             .current
@@ -177,6 +204,39 @@ impl Status {
             .collect();
         out.reverse();
         out
+    }
+
+    /// Sets the self-update's part of `/status`, now and in every later snapshot.
+    pub fn set_self_update(&self, part: Option<SelfUpdateStatus>) {
+        *self
+            .self_update
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = part;
+        let snapshot = (*self.get()).clone();
+        self.publish(snapshot);
+    }
+
+    /// Queues an event from outside the engine; the engine records it (numbered, timed and
+    /// durable) at its next pass. Beyond 64 waiting, the oldest is dropped.
+    pub fn note(&self, note: Note) {
+        let mut notes = self
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if notes.len() == NOTES_KEPT {
+            notes.remove(0);
+        }
+        notes.push(note);
+    }
+
+    /// Takes the queued notes, oldest first.
+    pub fn take_notes(&self) -> Vec<Note> {
+        std::mem::take(
+            &mut *self
+                .notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The last published snapshot.

@@ -24,12 +24,40 @@ pub struct Snapshot {
     /// Images orun pulled or built, and pulls and builds in progress.
     #[serde(default)]
     pub images: ImagesStatus,
+    /// The opt-in self-update, when it is on (the daemon's part: [`crate::Status`] keeps it
+    /// across the engine's snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_update: Option<SelfUpdateStatus>,
     /// Whether the current revision is converged and healthy (`/readyz`).
     #[serde(skip)]
     pub ready: bool,
     /// Counters for `/metrics`.
     #[serde(skip)]
     pub metrics: Metrics,
+}
+
+/// The self-update's part of `/status`: what runs, what the feed offers, what went wrong.
+/// Versions and the feed's own words only; never a key or a credential.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfUpdateStatus {
+    /// `notify` (report only) or `install`.
+    pub mode: String,
+    /// The running version.
+    pub current: String,
+    /// What it is doing: `idle`, `checking`, `staging`, `trial`, `probation`.
+    pub phase: String,
+    /// A newer release the feed offers and this node may install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<String>,
+    /// When the feed was last read successfully (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_unix: Option<u64>,
+    /// Why the last check or install failed, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Versions refused for good, with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, String>,
 }
 
 /// The node's part of `/status`.
@@ -524,6 +552,7 @@ impl Metrics {
             ready.set(i64::from(snap.ready));
             registry.register(Box::new(ready))?;
             routes(&registry, snap)?;
+            self_update(&registry, snap)?;
             images(&registry, snap)
         };
         let mut out = String::new();
@@ -533,6 +562,25 @@ impl Metrics {
         let _ = TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
         out
     }
+}
+
+/// Self-update gauges, when it is on: an update waiting (notify mode) and a failing one.
+fn self_update(registry: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
+    let Some(u) = &snap.self_update else {
+        return Ok(());
+    };
+    let available = IntGauge::new(
+        "orun_self_update_available",
+        "1 when the release feed offers a newer version this node may install.",
+    )?;
+    available.set(i64::from(u.available.is_some()));
+    registry.register(Box::new(available))?;
+    let failing = IntGauge::new(
+        "orun_self_update_failing",
+        "1 when the last self-update check or install failed.",
+    )?;
+    failing.set(i64::from(u.last_error.is_some()));
+    registry.register(Box::new(failing))
 }
 
 /// Route and certificate gauges: one series per Service with a domain.

@@ -35,6 +35,20 @@ pub fn render_text(snap: &Snapshot, ready: bool) -> String {
     if let Some(e) = &node.sync_error {
         let _ = writeln!(out, "sync error: {e}");
     }
+    if let Some(u) = &snap.self_update {
+        let _ = write!(
+            out,
+            "self-update ({}): running {}, {}",
+            u.mode, u.current, u.phase
+        );
+        if let Some(v) = &u.available {
+            let _ = write!(out, ", {v} available");
+        }
+        out.push('\n');
+        if let Some(e) = &u.last_error {
+            let _ = writeln!(out, "self-update error: {e}");
+        }
+    }
     let mut rows = vec![[
         "DEPLOYMENT".to_owned(),
         "STATE".to_owned(),
