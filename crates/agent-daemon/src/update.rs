@@ -351,6 +351,13 @@ impl SelfUpdate {
         let updater = Arc::clone(&self.updater);
         let staged = tokio::task::spawn_blocking(move || lock(&updater).stage(&release)).await;
         match staged {
+            Ok(Ok(_)) if !self.status.get().ready => {
+                // A commit arrived while the release downloaded: stopping the engine now would
+                // cancel its rollout. The staging file is written again next time.
+                self.set_phase("waiting for the node to be ready");
+                self.next_check = Instant::now() + self.interval.min(Duration::from_secs(30));
+                None
+            }
             Ok(Ok(staged)) => Some(staged),
             Ok(Err(e)) => {
                 self.fail(format!("{version} refused: {}", chain(&e)));

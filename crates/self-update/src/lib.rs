@@ -5,7 +5,7 @@
 //! signature. [`Updater`] takes one release through these steps, each of which fails closed:
 //!
 //! 1. [`Updater::check`] reads the feed (at most 64 KiB, unknown fields refused) and refuses
-//!    a version at or below the running one, at or below the highest version ever seen
+//!    a version at or below the running one, below the highest version ever seen
 //!    (persisted, so a replayed old feed cannot roll back), or marked bad.
 //! 2. [`Updater::stage`] downloads the binary beside the installed one (at most the signed
 //!    size), checks the size, the SHA-256 and the minisign signature against the pinned key,
@@ -236,8 +236,8 @@ pub enum Refusal {
         /// The running version.
         current: Version,
     },
-    /// Not newer than the highest version seen: a replayed or rolled-back feed (F4).
-    #[error("not newer than the highest version seen, {highest}")]
+    /// Older than the highest version seen: a replayed or rolled-back feed (F4).
+    #[error("older than the highest version seen, {highest}")]
     NotNewer {
         /// The highest version seen.
         highest: Version,
@@ -381,8 +381,8 @@ impl Updater {
     /// Reads the feed and says whether it offers this binary a newer release.
     ///
     /// # Errors
-    /// [`UpdateError::Refused`] for a version below the running one, at or below the
-    /// highest seen, or marked bad; [`UpdateError::NoArtifact`] when a newer feed has no
+    /// [`UpdateError::Refused`] for a version below the running one or the highest seen, or
+    /// marked bad; [`UpdateError::NoArtifact`] when a newer feed has no
     /// binary for this name and target; the feed's fetch and parse errors. Nothing changes.
     pub fn check(&self) -> Result<Offer, UpdateError> {
         let feed = &self.config.feed;
@@ -420,8 +420,11 @@ impl Updater {
                 current: self.config.current.clone(),
             });
         }
+        // The highest version itself stays installable: a stage that verified it and then
+        // did not end in a swap (a failed self-test, a crash, an agent stopping mid-trial) may
+        // be tried again; its signature binds the version, so it is the same release.
         if let Some(highest) = &self.state.highest_seen
-            && version <= highest
+            && version < highest
         {
             return refuse(Refusal::NotNewer {
                 highest: highest.clone(),

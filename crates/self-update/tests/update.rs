@@ -486,14 +486,17 @@ fn relabelled_old_binary_is_refused() {
     assert_eq!(f.updater(OLD).state().highest_seen, None);
 }
 
-/// After a verified stage, the same version again and an older one are refused by the
-/// persisted highest version seen, even to a fresh updater of the old binary (RELIABILITY F4).
+/// After a verified stage, an older version is refused by the persisted highest version
+/// seen, even to a fresh updater of the old binary (RELIABILITY F4); the same version stays
+/// installable (a stage that did not end in a swap is tried again).
 #[test]
-fn downgrade_and_same_version_are_refused_by_highest_seen() {
+fn downgrade_is_refused_by_highest_seen_and_the_same_version_is_offered_again() {
     if !minisign_available() {
         return;
     }
     let f = Fixture::new();
+    f.publish(Publish::new("0.1.5"));
+    let older = f.offered(OLD);
     f.publish(Publish::new("0.2.0"));
     let release = f.offered(OLD);
     let staged = f.updater(OLD).stage(&release).unwrap();
@@ -502,7 +505,9 @@ fn downgrade_and_same_version_are_refused_by_highest_seen() {
     // A fresh process of the old binary (the swap never happened).
     let fresh = f.updater(OLD);
     assert_eq!(fresh.state().highest_seen, Some(v("0.2.0")));
-    for again in ["0.2.0", "0.1.5"] {
+    f.publish(Publish::new("0.2.0"));
+    assert_eq!(f.offered(OLD).version, v("0.2.0"));
+    for again in ["0.1.9", "0.1.5"] {
         f.publish(Publish::new(again));
         let err = f.updater(OLD).check().unwrap_err();
         assert!(
@@ -510,7 +515,11 @@ fn downgrade_and_same_version_are_refused_by_highest_seen() {
                 if *version == v(again) && *highest == v("0.2.0")),
             "{again}: {err:?}"
         );
-        assert!(err.to_string().contains("highest version seen"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("older than the highest version seen"),
+            "{err}"
+        );
     }
     // Below the running version: a downgrade.
     f.publish(Publish::new("0.0.9"));
@@ -532,8 +541,20 @@ fn downgrade_and_same_version_are_refused_by_highest_seen() {
         Offer::UpToDate { latest: v(OLD) }
     );
     // stage() refuses on its own too, whatever check() said earlier.
-    let err = f.updater(OLD).stage(&release).unwrap_err();
-    assert!(matches!(err, UpdateError::Refused { .. }), "{err:?}");
+    let err = f.updater(OLD).stage(&older).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpdateError::Refused {
+                reason: Refusal::NotNewer { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The highest version itself is staged again.
+    f.publish(Publish::new("0.2.0"));
+    f.updater(OLD).stage(&release).unwrap();
 }
 
 /// A staged binary that fails `--version` is refused (RELIABILITY F6).
