@@ -20,7 +20,7 @@ use serde_json::Value;
 use support::{Agent, bin, container, node_yaml};
 use test_support::docker::Guard;
 use test_support::git::Remote;
-use test_support::{free_port, required};
+use test_support::{free_port, minisign};
 
 /// The target triple the agent was built for, as the feed names it.
 fn target() -> String {
@@ -32,35 +32,13 @@ fn target() -> String {
 }
 
 fn minisign_ok() -> bool {
-    let found = Command::new("minisign").arg("-v").output().is_ok();
-    assert!(
-        found || !required(),
-        "minisign is missing and ORUN_REQUIRE_ALL is set"
-    );
-    found
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    minisign::available()
 }
 
 /// A minisign key pair in `dir`: (public, secret).
 fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
-    fs::create_dir_all(dir).unwrap();
-    let (public, secret) = (dir.join("key.pub"), dir.join("key.sec"));
-    run_ok(
-        Command::new("minisign")
-            .args(["-G", "-W", "-p"])
-            .arg(&public)
-            .arg("-s")
-            .arg(&secret),
-    );
-    (public, secret)
+    let k = minisign::keypair(dir);
+    (k.public, k.secret)
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -108,18 +86,8 @@ impl Feed {
         let binary = self.dir.join(&file);
         fs::write(&binary, script).unwrap();
         let sig = self.dir.join(format!("{file}.minisig"));
-        let _ = fs::remove_file(&sig);
         let comment = format!("orun-agent {version} {}", self.target);
-        run_ok(
-            Command::new("minisign")
-                .arg("-S")
-                .arg("-s")
-                .arg(secret)
-                .arg("-m")
-                .arg(&binary)
-                .args(["-t", &comment, "-x"])
-                .arg(&sig),
-        );
+        minisign::sign(secret, &binary, &comment, &sig);
         let json = serde_json::json!({
             "version": version,
             "artifacts": [{

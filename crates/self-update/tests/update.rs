@@ -21,22 +21,11 @@ use self_update::{
 };
 use sha2::{Digest, Sha256};
 
-const MINISIGN: &str = "minisign";
 /// Set (to a fixture's root) in the child process of the crash tests.
 const CHILD_VAR: &str = "ORUN_UPDATE_TEST_CHILD";
 
-/// Whether the minisign CLI is here; without it the test is skipped, unless
-/// `ORUN_REQUIRE_ALL` asks for every component.
 fn minisign_available() -> bool {
-    let found = Command::new(MINISIGN).arg("-v").output().is_ok();
-    if !found {
-        assert!(
-            !test_support::required(),
-            "minisign is missing and ORUN_REQUIRE_ALL is set"
-        );
-        println!("skipped: the minisign CLI is not installed (apt-get install -y minisign)");
-    }
-    found
+    test_support::minisign::available()
 }
 
 fn v(text: &str) -> Version {
@@ -59,36 +48,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A minisign key pair in `dir`: (public key file, secret key file, key id).
 fn keypair(dir: &Path) -> (PathBuf, PathBuf, String) {
-    fs::create_dir_all(dir).unwrap();
-    let (public, secret) = (dir.join("key.pub"), dir.join("key.sec"));
-    run_ok(
-        Command::new(MINISIGN)
-            .args(["-G", "-W", "-p"])
-            .arg(&public)
-            .arg("-s")
-            .arg(&secret),
-    );
-    let text = fs::read_to_string(&public).unwrap();
-    let id = text
-        .lines()
-        .next()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
-    (public, secret, id)
+    let k = test_support::minisign::keypair(dir);
+    (k.public, k.secret, k.id)
 }
 
 /// How to publish a release, with the faults the tests inject.
@@ -215,15 +178,11 @@ impl Fixture {
             let comment = p
                 .comment
                 .unwrap_or_else(|| format!("orun {} {TARGET}", p.version));
-            run_ok(
-                Command::new(MINISIGN)
-                    .arg("-S")
-                    .arg("-s")
-                    .arg(p.key.as_ref().unwrap_or(&self.secret))
-                    .arg("-m")
-                    .arg(&signed)
-                    .args(["-t", &comment, "-x"])
-                    .arg(&sig),
+            test_support::minisign::sign(
+                p.key.as_ref().unwrap_or(&self.secret),
+                &signed,
+                &comment,
+                &sig,
             );
         }
         let json = serde_json::json!({

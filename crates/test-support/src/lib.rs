@@ -1,7 +1,7 @@
 //! Helpers the tests of every crate share, so each exists once: real Git remotes (bare repos,
 //! `git daemon`, `sshd` on loopback), the Docker CLI and a guard that removes a test's
 //! containers by label, the real Caddy and the `pebble` ACME server on loopback, a real Docker
-//! registry with htpasswd auth ([`registry::Registry`]), and
+//! registry with htpasswd auth ([`registry::Registry`]), the `minisign` CLI, and
 //! [`wait::wait`], the one way a test waits for something.
 //!
 //! Dev-only: no crate depends on it outside `[dev-dependencies]`.
@@ -15,6 +15,7 @@
 pub mod caddy;
 pub mod docker;
 pub mod git;
+pub mod minisign;
 pub mod registry;
 pub mod sops;
 pub mod wait;
