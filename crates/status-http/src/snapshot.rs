@@ -551,6 +551,12 @@ impl Metrics {
             )?;
             ready.set(i64::from(snap.ready));
             registry.register(Box::new(ready))?;
+            let sync_failing = IntGauge::new(
+                "orun_sync_failing",
+                "1 while the last sync (Git fetch or loading the revision) failed.",
+            )?;
+            sync_failing.set(i64::from(snap.node.sync_error.is_some()));
+            registry.register(Box::new(sync_failing))?;
             routes(&registry, snap)?;
             self_update(&registry, snap)?;
             images(&registry, snap)
