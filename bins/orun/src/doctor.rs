@@ -8,6 +8,8 @@ use node_setup::doctor::{DoctorInput, run_blocking};
 /// Flags: the agent's own, so `orun doctor --config /etc/orun/agent.toml` checks exactly what
 /// `orun start --config /etc/orun/agent.toml` would use.
 #[derive(Debug, clap::Args)]
+// clap names a flattened struct's argument group after the type: both are `Args`.
+#[group(id = "doctor")]
 pub(crate) struct Args {
     /// The systemd unit to ask about.
     #[arg(long, default_value = "orun.service")]

@@ -45,6 +45,10 @@ enum Command {
     /// key, the data dir, the status port, the unit), each problem with a fix; exit 1 when a
     /// check fails. Takes the agent's own flags or `--config`.
     Doctor(Box<doctor::Args>),
+    /// Install the agent on a node over SSH from `nodes/<name>.yaml` (run at the repository's
+    /// root): binary, config, keys and a systemd unit running `orun start`; then wait until it
+    /// converges. Idempotent; `--dry-run` prints the steps, `--check` runs doctor on the node.
+    Bootstrap(Box<node_setup::bootstrap::Args>),
     /// Print the version.
     Version,
 }
@@ -71,6 +75,9 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(&args),
         Command::Start(args) => return agent_daemon::main(*args, "orun"),
         Command::Doctor(args) => doctor::run(*args),
+        Command::Bootstrap(args) => node_setup::bootstrap::run(&args, &mut std::io::stdout())
+            .map(|ok| ExitCode::from(u8::from(!ok)))
+            .map_err(Into::into),
         Command::Version => {
             emit(&format!("orun {}\n", env!("CARGO_PKG_VERSION"))).map(|()| ExitCode::SUCCESS)
         }
@@ -81,5 +88,17 @@ fn main() -> ExitCode {
             eprintln!("orun: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own checks of every subcommand (unique argument and group names, …), which it
+    /// otherwise runs only in debug builds and only for the subcommand given.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -19,6 +19,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::SetupError;
+
 /// The unit's file name, under `/etc/systemd/system/`.
 pub const UNIT_NAME: &str = "orun.service";
 
@@ -62,31 +64,6 @@ impl Default for UnitParams {
     }
 }
 
-/// Why a unit cannot be rendered from the parameters given.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UnitError {
-    /// A path is not one systemd takes (relative, `.` or `..` in it, not UTF-8, control
-    /// characters), or could break out of its line.
-    #[error("{field}: {path:?} {reason}")]
-    Path {
-        /// Which parameter.
-        field: &'static str,
-        /// The path as given.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A user or group name that is not a plain system name.
-    #[error("{field}: {name:?} is not a valid user or group name")]
-    Name {
-        /// Which parameter.
-        field: &'static str,
-        /// The name as given.
-        name: String,
-    },
-}
-
 /// The unit file for `p`.
 ///
 /// # Guarantees
@@ -94,9 +71,9 @@ pub enum UnitError {
 /// systemd (`%` specifiers, `$` in `ExecStart=`), and names are plain.
 ///
 /// # Errors
-/// [`UnitError`] when a path is not absolute and normalized UTF-8 without control characters,
+/// [`SetupError`] when a path is not absolute and normalized UTF-8 without control characters,
 /// or a name is not a plain user or group name.
-pub fn render(p: &UnitParams) -> Result<String, UnitError> {
+pub fn render(p: &UnitParams) -> Result<String, SetupError> {
     // The command's path is not searched for `$VARIABLES`, its arguments are.
     let binary = path_word(path("binary", &p.binary)?);
     let config = arg_word(path("config", &p.config)?);
@@ -250,8 +227,8 @@ WantedBy=multi-user.target
 
 /// `p` as UTF-8, when systemd takes it as an absolute path and nothing in it can reach past
 /// its own setting.
-fn path<'a>(field: &'static str, p: &'a Path) -> Result<&'a str, UnitError> {
-    let bad = |reason| UnitError::Path {
+fn path<'a>(field: &'static str, p: &'a Path) -> Result<&'a str, SetupError> {
+    let bad = |reason| SetupError::UnitPath {
         field,
         path: p.to_owned(),
         reason,
@@ -273,7 +250,7 @@ fn path<'a>(field: &'static str, p: &'a Path) -> Result<&'a str, UnitError> {
 }
 
 /// `name`, when it is a plain user or group name (the portable subset useradd accepts).
-fn name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, UnitError> {
+fn name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, SetupError> {
     let mut chars = name.chars();
     let plain = name.len() <= 32
         && chars
@@ -283,7 +260,7 @@ fn name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, UnitError> {
     if plain {
         Ok(name)
     } else {
-        Err(UnitError::Name {
+        Err(SetupError::UnitName {
             field,
             name: name.to_owned(),
         })
@@ -420,27 +397,27 @@ mod tests {
         };
         assert_eq!(
             with(|p| p.data_dir = PathBuf::from("/opt/orun\nExecStartPre=/bin/sh")),
-            r#"data_dir: "/opt/orun\nExecStartPre=/bin/sh" holds control characters"#
+            r#"systemd unit, data_dir: "/opt/orun\nExecStartPre=/bin/sh" holds control characters"#
         );
         assert_eq!(
             with(|p| p.binary = PathBuf::from("orun")),
-            r#"binary: "orun" is not absolute"#
+            r#"systemd unit, binary: "orun" is not absolute"#
         );
         assert_eq!(
             with(|p| p.extra_read_write = vec![PathBuf::from("/opt/orun/../../etc")]),
-            r#"extra_read_write: "/opt/orun/../../etc" holds `.` or `..`"#
+            r#"systemd unit, extra_read_write: "/opt/orun/../../etc" holds `.` or `..`"#
         );
         assert_eq!(
             with(|p| p.user = "orun\nUser=root".to_owned()),
-            r#"user: "orun\nUser=root" is not a valid user or group name"#
+            r#"systemd unit, user: "orun\nUser=root" is not a valid user or group name"#
         );
         assert_eq!(
             with(|p| p.docker_group = Some(String::new())),
-            r#"docker_group: "" is not a valid user or group name"#
+            r#"systemd unit, docker_group: "" is not a valid user or group name"#
         );
         assert_eq!(
             with(|p| p.user = "Orun".to_owned()),
-            r#"user: "Orun" is not a valid user or group name"#
+            r#"systemd unit, user: "Orun" is not a valid user or group name"#
         );
         #[cfg(unix)]
         {
@@ -448,7 +425,7 @@ mod tests {
             let bytes = std::ffi::OsStr::from_bytes(b"/opt/\xff");
             assert_eq!(
                 with(|p| p.config = PathBuf::from(std::ffi::OsStr::from_bytes(b"/opt/\xff"))),
-                format!("config: {:?} is not UTF-8", Path::new(bytes))
+                format!("systemd unit, config: {:?} is not UTF-8", Path::new(bytes))
             );
         }
     }
