@@ -15,21 +15,7 @@ use test_support::wait::{Wait, wait};
 pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 pub(crate) fn bin(name: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(format!(
-        "ORUN_{}_BIN",
-        name.to_uppercase().replace('-', "_")
-    )) {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    let p = target.join("debug").join(name);
-    assert!(
-        p.exists(),
-        "{} is not built; run `cargo xtask e2e`",
-        p.display()
-    );
-    p
+    test_support::built(name)
 }
 
 /// One running agent process, killed on drop.

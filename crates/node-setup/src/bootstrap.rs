@@ -18,7 +18,6 @@
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -26,6 +25,7 @@ use manifest_model::{DirSource, Limits, Node};
 use sha2::{Digest as _, Sha256};
 
 use crate::SetupError;
+use crate::ssh::{Content, Ssh, SshOptions, ok, ssh_base, tail};
 use crate::unit::{UNIT_NAME, UnitParams};
 
 /// The flags of `orun bootstrap`.
@@ -82,12 +82,19 @@ pub struct Args {
     pub timeout: Duration,
 }
 
+impl Args {
+    fn ssh(&self) -> SshOptions {
+        SshOptions {
+            options: self.ssh_options.clone(),
+            port: self.ssh_port,
+            timeout: self.timeout,
+        }
+    }
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     manifest_model::values::parse_duration(s).map_err(|e| e.to_string())
 }
-
-/// Where stderr tails are cut: enough to see the error, not a flood.
-const TAIL: usize = 2048;
 
 /// Top-level folders that are never a data dir (`""` is `/` itself).
 const SYSTEM_DIRS: [&str; 20] = [
@@ -288,18 +295,6 @@ fn arch_matches(binary: &str, uname: &str) -> bool {
 }
 
 /// `s` cut to its last [`TAIL`] bytes, at a character boundary.
-fn tail(s: &str) -> String {
-    let s = s.trim();
-    if s.len() <= TAIL {
-        return s.to_owned();
-    }
-    let mut start = s.len() - TAIL;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("...{}", &s[start..])
-}
-
 fn path_str(p: &Path) -> Result<&str, SetupError> {
     p.to_str()
         .ok_or_else(|| SetupError::Usage(format!("{} is not UTF-8", p.display())))
@@ -310,7 +305,7 @@ fn q(p: &Path) -> Result<String, SetupError> {
 }
 
 /// Prints one line of progress; a reader that went away does not stop an install halfway.
-fn say(out: &mut dyn Write, line: &str) {
+pub(crate) fn say(out: &mut dyn Write, line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
@@ -336,15 +331,6 @@ fn sha256_file(path: &Path) -> Result<String, SetupError> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What a file on the node is made from.
-#[derive(Debug, Clone)]
-enum Content {
-    /// Text bootstrap rendered (config, unit, known_hosts).
-    Text(String),
-    /// A local file, streamed (binary, keys).
-    File(PathBuf),
 }
 
 /// One file to install.
@@ -433,7 +419,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<bool, SetupError> {
         dry_run(args, &setup, out)?;
         return Ok(true);
     }
-    let ssh = Ssh::connect(args, &setup.node, out)?;
+    let ssh = Ssh::connect(&args.ssh(), &setup.node, !args.no_systemd, out)?;
     if args.check {
         return check(&ssh, &setup, out);
     }
@@ -815,7 +801,7 @@ fn dry_run(args: &Args, s: &Setup, out: &mut dyn Write) -> Result<(), SetupError
         out,
         &format!(
             "connect: ssh {} {}@{}",
-            ssh_base(args, &s.node).join(" "),
+            ssh_base(&args.ssh(), &s.node).join(" "),
             spec.user,
             spec.host
         ),
@@ -962,312 +948,6 @@ fn detached_cmd(l: &Layout, changed: bool) -> Result<String, SetupError> {
          setsid nohup {bin} start --config {cfg} >> {log} 2>&1 < /dev/null & echo $! > {pidfile}; echo $verb $!",
         changed = u8::from(changed),
     ))
-}
-
-/// The SSH options every call shares: the operator's first (ssh keeps the first value of an
-/// option), then bootstrap's.
-fn ssh_base(args: &Args, node: &Node) -> Vec<String> {
-    let mut v = Vec::new();
-    for o in &args.ssh_options {
-        v.push("-o".to_owned());
-        v.push(o.clone());
-    }
-    for o in [
-        "BatchMode=yes",
-        "StrictHostKeyChecking=yes",
-        "IdentitiesOnly=yes",
-        "ServerAliveInterval=15",
-    ] {
-        v.push("-o".to_owned());
-        v.push(o.to_owned());
-    }
-    v.push("-i".to_owned());
-    v.push(expand_home(&node.spec.ssh_key_path));
-    if let Some(port) = args.ssh_port {
-        v.push("-p".to_owned());
-        v.push(port.to_string());
-    }
-    v
-}
-
-fn expand_home(p: &str) -> String {
-    match (p.strip_prefix("~/"), std::env::var("HOME")) {
-        (Some(rest), Ok(home)) => format!("{}/{rest}", home.trim_end_matches('/')),
-        _ => p.to_owned(),
-    }
-}
-
-/// What a remote command returned.
-struct Output {
-    status: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// An SSH master connection to the node; every step goes through its control socket.
-struct Ssh {
-    /// Private (0700) folder of the control socket and the master's log.
-    dir: tempfile::TempDir,
-    master: Option<Child>,
-    base: Vec<String>,
-    target: String,
-    timeout: Duration,
-    /// Not root under systemd: each step through `sudo -n`.
-    sudo: bool,
-}
-
-impl Ssh {
-    fn control(&self) -> PathBuf {
-        self.dir.path().join("cm")
-    }
-
-    /// Opens the master connection (authenticating once) and waits until it answers.
-    fn connect(args: &Args, node: &Node, out: &mut dyn Write) -> Result<Self, SetupError> {
-        let spec = &node.spec;
-        let target = format!("{}@{}", spec.user, spec.host);
-        if spec.user.starts_with('-') || spec.host.starts_with('-') {
-            return Err(SetupError::Usage(format!(
-                "{target} is not a user and host ssh takes"
-            )));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("orun-ssh")
-            .tempdir()
-            .map_err(|source| SetupError::Local {
-                what: "cannot make a temporary folder in",
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let mut ssh = Self {
-            base: ssh_base(args, node),
-            dir,
-            master: None,
-            target,
-            timeout: args.timeout,
-            sudo: !args.no_systemd && spec.user != "root",
-        };
-        say(out, &format!("connecting to {}", ssh.target));
-        let log = ssh.dir.path().join("master.log");
-        let log_file = std::fs::File::create(&log).map_err(SetupError::Spawn)?;
-        let child = Command::new("ssh")
-            .args(&ssh.base)
-            .args([
-                "-o",
-                "ControlMaster=yes",
-                "-o",
-                "ControlPersist=no",
-                "-N",
-                "-S",
-            ])
-            .arg(ssh.control())
-            .arg("--")
-            .arg(&ssh.target)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(SetupError::Spawn)?;
-        ssh.master = Some(child);
-        let deadline = Instant::now() + ssh.timeout;
-        loop {
-            if let Some(m) = ssh.master.as_mut()
-                && let Ok(Some(_)) = m.try_wait()
-            {
-                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(SetupError::Connect {
-                    target: ssh.target.clone(),
-                    stderr: tail(&stderr),
-                });
-            }
-            let ok = Command::new("ssh")
-                .arg("-S")
-                .arg(ssh.control())
-                .args(["-O", "check", "--", &ssh.target])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map_err(SetupError::Spawn)?
-                .success();
-            if ok {
-                return Ok(ssh);
-            }
-            if Instant::now() >= deadline {
-                return Err(SetupError::Connect {
-                    target: ssh.target.clone(),
-                    stderr: format!("no connection within {:?}", ssh.timeout),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new("ssh");
-        c.args(&self.base)
-            .args(["-o", "ControlMaster=no", "-S"])
-            .arg(self.control());
-        c
-    }
-
-    /// Runs `script` with `sh -c` on the node (through `sudo -n` when needed), feeding it
-    /// `input`, within `timeout`.
-    fn exec_with(
-        &self,
-        what: &str,
-        script: &str,
-        input: Option<&Content>,
-        timeout: Duration,
-    ) -> Result<Output, SetupError> {
-        let sh = format!("sh -c {}", shell_quote(script));
-        let remote = if self.sudo {
-            format!("sudo -n {sh}")
-        } else {
-            sh
-        };
-        let mut child = self
-            .command()
-            .arg("--")
-            .arg(&self.target)
-            .arg(remote)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(SetupError::Spawn)?;
-        let writer = match (input, child.stdin.take()) {
-            (Some(content), Some(mut stdin)) => {
-                let content = content.clone();
-                Some(std::thread::spawn(move || -> std::io::Result<()> {
-                    match content {
-                        Content::Text(t) => stdin.write_all(t.as_bytes()),
-                        Content::File(p) => {
-                            std::io::copy(&mut std::fs::File::open(p)?, &mut stdin).map(drop)
-                        }
-                    }
-                }))
-            }
-            _ => None,
-        };
-        let read = |r: Option<Box<dyn std::io::Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                if let Some(mut r) = r {
-                    let _ = r.read_to_end(&mut buf);
-                }
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        };
-        let stdout = read(
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        );
-        let stderr = read(
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        );
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait().map_err(SetupError::Spawn)? {
-                Some(status) => break status,
-                None if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(SetupError::Timeout {
-                        what: what.to_owned(),
-                        timeout,
-                    });
-                }
-                None => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
-        // A failed write shows as the remote's failure (the checksum differs).
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
-        Ok(Output {
-            status: status.code(),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        })
-    }
-
-    /// [`Ssh::exec_with`] that must succeed.
-    fn run(&self, what: &str, script: &str) -> Result<String, SetupError> {
-        let o = self.exec_with(what, script, None, self.timeout)?;
-        ok(what, o)
-    }
-
-    /// A local port forwarded to `remote` on the node, through the master.
-    fn forward(&self, remote: SocketAddr) -> Result<u16, SetupError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(SetupError::Spawn)?
-            .port();
-        let spec = format!("127.0.0.1:{port}:{}:{}", remote.ip(), remote.port());
-        let o = self
-            .command()
-            .args(["-O", "forward", "-L", &spec, "--", &self.target])
-            .stdout(Stdio::null())
-            .output()
-            .map_err(SetupError::Spawn)?;
-        if !o.status.success() {
-            return Err(SetupError::Connect {
-                target: self.target.clone(),
-                stderr: format!(
-                    "cannot forward a port to {remote}: {}",
-                    tail(&String::from_utf8_lossy(&o.stderr))
-                ),
-            });
-        }
-        Ok(port)
-    }
-
-    /// Ends the master connection (and its forwards).
-    fn close(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut m) = self.master.take() {
-            let _ = self
-                .command()
-                .args(["-O", "exit", "--", &self.target])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let _ = m.kill();
-            let _ = m.wait();
-        }
-    }
-}
-
-impl Drop for Ssh {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn ok(what: &str, o: Output) -> Result<String, SetupError> {
-    if o.status == Some(0) {
-        return Ok(o.stdout);
-    }
-    Err(SetupError::Remote {
-        what: what.to_owned(),
-        status: match o.status {
-            Some(255) => "ssh exit 255: the connection failed".to_owned(),
-            Some(c) => format!("exit {c}"),
-            None => "killed".to_owned(),
-        },
-        stderr: tail(&o.stderr),
-    })
 }
 
 /// `--check`: the installed binary's doctor, on the node.
@@ -1502,6 +1182,8 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+    use crate::ssh::TAIL;
+    use std::process::Command;
 
     /// What `sh -c "echo <quoted>"` prints for `s`.
     fn through_sh(s: &str) -> String {

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod doctor;
+mod ssh;
 pub mod unit;
 
 use std::path::PathBuf;

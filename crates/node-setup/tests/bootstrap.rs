@@ -11,24 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use test_support::git::{Remote, Sshd, sshd_binary};
+use test_support::git::{Remote, Sshd, sshd_binary, whoami};
 use test_support::wait::wait;
 use test_support::{free_port, required};
 
-/// The built `orun` (`cargo build -p orun` first), as tests/support finds the binaries.
+/// The built `orun` (`cargo build -p orun` first).
 fn orun() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORUN_ORUN_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    let p = target.join("debug").join("orun");
-    assert!(
-        p.exists(),
-        "{} is not built; run `cargo build -p orun` first",
-        p.display()
-    );
-    p
+    test_support::built("orun")
 }
 
 /// The sshd binary; panics when it must be there (`ORUN_REQUIRE_ALL`).
@@ -53,11 +42,6 @@ fn docker_up() -> bool {
         eprintln!("skipped: no Docker daemon answers `docker info`");
     }
     ok
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// A node named `name` on this machine through `sshd`, following `git_repo`.

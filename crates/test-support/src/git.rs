@@ -238,7 +238,8 @@ impl Sshd {
     }
 }
 
-fn whoami() -> String {
+/// The current user's name (`id -un`).
+pub fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -20,6 +20,26 @@ pub mod registry;
 pub mod sops;
 pub mod wait;
 
+/// A binary of this workspace as `cargo build` made it (`target/debug/<name>`, or under
+/// `CARGO_TARGET_DIR`); `ORUN_<NAME>_BIN` points elsewhere. Panics, saying what to build,
+/// when it is not there.
+pub fn built(name: &str) -> std::path::PathBuf {
+    let var = format!("ORUN_{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(var) {
+        return std::path::PathBuf::from(p);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), std::path::PathBuf::from);
+    let p = target.join("debug").join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build -p {name}` first (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
 /// Whether a missing component must fail the test rather than skip it: `cargo xtask test`
 /// and CI set `ORUN_REQUIRE_ALL`, having installed everything.
 pub fn required() -> bool {
