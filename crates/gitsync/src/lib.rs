@@ -11,6 +11,7 @@
 //!
 //! It does not parse manifests, talk to Docker or decide what to run.
 
+mod checkout;
 mod known_hosts;
 mod mirror;
 mod schedule;
@@ -22,6 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
+pub use checkout::branch_tip;
 pub use known_hosts::{KnownHosts, Verdict};
 pub use mirror::{Listing, Mirror, RemoteOptions, Slot, Synced, Token};
 pub use schedule::{BACKOFF_CAP, Schedule, backoff};
