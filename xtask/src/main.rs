@@ -209,6 +209,8 @@ fn e2e_steps() -> Vec<Step> {
                 "trust",
                 "--test",
                 "self_update",
+                "--test",
+                "ui",
             ],
         )
         .require_all(),
@@ -540,7 +542,7 @@ fn ensure_git() -> Result<()> {
 /// The programs the tests start beside Docker and Git: `sshd` for the deploy-key remote,
 /// `docker-registry` and `htpasswd` for authenticated pulls, `promtool` to lint `/metrics`,
 /// `caddy` and `pebble` (an ACME server) for the ingress, `curl` to move a tag inside the
-/// test registry. Installed here so that
+/// test registry, `chromium` (headless) to load the status page. Installed here so that
 /// `cargo xtask test` skips nothing on a fresh machine.
 fn ensure_test_components() -> Result<()> {
     ensure_programs(&[
@@ -553,6 +555,7 @@ fn ensure_test_components() -> Result<()> {
         ("curl", "curl"),
         ("minisign", "minisign"),
         ("systemd-analyze", "systemd"),
+        ("chromium", "chromium"),
     ])?;
     ensure_tcp_migrate_req()?;
     ensure_sops()

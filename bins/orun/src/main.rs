@@ -49,6 +49,10 @@ enum Command {
     /// root): binary, config, keys and a systemd unit running `orun start`; then wait until it
     /// converges. Idempotent; `--dry-run` prints the steps, `--check` runs doctor on the node.
     Bootstrap(Box<node_setup::bootstrap::Args>),
+    /// Every node of the repository in one table, each read through an SSH tunnel to its
+    /// status API: commit applied vs branch head, converged, failing deployments, last sync,
+    /// agent version. Exit 1 when a node is not converged on its branch head.
+    Fleet(Box<node_setup::fleet::Args>),
     /// Print the version.
     Version,
 }
@@ -76,6 +80,9 @@ fn main() -> ExitCode {
         Command::Start(args) => return agent_daemon::main(*args, "orun"),
         Command::Doctor(args) => doctor::run(*args),
         Command::Bootstrap(args) => node_setup::bootstrap::run(&args, &mut std::io::stdout())
+            .map(|ok| ExitCode::from(u8::from(!ok)))
+            .map_err(Into::into),
+        Command::Fleet(args) => node_setup::fleet::run(&args, &mut std::io::stdout())
             .map(|ok| ExitCode::from(u8::from(!ok)))
             .map_err(Into::into),
         Command::Version => {

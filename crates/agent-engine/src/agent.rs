@@ -55,6 +55,8 @@ struct Loaded {
     commit: String,
     /// The branch it was read from (and that its Node manifest names).
     branch: String,
+    /// Its commit's subject, for the status page.
+    subject: Option<String>,
     node: Rc<DesiredNode>,
     /// Its secret values, decrypted, and what masks them.
     secrets: Rc<rollout::Secrets>,
@@ -718,9 +720,11 @@ impl<W: World> Agent<W> {
                     &self.secrets,
                 ));
                 self.secrets = Rc::clone(&secrets);
+                let subject = self.tracking.git.subject(commit).await;
                 self.tracking.current = Some(Loaded {
                     commit: commit.to_owned(),
                     branch: branch.to_owned(),
+                    subject,
                     node,
                     secrets,
                     desired,
@@ -1271,6 +1275,18 @@ impl<W: World> Agent<W> {
             started_at: rfc3339(self.started_at),
             last_sync_time: self.tracking.last_sync.map(rfc3339),
             git_head: self.tracking.current.as_ref().map(|c| c.commit.clone()),
+            branch: self
+                .tracking
+                .current
+                .as_ref()
+                .map(|c| c.branch.clone())
+                .or_else(|| self.tracking.branch.clone()),
+            git_subject: self
+                .tracking
+                .current
+                .as_ref()
+                .and_then(|c| c.subject.clone()),
+            agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             sync_error,
             stale_since: self.tracking.stale_since.map(rfc3339),
         }
@@ -1299,6 +1315,8 @@ impl<W: World> Agent<W> {
         let mut node = self.node_status();
         if let Some((l, _)) = loaded {
             node.git_head = Some(l.commit.clone());
+            node.branch = Some(l.branch.clone());
+            node.git_subject.clone_from(&l.subject);
         }
         let previous = self.shared.status.get();
         let snapshot = project::snapshot(&project::View {

@@ -134,6 +134,7 @@ mod tests {
             error: None,
             address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             host_network: false,
+            started_at: None,
         };
         (c, port)
     }

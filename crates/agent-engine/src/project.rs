@@ -34,8 +34,8 @@ pub(crate) struct View<'a> {
     /// The snapshot published before: a rollout in flight keeps its entry's container,
     /// address and progress from it.
     pub(crate) previous: &'a Snapshot,
-    /// Docker's restart count and the address of containers, by id.
-    pub(crate) inspected: &'a BTreeMap<String, (u64, Option<String>)>,
+    /// Docker's restart count, the address and the last start of containers, by id.
+    pub(crate) inspected: &'a BTreeMap<String, (u64, Option<String>, Option<String>)>,
     /// The counters.
     pub(crate) metrics: &'a Metrics,
     /// Each Service's route, as the ingress last saw it.
@@ -161,7 +161,25 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
                 Some(d) => d.address.clone(),
                 None => observed
                     .and_then(|o| v.inspected.get(&o.id))
-                    .and_then(|(_, a)| a.clone()),
+                    .and_then(|(_, a, _)| a.clone()),
+            };
+            // The age shown is the serving container's, as Docker reported it to supervision;
+            // one supervision no longer inspects (during a rollout, after a rollback) keeps
+            // the start it was last shown with.
+            let started_at = match &before {
+                Some(d) => d.started_at.clone(),
+                None => observed.and_then(|o| {
+                    v.inspected
+                        .get(&o.id)
+                        .and_then(|(_, _, t)| t.clone())
+                        .or_else(|| {
+                            v.previous
+                                .deployments
+                                .get(&c.deployment)
+                                .filter(|p| p.container_id_full.as_deref() == Some(o.id.as_str()))
+                                .and_then(|p| p.started_at.clone())
+                        })
+                }),
             };
             if flying || !(c.spec.suspend || current && healthy) {
                 ready = false;
@@ -180,6 +198,7 @@ pub(crate) fn snapshot(v: &View<'_>) -> Snapshot {
                     restarts: v.metrics.restarts.get(&c.deployment).copied().unwrap_or(0),
                     address,
                     rollout,
+                    started_at,
                 },
             );
         }
@@ -235,6 +254,13 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
         .unwrap_or(jiff::Timestamp::MAX);
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Docker's RFC 3339 time (`2026-11-22T10:00:00.123456789Z`, or with an offset) at second
+/// precision in UTC, as `/status` writes times; `None` when it does not parse.
+pub(crate) fn second(docker_time: &str) -> Option<String> {
+    let ts: jiff::Timestamp = docker_time.parse().ok()?;
+    Some(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 #[cfg(test)]
@@ -489,6 +515,59 @@ mod tests {
         }
     }
 
+    /// A deployment's age is its serving container's start as Docker reported it; once
+    /// supervision stops inspecting that container (rolled back to), the start shown before
+    /// is kept, but never lent to another container.
+    #[test]
+    fn the_serving_container_start_is_shown() {
+        let (node, desired) = revision();
+        let running = web(&desired, ContainerState::Running, None);
+        let actual = Actual {
+            containers: vec![running],
+            images: BTreeMap::new(),
+        };
+        let started = "2026-11-22T10:00:00Z".to_owned();
+        let view = |inspected: &BTreeMap<String, (u64, Option<String>, Option<String>)>,
+                    previous: &Snapshot| {
+            snapshot(&View {
+                node: NodeStatus::default(),
+                revision: Some((&node, &desired)),
+                actual: &actual,
+                plan: &Plan::default(),
+                errors: &BTreeMap::new(),
+                history: &History::default(),
+                in_flight: &BTreeMap::new(),
+                previous,
+                inspected,
+                metrics: &Metrics::default(),
+                services: BTreeMap::new(),
+            })
+            .deployments["web"]
+                .started_at
+                .clone()
+        };
+        let inspected = BTreeMap::from([(WEB_ID.to_owned(), (0, None, Some(started.clone())))]);
+        let shown = Snapshot {
+            deployments: BTreeMap::from([(
+                "web".to_owned(),
+                DeploymentStatus {
+                    container_id_full: Some(WEB_ID.to_owned()),
+                    started_at: Some(started.clone()),
+                    ..DeploymentStatus::default()
+                },
+            )]),
+            ..Snapshot::default()
+        };
+        let mut other = shown.clone();
+        other.deployments.get_mut("web").unwrap().container_id_full = Some(NEW_ID.to_owned());
+        assert_eq!(
+            view(&inspected, &Snapshot::default()),
+            Some(started.clone())
+        );
+        assert_eq!(view(&BTreeMap::new(), &shown), Some(started));
+        assert_eq!(view(&BTreeMap::new(), &other), None);
+    }
+
     #[test]
     fn rfc3339_dates() {
         let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
@@ -496,5 +575,14 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_795_350_896), "2026-11-22T12:34:56Z");
         assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(
+            second("2026-11-22T12:34:56.987654321Z").as_deref(),
+            Some("2026-11-22T12:34:56Z")
+        );
+        assert_eq!(
+            second("2026-11-22T13:34:56+01:00").as_deref(),
+            Some("2026-11-22T12:34:56Z")
+        );
+        assert_eq!(second("yesterday"), None);
     }
 }

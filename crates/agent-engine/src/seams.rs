@@ -336,6 +336,25 @@ pub trait Git {
             "this repository cannot give the build context `{context}`"
         )))
     }
+    /// The subject (first line) of `commit`'s message, at most 200 characters, for the
+    /// status page; `None` when it cannot be read now.
+    async fn subject(&self, commit: &str) -> Option<String> {
+        let _ = commit;
+        None
+    }
+}
+
+/// Most characters of a commit's subject shown in `/status`.
+const SUBJECT_CHARS: usize = 200;
+
+/// `subject` cut to [`SUBJECT_CHARS`] characters, with `…` when cut.
+fn cap_subject(subject: &str) -> String {
+    let mut chars = subject.chars();
+    let mut out: String = chars.by_ref().take(SUBJECT_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Reads one revision from `src` the way every [`Git`] must: loaded whole, refused whole on
@@ -697,6 +716,19 @@ impl Git for MirrorGit {
         })
         .await
         .map_err(|e| RuntimeError::Context(format!("packing the build context failed: {e}")))?
+    }
+
+    async fn subject(&self, commit: &str) -> Option<String> {
+        let mirror = Arc::clone(&self.mirror);
+        let commit = commit.to_owned();
+        // A fetch holding the mirror is not waited for: the subject is shown later.
+        tokio::task::spawn_blocking(move || {
+            let summary = mirror.try_lock().ok()?.summary(&commit)?;
+            Some(cap_subject(&summary))
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }
 

@@ -617,6 +617,7 @@ impl Runtime for SimRuntime {
                 error: None,
                 address: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
                 host_network: false,
+                started_at: None,
             })
         });
         self.0.point().await;

@@ -40,6 +40,9 @@ pub struct ContainerInfo {
     pub address: Option<IpAddr>,
     /// It shares the host's network: `localhost` probes go to the host.
     pub host_network: bool,
+    /// When it last started, as Docker writes it (RFC 3339, UTC, with nanoseconds); `None`
+    /// when it never started.
+    pub started_at: Option<String>,
 }
 
 /// A container's state as an inspection reports it.
@@ -118,6 +121,10 @@ impl Docker {
             error: s.error.filter(|e| !e.is_empty()),
             address,
             host_network,
+            // Docker writes the zero time (year 1) for a container never started.
+            started_at: s
+                .started_at
+                .filter(|t| !t.is_empty() && !t.starts_with("0001-")),
         })
     }
 

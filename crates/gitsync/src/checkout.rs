@@ -36,7 +36,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(dir.path()).unwrap();
         let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-        let tree = repo.find_tree(repo.index().unwrap().write_tree().unwrap()).unwrap();
+        let tree = repo
+            .find_tree(repo.index().unwrap().write_tree().unwrap())
+            .unwrap();
         let one = repo
             .commit(Some("refs/heads/main"), &sig, &sig, "one", &tree, &[])
             .unwrap();

@@ -1,8 +1,10 @@
-//! Setting up and checking an orun node: `orun bootstrap` (installing the agent over SSH),
-//! the hardened systemd unit the agent runs under, and `orun doctor` (on the node).
+//! Setting up and checking orun nodes: `orun bootstrap` (installing the agent over SSH),
+//! the hardened systemd unit the agent runs under, `orun doctor` (on the node), and
+//! `orun fleet` (every node's status through SSH tunnels).
 
 pub mod bootstrap;
 pub mod doctor;
+pub mod fleet;
 mod ssh;
 pub mod unit;
 

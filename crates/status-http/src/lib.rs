@@ -1,8 +1,9 @@
 //! The agent's read-only status API on loopback.
 //!
 //! This crate owns the HTTP server (through `hyper`, known to no other crate) for REFERENCE
-//! §4: `GET|POST /healthz`, `GET|POST /status`, `GET /readyz`, `GET /metrics` and the event
-//! history `GET /events?since=&deployment=&limit=`; any other
+//! §4: `GET|POST /healthz`, `GET|POST /status`, `GET /readyz`, `GET /metrics`, the event
+//! history `GET /events?since=&deployment=&limit=` and the status page `GET /` (with its
+//! `/page.css` and `/page.js`: [`render_page`]); any other
 //! method on those paths is 405, any other path 404. It never calls Docker or Git on a
 //! request path: the agent [`Status::publish`]es a [`Snapshot`] after each pass and every
 //! request reads the last one, in constant time. It accepts no command of any kind.
@@ -25,6 +26,7 @@
 //! file, no redirects, a byte cap): self-update's release feed, signatures and binaries.
 
 mod client;
+mod page;
 mod snapshot;
 mod text;
 mod token;
@@ -51,6 +53,7 @@ pub use client::{
     Answer, ClientError, PeerCertificate, download, get, get_authorized, get_https,
     peer_certificate, request,
 };
+pub use page::{PAGE_EVENTS, parse_rfc3339, render_main, render_page};
 pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
     ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, SelfUpdateStatus, ServiceStatus,
@@ -347,7 +350,7 @@ fn respond<B>(
     let method = req.method();
     let allowed: &[Method] = match req.uri().path() {
         "/healthz" | "/status" => &[Method::GET, Method::POST],
-        "/readyz" | "/metrics" | "/events" => &[Method::GET],
+        "/readyz" | "/metrics" | "/events" | "/" | "/page.js" | "/page.css" => &[Method::GET],
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if !allowed.contains(method) {
@@ -373,6 +376,27 @@ fn respond<B>(
             };
             json(code, &serde_json::json!({ "ready": snap.ready }))
         }
+        "/" => {
+            // The page: the same snapshot, rendered; `?part=main` is what its script swaps in.
+            let events = status.events(0, None, PAGE_EVENTS);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let fragment = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .any(|p| p == "part=main");
+            let body = if fragment {
+                render_main(snap, &events, now)
+            } else {
+                render_page(snap, &events, now)
+            };
+            page_asset(body, "text/html; charset=utf-8")
+        }
+        "/page.js" => page_asset(page::PAGE_JS.to_owned(), "text/javascript; charset=utf-8"),
+        "/page.css" => page_asset(page::PAGE_CSS.to_owned(), "text/css; charset=utf-8"),
         "/events" => {
             let q = EventQuery::parse(req.uri().query().unwrap_or(""));
             let events = status.events(q.since, q.deployment.as_deref(), q.limit);
@@ -416,6 +440,39 @@ impl EventQuery {
         }
         q
     }
+}
+
+/// The status page's policy: nothing but its own style, its own script and the fragment the
+/// script fetches; no frames, no forms, no other origin.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A part of the status page (`/`, `/page.js`, `/page.css`), with the headers that keep it
+/// inert: a strict CSP, no sniffing, no caching, no referrer, no framing.
+fn page_asset(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        hyper::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    );
+    r
 }
 
 fn text(code: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -71,6 +71,17 @@ pub struct NodeStatus {
     pub last_sync_time: Option<String>,
     /// The commit applied.
     pub git_head: Option<String>,
+    /// The branch followed (the one the agent was told, or the one the node's manifest
+    /// names). Absent from the `/status` of older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The subject (first line) of the commit applied, at most 200 characters; nothing
+    /// else of its message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_subject: Option<String>,
+    /// The agent's version (`orun fleet` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
     /// Why the last fetch or load failed; never holds a value from the manifests but
     /// branch names (a Node manifest naming another branch than the one followed).
     pub sync_error: Option<String>,
@@ -112,6 +123,10 @@ pub struct DeploymentStatus {
     /// The rollout in progress, in words (`waiting for health: 3s of minHealthySeconds 10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// When the current container last started, as Docker reports it (RFC 3339, UTC,
+    /// seconds): its age on the status page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 impl DeploymentStatus {

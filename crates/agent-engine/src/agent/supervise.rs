@@ -43,9 +43,9 @@ pub(super) struct Supervision {
     pub(super) backoffs: BTreeMap<String, RestartBackoff>,
     /// Liveness probes of promoted containers, by deployment.
     pub(super) watches: BTreeMap<String, Watch>,
-    /// Docker's restart count and the address of each current container, by id; read again
-    /// when it dies.
-    pub(super) inspected: BTreeMap<String, (u64, Option<String>)>,
+    /// Docker's restart count, the address and the last start (RFC 3339, seconds) of each
+    /// current container, by id; read again when it dies.
+    pub(super) inspected: BTreeMap<String, (u64, Option<String>, Option<String>)>,
     /// Containers Docker reported dying since the last pass.
     pub(super) dirty: BTreeSet<String>,
 }
@@ -85,14 +85,19 @@ impl<W: World> Agent<W> {
                 match self.shared.docker.inspect(&o.id).await {
                     Ok(info) => {
                         let address = info.address.map(|a| a.to_string());
+                        let started = info.started_at.as_deref().and_then(crate::project::second);
                         self.supervision
                             .inspected
-                            .insert(o.id.clone(), (info.restart_count, address));
+                            .insert(o.id.clone(), (info.restart_count, address, started));
                     }
                     Err(e) => debug!(container = %o.id, error = %e, "cannot inspect"),
                 }
             }
-            let total = self.supervision.inspected.get(&o.id).map_or(0, |(n, _)| *n)
+            let total = self
+                .supervision
+                .inspected
+                .get(&o.id)
+                .map_or(0, |(n, _, _)| *n)
                 + self.store.state.restarts.get(&o.id).copied().unwrap_or(0);
             counts.insert(d.name.clone(), total);
             if o.state != ContainerState::Running {
