@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use manifest_model::{DirSource, Limits, Node};
+use manifest_model::Node;
 use sha2::{Digest as _, Sha256};
 
 use crate::SetupError;
@@ -432,32 +432,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<bool, SetupError> {
 /// node, and decides the files.
 fn prepare(args: &Args, node_file: &Path, out: &mut dyn Write) -> Result<Setup, SetupError> {
     let root = &args.repo_root;
-    let source = DirSource::new(root).map_err(|e| {
-        SetupError::Manifest(format!(
-            "cannot open manifest repository {}: {e}",
-            root.display()
-        ))
-    })?;
-    let report = manifest_model::load(&source, &Limits::default());
-    if report.has_errors() {
-        for d in &report.diagnostics {
-            say(out, &d.to_string());
-        }
-        if !report.omitted.is_empty() {
-            say(out, &report.omitted.to_string());
-        }
-        return Err(SetupError::Manifest(format!(
-            "the manifest repository {} is invalid ({} error(s)); `orun validate` shows the same; nothing was installed",
-            root.display(),
-            report.error_count()
-        )));
-    }
-    let rev = report.revision.ok_or_else(|| {
-        SetupError::Manifest("the manifest repository has no revision".to_owned())
-    })?;
+    let nodes = crate::load_nodes(root, out)?;
     let wanted = relative_node_file(root, node_file);
-    let Some(node) = rev.nodes.values().find(|n| n.file == wanted).cloned() else {
-        let known: Vec<&str> = rev.nodes.values().map(|n| n.file.as_str()).collect();
+    let Some(node) = nodes.iter().find(|n| n.file == wanted).cloned() else {
+        let known: Vec<&str> = nodes.iter().map(|n| n.file.as_str()).collect();
         return Err(SetupError::Manifest(format!(
             "no Node manifest at {wanted} in {} (nodes: {})",
             root.display(),
@@ -1333,7 +1311,7 @@ known_hosts = \"/tmp/p/etc/orun/known_hosts\"
             "main",
         );
         let source = manifest_model::MemSource::new().with("nodes/web-01.yaml", yaml);
-        let report = manifest_model::load(&source, &Limits::default());
+        let report = manifest_model::load(&source, &manifest_model::Limits::default());
         assert!(!report.has_errors(), "{:?}", report.diagnostics);
         let rev = report.revision.unwrap();
         let spec = &rev.nodes["web-01"].spec;

@@ -8,10 +8,10 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use manifest_model::{DirSource, Limits, Node};
+use manifest_model::Node;
 use serde::Serialize;
 use status_http::{ContainerPhase, DeploymentState};
 
@@ -100,7 +100,7 @@ impl NodeRow {
 /// [`SetupError::Manifest`] for a repository that cannot be read, [`SetupError::Local`] for
 /// the token file; a node that cannot be reached is a row with its error, not an error.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<bool, SetupError> {
-    let nodes = load_nodes(&args.repo_root)?;
+    let nodes = crate::load_nodes(&args.repo_root, out)?;
     let token = match &args.token_file {
         Some(path) => Some(
             status_http::BearerToken::load(path)
@@ -147,28 +147,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<bool, SetupError> {
             source,
         })?;
     Ok(rows.iter().all(NodeRow::up_to_date))
-}
-
-/// The repository's nodes, refusing a repository the agent would refuse.
-fn load_nodes(root: &Path) -> Result<Vec<Node>, SetupError> {
-    let source = DirSource::new(root).map_err(|e| {
-        SetupError::Manifest(format!(
-            "cannot open manifest repository {}: {e}",
-            root.display()
-        ))
-    })?;
-    let report = manifest_model::load(&source, &Limits::default());
-    if report.has_errors() {
-        return Err(SetupError::Manifest(format!(
-            "the manifest repository {} is invalid ({} error(s)); `orun validate` lists them",
-            root.display(),
-            report.error_count()
-        )));
-    }
-    let rev = report.revision.ok_or_else(|| {
-        SetupError::Manifest("the manifest repository has no revision".to_owned())
-    })?;
-    Ok(rev.nodes.into_values().collect())
 }
 
 /// One node: a tunnel to its status API, `/readyz` and `/status`.

@@ -8,8 +8,43 @@ pub mod fleet;
 mod ssh;
 pub mod unit;
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use manifest_model::{DirSource, Limits, Node};
+
+/// The Nodes of the manifest repository at `root`, refusing a repository the agent would
+/// refuse: its diagnostics (validate's) are written to `out`.
+///
+/// # Errors
+/// [`SetupError::Manifest`].
+pub(crate) fn load_nodes(root: &Path, out: &mut dyn Write) -> Result<Vec<Node>, SetupError> {
+    let source = DirSource::new(root).map_err(|e| {
+        SetupError::Manifest(format!(
+            "cannot open manifest repository {}: {e}",
+            root.display()
+        ))
+    })?;
+    let report = manifest_model::load(&source, &Limits::default());
+    if report.has_errors() {
+        for d in &report.diagnostics {
+            let _ = writeln!(out, "{d}");
+        }
+        if !report.omitted.is_empty() {
+            let _ = writeln!(out, "{}", report.omitted);
+        }
+        return Err(SetupError::Manifest(format!(
+            "the manifest repository {} is invalid ({} error(s)); `orun validate` shows the same; nothing was done",
+            root.display(),
+            report.error_count()
+        )));
+    }
+    let rev = report.revision.ok_or_else(|| {
+        SetupError::Manifest("the manifest repository has no revision".to_owned())
+    })?;
+    Ok(rev.nodes.into_values().collect())
+}
 
 /// Why setting up a node stopped: `orun bootstrap`'s steps, and a unit that cannot be
 /// rendered.
