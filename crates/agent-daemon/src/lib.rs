@@ -118,13 +118,16 @@ pub fn main(args: Args, program: &'static str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg, &args, &cwd, program)) {
+    let code = match runtime.block_on(run(cfg, &args, &cwd, program)) {
         Ok(code) => code,
         Err(e) => {
             error!(error = %e, "orun agent cannot run");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A download or self-test still running on the blocking pool does not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    code
 }
 
 async fn run(
@@ -223,7 +226,9 @@ async fn run(
             Action::Revert(reason) => {
                 warn!(reason = %reason, "the new version is not ready: reverting");
                 if let Err(e) = update.revert(&reason) {
-                    error!(error = %e, "cannot revert the update; running on");
+                    // Not asked again: a revert that cannot be done would otherwise stop the
+                    // engine on every check.
+                    update.revert_failed(&e);
                 } else {
                     return Ok(reexec(update.binary()));
                 }
@@ -241,15 +246,21 @@ async fn run(
                     .await;
                 match tried {
                     Ok(()) if update.swap(staged).is_ok() => {
+                        if terminating.load(Ordering::SeqCst) {
+                            // Asked to stop meanwhile: the new version runs at the next start
+                            // (on probation), not now.
+                            info!(%version, "self-update: installed; stopping as asked");
+                            break ExitCode::SUCCESS;
+                        }
                         info!(%version, "self-update: the new version was ready on trial; running it");
                         return Ok(reexec(update.binary()));
                     }
                     Ok(()) => {}
-                    Err(reason) if terminating.load(Ordering::SeqCst) => {
-                        info!(reason = %reason, "self-update trial stopped");
+                    Err(_) if terminating.load(Ordering::SeqCst) => {
+                        info!("self-update trial stopped: the agent is stopping");
                         break ExitCode::SUCCESS;
                     }
-                    Err(reason) => update.refuse(&version, &reason),
+                    Err(failure) => update.trial_failed(&version, failure),
                 }
             }
         }
@@ -282,7 +293,7 @@ fn open_update(cfg: &Config, program: &str, status: &Status) -> Option<SelfUpdat
                     std::process::exit(i32::from(EXIT_RESTART));
                 }
                 Err(e) => {
-                    error!(error = %e, "cannot revert the update; running on");
+                    update.revert_failed(&e);
                     Some(update)
                 }
             }
@@ -355,6 +366,7 @@ async fn on_signals(
         if terminating.swap(true, Ordering::SeqCst) {
             // A second signal: the operator does not want to wait for the step.
             warn!("second signal: exiting now; containers keep running");
+            update::kill_trial();
             std::process::exit(1);
         }
         notifier.stopping();

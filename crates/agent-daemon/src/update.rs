@@ -70,6 +70,34 @@ pub struct UpdateSettings {
     pub binary: PathBuf,
 }
 
+/// How many times a release may fail to stage, fail its trial without crashing, or fail to
+/// swap in before this process stops trying it (until a restart). A release that crashes on
+/// trial is refused for good at once.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// The process id of a trial run while one runs (0: none), for a second signal to kill.
+static TRIAL_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Kills a trial run at once: the agent is exiting without its usual clean-up.
+pub(crate) fn kill_trial() {
+    let pid = TRIAL_PID.swap(0, Ordering::SeqCst);
+    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Why a trial did not end ready.
+#[derive(Debug)]
+pub(crate) enum TrialFailure {
+    /// The release's own fault: it exited, or could not be started. Refused for good.
+    Crashed(String),
+    /// Not ready in time: perhaps the release, perhaps the node (a slow pull, a flapping
+    /// deployment). Tried again, up to [`MAX_ATTEMPTS`] times.
+    NotReady(String),
+    /// The agent is stopping.
+    Stopped,
+}
+
 /// What the daemon must do for the self-update.
 pub(crate) enum Action {
     /// Stop the engine and the status API, and try this release.
@@ -93,6 +121,8 @@ pub(crate) struct SelfUpdate {
     next_check: Instant,
     /// The release last announced, so a notify-only node says it once, not every interval.
     announced: Option<Version>,
+    /// Failed attempts per version in this process (see [`MAX_ATTEMPTS`]).
+    attempts: std::collections::BTreeMap<Version, u32>,
 }
 
 /// The version this process runs as.
@@ -188,6 +218,7 @@ impl SelfUpdate {
             probation: None,
             next_check: Instant::now(),
             announced: None,
+            attempts: std::collections::BTreeMap::new(),
         };
         let revert = match check {
             StartCheck::Normal => None,
@@ -246,6 +277,22 @@ impl SelfUpdate {
     pub(crate) fn revert(&mut self, reason: &str) -> Result<(), String> {
         let result = lock(&self.updater).revert(reason);
         result.map_err(|e| chain(&e))
+    }
+
+    /// A revert that could not be done: shown, and not tried again by this process.
+    pub(crate) fn revert_failed(&mut self, e: &str) {
+        error!(error = %e, "cannot revert the update; running on");
+        self.probation = None;
+        self.fail(format!(
+            "cannot put the previous version back ({e}); this version runs on: install one by hand"
+        ));
+    }
+
+    /// Counts a failed attempt at `version`; true when it is the last one allowed.
+    fn count_failure(&mut self, version: &Version) -> bool {
+        let n = self.attempts.entry(version.clone()).or_default();
+        *n += 1;
+        *n >= MAX_ATTEMPTS
     }
 
     /// The installed binary, which [`exec`] runs.
@@ -324,6 +371,13 @@ impl SelfUpdate {
         let version = release.version.clone();
         self.part.available = Some(version.to_string());
         self.part.last_check_unix = Some(unix_now());
+        if self.mode == UpdateMode::Install
+            && self.attempts.get(&version).is_some_and(|n| *n >= MAX_ATTEMPTS)
+        {
+            // Given up on until the agent restarts; the last error stays shown.
+            self.set_phase("idle");
+            return None;
+        }
         if self.mode != UpdateMode::Install {
             if self.announced.as_ref() != Some(&version) {
                 info!(%version, "self-update: a newer release is available (notify only)");
@@ -360,11 +414,13 @@ impl SelfUpdate {
             }
             Ok(Ok(staged)) => Some(staged),
             Ok(Err(e)) => {
-                self.fail(format!("{version} refused: {}", chain(&e)));
+                let last = self.count_failure(&version);
+                self.fail(format!("{version} refused: {}{}", chain(&e), give_up(last)));
                 None
             }
             Err(e) => {
-                self.fail(format!("{version} refused: {e}"));
+                let last = self.count_failure(&version);
+                self.fail(format!("{version} refused: {e}{}", give_up(last)));
                 None
             }
         }
@@ -380,7 +436,7 @@ impl SelfUpdate {
         token: Option<&BearerToken>,
         terminating: &AtomicBool,
         notifier: &Notifier,
-    ) -> Result<(), String> {
+    ) -> Result<(), TrialFailure> {
         let version = staged.version().clone();
         self.set_phase("trial");
         notifier.status(&format!("trying {version}"));
@@ -396,18 +452,24 @@ impl SelfUpdate {
         let mut child = command
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start it: {e}"))?;
+            .map_err(|e| TrialFailure::Crashed(format!("it cannot be started: {e}")))?;
+        TRIAL_PID.store(child.id().unwrap_or(0), Ordering::SeqCst);
         let deadline = Instant::now() + self.deadline;
         let token = token.cloned();
         let outcome = loop {
             if let Ok(Some(exit)) = child.try_wait() {
-                break Err(format!("it exited ({exit}) before it was ready"));
+                break Err(TrialFailure::Crashed(format!(
+                    "it exited ({exit}) before it was ready"
+                )));
             }
             if terminating.load(Ordering::SeqCst) {
-                break Err("the agent is stopping".to_owned());
+                break Err(TrialFailure::Stopped);
             }
             if Instant::now() >= deadline {
-                break Err(format!("it was not ready within {:?}", self.deadline));
+                break Err(TrialFailure::NotReady(format!(
+                    "it was not ready within {:?}",
+                    self.deadline
+                )));
             }
             let token = token.clone();
             let ready = tokio::task::spawn_blocking(move || {
@@ -427,29 +489,66 @@ impl SelfUpdate {
             tokio::time::sleep(READY_POLL).await;
         };
         stop_child(&mut child).await;
+        TRIAL_PID.store(0, Ordering::SeqCst);
         notifier.status("running");
         outcome
     }
 
-    /// After a failed trial: the version is refused for good.
-    pub(crate) fn refuse(&mut self, version: &Version, reason: &str) {
-        let marked = lock(&self.updater).mark_bad(version, reason);
-        if let Err(e) = marked {
-            error!(error = %chain(&e), "cannot mark the version bad");
+    /// After a failed trial: a crash refuses the version for good; not being ready in time
+    /// is tried again, up to [`MAX_ATTEMPTS`] trials, then refused for good.
+    pub(crate) fn trial_failed(&mut self, version: &Version, failure: TrialFailure) {
+        let reason = match failure {
+            TrialFailure::Stopped => return,
+            TrialFailure::Crashed(reason) => reason,
+            TrialFailure::NotReady(reason) => {
+                if !self.count_failure(version) {
+                    self.fail(format!(
+                        "{version} failed its trial ({reason}); tried again at the next check"
+                    ));
+                    return;
+                }
+                format!("{reason}, {MAX_ATTEMPTS} times")
+            }
+        };
+        let marked = lock(&self.updater).mark_bad(version, &reason);
+        match marked {
+            Ok(()) => self.fail(format!(
+                "{version} failed its trial and is refused for good: {reason}"
+            )),
+            Err(e) => {
+                // Not marked: at least this process does not try it again.
+                self.attempts.insert(version.clone(), MAX_ATTEMPTS);
+                self.fail(format!(
+                    "{version} failed its trial ({reason}) and cannot be marked bad ({}); not tried again until the agent restarts",
+                    chain(&e)
+                ));
+            }
         }
-        self.fail(format!(
-            "{version} failed its trial and is refused for good: {reason}"
-        ));
     }
 
     /// After a successful trial: the staged binary takes the installed one's place.
     pub(crate) fn swap(&mut self, staged: Staged) -> Result<(), String> {
+        let version = staged.version().clone();
         let result = lock(&self.updater).swap(staged);
         result.map_err(|e| {
-            let reason = format!("cannot install the new version: {}", chain(&e));
+            // Not tried again by this process: each try stops the engine for a trial.
+            self.attempts.insert(version.clone(), MAX_ATTEMPTS);
+            let reason = format!(
+                "cannot install {version}: {}; not tried again until the agent restarts",
+                chain(&e)
+            );
             self.fail(reason.clone());
             reason
         })
+    }
+}
+
+/// The end of a failure's message when it was the last attempt.
+fn give_up(last: bool) -> String {
+    if last {
+        format!("; not tried again until the agent restarts ({MAX_ATTEMPTS} attempts)")
+    } else {
+        String::new()
     }
 }
 

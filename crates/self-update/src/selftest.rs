@@ -44,6 +44,10 @@ pub(crate) fn run(
         .stderr(Stdio::piped())
         // The test hook is this process's; the binary under test must not inherit it.
         .env_remove(FAILPOINT_VAR);
+    // Nor systemd's notify socket and watchdog, which speak for the service's main process.
+    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        command.env_remove(var);
+    }
     let mut child = spawn(&mut command).map_err(|e| failed(format!("cannot start: {e}")))?;
     let (tx, rx) = mpsc::channel();
     for (stream, is_stdout) in [

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -324,6 +324,28 @@ pub async fn serve_connection<IO>(
     let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
 }
 
+/// Whether a `Host` header names this machine without a DNS name that someone else
+/// controls: `localhost`, or an IP literal, with or without a port.
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9100`
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Answers one request from the snapshot; the request body is never read.
 fn respond<B>(
     req: &Request<B>,
@@ -345,6 +367,20 @@ fn respond<B>(
             HeaderValue::from_static("Bearer realm=\"orun\""),
         );
         return r;
+    }
+    // Without a token the API trusts whoever reaches loopback; a web page the operator
+    // visits could reach it too by pointing its own name at 127.0.0.1 (DNS rebinding), and
+    // it would send that name as `Host`. Only loopback names and IP literals are answered.
+    if token.is_none()
+        && req
+            .headers()
+            .get(HOST)
+            .is_some_and(|h| !h.to_str().is_ok_and(local_host))
+    {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: reach the status API by IP address or localhost\n",
+        );
     }
     let snap: &Snapshot = &status.get();
     let method = req.method();

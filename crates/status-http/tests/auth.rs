@@ -247,3 +247,57 @@ fn tokens_load_from_files_and_are_never_shown() {
     let err = BearerToken::parse("short").unwrap_err();
     assert_eq!(err.to_string(), "the status token is shorter than 16 bytes");
 }
+
+/// Without a token, a request naming a DNS name other than `localhost` in `Host` (a page the
+/// operator visits, whose name was pointed at 127.0.0.1) is refused; loopback names and IP
+/// literals are answered.
+#[test]
+fn without_a_token_only_local_host_names_are_answered() {
+    let (addr, _stop) = start(None);
+    let ask = |host: &str, path: &str| {
+        status_http::request(
+            addr,
+            "GET",
+            path,
+            &[("Host", host)],
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    for host in [
+        "rebind.attacker.example",
+        "rebind.attacker.example:9100",
+        "127.0.0.1.nip.io",
+        "localhost.attacker.example",
+    ] {
+        for path in ["/", "/status", "/events", "/metrics"] {
+            let a = ask(host, path);
+            assert_eq!(a.code, 421, "{host} {path}");
+            assert!(!a.body.contains(CANARY), "{host} {path}: {}", a.body);
+        }
+    }
+    for host in [
+        "localhost",
+        "LOCALHOST:9100",
+        "127.0.0.1",
+        &addr.to_string(),
+        "[::1]:9100",
+        "10.0.0.5:9100",
+    ] {
+        assert_eq!(ask(host, "/status").code, 200, "{host}");
+    }
+    // With a token, the token is what counts (a scrape through a DNS name works).
+    let (addr, _stop) = start(Some(token()));
+    let value = format!("Bearer {TOKEN}");
+    let a = status_http::request(
+        addr,
+        "GET",
+        "/status",
+        &[("Host", "node.internal:9100"), ("Authorization", &value)],
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(a.code, 200);
+}
