@@ -273,6 +273,33 @@ pub fn node_yaml(name: &str, host: &str, user: &str, git_repo: &str, git_branch:
 
 /// The architecture `uname -m` prints for a binary: read from its ELF header, else this
 /// machine's.
+/// `MAJOR.MINOR.PATCH` of a `--version` line (`orun 0.2.0`, `orun v0.2.0-rc.1`): its last
+/// word, a pre-release suffix ignored.
+fn version_of(line: &str) -> Option<(u64, u64, u64)> {
+    let word = line.split_whitespace().last()?;
+    let word = word.strip_prefix('v').unwrap_or(word);
+    let core = word.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(v)
+}
+
+/// What the binary to install says its version is; empty when it cannot say.
+fn local_version(binary: &Path) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
 fn binary_arch(binary: &Path) -> String {
     let mut head = [0u8; 20];
     let elf = std::fs::File::open(binary)
@@ -862,6 +889,9 @@ fn user_cmd() -> String {
     )
 }
 
+/// The file bootstrap leaves in a data dir it made, so that a later run knows it is orun's.
+const DATA_MARK: &str = ".orun-data-dir";
+
 fn dirs_cmd(l: &Layout, systemd: bool) -> Result<String, SetupError> {
     let parent = |p: &Path| q(p.parent().unwrap_or(Path::new("/")));
     let mut dirs = vec![parent(&l.binary)?, q(&l.etc)?, q(&l.data_dir)?];
@@ -871,11 +901,16 @@ fn dirs_cmd(l: &Layout, systemd: bool) -> Result<String, SetupError> {
         dirs.push(parent(&l.log)?);
         dirs.push(parent(&l.pidfile)?);
     }
+    // A data dir that holds something else (a mistyped `dataDir: /var/lib`) is never taken
+    // over: it must be new, empty, or marked as orun's by an earlier bootstrap, or hold an
+    // agent's state.
+    let data = q(&l.data_dir)?;
     let mut cmd = format!(
-        "mkdir -p {} && chmod 0750 {} {}",
+        "if [ -d {data} ] && [ -n \"$(ls -A {data} 2>/dev/null)\" ] && [ ! -e {data}/{DATA_MARK} ] && [ ! -e {data}/state.json ]; then \
+         echo \"refusing to take over {data}: it exists, is not empty and is not an orun data dir; choose another dataDir\" >&2; exit 3; fi; \
+         mkdir -p {} && touch {data}/{DATA_MARK} && chmod 0750 {} {data}",
         dirs.join(" "),
         q(&l.etc)?,
-        q(&l.data_dir)?
     );
     if systemd {
         cmd.push_str(&format!(
@@ -918,7 +953,8 @@ fn detached_cmd(l: &Layout, changed: bool) -> Result<String, SetupError> {
     let (bin, cfg, pidfile, log) = (q(&l.binary)?, q(&l.config)?, q(&l.pidfile)?, q(&l.log)?);
     Ok(format!(
         "pid=$(cat {pidfile} 2>/dev/null); case \"$pid\" in ''|*[!0-9]*) pid= ;; esac; alive=; \
-         if [ -n \"$pid\" ] && [ -r /proc/$pid/cmdline ] && tr '\\000' '\\n' < /proc/$pid/cmdline | grep -qxF -- {cfg}; then alive=1; fi; \
+         if [ -n \"$pid\" ] && [ -r /proc/$pid/cmdline ] && tr '\\000' '\\n' < /proc/$pid/cmdline | grep -qxF -- {cfg} \
+         && tr '\\000' '\\n' < /proc/$pid/cmdline | grep -qxF -- {bin}; then alive=1; fi; \
          if [ -n \"$alive\" ] && [ {changed} = 0 ]; then echo running $pid; exit 0; fi; \
          verb=started; if [ -n \"$alive\" ]; then verb=restarted; kill $pid; i=0; \
          while kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; \
@@ -1014,8 +1050,20 @@ fn install(args: &Args, ssh: &Ssh, mut s: Setup, out: &mut dyn Write) -> Result<
         script.push_str(&format!(
             "printf '{i} '; if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo -; fi; "
         ));
+        if f.what == "binary" {
+            script.push_str(&format!(
+                "printf 'version '; [ -x {p} ] && {p} --version 2>/dev/null | head -n 1; echo; "
+            ));
+        }
     }
     let remote = ssh.run("reading the installed files' sha256", &script)?;
+    // A node that updated itself runs a newer binary than the one given: re-running
+    // bootstrap must not take it back (and self-update then forward again).
+    let node_version = remote
+        .lines()
+        .find_map(|l| l.strip_prefix("version "))
+        .and_then(version_of);
+    let our_version = version_of(&local_version(&s.binary));
     let mut changed = false;
     for (i, f) in s.files.iter().enumerate() {
         let theirs = remote
@@ -1024,6 +1072,25 @@ fn install(args: &Args, ssh: &Ssh, mut s: Setup, out: &mut dyn Write) -> Result<
             .unwrap_or("-")
             .trim();
         let ours = f.sha256()?;
+        if f.what == "binary"
+            && let (Some(theirs), Some(ours)) = (node_version, our_version)
+            && theirs > ours
+        {
+            say(
+                out,
+                &format!(
+                    "binary {}: left alone (the node runs {}.{}.{}, newer than this {}.{}.{}: it updated itself)",
+                    f.dest.display(),
+                    theirs.0,
+                    theirs.1,
+                    theirs.2,
+                    ours.0,
+                    ours.1,
+                    ours.2
+                ),
+            );
+            continue;
+        }
         let outcome = if theirs == ours {
             ssh.run(&format!("setting the mode of {}", f.what), &f.fix_script()?)?;
             Outcome::Unchanged
@@ -1161,6 +1228,16 @@ mod tests {
 
     use super::*;
     use crate::ssh::TAIL;
+
+    #[test]
+    fn reads_the_version_of_a_version_line() {
+        assert_eq!(version_of("orun 0.2.0"), Some((0, 2, 0)));
+        assert_eq!(version_of("orun v1.10.3-rc.1"), Some((1, 10, 3)));
+        assert_eq!(version_of("orun 0.2"), None);
+        assert_eq!(version_of("orun 0.2.0.1"), None);
+        assert_eq!(version_of(""), None);
+        assert!(version_of("orun 0.10.0") > version_of("orun 0.9.9"));
+    }
     use std::process::Command;
 
     /// What `sh -c "echo <quoted>"` prints for `s`.

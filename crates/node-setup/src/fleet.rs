@@ -257,6 +257,13 @@ fn age(secs: Option<u64>) -> String {
     }
 }
 
+/// `text` with control characters (ESC, CR, …) shown as `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The table: one line per node, then each node's error on its own line.
 pub fn render(rows: &[NodeRow]) -> String {
     let mut table = vec![[
@@ -297,6 +304,13 @@ pub fn render(rows: &[NodeRow]) -> String {
             r.agent_version.clone().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
+    // Names, versions and errors come from the nodes: no escape sequence reaches the
+    // operator's terminal.
+    for line in &mut table {
+        for cell in line.iter_mut() {
+            *cell = printable(cell);
+        }
+    }
     let mut widths = [0usize; 8];
     for line in &table {
         for (w, cell) in widths.iter_mut().zip(line) {
@@ -315,7 +329,7 @@ pub fn render(rows: &[NodeRow]) -> String {
     }
     for r in rows.iter().filter(|r| r.error.is_some()) {
         if let Some(e) = &r.error {
-            out.push_str(&format!("{}: {e}\n", r.node));
+            out.push_str(&format!("{}: {}\n", printable(&r.node), printable(e)));
         }
     }
     out
@@ -379,6 +393,17 @@ mod tests {
         assert!(row.up_to_date());
         row.error = Some("remote unreachable".into());
         assert!(!row.up_to_date());
-        assert!(render(&[row]).ends_with("n1: remote unreachable\n"));
+        assert!(render(&[row.clone()]).ends_with("n1: remote unreachable\n"));
+        row.error = Some("\u{1b}]0;pwned\u{7}boom".into());
+        row.agent_version = Some("\u{1b}[31m1.0".into());
+        let text = render(&[row]);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("?]0;pwned?boom") && text.contains("?[31m1.0"),
+            "{text:?}"
+        );
     }
 }

@@ -430,3 +430,60 @@ fn ssh_remotes_need_a_deploy_key_and_a_pinned_host_key() {
     assert!(out.contains("agent ready"), "{out}");
     drop(agent);
 }
+
+/// A data dir that already holds something else (a mistyped `dataDir`) is not taken over:
+/// bootstrap stops before changing its mode or owner, and nothing in it changes.
+#[test]
+fn a_foreign_data_dir_is_refused() {
+    let Some(sshd_bin) = sshd() else { return };
+    let f = Fixture::new(&sshd_bin);
+    let _agent = f.agent();
+    let data = f.p().join("opt/orun");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("someone-elses.db"), "precious").unwrap();
+    let out = f.bootstrap(&[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing to take over"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(mode(&data), 0o755);
+    assert_eq!(
+        std::fs::read_to_string(data.join("someone-elses.db")).unwrap(),
+        "precious"
+    );
+    assert!(!f.p().join("run/orun-agent.pid").exists());
+}
+
+/// A node that updated itself runs a newer binary than the operator's: bootstrap leaves it,
+/// so the two never take turns replacing each other.
+#[test]
+fn a_newer_binary_on_the_node_is_left_alone() {
+    let Some(sshd_bin) = sshd() else { return };
+    if !docker_up() {
+        return;
+    }
+    let f = Fixture::new(&sshd_bin);
+    let agent = f.agent();
+    let first = f.bootstrap(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    // What a self-update leaves: a newer version at the installed path.
+    let installed = f.p().join("var/lib/orun/bin/orun");
+    let newer = format!(
+        "#!/bin/sh\ncase \"$1\" in --version) echo 'orun 99.0.0' ;; *) exec '{}' \"$@\" ;; esac\n",
+        orun().display()
+    );
+    let tmp = installed.with_extension("tmp");
+    std::fs::write(&tmp, &newer).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &installed).unwrap();
+    let pid = agent.pid();
+    let again = f.bootstrap(&[]);
+    let out = text(&again);
+    assert!(again.status.success(), "{out}");
+    assert!(out.contains("left alone (the node runs 99.0.0"), "{out}");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), newer);
+    assert_eq!(agent.pid(), pid, "the agent was restarted:\n{out}");
+}
