@@ -81,7 +81,10 @@ static TRIAL_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::n
 /// Kills a trial run at once: the agent is exiting without its usual clean-up.
 pub(crate) fn kill_trial() {
     let pid = TRIAL_PID.swap(0, Ordering::SeqCst);
-    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
@@ -372,7 +375,10 @@ impl SelfUpdate {
         self.part.available = Some(version.to_string());
         self.part.last_check_unix = Some(unix_now());
         if self.mode == UpdateMode::Install
-            && self.attempts.get(&version).is_some_and(|n| *n >= MAX_ATTEMPTS)
+            && self
+                .attempts
+                .get(&version)
+                .is_some_and(|n| *n >= MAX_ATTEMPTS)
         {
             // Given up on until the agent restarts; the last error stays shown.
             self.set_phase("idle");
