@@ -125,6 +125,20 @@ impl Drop for AgentGuard {
     }
 }
 
+/// A fixture whose node bootstrap has installed and started once (with the guard that stops
+/// its agent); `None` when sshd or Docker is missing and may be.
+fn installed() -> Option<(Fixture, AgentGuard)> {
+    let sshd_bin = sshd()?;
+    if !docker_up() {
+        return None;
+    }
+    let f = Fixture::new(&sshd_bin);
+    let agent = f.agent();
+    let first = f.bootstrap(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    Some((f, agent))
+}
+
 /// A node on this machine through a real sshd, its manifest committed to a real remote, and
 /// a prefix to install under.
 struct Fixture {
@@ -283,14 +297,9 @@ fn installs_converges_then_changes_nothing_and_upgrades_in_place() {
 
 #[test]
 fn check_runs_the_installed_doctor_on_the_node() {
-    let Some(sshd_bin) = sshd() else { return };
-    if !docker_up() {
+    let Some((f, agent)) = installed() else {
         return;
-    }
-    let f = Fixture::new(&sshd_bin);
-    let agent = f.agent();
-    let first = f.bootstrap(&[]);
-    assert!(first.status.success(), "{}", text(&first));
+    };
     let pid = agent.pid();
     let doctor = f.bootstrap(&["--check"]);
     let out = text(&doctor);
@@ -461,14 +470,9 @@ fn a_foreign_data_dir_is_refused() {
 /// so the two never take turns replacing each other.
 #[test]
 fn a_newer_binary_on_the_node_is_left_alone() {
-    let Some(sshd_bin) = sshd() else { return };
-    if !docker_up() {
+    let Some((f, agent)) = installed() else {
         return;
-    }
-    let f = Fixture::new(&sshd_bin);
-    let agent = f.agent();
-    let first = f.bootstrap(&[]);
-    assert!(first.status.success(), "{}", text(&first));
+    };
     // What a self-update leaves: a newer version at the installed path.
     let installed = f.p().join("var/lib/orun/bin/orun");
     let newer = format!(
