@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use manifest_model::{Diagnostic, DirSource, ImageSource, Limits, ModelError, Report, Severity};
-use serde_json::json;
+use manifest_model::{DirSource, Limits, summary};
 
 /// Arguments of `orun validate`.
 #[derive(Debug, clap::Args)]
@@ -104,8 +103,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let ok = !report.has_errors() && resolved.as_ref().is_none_or(Result::is_ok);
     let out = match args.format {
-        Format::Text => render_text(&report, resolved.as_ref()),
-        Format::Json => render_json(&report, resolved.as_ref(), ok)?,
+        Format::Text => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            summary::text(&report, resolved.as_ref(), colour)
+        }
+        Format::Json => {
+            serde_json::to_string_pretty(&summary::json(&report, resolved.as_ref(), ok))? + "\n"
+        }
     };
     crate::emit(&out)?;
     Ok(if ok {
@@ -113,127 +117,4 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-type Resolved = Result<manifest_model::DesiredNode, manifest_model::ModelError>;
-
-fn render_text(report: &Report, resolved: Option<&Resolved>) -> String {
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut lines: Vec<String> = report
-        .diagnostics
-        .iter()
-        .map(|d| paint(d, colour))
-        .collect();
-    if !report.omitted.is_empty() {
-        lines.push(report.omitted.to_string());
-    }
-    let (errors, warnings) = (report.error_count(), report.warning_count());
-    lines.push(match &report.revision {
-        Some(_) if errors > 0 => format!(
-            "not runnable: {errors} error(s) the agent would meet on the node, {warnings} warning(s)"
-        ),
-        Some(rev) => format!(
-            "valid: {} node(s), {} deployment(s), {} service(s); {warnings} warning(s)",
-            rev.nodes.len(),
-            rev.deployments.len(),
-            rev.services.len()
-        ),
-        None => format!(
-            "invalid: {errors} error(s), {warnings} warning(s); the revision would be refused whole"
-        ),
-    });
-    match resolved {
-        Some(Ok(desired)) => {
-            let env = &desired.environment;
-            lines.push(format!(
-                "node {}: branch {}, environment {}{}",
-                desired.node.name,
-                desired.branch,
-                env.id,
-                if env.production { " (production)" } else { "" }
-            ));
-            for c in &desired.containers {
-                lines.push(format!(
-                    "  container {:<30} {}",
-                    c.container_name,
-                    source_text(&c.spec.source)
-                ));
-            }
-            for s in &desired.services {
-                let domain = s
-                    .domain
-                    .as_deref()
-                    .unwrap_or("(no domain in this environment)");
-                lines.push(format!(
-                    "  service   {:<30} {domain} -> {}:{}",
-                    s.name, s.container_name, s.container_port
-                ));
-            }
-        }
-        Some(Err(ModelError::Unfit { diagnostics })) => {
-            lines.push("error: the revision is valid, but not for this node:".to_owned());
-            lines.extend(diagnostics.iter().map(|d| paint(d, colour)));
-        }
-        Some(Err(e)) => lines.push(format!("error: {e}")),
-        None => {}
-    }
-    lines.join("\n") + "\n"
-}
-
-fn source_text(s: &ImageSource) -> String {
-    match s {
-        ImageSource::Image(i) => i.to_string(),
-        ImageSource::Build(b) => format!("build {}", b.context),
-    }
-}
-
-fn paint(d: &Diagnostic, colour: bool) -> String {
-    if !colour {
-        return d.to_string();
-    }
-    let code = match d.severity {
-        Severity::Error => "31",
-        Severity::Warning => "33",
-    };
-    let plain = d.to_string();
-    let tag = format!(": {}: ", d.severity);
-    plain.replacen(&tag, &format!(": \x1b[1;{code}m{}\x1b[0m: ", d.severity), 1)
-}
-
-/// JSON output: diagnostics, counts and the resolved node, never env values.
-fn render_json(report: &Report, resolved: Option<&Resolved>, ok: bool) -> anyhow::Result<String> {
-    let node = resolved.map(|r| match r {
-        Ok(d) => json!({
-            "name": d.node.name,
-            "branch": d.branch,
-            "environment": d.environment,
-            "containers": d.containers.iter().map(|c| json!({
-                "deployment": c.deployment,
-                "container": c.container_name,
-                "image": source_text(&c.spec.source),
-            })).collect::<Vec<_>>(),
-            "services": d.services.iter().map(|s| json!({
-                "name": s.name,
-                "domain": s.domain,
-                "container": s.container_name,
-                "port": s.container_port,
-                "ssl": s.ssl,
-            })).collect::<Vec<_>>(),
-        }),
-        Err(ModelError::Unfit { diagnostics }) => json!({ "diagnostics": diagnostics }),
-        Err(e) => json!({ "error": e.to_string() }),
-    });
-    let counts = report.revision.as_ref().map(|r| {
-        json!({ "nodes": r.nodes.len(), "deployments": r.deployments.len(), "services": r.services.len() })
-    });
-    let out = json!({
-        "valid": ok,
-        "diagnostics": report.diagnostics,
-        "omitted": report.omitted,
-        "errors": report.error_count(),
-        "warnings": report.warning_count(),
-        "counts": counts,
-        "node": node,
-    });
-    Ok(serde_json::to_string_pretty(&out)? + "\n")
 }

@@ -31,6 +31,7 @@ mod render;
 mod resolve;
 mod secret;
 mod source;
+pub mod summary;
 pub mod unlock;
 mod validate;
 pub mod values;
