@@ -14,12 +14,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::{Agent, node_yaml, spawn_agent};
-use test_support::docker::{Guard, docker_ok};
+use test_support::docker::Guard;
 use test_support::git::Remote;
 use test_support::wait::wait;
 use test_support::{free_port, required};
@@ -206,14 +206,10 @@ fn the_status_page_shows_the_node_and_follows_commits_and_failures() {
         eprintln!("skipped: chromium is not installed (apt-get install -y chromium)");
         return;
     };
-    if docker_ok(&["version"]).is_none() {
-        assert!(!required(), "Docker is not running");
-        eprintln!("skipped: Docker is not running");
+    if !test_support::docker::available() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    let shots = target.join("ui");
+    let shots = test_support::target_dir().join("ui");
     std::fs::create_dir_all(&shots).unwrap();
     let browser = Browser {
         bin,

@@ -11,37 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use test_support::git::{Remote, Sshd, sshd_binary, whoami};
+use test_support::free_port;
+use test_support::git::{Remote, Sshd, whoami};
 use test_support::wait::wait;
-use test_support::{free_port, required};
 
 /// The built `orun` (`cargo build -p orun` first).
 fn orun() -> PathBuf {
     test_support::built("orun")
-}
-
-/// The sshd binary; panics when it must be there (`ORUN_REQUIRE_ALL`).
-#[allow(clippy::print_stderr, reason = "a skipped test says why")]
-fn sshd() -> Option<PathBuf> {
-    let found = sshd_binary();
-    if found.is_none() {
-        assert!(!required(), "sshd is required (ORUN_REQUIRE_ALL)");
-        eprintln!("skipped: sshd is not installed (apt-get install openssh-server)");
-    }
-    found
-}
-
-#[allow(clippy::print_stderr, reason = "a skipped test says why")]
-fn docker_up() -> bool {
-    let ok = test_support::docker::docker_ok(&["info", "--format", "{{.ServerVersion}}"]).is_some();
-    if !ok {
-        assert!(
-            !required(),
-            "a Docker daemon is required (ORUN_REQUIRE_ALL)"
-        );
-        eprintln!("skipped: no Docker daemon answers `docker info`");
-    }
-    ok
 }
 
 /// A node named `name` on this machine through `sshd`, following `git_repo`.
@@ -128,8 +104,8 @@ impl Drop for AgentGuard {
 /// A fixture whose node bootstrap has installed and started once (with the guard that stops
 /// its agent); `None` when sshd or Docker is missing and may be.
 fn installed() -> Option<(Fixture, AgentGuard)> {
-    let sshd_bin = sshd()?;
-    if !docker_up() {
+    let sshd_bin = test_support::git::sshd()?;
+    if !test_support::docker::available() {
         return None;
     }
     let f = Fixture::new(&sshd_bin);
@@ -210,8 +186,10 @@ impl Fixture {
 
 #[test]
 fn installs_converges_then_changes_nothing_and_upgrades_in_place() {
-    let Some(sshd_bin) = sshd() else { return };
-    if !docker_up() {
+    let Some(sshd_bin) = test_support::git::sshd() else {
+        return;
+    };
+    if !test_support::docker::available() {
         return;
     }
     let f = Fixture::new(&sshd_bin);
@@ -342,7 +320,9 @@ fn a_dry_run_prints_the_systemd_steps_and_creates_nothing() {
 
 #[test]
 fn ssh_remotes_need_a_deploy_key_and_a_pinned_host_key() {
-    let Some(sshd_bin) = sshd() else { return };
+    let Some(sshd_bin) = test_support::git::sshd() else {
+        return;
+    };
     let sshd = Sshd::start(&sshd_bin);
     let remote = Remote::new();
     let git_repo = sshd.url(&remote);
@@ -417,7 +397,7 @@ fn ssh_remotes_need_a_deploy_key_and_a_pinned_host_key() {
     assert!(!out.contains(secret_line), "{out}");
 
     // The fingerprint the host presents: pinned, and the agent reads the remote through it.
-    if !docker_up() {
+    if !test_support::docker::available() {
         return;
     }
     let agent = AgentGuard {
@@ -444,7 +424,9 @@ fn ssh_remotes_need_a_deploy_key_and_a_pinned_host_key() {
 /// bootstrap stops before changing its mode or owner, and nothing in it changes.
 #[test]
 fn a_foreign_data_dir_is_refused() {
-    let Some(sshd_bin) = sshd() else { return };
+    let Some(sshd_bin) = test_support::git::sshd() else {
+        return;
+    };
     let f = Fixture::new(&sshd_bin);
     let _agent = f.agent();
     let data = f.p().join("opt/orun");

@@ -11,38 +11,13 @@ use std::path::{Path, PathBuf};
 
 use gitsync::{KnownHosts, RemoteOptions, RemoteUrl};
 use node_setup::doctor::{self, DoctorInput, Outcome, Report};
-use test_support::git::{Remote, Sshd, sshd_binary};
-use test_support::{free_port, required, sops};
+use test_support::git::{Remote, Sshd};
+use test_support::{free_port, sops};
 
 const NODE: &str = "apiVersion: run.orcra.dev/v0alpha\nkind: Node\nmetadata:\n  name: n1\nspec:\n  host: 10.0.0.1\n  gitRepo: https://example.com/r.git\n";
 
 /// A Deployment whose `env` sops encrypts in place; the value is a canary no output may hold.
 const WEB: &str = "apiVersion: run.orcra.dev/v0alpha\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  image: nginx:1.27\n  env:\n    INLINE_KEY: canary-inline-0c3d\n";
-
-/// Whether a Docker daemon answers; panics when one must (`ORUN_REQUIRE_ALL`).
-#[allow(clippy::print_stderr, reason = "a skipped test says why")]
-fn docker_up() -> bool {
-    let ok = test_support::docker::docker_ok(&["info", "--format", "{{.ServerVersion}}"]).is_some();
-    if !ok {
-        assert!(
-            !required(),
-            "a Docker daemon is required (ORUN_REQUIRE_ALL)"
-        );
-        eprintln!("skipped: no Docker daemon answers `docker info`");
-    }
-    ok
-}
-
-/// The sshd binary; panics when it must be there (`ORUN_REQUIRE_ALL`).
-#[allow(clippy::print_stderr, reason = "a skipped test says why")]
-fn sshd() -> Option<PathBuf> {
-    let found = sshd_binary();
-    if found.is_none() {
-        assert!(!required(), "sshd is required (ORUN_REQUIRE_ALL)");
-        eprintln!("skipped: sshd is not installed (apt-get install openssh-server)");
-    }
-    found
-}
 
 fn remote_options(url: &str, branch: &str) -> RemoteOptions {
     RemoteOptions::new(RemoteUrl::parse(url, Path::new("/")).unwrap(), branch)
@@ -115,7 +90,7 @@ fn failure<'a>(report: &'a Report, name: &str) -> (&'a str, &'a str) {
 /// skipped. Nothing printed holds the secret key or the encrypted value.
 #[tokio::test]
 async fn a_healthy_node_passes_every_check() {
-    if !docker_up() {
+    if !test_support::docker::available() {
         return;
     }
     let Some(repo) = sealed_repo() else { return };
@@ -206,7 +181,9 @@ async fn a_missing_docker_socket_fails_with_start_docker() {
 /// a deploy key the server does not accept, the fix is to add the deploy key's public key.
 #[tokio::test]
 async fn an_ssh_remote_with_the_wrong_host_key_or_deploy_key_fails() {
-    let Some(binary) = sshd() else { return };
+    let Some(binary) = test_support::git::sshd() else {
+        return;
+    };
     let sshd = Sshd::start(&binary);
     let remote = Remote::new();
     remote.commit("one", &[("nodes/n1.yaml", NODE)]);

@@ -100,3 +100,20 @@ impl Drop for Images {
         }
     }
 }
+
+/// Whether a Docker daemon answers; a test without one skips (saying so), unless
+/// `ORUN_REQUIRE_ALL` asks for every component, when this panics.
+pub fn available() -> bool {
+    let ok = docker_ok(&["info", "--format", "{{.ServerVersion}}"]).is_some();
+    assert!(
+        ok || !crate::required(),
+        "a Docker daemon is required (ORUN_REQUIRE_ALL)"
+    );
+    if !ok {
+        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: no Docker daemon answers `docker info`");
+        }
+    }
+    ok
+}

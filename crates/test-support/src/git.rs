@@ -174,6 +174,23 @@ pub fn sshd_binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// [`sshd_binary`] for a test: `None` (the test skips, saying so) when sshd is missing,
+/// unless `ORUN_REQUIRE_ALL` asks for every component, when this panics.
+pub fn sshd() -> Option<PathBuf> {
+    let found = sshd_binary();
+    assert!(
+        found.is_some() || !crate::required(),
+        "sshd is required (ORUN_REQUIRE_ALL)"
+    );
+    if found.is_none() {
+        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: sshd is not installed (apt-get install openssh-server)");
+        }
+    }
+    found
+}
+
 /// An sshd on loopback with a fresh host key, accepting `client` keys for the current user.
 pub struct Sshd {
     /// The sshd process.

@@ -20,6 +20,12 @@ pub mod registry;
 pub mod sops;
 pub mod wait;
 
+/// The workspace's `target` folder (or `CARGO_TARGET_DIR`).
+pub fn target_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), std::path::PathBuf::from)
+}
+
 /// A binary of this workspace as `cargo build` made it (`target/debug/<name>`, or under
 /// `CARGO_TARGET_DIR`); `ORUN_<NAME>_BIN` points elsewhere. Panics, saying what to build,
 /// when it is not there.
@@ -28,10 +34,7 @@ pub fn built(name: &str) -> std::path::PathBuf {
     if let Some(p) = std::env::var_os(var) {
         return std::path::PathBuf::from(p);
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), std::path::PathBuf::from);
-    let p = target.join("debug").join(name);
+    let p = target_dir().join("debug").join(name);
     assert!(
         p.exists(),
         "{} is not built; run `cargo build -p {name}` first (cargo xtask test does)",
