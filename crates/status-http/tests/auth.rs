@@ -7,13 +7,14 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+mod common;
 
 use status_http::{
     BearerToken, ClientError, DeploymentStatus, Event, Limits, NodeStatus, Snapshot, Status,
-    StatusError, get_authorized, serve,
+    StatusError, get_authorized,
 };
 
 const TOKEN: &str = "Zq8-vN3_kP1.wR7~tY5xE2uI9oA4sD6f";
@@ -43,37 +44,10 @@ fn start(token: Option<BearerToken>) -> (SocketAddr, tokio::sync::oneshot::Sende
         deployment: Some(CANARY.into()),
         ..Default::default()
     });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(serve(listener, status, Limits::default(), token, async {
-            let _ = rx.await;
-        }))
-        .unwrap();
-    });
-    (addr, tx)
+    common::start(status, Limits::default(), token)
 }
 
-/// One raw HTTP/1.1 exchange with extra header lines: status code, head, body.
-fn exchange(addr: SocketAddr, method: &str, path: &str, extra: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (code, head.to_owned(), body.to_owned())
-}
+use common::exchange;
 
 fn token() -> BearerToken {
     BearerToken::parse(TOKEN).unwrap()

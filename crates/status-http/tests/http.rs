@@ -10,45 +10,16 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use status_http::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, EVENTS_KEPT, Event,
-    EventOutcome, Limits, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot, Status, serve,
+    EventOutcome, Limits, Metrics, NodeStatus, RouteState, ServiceStatus, Snapshot, Status,
 };
 
-/// Starts a server on an ephemeral loopback port; it stops when the returned sender drops.
-fn start(status: Status, limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(serve(listener, status, limits, None, async {
-            let _ = rx.await;
-        }))
-        .unwrap();
-    });
-    (addr, tx)
-}
-
-/// One HTTP/1.0 exchange: status code and body.
+/// One exchange: status code and body.
 fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (code, _, body) = common::exchange(addr, method, path, "Content-Length: 0\r\n");
     (code, body)
 }
 
@@ -87,7 +58,7 @@ const WEB_ID: &str = "4f1c2a9e8b7d60531f2e3d4c5b6a798877665544332211000ffeeddccb
 #[test]
 fn endpoints_and_methods() {
     let status = Status::new(snapshot(false));
-    let (addr, _stop) = start(status.clone(), Limits::default());
+    let (addr, _stop) = common::start(status.clone(), Limits::default(), None);
     for method in ["GET", "POST"] {
         assert_eq!(
             request(addr, method, "/healthz"),
@@ -292,7 +263,7 @@ fn promtool_accepts(metrics: &str) {
 /// G2: a 1 MB header is refused, and the server keeps serving.
 #[test]
 fn huge_headers_are_refused() {
-    let (addr, _stop) = start(Status::new(snapshot(true)), Limits::default());
+    let (addr, _stop) = common::start(Status::new(snapshot(true)), Limits::default(), None);
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let big = "a".repeat(1 << 20);
@@ -315,7 +286,7 @@ fn slow_clients_are_cut_off() {
         header_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let (addr, _stop) = start(Status::new(snapshot(true)), limits);
+    let (addr, _stop) = common::start(Status::new(snapshot(true)), limits, None);
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -340,7 +311,7 @@ fn connection_flood_is_bounded() {
         max_connections: 2,
         ..Limits::default()
     };
-    let (addr, _stop) = start(Status::new(snapshot(true)), limits);
+    let (addr, _stop) = common::start(Status::new(snapshot(true)), limits, None);
     // Two idle connections take both slots (they have sent nothing yet).
     let hold: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     // Wait until the server has taken both (it accepts asynchronously): a third connection

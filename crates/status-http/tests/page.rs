@@ -8,14 +8,14 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
+
+mod common;
 
 use status_http::{
     BearerToken, CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event,
     EventOutcome, Limits, NodeStatus, RouteState, SelfUpdateStatus, ServiceStatus, Snapshot,
-    Status, render_main, render_page, serve,
+    Status, render_main, render_page,
 };
 
 /// 2026-11-22T12:00:00Z.
@@ -378,40 +378,17 @@ fn an_empty_node_says_so() {
     );
 }
 
-/// Starts a server on an ephemeral loopback port; it stops when the returned sender drops.
 fn start(
     status: Status,
     token: Option<BearerToken>,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(serve(listener, status, Limits::default(), token, async {
-            let _ = rx.await;
-        }))
-        .unwrap();
-    });
-    (addr, tx)
+    common::start(status, Limits::default(), token)
 }
 
-/// One HTTP/1.0 exchange: the head (lowercased) and the body.
+/// One exchange: the head (lowercased) and the body.
 fn exchange(addr: SocketAddr, method: &str, path: &str, extra: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.to_lowercase(), body.to_owned())
+    let (_, head, body) = common::exchange(addr, method, path, extra);
+    (head.to_lowercase(), body)
 }
 
 #[test]
