@@ -8,16 +8,17 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::pki_types::CertificateDer;
+use rustls::{ServerConnection, StreamOwned};
 use status_http::{ClientError, download};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,22 +60,13 @@ impl Pki {
 /// with `close_notify` when `notify`. Returns the request head seen (empty when the
 /// handshake failed).
 fn serve(pki: &Pki, answer: Vec<u8>, notify: bool) -> (SocketAddr, JoinHandle<String>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![pki.server_cert.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
-        )
-        .unwrap();
+    let config = common::tls_config(pki.server_cert.to_vec(), pki.server_key.clone());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
         tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut conn = ServerConnection::new(Arc::new(config)).unwrap();
+        let mut conn = ServerConnection::new(config).unwrap();
         while conn.is_handshaking() {
             if conn.complete_io(&mut tcp).is_err() {
                 return String::new();

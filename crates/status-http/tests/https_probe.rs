@@ -13,13 +13,14 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use status_http::{Answer, ClientError, get_https};
 
@@ -27,17 +28,7 @@ const CERT: &[u8] = include_bytes!("fixtures/self-signed.cert.der");
 const KEY: &[u8] = include_bytes!("fixtures/self-signed.key.der");
 
 fn server_config() -> Arc<ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(CERT.to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY.to_vec())),
-        )
-        .unwrap();
-    Arc::new(config)
+    common::tls_config(CERT.to_vec(), KEY.to_vec())
 }
 
 /// Serves one TLS connection: reads the request head, answers `answer`, and returns the

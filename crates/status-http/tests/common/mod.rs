@@ -52,3 +52,20 @@ pub(crate) fn exchange(
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (code, head.to_owned(), body.to_owned())
 }
+
+/// A TLS server configuration (ring, safe default versions) presenting `cert` with `key`
+/// (PKCS#8 DER).
+pub(crate) fn tls_config(cert: Vec<u8>, key: Vec<u8>) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .unwrap();
+    std::sync::Arc::new(config)
+}
