@@ -113,12 +113,21 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<bool, SetupError> {
         port: args.ssh_port,
         timeout: args.timeout,
     };
+    // Each branch's tip once, however many nodes follow it.
+    let mut heads = std::collections::BTreeMap::new();
+    for node in &nodes {
+        let branch = &node.spec.git_branch;
+        if !heads.contains_key(branch) {
+            heads.insert(branch.clone(), gitsync::branch_tip(&args.repo_root, branch));
+        }
+    }
     let rows: Vec<NodeRow> = std::thread::scope(|scope| {
         let handles: Vec<_> = nodes
             .iter()
             .map(|node| {
                 let (opts, token) = (&opts, token.as_ref());
-                scope.spawn(move || read_node(args, opts, token, node))
+                let head = heads.get(&node.spec.git_branch).cloned().flatten();
+                scope.spawn(move || read_node(args, opts, token, node, head))
             })
             .collect();
         handles
@@ -155,11 +164,12 @@ fn read_node(
     opts: &SshOptions,
     token: Option<&status_http::BearerToken>,
     node: &Node,
+    head: Option<String>,
 ) -> NodeRow {
     let mut row = NodeRow {
         node: node.name.clone(),
         branch: node.spec.git_branch.clone(),
-        head: gitsync::branch_tip(&args.repo_root, &node.spec.git_branch),
+        head,
         ..NodeRow::default()
     };
     let fail = |mut row: NodeRow, e: String| {
