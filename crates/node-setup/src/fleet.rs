@@ -258,13 +258,10 @@ fn short(commit: Option<&str>) -> String {
 }
 
 fn age(secs: Option<u64>) -> String {
-    match secs {
-        None => "-".to_owned(),
-        Some(s) if s < 120 => format!("{s}s"),
-        Some(s) if s < 7200 => format!("{}m", s / 60),
-        Some(s) if s < 172_800 => format!("{}h", s / 3600),
-        Some(s) => format!("{}d", s / 86400),
-    }
+    secs.map_or_else(
+        || "-".to_owned(),
+        |s| status_http::span(i64::try_from(s).unwrap_or(i64::MAX)),
+    )
 }
 
 /// `text` with control characters (ESC, CR, …) shown as `?`.

@@ -53,7 +53,7 @@ pub use client::{
     Answer, ClientError, PeerCertificate, download, get, get_authorized, get_https,
     peer_certificate, request,
 };
-pub use page::{PAGE_EVENTS, parse_rfc3339, render_main, render_page};
+pub use page::{PAGE_EVENTS, parse_rfc3339, render_main, render_page, span};
 pub use snapshot::{
     CertificateStatus, ContainerPhase, DeploymentState, DeploymentStatus, Event, EventOutcome,
     ImageProgress, ImagesStatus, Metrics, NodeStatus, RouteState, SelfUpdateStatus, ServiceStatus,

@@ -590,8 +590,9 @@ fn age(t: &str, now: i64) -> Option<String> {
     Some(span((now - parse_rfc3339(t)?).max(0)))
 }
 
-/// A duration in the largest whole unit: `42s`, `3m`, `2h`, `5d`.
-fn span(secs: i64) -> String {
+/// A duration in the largest whole unit: `42s`, `3m`, `2h`, `5d` (the page's ages, and
+/// `orun fleet`'s).
+pub fn span(secs: i64) -> String {
     match secs {
         ..60 => format!("{}s", secs.max(0)),
         60..3600 => format!("{}m", secs / 60),
